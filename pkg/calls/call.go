@@ -1,0 +1,44 @@
+package calls
+
+import (
+	"time"
+
+	"github.com/cilium-tracer/tracer/pkg/symbols"
+)
+
+// A Call is one traced function call, completed or not.
+type Call struct {
+	Func    string // fully qualified Go function name
+	ProbeID uint32
+
+	PID       int    // host PID of the traced process
+	Goroutine uint64 // goroutine ID (goid); the g address when the goid offset is unknown
+
+	Start    time.Time     // wall clock
+	Duration time.Duration // for unfinished calls: time until the call was given up
+
+	// Depth is the distance in bytes between the goroutine's stack top and
+	// the stack pointer at entry; deeper calls have larger depths.
+	Depth uint64
+
+	// Stack is the caller stack at entry, innermost first: the traced
+	// function itself, then its immediate caller, with inlined frames
+	// expanded.
+	Stack []symbols.Frame
+
+	// Unfinished is set for calls that never returned through a RET: the
+	// goroutine panicked, called runtime.Goexit, or the entry expired.
+	Unfinished bool
+	Reason     string // why the call is unfinished
+
+	SampleRate  uint32        // 1-in-N sampling in force for this probe (1: every call)
+	MinDuration time.Duration // threshold in force for this probe (0: none)
+
+	Attrs []Attr // captured receiver/argument fields
+}
+
+// An Attr is one captured value.
+type Attr struct {
+	Key   string
+	Value string
+}
