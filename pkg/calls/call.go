@@ -11,6 +11,13 @@ type Call struct {
 	Func    string // fully qualified Go function name
 	ProbeID uint32
 
+	// ID identifies the call within a tracing session. ParentID is the ID
+	// of the innermost traced call that was in flight on the same goroutine
+	// when this one started (0: none); RootID is the ID of the outermost
+	// such call (itself when ParentID is 0). Together they form trace trees
+	// without buffering: children finish before their parents.
+	ID, ParentID, RootID uint64
+
 	PID       int    // host PID of the traced process
 	Goroutine uint64 // goroutine ID (goid); the g address when the goid offset is unknown
 
