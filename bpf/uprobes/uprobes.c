@@ -1,0 +1,378 @@
+//go:build ignore
+
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+//
+// Entry and RET uprobes for Go functions.
+//
+// One entry program and one return program serve every probed site; the
+// attach cookie is the probe ID. Calls are paired per goroutine on a shadow
+// stack of in-flight frames, keyed by the goroutine's g pointer. A frame is
+// identified by its depth: the distance from the goroutine's stack top
+// (g.stack.hi) to the stack pointer at entry. At a RET the stack pointer is
+// back where it was at entry, so depth matches; when Go copies the stack to
+// grow it, stack.hi and SP move together, so depth survives the copy.
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+
+#include "regs.h"
+
+#define MAX_PROBES 1024
+#define MAX_FRAMES 16 // in-flight traced calls per goroutine; a power of two
+#define MAX_STACK_DEPTH 64
+
+// Offset of g.stack.hi: g.stack is g's first field since Go 1.0.
+#define G_STACK_HI 8
+
+enum probe_flags {
+	PROBE_ENTRY_ONLY = 1, // count entries per stack, no pairing
+};
+
+enum event_kind {
+	EVENT_RETURN = 0,     // the call returned through a RET
+	EVENT_UNWOUND = 1,    // the goroutine went on above this frame without a RET (panic, Goexit)
+	EVENT_SUPERSEDED = 2, // a new call at the same depth replaced it after a panic or Goexit
+};
+
+struct probe_cfg {
+	__u64 min_duration_ns; // emit only calls at least this long
+	__u32 sample_every;    // 1-in-N sampling at entry; 0 or 1: every call
+	__u32 flags;
+};
+
+struct counters {
+	__u64 hits;       // entry probe hits, including re-entries after morestack
+	__u64 returns;    // RET probe hits that completed a call
+	__u64 emitted;    // events written to the ring buffer
+	__u64 dropped;    // events lost: ring buffer full
+	__u64 unfinished; // calls that never returned through a RET
+	__u64 skipped;    // entries not sampled
+	__u64 filtered;   // completed calls below min_duration_ns
+	__u64 reentered;  // entry re-fired for a call in flight (morestack)
+	__u64 untracked;  // entries not tracked: shadow stack or goroutine table full, unreadable g
+};
+
+struct frame {
+	__u64 id;
+	__u64 start_ns;
+	__u64 depth;
+	__u64 caller; // return address at entry
+	__u32 probe_id;
+	__s32 stack_id;
+	__u32 panics; // value of gstate.panics when the frame was pushed
+	__u32 _pad;
+};
+
+struct gstate {
+	__u64 goid;
+	__u32 n;      // frames in use
+	__u32 panics; // runtime.gopanic and runtime.Goexit calls seen on this goroutine
+	struct frame frames[MAX_FRAMES];
+};
+
+struct gkey {
+	__u64 g;
+	__u32 tgid;
+	__u32 _pad;
+};
+
+struct event {
+	__u64 id;
+	__u64 parent_id;
+	__u64 root_id;
+	__u64 start_ns;
+	__u64 end_ns;
+	__u64 goid;
+	__u64 depth;
+	__u64 caller;
+	__u32 probe_id;
+	__s32 stack_id;
+	__u32 kind;
+	__u32 tgid;
+};
+
+// Keeps struct event in BTF for bpf2go; only its size is used in code.
+const struct event *unused_event __attribute__((unused));
+
+struct entry_key {
+	__u32 probe_id;
+	__s32 stack_id;
+};
+
+// Set by the loader before the programs are loaded.
+volatile const __u64 goid_offset = 0; // offset of g.goid; 0: report the g address instead
+volatile const __u32 capture_stacks = 0;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_PROBES);
+	__type(key, __u32);
+	__type(value, struct probe_cfg);
+} probe_cfgs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MAX_PROBES);
+	__type(key, __u32);
+	__type(value, struct counters);
+} probe_counters SEC(".maps");
+
+// Goroutines with traced calls in flight. Not an LRU: an eviction would lose
+// frames silently, a full table is counted instead (untracked).
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct gkey);
+	__type(value, struct gstate);
+} gstates SEC(".maps");
+
+// Scratch zero value: a gstate does not fit on the 512-byte BPF stack.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct gstate);
+} gstate_zero SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
+	__uint(max_entries, 16384);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, MAX_STACK_DEPTH * sizeof(__u64));
+} stacks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct entry_key);
+	__type(value, __u64);
+} entry_counts SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4 << 20);
+} events SEC(".maps");
+
+static __always_inline struct counters *counters_of(__u32 probe_id)
+{
+	return bpf_map_lookup_elem(&probe_counters, &probe_id);
+}
+
+#define COUNT(c, field)      \
+	do {                     \
+		if (c)               \
+			(c)->field++;    \
+	} while (0)
+
+// emit writes the frame at index i of gs to the ring buffer. Its parent is
+// the frame below it, the root the bottom frame.
+static __always_inline void emit(struct gstate *gs, __u32 i, __u32 kind, __u64 now, __u32 tgid)
+{
+	struct frame *f = &gs->frames[i & (MAX_FRAMES - 1)];
+	struct counters *c = counters_of(f->probe_id);
+	if (kind != EVENT_RETURN)
+		COUNT(c, unfinished);
+
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		COUNT(c, dropped);
+		return;
+	}
+	e->id = f->id;
+	e->parent_id = i > 0 ? gs->frames[(i - 1) & (MAX_FRAMES - 1)].id : 0;
+	e->root_id = gs->frames[0].id;
+	e->start_ns = f->start_ns;
+	e->end_ns = now;
+	e->goid = gs->goid;
+	e->depth = f->depth;
+	e->caller = f->caller;
+	e->probe_id = f->probe_id;
+	e->stack_id = f->stack_id;
+	e->kind = kind;
+	e->tgid = tgid;
+	bpf_ringbuf_submit(e, 0);
+	COUNT(c, emitted);
+}
+
+// unwind reports and pops every frame deeper than depth: the goroutine is
+// running above them, so they ended without a RET.
+static __always_inline void unwind(struct gstate *gs, __u64 depth, __u64 now, __u32 tgid)
+{
+	for (int k = 0; k < MAX_FRAMES; k++) {
+		__u32 n = gs->n;
+		if (n == 0 || n > MAX_FRAMES)
+			return;
+		if (gs->frames[(n - 1) & (MAX_FRAMES - 1)].depth <= depth)
+			return;
+		emit(gs, n - 1, EVENT_UNWOUND, now, tgid);
+		gs->n = n - 1;
+	}
+}
+
+struct where {
+	__u64 g;
+	__u64 depth;
+};
+
+static __always_inline int locate(struct pt_regs *ctx, struct where *w)
+{
+	__u64 hi = 0;
+	w->g = GO_G(ctx);
+	if (!w->g || bpf_probe_read_user(&hi, sizeof(hi), (void *)(w->g + G_STACK_HI)))
+		return -1;
+	w->depth = hi - GO_SP(ctx);
+	return 0;
+}
+
+SEC("uprobe")
+int go_entry(struct pt_regs *ctx)
+{
+	__u32 probe_id = bpf_get_attach_cookie(ctx);
+	struct probe_cfg *cfg = bpf_map_lookup_elem(&probe_cfgs, &probe_id);
+	struct counters *c = counters_of(probe_id);
+	if (!cfg || !c)
+		return 0;
+	c->hits++;
+
+	if (cfg->flags & PROBE_ENTRY_ONLY) {
+		struct entry_key k = {.probe_id = probe_id, .stack_id = -1};
+		if (capture_stacks)
+			k.stack_id = bpf_get_stackid(ctx, &stacks, BPF_F_USER_STACK);
+		__u64 *cnt = bpf_map_lookup_elem(&entry_counts, &k);
+		if (cnt) {
+			__sync_fetch_and_add(cnt, 1);
+		} else {
+			__u64 one = 1;
+			if (bpf_map_update_elem(&entry_counts, &k, &one, BPF_NOEXIST))
+				c->untracked++;
+		}
+		return 0;
+	}
+
+	if (cfg->sample_every > 1 && bpf_get_prandom_u32() % cfg->sample_every) {
+		c->skipped++;
+		return 0;
+	}
+
+	struct where w;
+	if (locate(ctx, &w)) {
+		c->untracked++;
+		return 0;
+	}
+	__u64 now = bpf_ktime_get_ns();
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+
+	__u64 goid = w.g;
+	if (goid_offset)
+		bpf_probe_read_user(&goid, sizeof(goid), (void *)(w.g + goid_offset));
+
+	struct gkey key = {.g = w.g, .tgid = tgid};
+	struct gstate *gs = bpf_map_lookup_elem(&gstates, &key);
+	if (!gs) {
+		__u32 zero = 0;
+		struct gstate *z = bpf_map_lookup_elem(&gstate_zero, &zero);
+		if (!z)
+			return 0;
+		bpf_map_update_elem(&gstates, &key, z, BPF_NOEXIST);
+		gs = bpf_map_lookup_elem(&gstates, &key);
+		if (!gs) {
+			c->untracked++;
+			return 0;
+		}
+		gs->goid = goid;
+	}
+
+	if (gs->goid != goid) {
+		// The g was reused by a new goroutine: the old one's frames
+		// ended with it.
+		unwind(gs, 0, now, tgid);
+		gs->goid = goid;
+	}
+	unwind(gs, w.depth, now, tgid);
+
+	__u32 n = gs->n;
+	if (n > 0 && n <= MAX_FRAMES) {
+		struct frame *top = &gs->frames[(n - 1) & (MAX_FRAMES - 1)];
+		if (top->depth == w.depth) {
+			// Same goroutine, same depth. Either the prologue called
+			// morestack and jumped back to the entry (one call, keep
+			// the first entry), or the frame is what a panic or Goexit
+			// left behind and this is a new call.
+			if (top->probe_id == probe_id && top->panics == gs->panics) {
+				c->reentered++;
+				return 0;
+			}
+			emit(gs, n - 1, EVENT_SUPERSEDED, now, tgid);
+			n--;
+			gs->n = n;
+		}
+	}
+	if (n >= MAX_FRAMES) {
+		c->untracked++;
+		return 0;
+	}
+
+	struct frame *f = &gs->frames[n & (MAX_FRAMES - 1)];
+	f->id = ((__u64)bpf_get_prandom_u32() << 32) | bpf_get_prandom_u32();
+	f->start_ns = now;
+	f->depth = w.depth;
+	f->caller = GO_RETURN_ADDRESS(ctx);
+	f->probe_id = probe_id;
+	f->stack_id = capture_stacks ? bpf_get_stackid(ctx, &stacks, BPF_F_USER_STACK) : -1;
+	f->panics = gs->panics;
+	gs->n = n + 1;
+	return 0;
+}
+
+SEC("uprobe")
+int go_return(struct pt_regs *ctx)
+{
+	__u32 probe_id = bpf_get_attach_cookie(ctx);
+	struct where w;
+	if (locate(ctx, &w))
+		return 0;
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct gkey key = {.g = w.g, .tgid = tgid};
+	struct gstate *gs = bpf_map_lookup_elem(&gstates, &key);
+	if (!gs)
+		return 0; // not sampled, or entered before the probes were attached
+
+	__u64 now = bpf_ktime_get_ns();
+	unwind(gs, w.depth, now, tgid);
+
+	__u32 n = gs->n;
+	if (n > 0 && n <= MAX_FRAMES) {
+		__u32 i = (n - 1) & (MAX_FRAMES - 1);
+		struct frame *top = &gs->frames[i];
+		if (top->depth == w.depth && top->probe_id == probe_id) {
+			struct counters *c = counters_of(probe_id);
+			struct probe_cfg *cfg = bpf_map_lookup_elem(&probe_cfgs, &probe_id);
+			COUNT(c, returns);
+			if (cfg && now - top->start_ns < cfg->min_duration_ns)
+				COUNT(c, filtered);
+			else
+				emit(gs, i, EVENT_RETURN, now, tgid);
+			n--;
+			gs->n = n;
+		}
+	}
+	if (n == 0)
+		bpf_map_delete_elem(&gstates, &key);
+	return 0;
+}
+
+// go_panic is attached to runtime.gopanic and runtime.Goexit: after them the
+// goroutine may unwind traced frames without a RET, and a later call at the
+// same depth must not be mistaken for a re-entry after morestack.
+SEC("uprobe")
+int go_panic(struct pt_regs *ctx)
+{
+	struct gkey key = {.g = GO_G(ctx), .tgid = bpf_get_current_pid_tgid() >> 32};
+	struct gstate *gs = bpf_map_lookup_elem(&gstates, &key);
+	if (gs)
+		__sync_fetch_and_add(&gs->panics, 1);
+	return 0;
+}
+
+char __license[] SEC("license") = "Dual BSD/GPL";

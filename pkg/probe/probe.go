@@ -1,0 +1,237 @@
+package probe
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+	"github.com/cilium/ebpf/rlimit"
+
+	"github.com/cilium-tracer/tracer/bpf/uprobes"
+	"github.com/cilium-tracer/tracer/pkg/symbols"
+)
+
+// MaxProbes is how many functions one Set can trace.
+const MaxProbes = 1024
+
+// A Probe is one function to trace. Its index in the slice given to Attach
+// is its probe ID in records and counters.
+type Probe struct {
+	Func symbols.Func
+	// Returns are the file offsets of every RET of the function; unused
+	// for EntryOnly probes.
+	Returns []uint64
+	Config
+}
+
+// Config is what the BPF programs filter on, per probe. It can be changed
+// while attached.
+type Config struct {
+	// MinDuration drops completed calls shorter than this in BPF.
+	MinDuration time.Duration
+	// SampleEvery traces one call in SampleEvery, chosen at random at
+	// entry; 0 and 1 trace every call. Unsampled calls still cost the
+	// uprobe trap.
+	SampleEvery uint32
+	// EntryOnly attaches no RET probes and counts entries per stack
+	// instead of pairing calls: the cheapest mode for hot functions.
+	EntryOnly bool
+}
+
+// Options configure a Set.
+type Options struct {
+	// Binary is the path the kernel attaches to: /proc/PID/exe or
+	// /proc/PID/root/<path>, so the probes hit the file the target runs.
+	Binary string
+	// PID restricts the probes to one process; 0 probes every process
+	// running Binary.
+	PID int
+	// GoidOffset is the offset of runtime.g.goid in the target; 0 reports
+	// g addresses as goroutine IDs.
+	GoidOffset uint64
+	// Stacks captures the user stack at each entry.
+	Stacks bool
+	// Panics are the file offsets of runtime.gopanic and runtime.Goexit.
+	// Probing them lets a call after a recovered panic be told apart from
+	// a re-entry after stack growth; without them such a call is mistaken
+	// for a re-entry of the call the panic ended.
+	Panics []uint64
+}
+
+// A Set is a group of probes attached to one executable.
+type Set struct {
+	objs    uprobes.UprobesObjects
+	exe     *link.Executable
+	opts    Options
+	probes  []Probe
+	links   [][]link.Link // per probe: entry first, then each RET
+	panics  []link.Link
+	reader  *ringbuf.Reader
+	buckets int
+}
+
+// Attach loads the BPF programs and attaches them at the entry and every RET
+// of each probe. On error nothing stays attached.
+func Attach(probes []Probe, opts Options) (_ *Set, err error) {
+	if len(probes) == 0 {
+		return nil, errors.New("no functions to probe")
+	}
+	if len(probes) > MaxProbes {
+		return nil, fmt.Errorf("%d functions to probe, at most %d", len(probes), MaxProbes)
+	}
+	// Kernels >= 5.11 account BPF memory to the cgroup; where the limit
+	// cannot be raised (no CAP_SYS_RESOURCE) loading may still work.
+	_ = rlimit.RemoveMemlock()
+
+	spec, err := uprobes.LoadUprobes()
+	if err != nil {
+		return nil, fmt.Errorf("load BPF spec: %w", err)
+	}
+	if err := spec.Variables["goid_offset"].Set(opts.GoidOffset); err != nil {
+		return nil, fmt.Errorf("set goid_offset: %w", err)
+	}
+	if err := spec.Variables["capture_stacks"].Set(boolU32(opts.Stacks)); err != nil {
+		return nil, fmt.Errorf("set capture_stacks: %w", err)
+	}
+
+	s := &Set{opts: opts, probes: probes, links: make([][]link.Link, len(probes))}
+	if err := spec.LoadAndAssign(&s.objs, nil); err != nil {
+		if errors.Is(err, os.ErrPermission) || errors.Is(err, ebpf.ErrNotSupported) {
+			return nil, fmt.Errorf("load BPF programs (needs root or CAP_BPF+CAP_PERFMON): %w", err)
+		}
+		return nil, fmt.Errorf("load BPF programs: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+
+	for id, p := range probes {
+		if err := s.SetConfig(id, p.Config); err != nil {
+			return nil, err
+		}
+	}
+
+	s.exe, err = link.OpenExecutable(opts.Binary)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", opts.Binary, err)
+	}
+	for id := range probes {
+		if err := s.attach(id); err != nil {
+			return nil, err
+		}
+	}
+	for _, off := range opts.Panics {
+		l, err := s.exe.Uprobe("runtime.gopanic", s.objs.GoPanic, &link.UprobeOptions{Address: off, PID: opts.PID})
+		if err != nil {
+			return nil, fmt.Errorf("attach panic probe at %#x: %w", off, err)
+		}
+		s.panics = append(s.panics, l)
+	}
+
+	s.reader, err = ringbuf.NewReader(s.objs.Events)
+	if err != nil {
+		return nil, fmt.Errorf("open ring buffer: %w", err)
+	}
+	return s, nil
+}
+
+// attach attaches the RET probes of probe id before its entry probe, so no
+// call is entered that could not be seen returning.
+func (s *Set) attach(id int) error {
+	p := s.probes[id]
+	opts := func(off uint64) *link.UprobeOptions {
+		return &link.UprobeOptions{Address: off, PID: s.opts.PID, Cookie: uint64(id)}
+	}
+	var ls []link.Link
+	if !p.EntryOnly {
+		if len(p.Returns) == 0 {
+			return fmt.Errorf("%s: no RET instructions to probe", p.Func.Name)
+		}
+		for _, off := range p.Returns {
+			l, err := s.exe.Uprobe(p.Func.Name, s.objs.GoReturn, opts(off))
+			if err != nil {
+				closeAll(ls)
+				return fmt.Errorf("attach %s RET at %#x: %w", p.Func.Name, off, err)
+			}
+			ls = append(ls, l)
+		}
+	}
+	l, err := s.exe.Uprobe(p.Func.Name, s.objs.GoEntry, opts(p.Func.Offset))
+	if err != nil {
+		closeAll(ls)
+		return fmt.Errorf("attach %s entry at %#x: %w", p.Func.Name, p.Func.Offset, err)
+	}
+	s.links[id] = append([]link.Link{l}, ls...)
+	return nil
+}
+
+// Probes returns the probes of the set, indexed by probe ID.
+func (s *Set) Probes() []Probe { return s.probes }
+
+// Attached reports whether probe id is attached.
+func (s *Set) Attached(id int) bool { return len(s.links[id]) > 0 }
+
+// Detach removes the uprobes of probe id. Calls in flight stay in the
+// goroutine table until a later event on their goroutine or Drain.
+func (s *Set) Detach(id int) {
+	// Entry first: once it is gone no new call starts, then the RETs.
+	closeAll(s.links[id])
+	s.links[id] = nil
+}
+
+// Reattach attaches probe id again after Detach.
+func (s *Set) Reattach(id int) error {
+	if s.Attached(id) {
+		return nil
+	}
+	return s.attach(id)
+}
+
+// SetConfig changes the filters of probe id.
+func (s *Set) SetConfig(id int, c Config) error {
+	cfg := uprobes.UprobesProbeCfg{MinDurationNs: uint64(c.MinDuration), SampleEvery: c.SampleEvery}
+	if c.EntryOnly {
+		cfg.Flags |= 1
+	}
+	if c.EntryOnly != s.probes[id].EntryOnly && s.Attached(id) {
+		return fmt.Errorf("%s: switching entry-only mode needs Detach first", s.probes[id].Func.Name)
+	}
+	if err := s.objs.ProbeCfgs.Put(uint32(id), cfg); err != nil {
+		return fmt.Errorf("configure probe %d: %w", id, err)
+	}
+	s.probes[id].Config = c
+	return nil
+}
+
+// Close detaches every probe and frees the BPF objects. Records still in the
+// ring buffer are lost: call Drain first to report calls in flight.
+func (s *Set) Close() error {
+	for id := range s.links {
+		s.Detach(id)
+	}
+	closeAll(s.panics)
+	s.panics = nil
+	if s.reader != nil {
+		s.reader.Close()
+	}
+	return s.objs.Close()
+}
+
+func closeAll(ls []link.Link) {
+	for _, l := range ls {
+		l.Close()
+	}
+}
+
+func boolU32(b bool) uint32 {
+	if b {
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,225 @@
+package probe
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+	"unsafe"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/ringbuf"
+
+	"github.com/cilium-tracer/tracer/bpf/uprobes"
+)
+
+// Kind says how a call ended.
+type Kind uint32
+
+const (
+	// Returned: the call returned through a RET.
+	Returned Kind = iota
+	// Unwound: the goroutine went on above the call without a RET (a
+	// panic unwound it, or runtime.Goexit ended the goroutine).
+	Unwound
+	// Superseded: a new call started at the same depth after a panic or
+	// Goexit on the goroutine, so this one ended without a RET.
+	Superseded
+	// InFlight: the call had not returned when the probes were removed.
+	InFlight
+)
+
+func (k Kind) String() string {
+	switch k {
+	case Returned:
+		return "returned"
+	case Unwound:
+		return "unwound without return (panic or Goexit)"
+	case Superseded:
+		return "ended without return (panic or Goexit)"
+	case InFlight:
+		return "in flight when tracing stopped"
+	}
+	return fmt.Sprintf("kind(%d)", uint32(k))
+}
+
+// A Record is one call as the BPF programs saw it. Times are CLOCK_MONOTONIC
+// nanoseconds; addresses are the target's runtime addresses.
+type Record struct {
+	ID, ParentID, RootID uint64
+	Start, End           uint64
+	Goroutine            uint64
+	Depth                uint64
+	Caller               uint64 // return address at entry: the immediate caller
+	Probe                int
+	StackID              int32 // -1: no stack
+	Kind                 Kind
+	PID                  int
+}
+
+const recordSize = int(unsafe.Sizeof(uprobes.UprobesEvent{}))
+
+// ErrClosed is returned by Read after Close.
+var ErrClosed = errors.New("probe set closed")
+
+// Read blocks until the next record arrives, or the deadline set with
+// SetDeadline passes (os.ErrDeadlineExceeded), or the set is closed.
+func (s *Set) Read(r *Record) error {
+	var raw ringbuf.Record
+	if err := s.reader.ReadInto(&raw); err != nil {
+		if errors.Is(err, ringbuf.ErrClosed) {
+			return ErrClosed
+		}
+		return err
+	}
+	return decode(raw.RawSample, r)
+}
+
+// SetDeadline makes Read return os.ErrDeadlineExceeded after t; the zero
+// time blocks forever.
+func (s *Set) SetDeadline(t time.Time) { s.reader.SetDeadline(t) }
+
+func decode(b []byte, r *Record) error {
+	if len(b) < recordSize {
+		return fmt.Errorf("short record: %d bytes", len(b))
+	}
+	le := binary.LittleEndian
+	*r = Record{
+		ID:        le.Uint64(b[0:]),
+		ParentID:  le.Uint64(b[8:]),
+		RootID:    le.Uint64(b[16:]),
+		Start:     le.Uint64(b[24:]),
+		End:       le.Uint64(b[32:]),
+		Goroutine: le.Uint64(b[40:]),
+		Depth:     le.Uint64(b[48:]),
+		Caller:    le.Uint64(b[56:]),
+		Probe:     int(le.Uint32(b[64:])),
+		StackID:   int32(le.Uint32(b[68:])),
+		Kind:      Kind(le.Uint32(b[72:])),
+		PID:       int(le.Uint32(b[76:])),
+	}
+	return nil
+}
+
+// Stack returns the user stack recorded under id, innermost first, as
+// runtime addresses.
+func (s *Set) Stack(id int32) ([]uint64, error) {
+	if id < 0 {
+		return nil, nil
+	}
+	var pcs [64]uint64
+	if err := s.objs.Stacks.Lookup(uint32(id), &pcs); err != nil {
+		return nil, fmt.Errorf("stack %d: %w", id, err)
+	}
+	n := 0
+	for n < len(pcs) && pcs[n] != 0 {
+		n++
+	}
+	return append([]uint64(nil), pcs[:n]...), nil
+}
+
+// Drain removes every call still in flight from the goroutine table and
+// returns them as InFlight records, ending now. Call it after detaching, so
+// no probe adds to the table meanwhile.
+func (s *Set) Drain() ([]Record, error) {
+	now, err := monotonicNow()
+	if err != nil {
+		return nil, err
+	}
+	var (
+		key  uprobes.UprobesGkey
+		gs   uprobes.UprobesGstate
+		keys []uprobes.UprobesGkey
+		recs []Record
+	)
+	it := s.objs.Gstates.Iterate()
+	for it.Next(&key, &gs) {
+		keys = append(keys, key)
+		for i := 0; i < int(gs.N) && i < len(gs.Frames); i++ {
+			f := gs.Frames[i]
+			r := Record{
+				ID: f.Id, RootID: gs.Frames[0].Id,
+				Start: f.StartNs, End: now,
+				Goroutine: gs.Goid, Depth: f.Depth, Caller: f.Caller,
+				Probe: int(f.ProbeId), StackID: f.StackId,
+				Kind: InFlight, PID: int(key.Tgid),
+			}
+			if i > 0 {
+				r.ParentID = gs.Frames[i-1].Id
+			}
+			recs = append(recs, r)
+		}
+	}
+	if err := it.Err(); err != nil {
+		return recs, fmt.Errorf("read goroutine table: %w", err)
+	}
+	for _, k := range keys {
+		if err := s.objs.Gstates.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return recs, fmt.Errorf("clear goroutine table: %w", err)
+		}
+	}
+	return recs, nil
+}
+
+// InFlight returns how many goroutines have traced calls in flight.
+func (s *Set) InFlight() (int, error) {
+	var (
+		key uprobes.UprobesGkey
+		n   int
+	)
+	it := s.objs.Gstates.Iterate()
+	var gs uprobes.UprobesGstate
+	for it.Next(&key, &gs) {
+		n++
+	}
+	return n, it.Err()
+}
+
+// Counters are the per-probe counts kept in BPF, summed over CPUs.
+type Counters = uprobes.UprobesCounters
+
+// Counters returns the counters of every probe, indexed by probe ID.
+func (s *Set) Counters() ([]Counters, error) {
+	out := make([]Counters, len(s.probes))
+	var perCPU []Counters
+	for id := range s.probes {
+		if err := s.objs.ProbeCounters.Lookup(uint32(id), &perCPU); err != nil {
+			return nil, fmt.Errorf("counters of probe %d: %w", id, err)
+		}
+		for _, c := range perCPU {
+			o := &out[id]
+			o.Hits += c.Hits
+			o.Returns += c.Returns
+			o.Emitted += c.Emitted
+			o.Dropped += c.Dropped
+			o.Unfinished += c.Unfinished
+			o.Skipped += c.Skipped
+			o.Filtered += c.Filtered
+			o.Reentered += c.Reentered
+			o.Untracked += c.Untracked
+		}
+	}
+	return out, nil
+}
+
+// EntryCount is how often an EntryOnly probe was hit with one stack.
+type EntryCount struct {
+	Probe   int
+	StackID int32
+	Count   uint64
+}
+
+// EntryCounts returns the counts of the EntryOnly probes.
+func (s *Set) EntryCounts() ([]EntryCount, error) {
+	var (
+		key uprobes.UprobesEntryKey
+		n   uint64
+		out []EntryCount
+	)
+	it := s.objs.EntryCounts.Iterate()
+	for it.Next(&key, &n) {
+		out = append(out, EntryCount{Probe: int(key.ProbeId), StackID: key.StackId, Count: n})
+	}
+	return out, it.Err()
+}
+
