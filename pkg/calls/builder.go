@@ -1,0 +1,117 @@
+package calls
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/cilium-tracer/tracer/pkg/probe"
+	"github.com/cilium-tracer/tracer/pkg/symbols"
+)
+
+// A Builder turns records of one traced process into calls.
+type Builder struct {
+	// File is the traced executable; Bias its load bias in the process
+	// (runtime address - ELF address, 0 unless PIE).
+	File *symbols.File
+	Bias uint64
+	// Probes are the attached probes, indexed by probe ID.
+	Probes []probe.Probe
+	// Stack returns the runtime addresses recorded under a stack ID;
+	// nil leaves stacks out.
+	Stack func(id int32) ([]uint64, error)
+
+	clock  probe.Clock
+	frames map[uint64][]symbols.Frame // by runtime PC, adjusted for return addresses
+	stacks map[int32][]uint64
+}
+
+// Build converts one record.
+func (b *Builder) Build(r *probe.Record) (Call, error) {
+	if r.Probe < 0 || r.Probe >= len(b.Probes) {
+		return Call{}, fmt.Errorf("record for unknown probe %d", r.Probe)
+	}
+	p := b.Probes[r.Probe]
+	c := Call{
+		Func:        p.Func.Name,
+		ProbeID:     uint32(r.Probe),
+		ID:          r.ID,
+		ParentID:    r.ParentID,
+		RootID:      r.RootID,
+		PID:         r.PID,
+		Goroutine:   r.Goroutine,
+		Start:       b.clock.Wall(r.Start),
+		Duration:    time.Duration(r.End - r.Start),
+		Depth:       r.Depth,
+		SampleRate:  max(p.SampleEvery, 1),
+		MinDuration: p.MinDuration,
+	}
+	if r.Kind != probe.Returned {
+		c.Unfinished = true
+		c.Reason = r.Kind.String()
+	}
+	if b.Stack != nil && r.StackID >= 0 {
+		pcs, err := b.stack(r.StackID)
+		if err != nil {
+			return c, err
+		}
+		c.Stack = b.Symbolize(pcs, r.Caller)
+	}
+	return c, nil
+}
+
+func (b *Builder) stack(id int32) ([]uint64, error) {
+	if pcs, ok := b.stacks[id]; ok {
+		return pcs, nil
+	}
+	pcs, err := b.Stack(id)
+	if err != nil {
+		return nil, err
+	}
+	if b.stacks == nil {
+		b.stacks = make(map[int32][]uint64)
+	}
+	// Stack IDs are stable: the map is never cleared while attached.
+	b.stacks[id] = pcs
+	return pcs, nil
+}
+
+// Symbolize turns a stack walked at a function's entry into frames. At the
+// entry the frame pointer still belongs to the caller, so the walk skips the
+// immediate caller; caller, the return address read at entry, is put back.
+func (b *Builder) Symbolize(pcs []uint64, caller uint64) []Frame {
+	if len(pcs) == 0 {
+		return nil
+	}
+	out := append([]Frame(nil), b.frames1(pcs[0], false)...)
+	if caller != 0 {
+		out = append(out, b.frames1(caller, true)...)
+	}
+	for _, pc := range pcs[1:] {
+		out = append(out, b.frames1(pc, true)...)
+	}
+	return out
+}
+
+// Frame is re-exported so users of calls need not import symbols for it.
+type Frame = symbols.Frame
+
+func (b *Builder) frames1(pc uint64, isReturn bool) []Frame {
+	key := pc
+	if isReturn {
+		// A return address points after the CALL; pc-1 is inside it,
+		// with the call's line and inlining.
+		key = pc - 1
+	}
+	if fs, ok := b.frames[key]; ok {
+		return fs
+	}
+	fs := b.File.Frames(key - b.Bias)
+	if len(fs) == 0 {
+		fs = []Frame{{PC: key - b.Bias, Func: fmt.Sprintf("?%#x", pc)}}
+	}
+	if b.frames == nil {
+		b.frames = make(map[uint64][]Frame)
+	}
+	b.frames[key] = fs
+	return fs
+}

@@ -1,0 +1,116 @@
+package calls
+
+import (
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"slices"
+	"text/tabwriter"
+	"time"
+)
+
+// maxKept bounds the durations a Summary keeps per function; past it a
+// uniform reservoir sample keeps percentiles honest in bounded memory.
+const maxKept = 100_000
+
+// A Summary accumulates per-function statistics over a session.
+type Summary struct {
+	funcs map[string]*FuncStats
+	order []string
+}
+
+// FuncStats are one function's statistics.
+type FuncStats struct {
+	Func       string
+	Calls      uint64 // completed calls seen
+	Unfinished uint64
+	Max        time.Duration
+	durations  []time.Duration
+}
+
+// Add counts one call.
+func (s *Summary) Add(c *Call) {
+	if s.funcs == nil {
+		s.funcs = make(map[string]*FuncStats)
+	}
+	f := s.funcs[c.Func]
+	if f == nil {
+		f = &FuncStats{Func: c.Func}
+		s.funcs[c.Func] = f
+		s.order = append(s.order, c.Func)
+	}
+	if c.Unfinished {
+		f.Unfinished++
+		return
+	}
+	f.Calls++
+	f.Max = max(f.Max, c.Duration)
+	if len(f.durations) < maxKept {
+		f.durations = append(f.durations, c.Duration)
+	} else if i := rand.Uint64N(f.Calls); i < maxKept {
+		f.durations[i] = c.Duration
+	}
+}
+
+// Percentile returns the q-th quantile (0 <= q <= 1) of the completed calls'
+// durations.
+func (f *FuncStats) Percentile(q float64) time.Duration {
+	if len(f.durations) == 0 {
+		return 0
+	}
+	slices.Sort(f.durations)
+	i := int(q * float64(len(f.durations)-1))
+	return f.durations[i]
+}
+
+// Funcs returns the statistics in the order functions were first seen.
+func (s *Summary) Funcs() []*FuncStats {
+	out := make([]*FuncStats, 0, len(s.order))
+	for _, name := range s.order {
+		out = append(out, s.funcs[name])
+	}
+	return out
+}
+
+// Func returns one function's statistics, nil if it was never seen.
+func (s *Summary) Func(name string) *FuncStats { return s.funcs[name] }
+
+// Dropped holds the per-function counts only BPF knows: records lost to a
+// full ring buffer, calls not sampled or under the threshold.
+type Dropped struct {
+	Dropped, Skipped, Filtered, Untracked uint64
+}
+
+// Print writes the summary as a table; extra adds BPF-side counts per
+// function name (may be nil).
+func (s *Summary) Print(w io.Writer, extra map[string]Dropped) error {
+	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "calls\tp50\tp90\tp99\tmax\tunfinished\tdropped\tnot sampled\tfiltered\t\tfunction")
+	names := slices.Clone(s.order)
+	for name := range extra {
+		if s.funcs[name] == nil {
+			names = append(names, name)
+		}
+	}
+	for _, name := range names {
+		f := s.funcs[name]
+		if f == nil {
+			f = &FuncStats{Func: name}
+		}
+		d := extra[name]
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t\t%s\n", f.Calls,
+			round(f.Percentile(0.5)), round(f.Percentile(0.9)), round(f.Percentile(0.99)), round(f.Max),
+			f.Unfinished, d.Dropped+d.Untracked, d.Skipped, d.Filtered, name)
+	}
+	return tw.Flush()
+}
+
+func round(d time.Duration) time.Duration {
+	switch {
+	case d >= time.Second:
+		return d.Round(time.Millisecond)
+	case d >= time.Millisecond:
+		return d.Round(time.Microsecond)
+	}
+	return d
+}

@@ -1,0 +1,219 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/cilium-tracer/tracer/pkg/calls"
+	"github.com/cilium-tracer/tracer/pkg/probe"
+	"github.com/cilium-tracer/tracer/pkg/symbols"
+)
+
+// Config is what one session traces and how.
+type Config struct {
+	PID    int    // host PID of the target
+	Binary string // path of the target's executable as the host sees it; default /proc/PID/exe
+	Funcs  []string
+	probe.Config
+	Stacks bool
+}
+
+// ErrTargetExited ends Run when the traced process is gone.
+var ErrTargetExited = errors.New("target exited")
+
+// A Refused function matched a pattern but cannot be probed safely.
+type Refused struct {
+	Func   string
+	Reason error
+}
+
+// A Session is a set of probes attached to one process.
+type Session struct {
+	PID     int
+	File    *symbols.File
+	Set     *probe.Set
+	Refused []Refused
+	builder calls.Builder
+	Summary calls.Summary
+}
+
+// Resolve finds the probes for the patterns: every matching function with
+// the offsets of its RETs. Functions whose bodies do not decode cleanly are
+// returned as refused, not probed: a probe off an instruction boundary
+// corrupts the target.
+func Resolve(f *symbols.File, patterns []string, c probe.Config) ([]probe.Probe, []Refused, error) {
+	var (
+		probes  []probe.Probe
+		refused []Refused
+		seen    = map[uint64]bool{}
+	)
+	for _, pat := range patterns {
+		fns, err := f.Funcs(pat)
+		if err != nil {
+			return nil, nil, err
+		}
+		for _, fn := range fns {
+			if seen[fn.Entry] {
+				continue
+			}
+			seen[fn.Entry] = true
+			p := probe.Probe{Func: fn, Config: c}
+			if !c.EntryOnly {
+				rets, err := f.ReturnOffsets(fn)
+				if err == nil && len(rets) == 0 {
+					err = errors.New("no RET instruction (the function never returns)")
+				}
+				if err != nil {
+					refused = append(refused, Refused{Func: fn.Name, Reason: err})
+					continue
+				}
+				p.Returns = rets
+			}
+			probes = append(probes, p)
+		}
+	}
+	if len(probes) == 0 && len(refused) > 0 {
+		return nil, refused, fmt.Errorf("%s: %w", refused[0].Func, refused[0].Reason)
+	}
+	return probes, refused, nil
+}
+
+// Start opens the target's executable, resolves the functions and attaches
+// the probes.
+func Start(cfg Config) (_ *Session, err error) {
+	if cfg.PID <= 0 {
+		return nil, fmt.Errorf("invalid PID %d", cfg.PID)
+	}
+	if err := alive(cfg.PID); err != nil {
+		return nil, err
+	}
+	bin := cfg.Binary
+	if bin == "" {
+		bin = fmt.Sprintf("/proc/%d/exe", cfg.PID)
+	}
+	f, err := symbols.Open(bin)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			f.Close()
+		}
+	}()
+	probes, refused, err := Resolve(f, cfg.Funcs, cfg.Config)
+	if err != nil {
+		return nil, err
+	}
+	bias, err := f.Bias(cfg.PID)
+	if err != nil {
+		return nil, fmt.Errorf("load address of %s in PID %d: %w", bin, cfg.PID, err)
+	}
+	// Without the goid offset goroutines are named by g address; pairing
+	// does not need it.
+	goid, _ := f.GoidOffset()
+
+	var panics []uint64
+	for _, name := range []string{"runtime.gopanic", "runtime.Goexit"} {
+		if fns, err := f.Funcs(name); err == nil {
+			for _, fn := range fns {
+				panics = append(panics, fn.Offset)
+			}
+		}
+	}
+
+	set, err := probe.Attach(probes, probe.Options{
+		Binary:     bin,
+		PID:        cfg.PID,
+		GoidOffset: goid,
+		Stacks:     cfg.Stacks,
+		Panics:     panics,
+	})
+	if err != nil {
+		return nil, err
+	}
+	s := &Session{PID: cfg.PID, File: f, Set: set, Refused: refused}
+	s.builder = calls.Builder{File: f, Bias: bias, Probes: set.Probes()}
+	if cfg.Stacks {
+		s.builder.Stack = set.Stack
+	}
+	return s, nil
+}
+
+func alive(pid int) error {
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err != nil {
+		return fmt.Errorf("no process with PID %d", pid)
+	}
+	return nil
+}
+
+// Run reads calls until ctx is done or the target exits, passing each to
+// emit. It then detaches the probes and reports the calls still in flight as
+// unfinished.
+func (s *Session) Run(ctx context.Context, emit func(*calls.Call)) error {
+	var rec probe.Record
+	handle := func(r *probe.Record) {
+		// A record whose stack could not be read is still a call.
+		call, err := s.builder.Build(r)
+		if err == nil || call.Func != "" {
+			s.Summary.Add(&call)
+			emit(&call)
+		}
+	}
+	for ctx.Err() == nil {
+		s.Set.SetDeadline(time.Now().Add(200 * time.Millisecond))
+		err := s.Set.Read(&rec)
+		switch {
+		case err == nil:
+			handle(&rec)
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			if alive(s.PID) != nil {
+				return s.finish(handle, fmt.Errorf("PID %d: %w", s.PID, ErrTargetExited))
+			}
+		default:
+			return s.finish(handle, err)
+		}
+	}
+	return s.finish(handle, nil)
+}
+
+// finish detaches, reads what the ring buffer still holds, then drains the
+// calls in flight.
+func (s *Session) finish(handle func(*probe.Record), cause error) error {
+	for id := range s.Set.Probes() {
+		s.Set.Detach(id)
+	}
+	var rec probe.Record
+	for {
+		s.Set.SetDeadline(time.Now())
+		if err := s.Set.Read(&rec); err != nil {
+			break
+		}
+		handle(&rec)
+	}
+	recs, err := s.Set.Drain()
+	for i := range recs {
+		handle(&recs[i])
+	}
+	return errors.Join(cause, err)
+}
+
+// Counters returns the BPF counters per function name.
+func (s *Session) Counters() (map[string]probe.Counters, error) {
+	cs, err := s.Set.Counters()
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]probe.Counters, len(cs))
+	for id, c := range cs {
+		out[s.Set.Probes()[id].Func.Name] = c
+	}
+	return out, nil
+}
+
+// Close detaches the probes and closes the executable.
+func (s *Session) Close() error {
+	return errors.Join(s.Set.Close(), s.File.Close())
+}
