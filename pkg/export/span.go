@@ -1,0 +1,197 @@
+package export
+
+import (
+	"crypto/rand"
+	"encoding/binary"
+	"fmt"
+	"strings"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/sdk/resource"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/cilium-tracer/tracer/pkg/calls"
+	"github.com/cilium-tracer/tracer/pkg/symbols"
+)
+
+// ScopeName is the instrumentation scope of every span.
+const ScopeName = "github.com/cilium-tracer/tracer"
+
+// DefaultServiceName is the service.name of spans when Resource.ServiceName
+// is empty.
+const DefaultServiceName = "cilium-agent"
+
+// Span attribute keys set on every span besides the captured call attributes.
+const (
+	AttrFunction    = attribute.Key("code.function")
+	AttrFile        = attribute.Key("code.filepath")
+	AttrLine        = attribute.Key("code.lineno")
+	AttrStacktrace  = attribute.Key("code.stacktrace")
+	AttrGoroutine   = attribute.Key("goroutine.id")
+	AttrSampleRate  = attribute.Key("tracer.sample_rate")
+	AttrMinDuration = attribute.Key("tracer.min_duration_ns")
+)
+
+// Resource identifies the traced process. Empty fields are left out of the
+// OpenTelemetry resource.
+type Resource struct {
+	ServiceName   string // service.name; DefaultServiceName when empty
+	HostName      string // host.name
+	ContainerID   string // container.id
+	PID           int    // process.pid, as seen from the host
+	CiliumVersion string // cilium.version
+	GoVersion     string // process.runtime.version of the traced binary
+}
+
+// Attributes returns the resource as OpenTelemetry attributes, in a stable
+// order.
+func (r Resource) Attributes() []attribute.KeyValue {
+	name := r.ServiceName
+	if name == "" {
+		name = DefaultServiceName
+	}
+	kvs := []attribute.KeyValue{attribute.String("service.name", name)}
+	add := func(k, v string) {
+		if v != "" {
+			kvs = append(kvs, attribute.String(k, v))
+		}
+	}
+	add("host.name", r.HostName)
+	add("container.id", r.ContainerID)
+	if r.PID != 0 {
+		kvs = append(kvs, attribute.Int("process.pid", r.PID))
+	}
+	add("cilium.version", r.CiliumVersion)
+	add("process.runtime.version", r.GoVersion)
+	return kvs
+}
+
+// A Span is one call ready for export. It keeps the call it was built from
+// for exporters that need the frames themselves (profiles, text).
+type Span struct {
+	TraceID      trace.TraceID
+	SpanID       trace.SpanID
+	ParentSpanID trace.SpanID // zero for the outermost call of a trace
+	Name         string
+	Kind         trace.SpanKind
+	Start, End   time.Time
+
+	StatusCode    codes.Code
+	StatusMessage string
+
+	Attributes []attribute.KeyValue
+	Resource   *resource.Resource // shared by all spans of a builder
+
+	Call calls.Call
+}
+
+// A SpanBuilder turns calls into spans for one tracing session.
+//
+// Trace IDs are the session's random 8-byte prefix followed by the call's
+// RootID in big-endian order: every call of one tree shares the trace ID
+// without any buffering, and trace IDs of two sessions (whose call IDs both
+// start at 1) do not collide. Span IDs are the call IDs in big-endian order.
+type SpanBuilder struct {
+	prefix   [8]byte
+	resource *resource.Resource
+}
+
+// NewSpanBuilder returns a builder whose spans carry res.
+func NewSpanBuilder(res Resource) *SpanBuilder {
+	b := &SpanBuilder{resource: resource.NewSchemaless(res.Attributes()...)}
+	// crypto/rand.Read never returns an error since Go 1.24.
+	rand.Read(b.prefix[:])
+	return b
+}
+
+// Resource returns the resource attached to every span.
+func (b *SpanBuilder) Resource() *resource.Resource { return b.resource }
+
+// TraceID returns the trace ID of the tree whose outermost call is rootID.
+func (b *SpanBuilder) TraceID(rootID uint64) trace.TraceID {
+	var id trace.TraceID
+	copy(id[:8], b.prefix[:])
+	binary.BigEndian.PutUint64(id[8:], rootID)
+	return id
+}
+
+// Build returns the span of c.
+func (b *SpanBuilder) Build(c calls.Call) Span {
+	s := Span{
+		TraceID:  b.TraceID(c.RootID),
+		SpanID:   spanID(c.ID),
+		Name:     ShortName(c.Func),
+		Kind:     trace.SpanKindInternal,
+		Start:    c.Start,
+		End:      c.Start.Add(c.Duration),
+		Resource: b.resource,
+		Call:     c,
+	}
+	if c.ParentID != 0 {
+		s.ParentSpanID = spanID(c.ParentID)
+	}
+	if c.Unfinished {
+		s.StatusCode = codes.Error
+		s.StatusMessage = c.Reason
+		if s.StatusMessage == "" {
+			s.StatusMessage = "unfinished"
+		}
+	}
+
+	attrs := make([]attribute.KeyValue, 0, 7+len(c.Attrs))
+	attrs = append(attrs, AttrFunction.String(c.Func))
+	if len(c.Stack) > 0 {
+		attrs = append(attrs,
+			AttrFile.String(c.Stack[0].File),
+			AttrLine.Int(c.Stack[0].Line),
+			AttrStacktrace.String(FormatStack(c.Stack)))
+	}
+	attrs = append(attrs,
+		AttrGoroutine.Int64(int64(c.Goroutine)),
+		AttrSampleRate.Int64(int64(c.SampleRate)),
+		AttrMinDuration.Int64(c.MinDuration.Nanoseconds()))
+	for _, a := range c.Attrs {
+		attrs = append(attrs, attribute.String(a.Key, a.Value))
+	}
+	s.Attributes = attrs
+	return s
+}
+
+func spanID(id uint64) trace.SpanID {
+	var s trace.SpanID
+	binary.BigEndian.PutUint64(s[:], id)
+	return s
+}
+
+// ShortName strips the import path from a fully qualified Go function name:
+// "github.com/cilium/cilium/pkg/endpoint.(*Endpoint).regenerateBPF" becomes
+// "endpoint.(*Endpoint).regenerateBPF". Type parameters may contain slashes,
+// so only the part before the first '[' is searched.
+func ShortName(fn string) string {
+	head := fn
+	if i := strings.IndexByte(head, '['); i >= 0 {
+		head = head[:i]
+	}
+	if i := strings.LastIndexByte(head, '/'); i >= 0 {
+		return fn[i+1:]
+	}
+	return fn
+}
+
+// FormatStack renders frames one per line, innermost first, as
+// "func file:line"; frames inlined into the next one end in " (inlined)".
+func FormatStack(frames []symbols.Frame) string {
+	var sb strings.Builder
+	for i, f := range frames {
+		if i > 0 {
+			sb.WriteByte('\n')
+		}
+		fmt.Fprintf(&sb, "%s %s:%d", f.Func, f.File, f.Line)
+		if f.Inlined {
+			sb.WriteString(" (inlined)")
+		}
+	}
+	return sb.String()
+}

@@ -1,0 +1,156 @@
+package export
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+)
+
+// TextExporter writes one line per call: start time, duration, goroutine,
+// function, captured attributes, and why the call is unfinished if it is.
+// With Stacks set, the call's stack follows, one indented frame per line.
+type TextExporter struct {
+	w      io.Writer
+	stacks bool
+
+	mu     sync.Mutex
+	closed bool
+}
+
+// NewTextExporter returns a TextExporter writing to w.
+func NewTextExporter(w io.Writer, stacks bool) *TextExporter {
+	return &TextExporter{w: w, stacks: stacks}
+}
+
+var _ Exporter = (*TextExporter)(nil)
+
+// Export implements Exporter.
+func (e *TextExporter) Export(_ context.Context, spans []Span) error {
+	var buf bytes.Buffer
+	for i := range spans {
+		s := &spans[i]
+		c := &s.Call
+		fmt.Fprintf(&buf, "%s %12s g=%-6d %s",
+			s.Start.Format("15:04:05.000000"), c.Duration.Round(time.Microsecond), c.Goroutine, s.Name)
+		for _, a := range c.Attrs {
+			fmt.Fprintf(&buf, " %s=%s", a.Key, a.Value)
+		}
+		if c.Unfinished {
+			fmt.Fprintf(&buf, " UNFINISHED: %s", s.StatusMessage)
+		}
+		buf.WriteByte('\n')
+		if e.stacks {
+			for _, f := range c.Stack {
+				fmt.Fprintf(&buf, "    %s\n        %s:%d", f.Func, f.File, f.Line)
+				if f.Inlined {
+					buf.WriteString(" (inlined)")
+				}
+				buf.WriteByte('\n')
+			}
+		}
+	}
+	return e.write(buf.Bytes())
+}
+
+func (e *TextExporter) write(b []byte) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return ErrShutdown
+	}
+	if _, err := e.w.Write(b); err != nil {
+		return fmt.Errorf("write: %w", err)
+	}
+	return nil
+}
+
+// Shutdown implements Exporter. It does not close the writer.
+func (e *TextExporter) Shutdown(context.Context) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.closed = true
+	return nil
+}
+
+// JSONExporter writes one JSON object per call and line.
+type JSONExporter struct {
+	TextExporter
+}
+
+// NewJSONExporter returns a JSONExporter writing to w.
+func NewJSONExporter(w io.Writer) *JSONExporter {
+	return &JSONExporter{TextExporter{w: w}}
+}
+
+var _ Exporter = (*JSONExporter)(nil)
+
+// JSONSpan is the shape of one line written by JSONExporter.
+type JSONSpan struct {
+	Time         time.Time         `json:"time"`
+	DurationNS   int64             `json:"duration_ns"`
+	TraceID      string            `json:"trace_id"`
+	SpanID       string            `json:"span_id"`
+	ParentSpanID string            `json:"parent_span_id,omitempty"`
+	Name         string            `json:"name"`
+	Function     string            `json:"function"`
+	PID          int               `json:"pid"`
+	Goroutine    uint64            `json:"goroutine"`
+	Unfinished   bool              `json:"unfinished,omitempty"`
+	Reason       string            `json:"reason,omitempty"`
+	SampleRate   uint32            `json:"sample_rate,omitempty"`
+	MinDuration  int64             `json:"min_duration_ns,omitempty"`
+	Attrs        map[string]string `json:"attrs,omitempty"`
+	Stack        []JSONFrame       `json:"stack,omitempty"`
+}
+
+// JSONFrame is one stack frame of a JSONSpan.
+type JSONFrame struct {
+	Func    string `json:"func"`
+	File    string `json:"file"`
+	Line    int    `json:"line"`
+	Inlined bool   `json:"inlined,omitempty"`
+}
+
+// Export implements Exporter.
+func (e *JSONExporter) Export(_ context.Context, spans []Span) error {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	for i := range spans {
+		s := &spans[i]
+		c := &s.Call
+		js := JSONSpan{
+			Time:        s.Start,
+			DurationNS:  c.Duration.Nanoseconds(),
+			TraceID:     s.TraceID.String(),
+			SpanID:      s.SpanID.String(),
+			Name:        s.Name,
+			Function:    c.Func,
+			PID:         c.PID,
+			Goroutine:   c.Goroutine,
+			Unfinished:  c.Unfinished,
+			Reason:      s.StatusMessage,
+			SampleRate:  c.SampleRate,
+			MinDuration: c.MinDuration.Nanoseconds(),
+		}
+		if s.ParentSpanID.IsValid() {
+			js.ParentSpanID = s.ParentSpanID.String()
+		}
+		if len(c.Attrs) > 0 {
+			js.Attrs = make(map[string]string, len(c.Attrs))
+			for _, a := range c.Attrs {
+				js.Attrs[a.Key] = a.Value
+			}
+		}
+		for _, f := range c.Stack {
+			js.Stack = append(js.Stack, JSONFrame{Func: f.Func, File: f.File, Line: f.Line, Inlined: f.Inlined})
+		}
+		if err := enc.Encode(&js); err != nil {
+			return fmt.Errorf("encode span %s: %w", s.SpanID, err)
+		}
+	}
+	return e.write(buf.Bytes())
+}
