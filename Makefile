@@ -1,0 +1,40 @@
+# The README's two commands: `make demo` and `make test`.
+
+GO ?= go
+BIN := bin
+AGENT := $(BIN)/cilium-agent
+
+.PHONY: build demo test bench generate check-generate clean
+
+build:
+	$(GO) build -o $(BIN)/tracer ./cmd/tracer
+	cd examples/agent && CGO_ENABLED=0 $(GO) build -o ../../$(AGENT) ./daemon
+
+# Starts the example agent, traces regenerateBPF (and what it calls) for a
+# few seconds with stacks, prints each call and the summary. Needs root.
+demo: build
+	@$(AGENT) -workers 4 -interval 200ms & agent=$$!; \
+	trap 'kill $$agent 2>/dev/null' EXIT; \
+	sleep 0.5; \
+	$(BIN)/tracer trace --pid $$agent --duration 5s --stacks \
+		--func 'github.com/cilium/cilium/pkg/endpoint.(*Endpoint).regenerate*' \
+		--func 'github.com/cilium/cilium/pkg/endpoint.(*Endpoint).syncPolicyMapWithDump'
+
+# Runs every test: real uprobes, real Docker. Needs root and a Docker engine.
+test:
+	$(GO) vet ./...
+	$(GO) test -count=1 -timeout 40m ./...
+	cd examples/agent && $(GO) test -count=1 ./...
+
+bench:
+	$(GO) run ./internal/bench
+
+# Regenerates the BPF objects; needs clang, llvm and libbpf-dev.
+generate:
+	$(GO) generate ./bpf/...
+
+check-generate: generate
+	git diff --exit-code -- bpf/
+
+clean:
+	rm -rf $(BIN)
