@@ -1,0 +1,301 @@
+package symbols
+
+import (
+	"bytes"
+	"debug/elf"
+	"encoding/binary"
+	"fmt"
+	"sort"
+	"strings"
+)
+
+// A Func is one function body in the executable.
+type Func struct {
+	// Name is the fully qualified Go name. When a function has both an ABI0
+	// and an ABIInternal body (assembly functions called from Go and Go
+	// functions called from assembly), the ABI0 one is named with the
+	// ".abi0" suffix, as in the linker's symbol table.
+	Name   string
+	Entry  uint64 // virtual address
+	End    uint64 // virtual address one past the last instruction
+	Offset uint64 // file offset of Entry, where a uprobe attaches
+}
+
+// A NoMatchError reports a pattern that matched no function.
+type NoMatchError struct {
+	Pattern string
+	Closest []string // the most similar function names, best first
+}
+
+func (e *NoMatchError) Error() string {
+	if len(e.Closest) == 0 {
+		return fmt.Sprintf("no function matches %q", e.Pattern)
+	}
+	return fmt.Sprintf("no function matches %q (closest: %s)", e.Pattern, strings.Join(e.Closest, ", "))
+}
+
+const abi0Suffix = ".abi0"
+
+// Funcs returns the functions whose names match pattern, ordered by address.
+// pattern is an exact name or a glob: '*' matches any run of characters, '?'
+// one character, and "(*" is literal so that method names need no escaping:
+// "pkg.(*Endpoint).regenerate*" matches every method of *Endpoint whose name
+// starts with "regenerate". Functions come from .symtab when present, else
+// from .gopclntab. If nothing matches, the error is a *NoMatchError.
+func (f *File) Funcs(pattern string) (fns []Func, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			fns, err = nil, fmt.Errorf("malformed executable: %v", p)
+		}
+	}()
+	p := compilePattern(pattern)
+	if !f.Stripped {
+		fns, err = f.symtabFuncs(p)
+	} else {
+		fns, err = f.pclnFuncs(p)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if len(fns) == 0 {
+		return nil, &NoMatchError{Pattern: pattern, Closest: f.closest(p.literal(), 5)}
+	}
+	return fns, nil
+}
+
+// forEachSymbol calls fn for every defined function symbol with a size, with
+// a name that aliases the string table.
+func (f *File) forEachSymbol(fn func(name []byte, value, size uint64)) error {
+	symtab := f.elf.Section(".symtab")
+	if symtab == nil || int(symtab.Link) >= len(f.elf.Sections) || symtab.Link == 0 {
+		return fmt.Errorf("no usable .symtab")
+	}
+	syms, err := f.sectionData(symtab)
+	if err != nil {
+		return err
+	}
+	strtab, err := f.sectionData(f.elf.Sections[symtab.Link])
+	if err != nil {
+		return err
+	}
+	const symSize = 24 // Elf64_Sym
+	for off := 0; off+symSize <= len(syms); off += symSize {
+		s := syms[off : off+symSize]
+		if elf.ST_TYPE(s[4]) != elf.STT_FUNC {
+			continue
+		}
+		value := binary.LittleEndian.Uint64(s[8:])
+		size := binary.LittleEndian.Uint64(s[16:])
+		if size == 0 || elf.SectionIndex(binary.LittleEndian.Uint16(s[6:])) == elf.SHN_UNDEF {
+			continue
+		}
+		nameOff := uint64(binary.LittleEndian.Uint32(s[0:]))
+		if nameOff >= uint64(len(strtab)) {
+			continue
+		}
+		name := strtab[nameOff:]
+		end := 0
+		for end < len(name) && name[end] != 0 {
+			end++
+		}
+		fn(name[:end], value, size)
+	}
+	return nil
+}
+
+func (f *File) symtabFuncs(p pattern) ([]Func, error) {
+	var fns []Func
+	abi0 := make(map[string]bool) // base names of matched ".abi0" symbols
+	err := f.forEachSymbol(func(name []byte, value, size uint64) {
+		base, isABI0 := bytes.CutSuffix(name, []byte(abi0Suffix))
+		if !p.match(name) && !(isABI0 && p.match(base)) {
+			return
+		}
+		off, ok := f.fileOffset(value)
+		if !ok || value+size < value {
+			return
+		}
+		if isABI0 {
+			abi0[string(base)] = false
+		}
+		fns = append(fns, Func{Name: string(name), Entry: value, End: value + size, Offset: off})
+	})
+	if err != nil {
+		return nil, err
+	}
+	// The linker suffixes every ABI0 symbol with ".abi0", but the suffix
+	// only tells bodies apart when the function also has an ABIInternal
+	// body; otherwise report the Go name, as the pclntab and tracebacks do.
+	if len(abi0) > 0 {
+		f.forEachSymbol(func(name []byte, _, _ uint64) {
+			if _, ok := abi0[string(name)]; ok {
+				abi0[string(name)] = true
+			}
+		})
+	}
+	out := fns[:0]
+	for _, fn := range fns {
+		if base, ok := strings.CutSuffix(fn.Name, abi0Suffix); ok && !abi0[base] {
+			fn.Name = base
+		}
+		if p.match([]byte(fn.Name)) {
+			out = append(out, fn)
+		}
+	}
+	fns = out
+	sort.Slice(fns, func(i, j int) bool { return fns[i].Entry < fns[j].Entry })
+	// Several symbols can share an address; report each body once.
+	out = fns[:0]
+	for i, fn := range fns {
+		if i > 0 && fn.Entry == fns[i-1].Entry {
+			continue
+		}
+		out = append(out, fn)
+	}
+	return out, nil
+}
+
+func (f *File) pclnFuncs(p pattern) ([]Func, error) {
+	t, err := f.pcln()
+	if err != nil {
+		return nil, err
+	}
+	abi0 := p.mayMatchABI0()
+	var idx []int
+	for i := 0; i < t.nfunc; i++ {
+		name := t.funcName(i)
+		if p.match(name) || (abi0 && p.match(append(name[:len(name):len(name)], abi0Suffix...))) {
+			idx = append(idx, i)
+		}
+	}
+	// A name that appears twice is a function with an ABI0 and an
+	// ABIInternal body. Both always match together.
+	byName := make(map[string][]int, len(idx))
+	for _, i := range idx {
+		n := string(t.funcName(i))
+		byName[n] = append(byName[n], i)
+	}
+	var fns []Func
+	for _, i := range idx {
+		name := string(t.funcName(i))
+		if twins := byName[name]; len(twins) == 2 && t.isABI0(i, twins) {
+			name += abi0Suffix
+		}
+		if !p.match([]byte(name)) {
+			continue
+		}
+		entry := t.entry(i)
+		off, ok := f.fileOffset(entry)
+		if !ok {
+			continue
+		}
+		fns = append(fns, Func{Name: name, Entry: entry, End: t.codeEnd(i), Offset: off})
+	}
+	return fns, nil
+}
+
+// isABI0 tells which of two bodies sharing a name is the ABI0 one: an
+// assembly function is ABI0 and gets an ABIInternal wrapper; a Go function
+// is ABIInternal and gets an ABI0 wrapper.
+func (t *pclntab) isABI0(i int, twins []int) bool {
+	other := twins[0]
+	if other == i {
+		other = twins[1]
+	}
+	ri, ok1 := t.record(i)
+	ro, ok2 := t.record(other)
+	if !ok1 || !ok2 {
+		return false
+	}
+	asmI, asmO := ri.flag()&funcFlagAsm != 0, ro.flag()&funcFlagAsm != 0
+	if asmI != asmO {
+		return asmI
+	}
+	wrapI, wrapO := ri.funcID() == funcIDWrapper, ro.funcID() == funcIDWrapper
+	if wrapI != wrapO {
+		return wrapI
+	}
+	return i > other
+}
+
+// closest returns the n function names nearest to s by edit distance.
+func (f *File) closest(s string, n int) []string {
+	type cand struct {
+		name string
+		dist int
+	}
+	var best []cand
+	limit := len(s) + 1
+	consider := func(name []byte) {
+		if d := len(name) - len(s); d >= limit || -d >= limit {
+			return
+		}
+		d, ok := editDistance(s, name, limit)
+		if !ok {
+			return
+		}
+		for _, c := range best {
+			if c.name == string(name) {
+				return
+			}
+		}
+		best = append(best, cand{string(name), d})
+		sort.SliceStable(best, func(i, j int) bool { return best[i].dist < best[j].dist })
+		if len(best) > n {
+			best = best[:n]
+		}
+		if len(best) == n {
+			limit = best[n-1].dist
+		}
+	}
+	if !f.Stripped {
+		f.forEachSymbol(func(name []byte, _, _ uint64) { consider(name) })
+	} else if t, err := f.pcln(); err == nil {
+		for i := 0; i < t.nfunc; i++ {
+			consider(t.funcName(i))
+		}
+	}
+	names := make([]string, len(best))
+	for i, c := range best {
+		names[i] = c.name
+	}
+	return names
+}
+
+// editDistance returns the Levenshtein distance between a and b if it is
+// below limit. Rows whose minimum reaches the limit end the computation
+// early, which keeps a scan over every function name cheap.
+func editDistance(a string, b []byte, limit int) (int, bool) {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		rowMin := cur[0]
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			v := prev[j-1] + cost
+			if prev[j]+1 < v {
+				v = prev[j] + 1
+			}
+			if cur[j-1]+1 < v {
+				v = cur[j-1] + 1
+			}
+			cur[j] = v
+			if v < rowMin {
+				rowMin = v
+			}
+		}
+		if rowMin >= limit {
+			return 0, false
+		}
+		prev, cur = cur, prev
+	}
+	d := prev[len(b)]
+	return d, d < limit
+}

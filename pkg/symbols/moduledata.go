@@ -1,0 +1,217 @@
+package symbols
+
+import (
+	"debug/elf"
+	"encoding/binary"
+	"errors"
+	"fmt"
+)
+
+// pcln returns the parsed .gopclntab, parsing it on first use.
+func (f *File) pcln() (*pclntab, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.tableDone {
+		f.table, f.tableErr = f.loadPCLNTab()
+		f.tableDone = true
+	}
+	return f.table, f.tableErr
+}
+
+func (f *File) loadPCLNTab() (t *pclntab, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			t, err = nil, fmt.Errorf("malformed pclntab: %v", p)
+		}
+	}()
+	sect := f.elf.Section(".gopclntab")
+	if sect == nil {
+		return nil, ErrNoPCLNTab
+	}
+	data, err := f.sectionData(sect)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrNoPCLNTab, err)
+	}
+	t, headerText, err := parsePCLNTab(data)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case headerText != 0:
+		t.textStart = headerText
+	case !f.Stripped:
+		if v, ok := f.symbolValue("runtime.text"); ok {
+			t.textStart = v
+			break
+		}
+		fallthrough
+	default:
+		// Go 1.26 no longer stores the text start in the pclntab header; the
+		// moduledata's text field holds it.
+		md, err := f.moduledata(sect.Addr, t)
+		if err != nil {
+			return nil, fmt.Errorf("pclntab has no text start: %w", err)
+		}
+		t.textStart = md.text
+	}
+	// Every entry must lie in the executable segment, or the text start is
+	// wrong.
+	lo, hi := t.entry(0), t.entry(t.nfunc)
+	if lo < f.text.Vaddr || hi < lo || hi > f.text.Vaddr+f.text.Memsz {
+		return nil, fmt.Errorf("pclntab: functions [%#x, %#x) outside the text segment", lo, hi)
+	}
+	return t, nil
+}
+
+// symbolValue looks a symbol up in .symtab.
+func (f *File) symbolValue(name string) (uint64, bool) {
+	symtab := f.elf.Section(".symtab")
+	if symtab == nil || symtab.Link == 0 || int(symtab.Link) >= len(f.elf.Sections) {
+		return 0, false
+	}
+	syms, err := f.sectionData(symtab)
+	if err != nil {
+		return 0, false
+	}
+	strtab, err := f.sectionData(f.elf.Sections[symtab.Link])
+	if err != nil {
+		return 0, false
+	}
+	for off := 0; off+24 <= len(syms); off += 24 {
+		s := syms[off : off+24]
+		no := uint64(binary.LittleEndian.Uint32(s))
+		if no+uint64(len(name)) >= uint64(len(strtab)) {
+			continue
+		}
+		if string(strtab[no:no+uint64(len(name))]) == name && strtab[no+uint64(len(name))] == 0 {
+			return binary.LittleEndian.Uint64(s[8:]), true
+		}
+	}
+	return 0, false
+}
+
+// moduleInfo holds the fields of runtime.firstmoduledata we need.
+type moduleInfo struct {
+	text   uint64 // runtime.text
+	gofunc uint64 // go:func.*, the base of funcdata offsets
+}
+
+// Offsets in runtime.moduledata (64-bit, Go 1.20 through 1.26).
+const (
+	mdPCHeader = 0
+	mdFtab     = 128
+	mdFtabLen  = 136
+	mdMinPC    = 160
+	mdText     = 176
+	mdGofunc   = 320
+	mdSize     = 328
+)
+
+// moduledata locates runtime.firstmoduledata: Go 1.26 puts it in its own
+// .go.module section; before, it is the one word in the data sections that
+// points at the pclntab header and whose ftab slice matches the pclntab. In
+// position-independent executables its pointers are dynamic relocations, so
+// they are read through .rela.dyn when the file holds zeros.
+func (f *File) moduledata(pclnAddr uint64, t *pclntab) (moduleInfo, error) {
+	words := f.newWordReader()
+	ftabAddr := pclnAddr + uint64(len(t.data)-len(t.funcs))
+	check := func(addr uint64) (moduleInfo, bool) {
+		if words.at(addr+mdPCHeader) != pclnAddr || words.at(addr+mdFtab) != ftabAddr || words.at(addr+mdFtabLen) != uint64(t.nfunc)+1 {
+			return moduleInfo{}, false
+		}
+		md := moduleInfo{text: words.at(addr + mdText), gofunc: words.at(addr + mdGofunc)}
+		// minpc is the first function's entry.
+		if md.text == 0 || words.at(addr+mdMinPC) != md.text+t.entryOff(0) {
+			return moduleInfo{}, false
+		}
+		return md, true
+	}
+	if s := f.elf.Section(".go.module"); s != nil {
+		if md, ok := check(s.Addr); ok {
+			return md, nil
+		}
+	}
+	for _, name := range []string{".noptrdata", ".data.rel.ro", ".data"} {
+		s := f.elf.Section(name)
+		if s == nil || s.Type == elf.SHT_NOBITS {
+			continue
+		}
+		for _, addr := range words.find(s, pclnAddr) {
+			if md, ok := check(addr); ok {
+				return md, nil
+			}
+		}
+	}
+	return moduleInfo{}, errors.New("runtime.firstmoduledata not found")
+}
+
+// A wordReader reads pointer-sized words at virtual addresses, resolving
+// R_*_RELATIVE relocations of position-independent executables.
+type wordReader struct {
+	f      *File
+	relocs map[uint64]uint64 // address -> addend, built on first need
+	built  bool
+}
+
+func (f *File) newWordReader() *wordReader { return &wordReader{f: f} }
+
+func (w *wordReader) at(addr uint64) uint64 {
+	b, err := w.f.readVaddr(addr, 8)
+	if err != nil {
+		return 0
+	}
+	if v := binary.LittleEndian.Uint64(b); v != 0 || !w.f.PIE {
+		return v
+	}
+	w.build()
+	return w.relocs[addr]
+}
+
+func (w *wordReader) build() {
+	if w.built {
+		return
+	}
+	w.built = true
+	w.relocs = make(map[uint64]uint64)
+	for _, s := range w.f.elf.Sections {
+		if s.Type != elf.SHT_RELA {
+			continue
+		}
+		data, err := w.f.sectionData(s)
+		if err != nil {
+			continue
+		}
+		for off := 0; off+24 <= len(data); off += 24 {
+			info := binary.LittleEndian.Uint64(data[off+8:])
+			if typ := uint32(info); typ != uint32(elf.R_X86_64_RELATIVE) && typ != uint32(elf.R_AARCH64_RELATIVE) {
+				continue
+			}
+			w.relocs[binary.LittleEndian.Uint64(data[off:])] = binary.LittleEndian.Uint64(data[off+16:])
+		}
+	}
+}
+
+// find returns the 8-byte aligned addresses in s that hold the value v,
+// directly or through a relocation.
+func (w *wordReader) find(s *elf.Section, v uint64) []uint64 {
+	data, err := w.f.sectionData(s)
+	if err != nil {
+		return nil
+	}
+	var out []uint64
+	start := (8 - s.Addr%8) % 8
+	for off := start; off+8 <= uint64(len(data)); off += 8 {
+		if binary.LittleEndian.Uint64(data[off:]) == v {
+			out = append(out, s.Addr+off)
+		}
+	}
+	if w.f.PIE {
+		w.build()
+		for addr, addend := range w.relocs {
+			if addend == v && addr >= s.Addr && addr-s.Addr < s.Size {
+				out = append(out, addr)
+			}
+		}
+	}
+	return out
+}

@@ -1,0 +1,120 @@
+package symbols
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+
+	"golang.org/x/arch/arm64/arm64asm"
+	"golang.org/x/arch/x86/x86asm"
+)
+
+// A DecodeError reports an instruction that could not be decoded in a
+// function body. Probes are only placed when the whole body decodes: one
+// placed off an instruction boundary would corrupt the target.
+type DecodeError struct {
+	Func   string
+	Offset uint64 // file offset of the undecodable bytes
+	Bytes  []byte // up to 16 bytes starting there
+	Err    error
+}
+
+func (e *DecodeError) Error() string {
+	return fmt.Sprintf("%s: cannot decode instruction at file offset %#x (% x): %v", e.Func, e.Offset, e.Bytes, e.Err)
+}
+
+func (e *DecodeError) Unwrap() error { return e.Err }
+
+// maxFuncSize bounds the body we are willing to disassemble.
+const maxFuncSize = 1 << 24
+
+var endbr64 = []byte{0xf3, 0x0f, 0x1e, 0xfa}
+
+// ReturnOffsets returns the file offsets of every return instruction in fn's
+// body, in ascending order. A uprobe at each of them observes every normal
+// return; uretprobes cannot be used on Go code because the runtime moves
+// goroutine stacks. If any instruction of the body fails to decode the
+// result is a *DecodeError and no offsets.
+func (f *File) ReturnOffsets(fn Func) (offs []uint64, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			offs, err = nil, &DecodeError{Func: fn.Name, Offset: fn.Offset, Err: fmt.Errorf("disassembler panic: %v", p)}
+		}
+	}()
+	if fn.End <= fn.Entry || fn.End-fn.Entry > maxFuncSize {
+		return nil, fmt.Errorf("%s: bad function bounds [%#x, %#x)", fn.Name, fn.Entry, fn.End)
+	}
+	start, ok := f.fileOffset(fn.Entry)
+	if !ok {
+		return nil, fmt.Errorf("%s: entry %#x is outside the text segment", fn.Name, fn.Entry)
+	}
+	if _, ok := f.fileOffset(fn.End - 1); !ok {
+		return nil, fmt.Errorf("%s: end %#x is outside the text segment", fn.Name, fn.End)
+	}
+	code, err := f.readAt(start, fn.End-fn.Entry)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", fn.Name, err)
+	}
+	decodeErr := func(i int, err error) error {
+		return &DecodeError{Func: fn.Name, Offset: start + uint64(i), Bytes: bytes.Clone(code[i:min(i+16, len(code))]), Err: err}
+	}
+	switch f.Arch {
+	case "amd64":
+		for i := 0; i < len(code); {
+			// x86asm does not know ENDBR64 (emitted with GOAMD64 and
+			// CET-enabled C code in cgo binaries).
+			if bytes.HasPrefix(code[i:], endbr64) {
+				i += len(endbr64)
+				continue
+			}
+			inst, err := x86asm.Decode(code[i:], 64)
+			if err == nil && inst.Len <= 0 {
+				err = fmt.Errorf("zero-length instruction")
+			}
+			if err != nil {
+				return nil, decodeErr(i, err)
+			}
+			if inst.Op == x86asm.RET {
+				offs = append(offs, start+uint64(i))
+			}
+			i += inst.Len
+		}
+	case "arm64":
+		// The arm64 assembler pads function bodies to 16 bytes with zero
+		// words, which are included in the symbol size and the pc tables; a
+		// zero word is never an instruction Go emits.
+		for len(code) >= 4 && bytes.Equal(code[len(code)-4:], []byte{0, 0, 0, 0}) {
+			code = code[:len(code)-4]
+		}
+		if len(code)%4 != 0 {
+			return nil, decodeErr(len(code)&^3, fmt.Errorf("body size %d is not a multiple of 4", len(code)))
+		}
+		for i := 0; i < len(code); i += 4 {
+			inst, err := arm64asm.Decode(code[i:])
+			if err != nil && arm64Known(binary.LittleEndian.Uint32(code[i:])) {
+				continue
+			}
+			if err != nil {
+				return nil, decodeErr(i, err)
+			}
+			if inst.Op == arm64asm.RET {
+				offs = append(offs, start+uint64(i))
+			}
+		}
+	default:
+		return nil, fmt.Errorf("%s: return offsets are not supported on %s", fn.Name, f.Arch)
+	}
+	return offs, nil
+}
+
+// arm64Known reports whether an instruction word that arm64asm cannot decode
+// belongs to a class Go emits and that is never a return: the LSE atomics
+// (CAS*, LDADD/LDCLR/LDEOR/LDSET/SWP*), used inline by sync/atomic, and
+// system instructions such as MSR DIT. arm64 instructions are fixed-width and
+// aligned, so accepting them cannot shift an instruction boundary; literal
+// pool words and anything else unknown still refuse the function.
+func arm64Known(w uint32) bool {
+	return w&0x3fa07c00 == 0x08a07c00 || // CAS, CASA, CASL, CASAL
+		w&0x3f200c00 == 0x38200000 || // atomic memory operations
+		w&0xffc00000 == 0xd5000000 // system instructions
+}
