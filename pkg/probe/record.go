@@ -222,4 +222,3 @@ func (s *Set) EntryCounts() ([]EntryCount, error) {
 	}
 	return out, it.Err()
 }
-
