@@ -1,0 +1,191 @@
+// Command cilium-agent impersonates the internals of the real cilium-agent
+// for the tracer's tests, demo and benchmarks: the same symbol names, a
+// concurrent regeneration workload with known sleeps, recursion, stack
+// growth and a panic+recover path, and its own count of every traced call
+// as ground truth. See README.md.
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/cilium/cilium/pkg/datapath/loader"
+	"github.com/cilium/cilium/pkg/endpoint"
+	"github.com/cilium/cilium/pkg/groundtruth"
+	"github.com/cilium/cilium/pkg/identity/cache"
+	"github.com/cilium/cilium/pkg/ipcache"
+	"github.com/cilium/cilium/pkg/maps/ctmap"
+	"github.com/cilium/cilium/pkg/policy"
+)
+
+// endpointsPerWorker endpoints are regenerated in turn by each worker;
+// worker w owns the endpoints with IDs firstEndpointID+endpointsPerWorker*w
+// and the next endpointsPerWorker-1.
+const (
+	endpointsPerWorker = 4
+	firstEndpointID    = 1000
+	maxWorkers         = (1<<16 - firstEndpointID) / endpointsPerWorker
+)
+
+type config struct {
+	workers          int
+	iterations       int
+	interval         time.Duration
+	bpfSleep         time.Duration
+	compileSleep     time.Duration
+	policyDepth      int
+	policySleep      time.Duration
+	panicEvery       uint64
+	hot              int
+	logRegenerations bool
+	startDelay       time.Duration
+}
+
+var errBadFlag = errors.New("invalid flag value")
+
+func parseFlags(args []string) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("cilium-agent", flag.ContinueOnError)
+	fs.IntVar(&c.workers, "workers", 8, "goroutines regenerating endpoints concurrently")
+	fs.IntVar(&c.iterations, "iterations", 0, "regenerations per worker (0: run until SIGTERM/SIGINT)")
+	fs.DurationVar(&c.interval, "interval", 100*time.Millisecond, "pause between two regenerations of a worker")
+	fs.DurationVar(&c.bpfSleep, "bpf-sleep", 2*time.Millisecond, "sleep in regenerateBPF besides its children")
+	fs.DurationVar(&c.compileSleep, "compile-sleep", time.Millisecond, "sleep in compileAndLoad after its stack has grown")
+	fs.IntVar(&c.policyDepth, "policy-depth", 10, "recursion depth of resolvePolicyLocked (0: no policy resolution)")
+	fs.DurationVar(&c.policySleep, "policy-sleep", time.Millisecond, "sleep in each level of resolvePolicyLocked")
+	fs.Uint64Var(&c.panicEvery, "panic-every", 5, "every Nth AllocateIdentity call panics and is recovered (0: never)")
+	fs.IntVar(&c.hot, "hot", 0, "call ctmap lookup N times before the regenerations and print a checksum")
+	fs.BoolVar(&c.logRegenerations, "log-regenerations", false, "print one line per regeneration with the endpoint's fields")
+	fs.DurationVar(&c.startDelay, "start-delay", 0, "wait this long after printing ready before starting, so a tracer can attach")
+	if err := fs.Parse(args); err != nil {
+		return config{}, err
+	}
+	if fs.NArg() > 0 {
+		return config{}, fmt.Errorf("unexpected argument %q: %w", fs.Arg(0), errBadFlag)
+	}
+	switch {
+	case c.workers < 0 || c.workers > maxWorkers:
+		return config{}, fmt.Errorf("-workers %d not in [0, %d]: %w", c.workers, maxWorkers, errBadFlag)
+	case c.iterations < 0:
+		return config{}, fmt.Errorf("-iterations %d is negative: %w", c.iterations, errBadFlag)
+	case c.policyDepth < 0:
+		return config{}, fmt.Errorf("-policy-depth %d is negative: %w", c.policyDepth, errBadFlag)
+	case c.hot < 0:
+		return config{}, fmt.Errorf("-hot %d is negative: %w", c.hot, errBadFlag)
+	case c.interval < 0 || c.bpfSleep < 0 || c.compileSleep < 0 || c.policySleep < 0 || c.startDelay < 0:
+		return config{}, fmt.Errorf("durations must not be negative: %w", errBadFlag)
+	}
+	return c, nil
+}
+
+// printer serializes the lines of all goroutines on one writer. Once exit
+// has taken the lock, nothing else is printed.
+type printer struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (p *printer) printf(format string, args ...any) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	fmt.Fprintf(p.w, format, args...)
+}
+
+// checksum is the hot loop's result, 0 until it has run.
+var checksum atomic.Uint64
+
+func (p *printer) report() {
+	p.printf("%s\n", groundtruth.Snapshot(checksum.Load()).JSON())
+}
+
+// exit prints the final report and exits 0; concurrent callers block until
+// the process is gone, so exactly one final report is printed.
+func (p *printer) exit() {
+	p.mu.Lock()
+	fmt.Fprintf(p.w, "%s\n", groundtruth.Snapshot(checksum.Load()).JSON())
+	os.Exit(0)
+}
+
+func main() {
+	cfg, err := parseFlags(os.Args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "cilium-agent: %v\n", err)
+		os.Exit(2)
+	}
+	out := &printer{w: os.Stdout}
+
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGUSR1, syscall.SIGTERM, syscall.SIGINT)
+	go func() {
+		for s := range sigs {
+			if s != syscall.SIGUSR1 {
+				out.exit()
+			}
+			out.report()
+		}
+	}()
+
+	out.printf("ready pid=%d\n", os.Getpid())
+	time.Sleep(cfg.startDelay)
+	run(cfg, out)
+	out.exit()
+}
+
+// run runs the hot loop, then the regeneration workload, and returns when
+// every worker has done its iterations (never if cfg.iterations is 0).
+func run(cfg config, out *printer) {
+	if cfg.hot > 0 {
+		sum := ctmap.NewMap().Scan(cfg.hot)
+		checksum.Store(sum)
+		out.printf("hot calls=%d checksum=%d\n", cfg.hot, sum)
+	}
+	if cfg.workers == 0 {
+		return
+	}
+
+	owner := &endpoint.Owner{
+		Repository: policy.NewRepository(cfg.policyDepth, cfg.policySleep),
+		IPCache:    ipcache.NewIPCache(),
+		Allocator:  cache.NewCachingIdentityAllocator(cfg.panicEvery),
+		Loader:     loader.NewLoader(cfg.compileSleep),
+		BPFSleep:   cfg.bpfSleep,
+	}
+	var wg sync.WaitGroup
+	for w := 0; w < cfg.workers; w++ {
+		eps := make([]*endpoint.Endpoint, endpointsPerWorker)
+		for j := range eps {
+			id := uint16(firstEndpointID + endpointsPerWorker*w + j)
+			eps[j] = endpoint.New(owner, id, "default", fmt.Sprintf("xwing-%d", id))
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			regenerateLoop(cfg, out, eps)
+		}()
+	}
+	wg.Wait()
+}
+
+func regenerateLoop(cfg config, out *printer, eps []*endpoint.Endpoint) {
+	for i := 0; cfg.iterations == 0 || i < cfg.iterations; i++ {
+		if i > 0 {
+			time.Sleep(cfg.interval)
+		}
+		e := eps[i%len(eps)]
+		rev := e.Regenerate()
+		if cfg.logRegenerations {
+			out.printf("regenerated endpoint_id=%d k8s_pod_name=%s policy_revision=%d\n", e.ID, e.K8sPodName, rev)
+		}
+	}
+}

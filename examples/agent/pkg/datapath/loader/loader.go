@@ -1,0 +1,69 @@
+// Package loader compiles and loads the BPF programs of endpoints.
+package loader
+
+import (
+	"time"
+
+	"github.com/cilium/cilium/pkg/groundtruth"
+)
+
+var compileAndLoadCalls = groundtruth.New("github.com/cilium/cilium/pkg/datapath/loader.(*loader).compileAndLoad")
+
+// compileDepth levels of compile, each with a 1 KiB frame, need more than
+// 64 KiB of stack: a goroutine starting on 8 KiB copies its stack at least
+// three times while compileAndLoad is in flight.
+const compileDepth = 64
+
+// Loader reloads the datapath of endpoints.
+type Loader interface {
+	// ReloadDatapath compiles and loads the programs of endpoint epID at
+	// policy revision rev and returns a hash of the loaded programs.
+	ReloadDatapath(epID uint16, rev uint64) uint64
+}
+
+type loader struct {
+	compileSleep time.Duration
+}
+
+// NewLoader returns a loader whose compileAndLoad sleeps compileSleep after
+// compiling.
+func NewLoader(compileSleep time.Duration) Loader {
+	return &loader{compileSleep: compileSleep}
+}
+
+func (l *loader) ReloadDatapath(epID uint16, rev uint64) uint64 {
+	done := make(chan uint64, 1)
+	// A new goroutine starts on the smallest stack whatever ran before, so
+	// the stack growth inside compileAndLoad happens on every call.
+	go func() { done <- l.compileAndLoad(epID, rev) }()
+	return <-done
+}
+
+// compileAndLoad grows (and so moves) its goroutine's stack in the middle
+// of the call, then sleeps l.compileSleep and returns on the new stack.
+//
+//go:noinline
+func (l *loader) compileAndLoad(epID uint16, rev uint64) uint64 {
+	compileAndLoadCalls.Call()
+	hash := compile(compileDepth, uint64(epID)<<32|rev)
+	time.Sleep(l.compileSleep)
+	return hash
+}
+
+// compile is not traced: it stands for the work that needs a deep stack.
+//
+//go:noinline
+func compile(depth int, seed uint64) uint64 {
+	var insns [128]uint64
+	for i := range insns {
+		insns[i] = seed*0x9e3779b97f4a7c15 + uint64(i)
+	}
+	if depth > 0 {
+		insns[depth%len(insns)] ^= compile(depth-1, insns[seed%uint64(len(insns))])
+	}
+	var sum uint64
+	for _, v := range insns {
+		sum = sum*31 + v
+	}
+	return sum
+}

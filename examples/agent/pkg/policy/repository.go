@@ -1,0 +1,67 @@
+// Package policy resolves the policy that applies to a security identity.
+package policy
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cilium/cilium/pkg/groundtruth"
+	"github.com/cilium/cilium/pkg/identity"
+)
+
+var resolvePolicyLockedCalls = groundtruth.New("github.com/cilium/cilium/pkg/policy.(*Repository).resolvePolicyLocked")
+
+// EndpointPolicy is the resolved policy of one endpoint.
+type EndpointPolicy struct {
+	// Revision is the repository revision the policy was resolved at.
+	Revision uint64
+	Identity identity.NumericIdentity
+	// Rules holds one allowed peer identity per resolved rule level.
+	Rules []identity.NumericIdentity
+}
+
+// Repository holds the policy rules. Resolving walks Depth nested rule
+// levels and sleeps LevelSleep in each, so the resolution at level k
+// (counted from the innermost, starting at 1) lasts about k*LevelSleep.
+type Repository struct {
+	mutex      sync.RWMutex
+	revision   atomic.Uint64
+	Depth      int
+	LevelSleep time.Duration
+}
+
+// NewRepository returns a repository whose resolutions nest depth levels.
+func NewRepository(depth int, levelSleep time.Duration) *Repository {
+	return &Repository{Depth: depth, LevelSleep: levelSleep}
+}
+
+// GetSelectorPolicy resolves the policy of id at a new repository revision.
+// With Depth 0 it resolves nothing and returns an empty policy.
+func (r *Repository) GetSelectorPolicy(id identity.NumericIdentity) *EndpointPolicy {
+	r.mutex.RLock()
+	defer r.mutex.RUnlock()
+	rev := r.revision.Add(1)
+	if r.Depth <= 0 {
+		return &EndpointPolicy{Revision: rev, Identity: id}
+	}
+	p := r.resolvePolicyLocked(id, r.Depth)
+	p.Revision = rev
+	return p
+}
+
+// resolvePolicyLocked recurses depth levels deep; the caller holds r.mutex.
+//
+//go:noinline
+func (r *Repository) resolvePolicyLocked(id identity.NumericIdentity, depth int) *EndpointPolicy {
+	resolvePolicyLockedCalls.Call()
+	time.Sleep(r.LevelSleep)
+	var p *EndpointPolicy
+	if depth > 1 {
+		p = r.resolvePolicyLocked(id, depth-1)
+	} else {
+		p = &EndpointPolicy{Identity: id, Rules: make([]identity.NumericIdentity, 0, r.Depth)}
+	}
+	p.Rules = append(p.Rules, identity.MinimalAllocationIdentity+identity.NumericIdentity(depth)*7+id%13)
+	return p
+}
