@@ -62,6 +62,15 @@ func TestWatchDockerRestart(t *testing.T) {
 		_, err := c.ContainerRestart(ctx, id, client.ContainerRestartOptions{Timeout: &timeout})
 		restarted <- err
 	}()
+	// A PID selector follows the container the process was in.
+	byPID := make(chan Process, 1)
+	go func() {
+		p, err := Watch(ctx, Selector{PID: old.PID}, old, WatchOptions{Backoff: Backoff{Base: 50 * time.Millisecond, Max: 500 * time.Millisecond}})
+		if err != nil {
+			t.Errorf("Watch by PID: %v", err)
+		}
+		byPID <- p
+	}()
 	retries := 0
 	p, err := Watch(ctx, Selector{Container: name}, old, WatchOptions{
 		Backoff: Backoff{Base: 50 * time.Millisecond, Max: 500 * time.Millisecond},
@@ -91,6 +100,9 @@ func TestWatchDockerRestart(t *testing.T) {
 		t.Errorf("same image after restart, but SameBinary is false: %d:%d vs %d:%d", p.Dev, p.Inode, old.Dev, old.Inode)
 	}
 	checkBinary(t, p, "/usr/bin/"+agentInImage)
+	if q := <-byPID; !q.Same(p) {
+		t.Errorf("Watch by PID = %v, want %v", q, p)
+	}
 }
 
 func TestContainerErrors(t *testing.T) {

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -40,11 +41,17 @@ type Process struct {
 	// the same file (deleted or replaced binary).
 	Binary string
 
-	// Dev and Inode identify the file backing the executable mapping. On
-	// overlayfs that is the file in the image layer, which stays the same
-	// across container restarts while the overlay mount (and so the st_dev
-	// of Binary) changes.
+	// Dev and Inode identify the file backing the executable mapping, as
+	// /proc/PID/maps shows it. On overlayfs that is the file in the image
+	// layer, so a restarted container running the same image has the same
+	// identity even when overlayfs reports a per-mount device for Binary
+	// (it does when the layers span filesystems).
 	Dev, Inode uint64
+	// Size and ModTime of the executable complete its identity: device
+	// numbers of tmpfs and other virtual filesystems are reused, and a new
+	// mount numbers its files from the same start.
+	Size    int64
+	ModTime time.Time
 
 	// StartTime is field 22 of /proc/PID/stat (clock ticks after boot): a
 	// reused PID has a different one.
@@ -60,7 +67,8 @@ func (p Process) Same(q Process) bool {
 // SameBinary reports whether p and q run the same executable file, so
 // symbols read for one are valid for the other.
 func (p Process) SameBinary(q Process) bool {
-	return p.Inode != 0 && p.Dev == q.Dev && p.Inode == q.Inode
+	return p.Inode != 0 && p.Dev == q.Dev && p.Inode == q.Inode &&
+		p.Size == q.Size && p.ModTime.Equal(q.ModTime)
 }
 
 // ShortID is the 12-character container ID Docker prints.
@@ -251,6 +259,7 @@ func (p *Process) findBinary() error {
 	}
 	p.Binary = exeLink
 	p.Dev, p.Inode = st.Dev, st.Ino
+	p.Size, p.ModTime = st.Size, time.Unix(st.Mtim.Unix())
 	if dev, ino, ok := mappedFile(p.PID, exe); ok {
 		p.Dev, p.Inode = dev, ino
 	}

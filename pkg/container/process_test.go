@@ -105,6 +105,10 @@ func TestProcessInOwnNamespaces(t *testing.T) {
 		t.Errorf("Watch = %v, want a new %s", next, nsAgent)
 	}
 	checkBinary(t, next, "/"+nsAgent)
+	// The new namespace copied the binary into a new tmpfs: another file.
+	if next.SameBinary(p) {
+		t.Errorf("new copy of the binary taken for the old one: %d:%d", next.Dev, next.Inode)
+	}
 }
 
 func TestResolvePIDErrors(t *testing.T) {
@@ -216,6 +220,36 @@ func TestListCiliumAgent(t *testing.T) {
 		t.Fatal(err)
 	case got.PID != cmd.Process.Pid:
 		t.Errorf("auto-discovery found %v, want pid %d", got, cmd.Process.Pid)
+	}
+}
+
+// TestResolveLongName finds a process whose name the kernel truncated in
+// comm, by the executable's full base name.
+func TestResolveLongName(t *testing.T) {
+	const long = "ctest-agent-with-a-long-name"
+	bin := filepath.Join(t.TempDir(), long)
+	data, err := os.ReadFile(agentBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	}()
+	p := waitResolve(t, Selector{Process: long}, Process{})
+	if p.PID != cmd.Process.Pid || p.Comm != long[:commLen] {
+		t.Errorf("Resolve(%s) = %v", long, p)
+	}
+	// The truncated name alone matches no executable.
+	if _, err := Resolve(context.Background(), Selector{Process: long[:commLen]}); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Resolve(%s) = %v, want ErrNotFound", long[:commLen], err)
 	}
 }
 
