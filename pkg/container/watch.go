@@ -1,6 +1,7 @@
 package container
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -76,15 +77,16 @@ type WatchOptions struct {
 // opts.Backoff between attempts, until it finds a process other than
 // current; it gives up only when ctx is done. A PID selector cannot follow
 // a restart, so it follows current's Docker container if it has one and
-// current's name otherwise.
+// current's process name otherwise.
 func Watch(ctx context.Context, sel Selector, current Process, opts WatchOptions) (Process, error) {
 	if err := WaitExit(ctx, current); err != nil {
 		return Process{}, err
 	}
 	if sel.PID != 0 {
 		sel = Selector{Process: current.Comm}
-		if current.Runtime == RuntimeDocker && current.ContainerID != "" {
-			sel = Selector{Container: current.ContainerID}
+		// The name also follows a container recreated under it (compose).
+		if ref := cmp.Or(current.ContainerName, current.ContainerID); current.Runtime == RuntimeDocker && ref != "" {
+			sel = Selector{Container: ref}
 		}
 	}
 	wait := opts.Backoff.Next(0)
