@@ -46,6 +46,9 @@ type File struct {
 	tableErr  error
 	tableDone bool
 	frames    map[uint64][]Frame
+
+	gofunc     uint64 // address of go:func.*, the base of funcdata offsets
+	gofuncDone bool
 }
 
 // Open opens the named Go executable. path may be /proc/PID/exe or a path

@@ -1,0 +1,117 @@
+package symbols
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// Bias returns the difference between runtime addresses in process pid and
+// this executable's virtual addresses: ELF vaddr = runtime PC - bias. It is 0
+// for non-PIE executables. The executable segment's mapping is found in
+// /proc/PID/maps by its file offset and permissions, and told apart from
+// other mappings by inode (when the File was opened from a path) or by the
+// path of /proc/PID/exe.
+func (f *File) Bias(pid int) (uint64, error) {
+	maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
+	if err != nil {
+		return 0, err
+	}
+	exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+	exe = strings.TrimSuffix(exe, " (deleted)")
+	m, err := findTextMapping(maps, f.text.Off, f.ident, exe)
+	if err != nil {
+		return 0, fmt.Errorf("pid %d: %w", pid, err)
+	}
+	// The mapping places file offset m.offset at m.start, so vaddr v (file
+	// offset v - Vaddr + Off) runs at m.start + v - Vaddr + Off - m.offset.
+	return m.start - m.offset + f.text.Off - f.text.Vaddr, nil
+}
+
+type mapping struct {
+	start, end, offset uint64
+	perms              string
+	dev                string
+	inode              uint64
+	path               string
+}
+
+func parseMaps(data []byte) []mapping {
+	var out []mapping
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 0, 4096), 1<<20)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 5 {
+			continue
+		}
+		lo, hi, ok := strings.Cut(fields[0], "-")
+		if !ok {
+			continue
+		}
+		var m mapping
+		var err1, err2, err3, err4 error
+		m.start, err1 = strconv.ParseUint(lo, 16, 64)
+		m.end, err2 = strconv.ParseUint(hi, 16, 64)
+		m.offset, err3 = strconv.ParseUint(fields[2], 16, 64)
+		m.inode, err4 = strconv.ParseUint(fields[4], 10, 64)
+		if err1 != nil || err2 != nil || err3 != nil || err4 != nil {
+			continue
+		}
+		m.perms, m.dev = fields[1], fields[3]
+		if len(fields) > 5 {
+			// Paths may contain spaces; the maps format separates them from
+			// the inode by padding only.
+			m.path = strings.TrimSuffix(strings.Join(fields[5:], " "), " (deleted)")
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// findTextMapping picks the executable mapping of the file's text segment.
+// Candidates must be executable and map the page holding the segment's file
+// offset; the inode, then the executable's path, settles between several
+// (a process can map several binaries with equal offsets).
+func findTextMapping(maps []byte, textOff uint64, ident *fileIdent, exe string) (mapping, error) {
+	page := uint64(os.Getpagesize())
+	var cands []mapping
+	for _, m := range parseMaps(maps) {
+		if !strings.Contains(m.perms, "x") || m.inode == 0 {
+			continue
+		}
+		if m.offset > textOff || textOff-m.offset >= m.end-m.start || m.offset%page != 0 {
+			continue
+		}
+		cands = append(cands, m)
+	}
+	pick := func(keep func(mapping) bool) []mapping {
+		var out []mapping
+		for _, m := range cands {
+			if keep(m) {
+				out = append(out, m)
+			}
+		}
+		return out
+	}
+	if ident != nil {
+		if byInode := pick(func(m mapping) bool { return m.inode == ident.ino }); len(byInode) > 0 {
+			cands = byInode
+		}
+	}
+	if len(cands) > 1 && exe != "" {
+		if byPath := pick(func(m mapping) bool { return m.path == exe }); len(byPath) > 0 {
+			cands = byPath
+		}
+	}
+	switch len(cands) {
+	case 0:
+		return mapping{}, fmt.Errorf("executable not mapped")
+	case 1:
+		return cands[0], nil
+	}
+	return mapping{}, fmt.Errorf("%d candidate mappings of the executable", len(cands))
+}

@@ -1,0 +1,110 @@
+package symbols
+
+import "encoding/binary"
+
+// maxInlineDepth bounds the walk up an inline tree, which corrupt data could
+// make cyclic.
+const maxInlineDepth = 256
+
+// maxCachedPCs bounds the Frames cache; stacks of a traced process revisit a
+// small set of PCs, so a cache that is simply dropped when full works well.
+const maxCachedPCs = 1 << 16
+
+// Frames symbolizes pc, a virtual address in the executable's own address
+// space (subtract Bias for runtime addresses of a PIE). The result lists the
+// functions inlined at pc first, innermost first, and the physical function
+// last. It is nil if pc is not inside a Go function. Frames is exact: for a
+// return address, pass the address minus one to get the call's line.
+func (f *File) Frames(pc uint64) []Frame {
+	f.mu.Lock()
+	if fr, ok := f.frames[pc]; ok {
+		f.mu.Unlock()
+		return fr
+	}
+	f.mu.Unlock()
+	t, err := f.pcln()
+	if err != nil {
+		return nil
+	}
+	fr := f.frames1(t, pc)
+	f.mu.Lock()
+	if f.frames == nil || len(f.frames) >= maxCachedPCs {
+		f.frames = make(map[uint64][]Frame)
+	}
+	f.frames[pc] = fr
+	f.mu.Unlock()
+	return fr
+}
+
+func (f *File) frames1(t *pclntab, pc uint64) (frames []Frame) {
+	defer func() {
+		if recover() != nil {
+			frames = nil
+		}
+	}()
+	i, ok := t.find(pc)
+	if !ok {
+		return nil
+	}
+	r, ok := t.record(i)
+	if !ok {
+		return nil
+	}
+	cu := r.word(funcCUOffset)
+	pcfile, pcln := r.word(funcPCFile), r.word(funcPCLn)
+	frame := func(name []byte, at uint64, inlined bool) Frame {
+		fileIdx, _ := t.pcvalue(pcfile, r.entry, at)
+		line, _ := t.pcvalue(pcln, r.entry, at)
+		return Frame{PC: pc, Func: string(name), File: t.file(cu, fileIdx), Line: int(line), Inlined: inlined}
+	}
+	at := pc
+	if tree, ok := f.inlineTree(r); ok {
+		inlIdx := r.pcdata(pcdataInlTree)
+		for depth := 0; depth < maxInlineDepth; depth++ {
+			ix, ok := t.pcvalue(inlIdx, r.entry, at)
+			if !ok || ix < 0 {
+				break
+			}
+			call, err := f.readVaddr(tree+uint64(ix)*inlinedCallSize, inlinedCallSize)
+			if err != nil {
+				break
+			}
+			nameOff := binary.LittleEndian.Uint32(call[4:])
+			parentPC := int32(binary.LittleEndian.Uint32(call[8:]))
+			frames = append(frames, frame(t.name(nameOff), at, true))
+			at = r.entry + uint64(int64(parentPC))
+		}
+	}
+	return append(frames, frame(t.name(r.nameOff()), at, false))
+}
+
+// inlineTree returns the address of the function's inline tree: its
+// FUNCDATA_InlTree offset is relative to go:func.*, which stripped binaries
+// only reveal through the moduledata.
+func (f *File) inlineTree(r funcRecord) (uint64, bool) {
+	off, ok := r.funcdata(funcdataInlTree)
+	if !ok || r.pcdata(pcdataInlTree) == 0 {
+		return 0, false
+	}
+	base, ok := f.gofuncAddr()
+	if !ok {
+		return 0, false
+	}
+	return base + uint64(off), true
+}
+
+func (f *File) gofuncAddr() (uint64, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !f.gofuncDone {
+		f.gofuncDone = true
+		if v, ok := f.symbolValue("go:func.*"); ok {
+			f.gofunc = v
+		} else if sect := f.elf.Section(".gopclntab"); sect != nil && f.table != nil {
+			if md, err := f.moduledata(sect.Addr, f.table); err == nil {
+				f.gofunc = md.gofunc
+			}
+		}
+	}
+	return f.gofunc, f.gofunc != 0
+}
