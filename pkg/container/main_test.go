@@ -29,8 +29,9 @@ var (
 
 // agentInImage is the agent's name inside the test image; it is not
 // cilium-agent so that the image does not disturb other sessions'
-// auto-discovery.
-const agentInImage = "ctest-agent"
+// auto-discovery, and it is unique so that concurrent runs of these tests
+// do not find each other's agents.
+var agentInImage = fmt.Sprintf("ctd-%d", os.Getpid())
 
 func TestMain(m *testing.M) {
 	os.Exit(run(m))

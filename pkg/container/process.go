@@ -126,8 +126,12 @@ func procPath(pid int, name string) string {
 type stat struct {
 	comm      string
 	state     byte
+	flags     uint64 // PF_* flags
 	startTime uint64
 }
+
+// pfKthread marks kernel threads in the flags of /proc/PID/stat.
+const pfKthread = 0x00200000
 
 // parseStat parses /proc/PID/stat. comm may contain spaces and parentheses,
 // so fields are counted after the last ')'.
@@ -142,11 +146,15 @@ func parseStat(b []byte) (stat, error) {
 	if len(f) < 20 {
 		return stat{}, fmt.Errorf("malformed stat: %d fields after comm", len(f))
 	}
+	flags, err := strconv.ParseUint(f[6], 10, 64)
+	if err != nil {
+		return stat{}, fmt.Errorf("malformed stat: flags: %w", err)
+	}
 	st, err := strconv.ParseUint(f[19], 10, 64)
 	if err != nil {
 		return stat{}, fmt.Errorf("malformed stat: starttime: %w", err)
 	}
-	return stat{comm: string(b[open+1 : end]), state: f[0][0], startTime: st}, nil
+	return stat{comm: string(b[open+1 : end]), state: f[0][0], flags: flags, startTime: st}, nil
 }
 
 // readStat reads /proc/PID/stat; a missing or exited process gives
@@ -198,6 +206,9 @@ func readProcess(pid int) (Process, error) {
 	if err != nil {
 		return Process{}, err
 	}
+	if st.flags&pfKthread != 0 {
+		return Process{}, fmt.Errorf("pid %d (%s): %w", pid, st.comm, ErrNoExecutable)
+	}
 	p := Process{PID: pid, NSPID: pid, Comm: st.comm, StartTime: st.startTime}
 
 	status, err := os.ReadFile(procPath(pid, "status"))
@@ -216,10 +227,6 @@ func readProcess(pid int) (Process, error) {
 	p.ContainerID, p.Runtime = ParseCgroup(cg)
 
 	if err := p.findBinary(); err != nil {
-		// An exiting process loses its executable before it turns zombie.
-		if _, serr := readStat(pid); serr != nil {
-			return Process{}, serr
-		}
 		return Process{}, vanished(pid, err)
 	}
 
@@ -248,9 +255,8 @@ func (p *Process) findBinary() error {
 	exeLink := procPath(p.PID, "exe")
 	exe, err := os.Readlink(exeLink)
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("pid %d (%s): %w", p.PID, p.Comm, ErrNoExecutable)
-		}
+		// Not a kernel thread (checked before), so the process is exiting:
+		// it loses its executable before it turns zombie.
 		return err
 	}
 	var st unix.Stat_t

@@ -16,8 +16,8 @@ import (
 )
 
 // nsAgent is the agent's name inside its own namespaces (15 characters at
-// most, so that comm holds all of it).
-const nsAgent = "ctest-ns-agent"
+// most, so that comm holds all of it), unique like agentInImage.
+var nsAgent = fmt.Sprintf("ctn-%d", os.Getpid())
 
 // startInNamespaces runs the agent as PID 1 of new PID and mount
 // namespaces, chrooted into a tmpfs mounted only in its mount namespace:
@@ -226,7 +226,7 @@ func TestListCiliumAgent(t *testing.T) {
 // TestResolveLongName finds a process whose name the kernel truncated in
 // comm, by the executable's full base name.
 func TestResolveLongName(t *testing.T) {
-	const long = "ctest-agent-with-a-long-name"
+	long := fmt.Sprintf("ctest-agent-with-a-long-name-%d", os.Getpid())
 	bin := filepath.Join(t.TempDir(), long)
 	data, err := os.ReadFile(agentBin)
 	if err != nil {
