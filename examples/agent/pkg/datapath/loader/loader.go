@@ -9,9 +9,9 @@ import (
 
 var compileAndLoadCalls = groundtruth.New("github.com/cilium/cilium/pkg/datapath/loader.(*loader).compileAndLoad")
 
-// compileDepth levels of compile, each with a 1 KiB frame, need more than
-// 64 KiB of stack: a goroutine starting on 8 KiB copies its stack at least
-// three times while compileAndLoad is in flight.
+// compileDepth levels of compile, each with a frame of about 2 KiB, need
+// more than 128 KiB of stack: a goroutine starting on 2 KiB copies its
+// stack 7 times while compileAndLoad is in flight.
 const compileDepth = 64
 
 // Loader reloads the datapath of endpoints.

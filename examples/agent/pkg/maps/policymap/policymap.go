@@ -11,7 +11,7 @@ import (
 var dumpToSliceCalls = groundtruth.New("github.com/cilium/cilium/pkg/maps/policymap.(*PolicyMap).DumpToSlice")
 
 // dumpDepth levels of walk precede DumpToSlice. They keep well inside a new
-// goroutine's 8 KiB stack, and DumpToSlice's 64 KiB frame exceeds the whole
+// goroutine's 2 KiB stack, and DumpToSlice's 64 KiB frame exceeds the whole
 // stack, so DumpToSlice's own prologue always has to grow the stack: its
 // entry runs twice for one call.
 const dumpDepth = 16
