@@ -280,7 +280,7 @@ func TestInlining(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	calls := regexp.MustCompile(`(?m)^\s+(\S+)\s.*CALL ` + regexp.QuoteMeta(fnRegenerateBPF) + `\(SB\)`).FindAllSubmatch(dis, -1)
+	calls := regexp.MustCompile(`(?m)^\s+(\S+)\s.*CALL `+regexp.QuoteMeta(fnRegenerateBPF)+`\(SB\)`).FindAllSubmatch(dis, -1)
 	if len(calls) != 1 || string(calls[0][1]) != fmt.Sprintf("policy.go:%d", line) {
 		t.Errorf("calls to regenerateBPF in regenerate: %q, want one at policy.go:%d", calls, line)
 	}

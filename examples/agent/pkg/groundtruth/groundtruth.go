@@ -32,18 +32,12 @@ func New(name string) *Counter {
 	return c
 }
 
-// Name returns the symbol name the counter was registered with.
-func (c *Counter) Name() string { return c.name }
-
 // Call records one call. Traced functions call it first thing, so a call
 // that later panics is still counted.
 func (c *Counter) Call() { c.calls.Add(1) }
 
 // Panic records that the current call ends in a panic.
 func (c *Counter) Panic() { c.panics.Add(1) }
-
-// Calls returns the number of calls recorded so far.
-func (c *Counter) Calls() uint64 { return c.calls.Load() }
 
 // Report is the line the agent prints on SIGUSR1 and on exit.
 type Report struct {
