@@ -107,7 +107,7 @@ type sink struct {
 	exp  Exporter
 	ch   chan []Span
 
-	pending                            atomic.Int64
+	pending                           atomic.Int64
 	queued, exported, dropped, failed atomic.Uint64
 }
 

@@ -1,0 +1,417 @@
+package export
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ClickHouse/ch-go/compress"
+	"github.com/ClickHouse/ch-go/proto"
+)
+
+// chServer speaks just enough of ClickHouse's native protocol, with ch-go's
+// proto package, for clickhouse-go v2 to connect, run DDL and INSERT spans
+// into otel_traces. It records every query and decodes every inserted row.
+type chServer struct {
+	t     *testing.T
+	addr  string
+	major int
+	minor int
+
+	mu        sync.Mutex
+	ln        net.Listener
+	conns     map[net.Conn]struct{}
+	blackhole bool // accept connections and never answer
+	queries   []string
+	rows      []chRow
+	blocks    int
+	inserts   int
+	hellos    []proto.ClientHello
+	compress  []proto.Compression
+	wg        sync.WaitGroup
+}
+
+// chRow is one decoded otel_traces row.
+type chRow struct {
+	ClickHouseRow
+	Events, Links int // lengths of the Nested arrays
+}
+
+const chRevision = 54460 // what clickhouse-go v2.51 speaks
+
+func newCHServer(t *testing.T, major, minor int) *chServer {
+	s := &chServer{t: t, major: major, minor: minor, conns: map[net.Conn]struct{}{}}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.addr = ln.Addr().String()
+	s.serve(ln)
+	t.Cleanup(s.close)
+	return s
+}
+
+func (s *chServer) serve(ln net.Listener) {
+	s.mu.Lock()
+	s.ln = ln
+	s.mu.Unlock()
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			s.mu.Lock()
+			s.conns[c] = struct{}{}
+			hole := s.blackhole
+			s.mu.Unlock()
+			if hole {
+				continue
+			}
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				err := s.handle(c)
+				if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+					s.t.Logf("chserver: %v", err)
+				}
+				c.Close()
+				s.mu.Lock()
+				delete(s.conns, c)
+				s.mu.Unlock()
+			}()
+		}
+	}()
+}
+
+// stop closes the listener and every connection: clients get "connection
+// refused" until start.
+func (s *chServer) stop() {
+	s.mu.Lock()
+	if s.ln != nil {
+		s.ln.Close()
+		s.ln = nil
+	}
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+}
+
+// start listens again on the same address.
+func (s *chServer) start() {
+	ln, err := net.Listen("tcp", s.addr)
+	if err != nil {
+		s.t.Fatalf("relisten on %s: %v", s.addr, err)
+	}
+	s.serve(ln)
+}
+
+func (s *chServer) setBlackhole(on bool) {
+	s.mu.Lock()
+	s.blackhole = on
+	if !on {
+		// Connections accepted while blackholed never get an answer.
+		for c := range s.conns {
+			c.Close()
+		}
+	}
+	s.mu.Unlock()
+}
+
+func (s *chServer) close() {
+	s.stop()
+	s.wg.Wait()
+}
+
+func (s *chServer) snapshot() (queries []string, rows []chRow) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.queries...), append([]chRow(nil), s.rows...)
+}
+
+func (s *chServer) rowCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.rows)
+}
+
+type chConn struct {
+	s   *chServer
+	c   net.Conn
+	r   *proto.Reader
+	buf proto.Buffer
+	ver int
+}
+
+func (s *chServer) handle(c net.Conn) error {
+	cc := &chConn{s: s, c: c, r: proto.NewReader(c)}
+	code, err := cc.r.UVarInt()
+	if err != nil {
+		return fmt.Errorf("hello code: %w", err)
+	}
+	if proto.ClientCode(code) != proto.ClientCodeHello {
+		return fmt.Errorf("first packet %d is not a hello", code)
+	}
+	var hello proto.ClientHello
+	if err := hello.Decode(cc.r); err != nil {
+		return fmt.Errorf("decode hello: %w", err)
+	}
+	s.mu.Lock()
+	s.hellos = append(s.hellos, hello)
+	s.mu.Unlock()
+	cc.ver = min(hello.ProtocolVersion, chRevision)
+	sh := proto.ServerHello{
+		Name: "ClickHouse", Major: s.major, Minor: s.minor, Revision: chRevision,
+		Timezone: "UTC", DisplayName: "chserver_test", Patch: 1,
+	}
+	sh.EncodeAware(&cc.buf, cc.ver)
+	if err := cc.flush(); err != nil {
+		return err
+	}
+	if proto.FeatureAddendum.In(cc.ver) {
+		if _, err := cc.r.Str(); err != nil { // quota key
+			return fmt.Errorf("addendum: %w", err)
+		}
+	}
+	for {
+		code, err := cc.r.UVarInt()
+		if err != nil {
+			return err
+		}
+		switch proto.ClientCode(code) {
+		case proto.ClientCodePing:
+			proto.ServerCodePong.Encode(&cc.buf)
+			if err := cc.flush(); err != nil {
+				return err
+			}
+		case proto.ClientCodeQuery:
+			if err := cc.query(); err != nil {
+				return err
+			}
+		case proto.ClientCodeCancel:
+		default:
+			return fmt.Errorf("unexpected packet %d", code)
+		}
+	}
+}
+
+func (cc *chConn) flush() error {
+	_, err := cc.c.Write(cc.buf.Buf)
+	cc.buf.Reset()
+	return err
+}
+
+func (cc *chConn) query() error {
+	var q proto.Query
+	if err := q.DecodeAware(cc.r, cc.ver); err != nil {
+		return fmt.Errorf("decode query: %w", err)
+	}
+	cc.s.mu.Lock()
+	cc.s.queries = append(cc.s.queries, q.Body)
+	cc.s.compress = append(cc.s.compress, q.Compression)
+	cc.s.mu.Unlock()
+	compressed := q.Compression == proto.CompressionEnabled
+
+	// The query is followed by a block of external data ending with an
+	// empty one.
+	if _, err := cc.readBlock(compressed, nil); err != nil {
+		return fmt.Errorf("external data: %w", err)
+	}
+
+	if strings.HasPrefix(q.Body, "INSERT INTO") {
+		if err := cc.insert(compressed); err != nil {
+			return fmt.Errorf("insert: %w", err)
+		}
+	}
+	proto.ServerCodeProgress.Encode(&cc.buf)
+	proto.Progress{ElapsedNs: 1000}.EncodeAware(&cc.buf, cc.ver)
+	proto.ServerCodeEndOfStream.Encode(&cc.buf)
+	return cc.flush()
+}
+
+// readBlock reads one Data packet into target and reports whether it was
+// the empty end-of-data block.
+func (cc *chConn) readBlock(compressed bool, target proto.Result) (proto.Block, error) {
+	var b proto.Block
+	code, err := cc.r.UVarInt()
+	if err != nil {
+		return b, err
+	}
+	if proto.ClientCode(code) != proto.ClientCodeData {
+		return b, fmt.Errorf("packet %d, want data", code)
+	}
+	var data proto.ClientData
+	if err := data.DecodeAware(cc.r, cc.ver); err != nil {
+		return b, err
+	}
+	if compressed {
+		cc.r.EnableCompression()
+		defer cc.r.DisableCompression()
+	}
+	if err := b.DecodeBlock(cc.r, cc.ver, target); err != nil {
+		return b, err
+	}
+	return b, nil
+}
+
+// otelColumns are the insertable columns of otel_traces as the server
+// describes them to a client, in table order.
+type otelColumns struct {
+	ts                                 *proto.ColDateTime64
+	traceID, spanID, parentID, state   *proto.ColStr
+	name, kind, service                *proto.ColLowCardinality[string]
+	resAttrs                           *proto.ColMap[string, string]
+	scopeName, scopeVersion            *proto.ColStr
+	spanAttrs                          *proto.ColMap[string, string]
+	duration                           *proto.ColUInt64
+	statusCode                         *proto.ColLowCardinality[string]
+	statusMessage                      *proto.ColStr
+	evTS                               *proto.ColArr[time.Time]
+	evName                             *proto.ColArr[string]
+	evAttrs                            *proto.ColArr[map[string]string]
+	linkTraceID, linkSpanID, linkState *proto.ColArr[string]
+	linkAttrs                          *proto.ColArr[map[string]string]
+}
+
+func strMap() *proto.ColMap[string, string] {
+	return proto.NewMap[string, string](new(proto.ColStr).LowCardinality(), new(proto.ColStr))
+}
+
+func newOtelColumns() *otelColumns {
+	return &otelColumns{
+		ts:            new(proto.ColDateTime64).WithPrecision(proto.PrecisionNano),
+		traceID:       new(proto.ColStr),
+		spanID:        new(proto.ColStr),
+		parentID:      new(proto.ColStr),
+		state:         new(proto.ColStr),
+		name:          new(proto.ColStr).LowCardinality(),
+		kind:          new(proto.ColStr).LowCardinality(),
+		service:       new(proto.ColStr).LowCardinality(),
+		resAttrs:      strMap(),
+		scopeName:     new(proto.ColStr),
+		scopeVersion:  new(proto.ColStr),
+		spanAttrs:     strMap(),
+		duration:      new(proto.ColUInt64),
+		statusCode:    new(proto.ColStr).LowCardinality(),
+		statusMessage: new(proto.ColStr),
+		evTS:          proto.NewArray[time.Time](new(proto.ColDateTime64).WithPrecision(proto.PrecisionNano)),
+		evName:        proto.NewArray[string](new(proto.ColStr).LowCardinality()),
+		evAttrs:       proto.NewArray[map[string]string](strMap()),
+		linkTraceID:   proto.NewArray[string](new(proto.ColStr)),
+		linkSpanID:    proto.NewArray[string](new(proto.ColStr)),
+		linkState:     proto.NewArray[string](new(proto.ColStr)),
+		linkAttrs:     proto.NewArray[map[string]string](strMap()),
+	}
+}
+
+func (o *otelColumns) named() []struct {
+	name string
+	col  proto.Column
+} {
+	return []struct {
+		name string
+		col  proto.Column
+	}{
+		{"Timestamp", o.ts}, {"TraceId", o.traceID}, {"SpanId", o.spanID},
+		{"ParentSpanId", o.parentID}, {"TraceState", o.state}, {"SpanName", o.name},
+		{"SpanKind", o.kind}, {"ServiceName", o.service}, {"ResourceAttributes", o.resAttrs},
+		{"ScopeName", o.scopeName}, {"ScopeVersion", o.scopeVersion}, {"SpanAttributes", o.spanAttrs},
+		{"Duration", o.duration}, {"StatusCode", o.statusCode}, {"StatusMessage", o.statusMessage},
+		{"Events.Timestamp", o.evTS}, {"Events.Name", o.evName}, {"Events.Attributes", o.evAttrs},
+		{"Links.TraceId", o.linkTraceID}, {"Links.SpanId", o.linkSpanID},
+		{"Links.TraceState", o.linkState}, {"Links.Attributes", o.linkAttrs},
+	}
+}
+
+func (o *otelColumns) input() []proto.InputColumn {
+	var in []proto.InputColumn
+	for _, c := range o.named() {
+		in = append(in, proto.InputColumn{Name: c.name, Data: c.col})
+	}
+	return in
+}
+
+func (o *otelColumns) results() proto.Results {
+	var rs proto.Results
+	for _, c := range o.named() {
+		rs = append(rs, proto.ResultColumn{Name: c.name, Data: c.col})
+	}
+	return rs
+}
+
+func (o *otelColumns) row(i int) chRow {
+	return chRow{
+		ClickHouseRow: ClickHouseRow{
+			Timestamp:          o.ts.Row(i),
+			TraceID:            o.traceID.Row(i),
+			SpanID:             o.spanID.Row(i),
+			ParentSpanID:       o.parentID.Row(i),
+			TraceState:         o.state.Row(i),
+			SpanName:           o.name.Row(i),
+			SpanKind:           o.kind.Row(i),
+			ServiceName:        o.service.Row(i),
+			ResourceAttributes: o.resAttrs.Row(i),
+			ScopeName:          o.scopeName.Row(i),
+			ScopeVersion:       o.scopeVersion.Row(i),
+			SpanAttributes:     o.spanAttrs.Row(i),
+			Duration:           o.duration.Row(i),
+			StatusCode:         o.statusCode.Row(i),
+			StatusMessage:      o.statusMessage.Row(i),
+		},
+		Events: len(o.evTS.Row(i)) + len(o.evName.Row(i)) + len(o.evAttrs.Row(i)),
+		Links:  len(o.linkTraceID.Row(i)) + len(o.linkSpanID.Row(i)) + len(o.linkState.Row(i)) + len(o.linkAttrs.Row(i)),
+	}
+}
+
+// insert answers an INSERT as ClickHouse does: it describes the table's
+// columns in an empty data block, then reads data blocks until an empty one.
+func (cc *chConn) insert(compressed bool) error {
+	cols := newOtelColumns()
+	proto.ServerCodeData.Encode(&cc.buf)
+	cc.buf.PutString("")
+	start := len(cc.buf.Buf)
+	header := proto.Block{Columns: len(cols.named()), Info: proto.BlockInfo{BucketNum: -1}}
+	if err := header.EncodeBlock(&cc.buf, cc.ver, cols.input()); err != nil {
+		return fmt.Errorf("encode header: %w", err)
+	}
+	if compressed {
+		w := compress.NewWriter(compress.LevelZero, compress.LZ4)
+		if err := w.Compress(cc.buf.Buf[start:]); err != nil {
+			return err
+		}
+		cc.buf.Buf = append(cc.buf.Buf[:start], w.Data...)
+	}
+	if err := cc.flush(); err != nil {
+		return err
+	}
+
+	cc.s.mu.Lock()
+	cc.s.inserts++
+	cc.s.mu.Unlock()
+	for {
+		rs := cols.results()
+		b, err := cc.readBlock(compressed, rs)
+		if err != nil {
+			return fmt.Errorf("data block: %w", err)
+		}
+		if b.End() {
+			return nil
+		}
+		rows := make([]chRow, b.Rows)
+		for i := range rows {
+			rows[i] = cols.row(i)
+		}
+		cc.s.mu.Lock()
+		cc.s.rows = append(cc.s.rows, rows...)
+		cc.s.blocks++
+		cc.s.mu.Unlock()
+	}
+}

@@ -1,0 +1,324 @@
+package export
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// PasswordEnv is the environment variable ClickHousePassword reads.
+const PasswordEnv = "CLICKHOUSE_PASSWORD"
+
+// ClickHousePassword returns the password in file, without a trailing
+// newline, or, when file is empty, the value of $CLICKHOUSE_PASSWORD.
+// Passwords never come from command-line values, which any user can read
+// in /proc.
+func ClickHousePassword(file string) (string, error) {
+	if file == "" {
+		return os.Getenv(PasswordEnv), nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("password file: %w", err)
+	}
+	return strings.TrimRight(string(b), "\r\n"), nil
+}
+
+// ClickHouseConfig configures a ClickHouseExporter. Zero fields take the
+// defaults. Batching is the pipeline's: each Export is one INSERT.
+type ClickHouseConfig struct {
+	Addrs    []string // native-protocol host:port; default 127.0.0.1:9000
+	Username string   // default "default"
+	Password string   // see ClickHousePassword
+	TLS      *tls.Config
+
+	// Compression of data blocks: "lz4" (default), "zstd" or "none".
+	Compression string
+
+	Schema TracesSchema
+
+	DialTimeout time.Duration // default 5s
+	ReadTimeout time.Duration // default 30s
+
+	// Retries is how many times a failed INSERT is retried before the batch
+	// is given up; negative means never retry. Default 5.
+	Retries int
+	// Backoff before retry n is uniformly random in
+	// [0, min(MaxBackoff, MinBackoff·2ⁿ)) ("full jitter"), so that thousands
+	// of nodes coming back together do not retry in lockstep. Defaults 200ms
+	// and 30s.
+	MinBackoff, MaxBackoff time.Duration
+}
+
+func (c ClickHouseConfig) withDefaults() ClickHouseConfig {
+	if len(c.Addrs) == 0 {
+		c.Addrs = []string{"127.0.0.1:9000"}
+	}
+	if c.Username == "" {
+		c.Username = "default"
+	}
+	if c.Compression == "" {
+		c.Compression = "lz4"
+	}
+	if c.DialTimeout <= 0 {
+		c.DialTimeout = 5 * time.Second
+	}
+	if c.ReadTimeout <= 0 {
+		c.ReadTimeout = 30 * time.Second
+	}
+	if c.Retries == 0 {
+		c.Retries = 5
+	}
+	if c.MinBackoff <= 0 {
+		c.MinBackoff = 200 * time.Millisecond
+	}
+	if c.MaxBackoff <= 0 {
+		c.MaxBackoff = 30 * time.Second
+	}
+	c.Schema = c.Schema.withDefaults()
+	return c
+}
+
+// ClickHouseExporter inserts spans into the OpenTelemetry Collector's
+// otel_traces table over ClickHouse's native protocol. It creates the
+// database and tables on its first successful connection, not when it is
+// created: an unreachable ClickHouse must never stop the tracer from
+// starting.
+type ClickHouseExporter struct {
+	cfg    ClickHouseConfig
+	conn   driver.Conn
+	insert string
+
+	mu      sync.Mutex // serializes Export and guards the fields below
+	created bool       // the schema exists
+	closed  bool
+}
+
+var _ Exporter = (*ClickHouseExporter)(nil)
+
+// NewClickHouseExporter returns an exporter for cfg. It does not connect.
+func NewClickHouseExporter(cfg ClickHouseConfig) (*ClickHouseExporter, error) {
+	cfg = cfg.withDefaults()
+	var method clickhouse.CompressionMethod
+	switch cfg.Compression {
+	case "lz4":
+		method = clickhouse.CompressionLZ4
+	case "zstd":
+		method = clickhouse.CompressionZSTD
+	case "none":
+		method = clickhouse.CompressionNone
+	default:
+		return nil, fmt.Errorf("clickhouse compression %q: want lz4, zstd or none", cfg.Compression)
+	}
+	insert, err := cfg.Schema.InsertStatement()
+	if err != nil {
+		return nil, err
+	}
+	conn, err := clickhouse.Open(&clickhouse.Options{
+		Addr: cfg.Addrs,
+		// The configured database may not exist yet; statements name it.
+		Auth:         clickhouse.Auth{Database: "default", Username: cfg.Username, Password: cfg.Password},
+		TLS:          cfg.TLS,
+		Compression:  &clickhouse.Compression{Method: method},
+		DialTimeout:  cfg.DialTimeout,
+		ReadTimeout:  cfg.ReadTimeout,
+		MaxOpenConns: 2,
+		MaxIdleConns: 1,
+		ClientInfo: clickhouse.ClientInfo{Products: []struct{ Name, Version string }{
+			{Name: "cilium-tracer"},
+		}},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("clickhouse: %w", err)
+	}
+	return &ClickHouseExporter{cfg: cfg, conn: conn, insert: insert}, nil
+}
+
+// Export inserts spans as one batch, retrying with jittered exponential
+// backoff until it succeeds, the retries run out, or ctx ends.
+func (e *ClickHouseExporter) Export(ctx context.Context, spans []Span) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return ErrShutdown
+	}
+	if len(spans) == 0 {
+		return nil
+	}
+	for attempt := 0; ; attempt++ {
+		err := e.exportOnce(ctx, spans)
+		if err == nil {
+			return nil
+		}
+		if attempt >= e.cfg.Retries || !retryable(err) || ctx.Err() != nil {
+			return fmt.Errorf("clickhouse: %d spans after %d attempts: %w", len(spans), attempt+1, err)
+		}
+		t := time.NewTimer(backoff(e.cfg.MinBackoff, e.cfg.MaxBackoff, attempt))
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("clickhouse: %d spans: %w (last error: %w)", len(spans), ctx.Err(), err)
+		}
+	}
+}
+
+// retryable reports whether err may go away by itself. Errors reported by
+// the server (bad schema, permissions) will not.
+func retryable(err error) bool {
+	var ex *clickhouse.Exception
+	return !errors.As(err, &ex) && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded)
+}
+
+func backoff(lo, hi time.Duration, attempt int) time.Duration {
+	d := hi
+	if attempt < 30 && lo<<attempt < hi {
+		d = lo << attempt
+	}
+	return rand.N(d) + time.Millisecond
+}
+
+func (e *ClickHouseExporter) exportOnce(ctx context.Context, spans []Span) error {
+	if !e.created {
+		if err := e.createSchema(ctx); err != nil {
+			return err
+		}
+		e.created = true
+	}
+	batch, err := e.conn.PrepareBatch(ctx, e.insert)
+	if err != nil {
+		return fmt.Errorf("prepare insert: %w", err)
+	}
+	// Abort is a no-op after a successful Send, and releases the
+	// connection after a failed Append.
+	defer batch.Abort()
+	for i := range spans {
+		r := NewClickHouseRow(&spans[i])
+		if err := batch.Append(
+			r.Timestamp, r.TraceID, r.SpanID, r.ParentSpanID, r.TraceState,
+			r.SpanName, r.SpanKind, r.ServiceName, r.ResourceAttributes,
+			r.ScopeName, r.ScopeVersion, r.SpanAttributes, r.Duration,
+			r.StatusCode, r.StatusMessage,
+			[]time.Time(nil), []string(nil), []map[string]string(nil),
+			[]string(nil), []string(nil), []string(nil), []map[string]string(nil),
+		); err != nil {
+			return fmt.Errorf("append span %s: %w", r.SpanID, err)
+		}
+	}
+	if err := batch.Send(); err != nil {
+		return fmt.Errorf("insert: %w", err)
+	}
+	return nil
+}
+
+func (e *ClickHouseExporter) createSchema(ctx context.Context) error {
+	schema := e.cfg.Schema
+	v, err := e.conn.ServerVersion()
+	if err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	schema.FullTextSearch = v.Version.Major > 26 || v.Version.Major == 26 && v.Version.Minor >= 2
+	stmts, err := schema.Statements()
+	if err != nil {
+		return err
+	}
+	for _, stmt := range stmts {
+		if err := e.conn.Exec(ctx, stmt); err != nil {
+			return fmt.Errorf("create schema: %w", err)
+		}
+	}
+	return nil
+}
+
+// Shutdown implements Exporter: it closes the connections.
+func (e *ClickHouseExporter) Shutdown(context.Context) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return nil
+	}
+	e.closed = true
+	return e.conn.Close()
+}
+
+// ClickHouseRow is one otel_traces row as ClickHouseExporter writes it;
+// Events and Links are always empty.
+type ClickHouseRow struct {
+	Timestamp          time.Time
+	TraceID            string // hex, as the collector writes it
+	SpanID             string
+	ParentSpanID       string // empty for root spans
+	TraceState         string
+	SpanName           string
+	SpanKind           string // "Internal"
+	ServiceName        string
+	ResourceAttributes map[string]string
+	ScopeName          string
+	ScopeVersion       string
+	SpanAttributes     map[string]string
+	Duration           uint64 // nanoseconds
+	StatusCode         string // "Unset" or "Error"
+	StatusMessage      string
+}
+
+// NewClickHouseRow returns the row of s, formatted as the collector formats
+// OTLP spans.
+func NewClickHouseRow(s *Span) ClickHouseRow {
+	r := ClickHouseRow{
+		Timestamp:          s.Start,
+		TraceID:            s.TraceID.String(),
+		SpanID:             s.SpanID.String(),
+		SpanName:           s.Name,
+		SpanKind:           spanKindName(s.Kind),
+		ResourceAttributes: map[string]string{},
+		ScopeName:          ScopeName,
+		SpanAttributes:     make(map[string]string, len(s.Attributes)),
+		Duration:           uint64(max(s.End.Sub(s.Start), 0)),
+		StatusCode:         "Unset",
+		StatusMessage:      s.StatusMessage,
+	}
+	if s.ParentSpanID.IsValid() {
+		r.ParentSpanID = s.ParentSpanID.String()
+	}
+	if s.StatusCode != 0 {
+		r.StatusCode = s.StatusCode.String()
+	}
+	if s.Resource != nil {
+		for _, kv := range s.Resource.Attributes() {
+			r.ResourceAttributes[string(kv.Key)] = kv.Value.Emit()
+		}
+		r.ServiceName = r.ResourceAttributes["service.name"]
+	}
+	for _, kv := range s.Attributes {
+		r.SpanAttributes[string(kv.Key)] = kv.Value.Emit()
+	}
+	return r
+}
+
+// spanKindName spells kinds as pdata's SpanKind.String does, which is what
+// the collector stores.
+func spanKindName(k trace.SpanKind) string {
+	switch k {
+	case trace.SpanKindInternal:
+		return "Internal"
+	case trace.SpanKindServer:
+		return "Server"
+	case trace.SpanKindClient:
+		return "Client"
+	case trace.SpanKindProducer:
+		return "Producer"
+	case trace.SpanKindConsumer:
+		return "Consumer"
+	}
+	return "Unspecified"
+}
