@@ -14,11 +14,13 @@ var resolvePolicyLockedCalls = groundtruth.New("github.com/cilium/cilium/pkg/pol
 
 // EndpointPolicy is the resolved policy of one endpoint.
 type EndpointPolicy struct {
-	// Revision is the repository revision the policy was resolved at.
-	Revision uint64
 	Identity identity.NumericIdentity
 	// Rules holds one allowed peer identity per resolved rule level.
 	Rules []identity.NumericIdentity
+	// Revision is the repository revision the policy was resolved at. It
+	// is not the first field, so captures through the pointer need its
+	// real offset.
+	Revision uint64
 }
 
 // Repository holds the policy rules. Resolving walks Depth nested rule
