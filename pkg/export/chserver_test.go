@@ -117,11 +117,10 @@ func (s *chServer) start() {
 func (s *chServer) setBlackhole(on bool) {
 	s.mu.Lock()
 	s.blackhole = on
-	if !on {
-		// Connections accepted while blackholed never get an answer.
-		for c := range s.conns {
-			c.Close()
-		}
+	// Turning on, clients must reconnect into the hole; turning off,
+	// connections accepted while blackholed would never get an answer.
+	for c := range s.conns {
+		c.Close()
 	}
 	s.mu.Unlock()
 }
