@@ -1,0 +1,233 @@
+// Package testagent builds and runs the example agent (examples/agent) for
+// tests and benchmarks: several Go toolchains, stripped or not, PIE or not.
+package testagent
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Variant is one way of building the agent.
+type Variant struct {
+	Toolchain string // GOTOOLCHAIN value, e.g. "go1.22.12"; empty: the current one
+	Stripped  bool   // -ldflags=-s -w, as release cilium-agent images are built
+	PIE       bool   // -buildmode=pie
+	GOARCH    string // empty: the host's
+}
+
+func (v Variant) String() string {
+	s := v.Toolchain
+	if s == "" {
+		s = runtime.Version()
+	}
+	if v.GOARCH != "" {
+		s += "-" + v.GOARCH
+	}
+	if v.Stripped {
+		s += "-stripped"
+	}
+	if v.PIE {
+		s += "-pie"
+	}
+	return s
+}
+
+// Matrix is what the end-to-end tests run on.
+var Matrix = func() []Variant {
+	var vs []Variant
+	for _, tc := range []string{"", "go1.22.12"} {
+		for _, stripped := range []bool{false, true} {
+			for _, pie := range []bool{false, true} {
+				vs = append(vs, Variant{Toolchain: tc, Stripped: stripped, PIE: pie})
+			}
+		}
+	}
+	return vs
+}()
+
+// Root returns the repository's root directory.
+func Root() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..")
+}
+
+var (
+	mu    sync.Mutex
+	dir   string
+	built = map[Variant]string{}
+)
+
+// Build builds the agent once per variant and test process, and returns the
+// path of the binary. Cleanup removes the binaries.
+func Build(tb testing.TB, v Variant) string {
+	tb.Helper()
+	mu.Lock()
+	defer mu.Unlock()
+	if p, ok := built[v]; ok {
+		return p
+	}
+	if dir == "" {
+		var err error
+		if dir, err = os.MkdirTemp("", "testagent"); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	out := filepath.Join(dir, strings.ReplaceAll(v.String(), "/", "_"), "cilium-agent")
+	args := []string{"build", "-o", out}
+	if v.Stripped {
+		args = append(args, "-ldflags=-s -w")
+	}
+	if v.PIE {
+		args = append(args, "-buildmode=pie")
+	}
+	args = append(args, "./daemon")
+	cmd := exec.Command("go", args...)
+	cmd.Dir = filepath.Join(Root(), "examples", "agent")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if v.Toolchain != "" {
+		cmd.Env = append(cmd.Env, "GOTOOLCHAIN="+v.Toolchain)
+	}
+	if v.GOARCH != "" {
+		cmd.Env = append(cmd.Env, "GOARCH="+v.GOARCH)
+	}
+	if b, err := cmd.CombinedOutput(); err != nil {
+		tb.Fatalf("build agent %v: %v\n%s", v, err, b)
+	}
+	built[v] = out
+	return out
+}
+
+// Cleanup removes every binary Build made; call it from TestMain.
+func Cleanup() {
+	mu.Lock()
+	defer mu.Unlock()
+	if dir != "" {
+		os.RemoveAll(dir)
+	}
+}
+
+// Report is the agent's own count of its calls, printed on exit.
+type Report struct {
+	Counts   map[string]uint64 `json:"counts"`
+	Panics   map[string]uint64 `json:"panics"`
+	Checksum uint64            `json:"checksum"`
+}
+
+// An Agent is a running example agent.
+type Agent struct {
+	Cmd  *exec.Cmd
+	PID  int
+	done chan struct{}
+
+	mu    sync.Mutex
+	lines []string
+}
+
+// Start runs the agent at path with args and waits until it is ready.
+func Start(tb testing.TB, path string, args ...string) *Agent {
+	tb.Helper()
+	cmd := exec.Command(path, args...)
+	return StartCmd(tb, cmd)
+}
+
+// StartCmd runs a prepared agent command and waits until it is ready.
+func StartCmd(tb testing.TB, cmd *exec.Cmd) *Agent {
+	tb.Helper()
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	a := &Agent{Cmd: cmd, PID: cmd.Process.Pid, done: make(chan struct{})}
+	ready := make(chan struct{})
+	go func() {
+		defer close(a.done)
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		first := true
+		for sc.Scan() {
+			a.mu.Lock()
+			a.lines = append(a.lines, sc.Text())
+			a.mu.Unlock()
+			if first && strings.HasPrefix(sc.Text(), "ready pid=") {
+				first = false
+				close(ready)
+			}
+		}
+		cmd.Wait()
+	}()
+	tb.Cleanup(func() {
+		cmd.Process.Kill()
+		<-a.done
+	})
+	select {
+	case <-ready:
+	case <-a.done:
+		tb.Fatalf("agent exited before it was ready: %q", a.Lines())
+	case <-time.After(30 * time.Second):
+		tb.Fatal("agent not ready after 30s")
+	}
+	return a
+}
+
+// Lines returns what the agent printed so far.
+func (a *Agent) Lines() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]string(nil), a.lines...)
+}
+
+// Wait waits for the agent to exit by itself and returns its final report.
+func (a *Agent) Wait(tb testing.TB, timeout time.Duration) Report {
+	tb.Helper()
+	select {
+	case <-a.done:
+	case <-time.After(timeout):
+		tb.Fatalf("agent still running after %v", timeout)
+	}
+	if st := a.Cmd.ProcessState; st == nil || !st.Success() {
+		tb.Fatalf("agent failed: %v", st)
+	}
+	return a.report(tb)
+}
+
+// Stop asks the agent to exit (SIGTERM) and returns its final report.
+func (a *Agent) Stop(tb testing.TB) Report {
+	tb.Helper()
+	a.Cmd.Process.Signal(syscall.SIGTERM)
+	return a.Wait(tb, 30*time.Second)
+}
+
+func (a *Agent) report(tb testing.TB) Report {
+	tb.Helper()
+	lines := a.Lines()
+	for i := len(lines) - 1; i >= 0; i-- {
+		if !strings.HasPrefix(lines[i], "{") {
+			continue
+		}
+		var r Report
+		if err := json.NewDecoder(bytes.NewReader([]byte(lines[i]))).Decode(&r); err != nil {
+			tb.Fatalf("agent report %q: %v", lines[i], err)
+		}
+		return r
+	}
+	tb.Fatalf("agent printed no report: %q", lines)
+	return Report{}
+}
+
+// Output returns everything the agent printed, one line each.
+func (a *Agent) Output() string { return strings.Join(a.Lines(), "\n") }
+

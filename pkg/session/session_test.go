@@ -1,0 +1,258 @@
+package session_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cilium-tracer/tracer/internal/testagent"
+	"github.com/cilium-tracer/tracer/pkg/calls"
+	"github.com/cilium-tracer/tracer/pkg/session"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testagent.Cleanup()
+	os.Exit(code)
+}
+
+const cilium = "github.com/cilium/cilium/pkg/"
+
+var (
+	regenerate     = cilium + "endpoint.(*Endpoint).regenerate"
+	regenerateBPF  = cilium + "endpoint.(*Endpoint).regenerateBPF"
+	syncPolicyMap  = cilium + "endpoint.(*Endpoint).syncPolicyMapWithDump"
+	resolvePolicy  = cilium + "policy.(*Repository).resolvePolicyLocked"
+	upsert         = cilium + "ipcache.(*IPCache).upsertLocked"
+	allocate       = cilium + "identity/cache.(*CachingIdentityAllocator).AllocateIdentity"
+	dumpToSlice    = cilium + "maps/policymap.(*PolicyMap).DumpToSlice"
+	compileAndLoad = cilium + "datapath/loader.(*loader).compileAndLoad"
+	ctLookup       = cilium + "maps/ctmap.(*Map).lookup"
+	realizeBPF     = cilium + "endpoint.(*Endpoint).realizeBPFState"
+
+	traced = []string{regenerate, regenerateBPF, syncPolicyMap, resolvePolicy, upsert, allocate, dumpToSlice, compileAndLoad, ctLookup}
+)
+
+const (
+	policyDepth = 10
+	policySleep = 2 * time.Millisecond
+	// Each level of the recursion sleeps, then pays the traps of the
+	// traced levels below it (about 0.1ms each): 5ms keeps that well
+	// inside the 10% allowed.
+	quietSleep = 5 * time.Millisecond
+)
+
+// run traces the whole workload of an agent started with args and returns
+// every call the tracer reported and the agent's own report.
+func run(t *testing.T, bin string, args ...string) ([]calls.Call, testagent.Report, *session.Session) {
+	t.Helper()
+	agent := testagent.Start(t, bin, append([]string{"-start-delay", "1500ms"}, args...)...)
+	s, err := session.Start(session.Config{PID: agent.PID, Funcs: traced, Stacks: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+
+	var got []calls.Call
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	err = s.Run(ctx, func(c *calls.Call) { got = append(got, *c) })
+	if !errors.Is(err, session.ErrTargetExited) {
+		t.Fatalf("Run: %v, want the target to exit", err)
+	}
+	return got, agent.Wait(t, 10*time.Second), s
+}
+
+func TestTraceAgent(t *testing.T) {
+	for _, v := range testagent.Matrix {
+		t.Run(v.String(), func(t *testing.T) {
+			bin := testagent.Build(t, v)
+			got, report, s := run(t, bin,
+				"-workers", "50", "-iterations", "4", "-interval", "5ms", "-hot", "2000",
+				"-policy-depth", "10", "-policy-sleep", policySleep.String(),
+				"-panic-every", "7")
+
+			byFunc := map[string][]calls.Call{}
+			ids := map[uint64]bool{}
+			for _, c := range got {
+				byFunc[c.Func] = append(byFunc[c.Func], c)
+				if ids[c.ID] {
+					t.Errorf("call ID %#x reported twice", c.ID)
+				}
+				ids[c.ID] = true
+			}
+
+			t.Run("counts", func(t *testing.T) { checkCounts(t, byFunc, report) })
+			t.Run("recursion", func(t *testing.T) { checkRecursion(t, byFunc[resolvePolicy], 0) })
+			t.Run("stack growth", func(t *testing.T) { checkStackGrowth(t, s, byFunc) })
+			t.Run("panic", func(t *testing.T) { checkPanics(t, s, byFunc[allocate], report) })
+			t.Run("stacks", func(t *testing.T) { checkStacks(t, byFunc[regenerateBPF]) })
+
+			// 50 goroutines on two CPUs wait for a CPU after each sleep;
+			// durations are compared with the sleeps on a quiet agent.
+			t.Run("durations", func(t *testing.T) {
+				got, _, _ := run(t, bin, "-workers", "1", "-iterations", "5", "-interval", "5ms",
+					"-policy-depth", "10", "-policy-sleep", quietSleep.String())
+				var cs []calls.Call
+				for _, c := range got {
+					if c.Func == resolvePolicy {
+						cs = append(cs, c)
+					}
+				}
+				checkRecursion(t, cs, quietSleep)
+			})
+		})
+	}
+}
+
+// The tracer sees exactly the calls the agent made: 50 goroutines call every
+// traced function concurrently.
+func checkCounts(t *testing.T, byFunc map[string][]calls.Call, r testagent.Report) {
+	names := make([]string, 0, len(r.Counts))
+	for name := range r.Counts {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	if strings.Join(names, ",") != strings.Join(sortedCopy(traced), ",") {
+		t.Fatalf("agent counts %v, the test traces %v", names, traced)
+	}
+	for _, name := range names {
+		var done, unfinished uint64
+		for _, c := range byFunc[name] {
+			if c.Unfinished {
+				unfinished++
+			} else {
+				done++
+			}
+		}
+		want := r.Counts[name] - r.Panics[name]
+		if done != want || unfinished != r.Panics[name] {
+			t.Errorf("%s: traced %d returned + %d unfinished, agent counted %d returned + %d panicked",
+				name, done, unfinished, want, r.Panics[name])
+		}
+		if r.Counts[name] == 0 {
+			t.Errorf("%s: the agent never called it", name)
+		}
+	}
+}
+
+// Each level of the recursion is its own call, nested in the one above, and
+// lasts its own share of the known sleeps: level k (1 innermost) sleeps k
+// times. With sleep set, within 10% or 2ms above that.
+func checkRecursion(t *testing.T, cs []calls.Call, sleep time.Duration) {
+	exact := sleep != 0
+	if !exact {
+		sleep = policySleep
+	}
+	byID := map[uint64]calls.Call{}
+	children := map[uint64]int{}
+	for _, c := range cs {
+		byID[c.ID] = c
+	}
+	for _, c := range cs {
+		if _, ok := byID[c.ParentID]; ok {
+			children[c.ParentID]++
+		}
+	}
+	chains := 0
+	for _, c := range cs {
+		if _, nested := byID[c.ParentID]; nested {
+			continue
+		}
+		chains++
+		// Walk down from the outermost call.
+		level := policyDepth
+		for cur := c; ; level-- {
+			want := time.Duration(level) * sleep
+			if cur.Duration < want || exact && cur.Duration > want+max(want/10, 2*time.Millisecond) {
+				t.Errorf("level %d lasted %v, want %v (+10%% or 2ms)", level, cur.Duration, want)
+			}
+			if children[cur.ID] > 1 {
+				t.Fatalf("call %#x has %d children", cur.ID, children[cur.ID])
+			}
+			var next *calls.Call
+			for _, d := range cs {
+				if d.ParentID == cur.ID {
+					next = &d
+					break
+				}
+			}
+			if next == nil {
+				break
+			}
+			if next.Depth <= cur.Depth {
+				t.Errorf("nested call at depth %d, its parent at %d", next.Depth, cur.Depth)
+			}
+			cur = *next
+		}
+		if level != 1 {
+			t.Errorf("recursion chain ended at level %d, want 1", level)
+		}
+	}
+	if chains == 0 || chains*policyDepth != len(cs) {
+		t.Errorf("%d calls in %d chains, want chains of %d", len(cs), chains, policyDepth)
+	}
+}
+
+// compileAndLoad grows its goroutine's stack while in flight; DumpToSlice's
+// 64 KiB frame makes its own prologue call morestack, so its entry fires
+// twice per call.
+func checkStackGrowth(t *testing.T, s *session.Session, byFunc map[string][]calls.Call) {
+	counters, err := s.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := counters[dumpToSlice].Reentered; n == 0 {
+		t.Errorf("DumpToSlice: no entry re-fired after morestack (hits %d)", counters[dumpToSlice].Hits)
+	}
+	for _, c := range byFunc[compileAndLoad] {
+		if c.Duration < time.Millisecond || c.Unfinished {
+			t.Errorf("compileAndLoad lasted %v (unfinished %v), want >= its 1ms sleep", c.Duration, c.Unfinished)
+			break
+		}
+	}
+}
+
+// Panicked calls are reported unfinished, and nothing stays in flight.
+func checkPanics(t *testing.T, s *session.Session, cs []calls.Call, r testagent.Report) {
+	if r.Panics[allocate] == 0 {
+		t.Fatal("the agent made no panicking call")
+	}
+	for _, c := range cs {
+		if c.Unfinished && !strings.Contains(c.Reason, "panic") {
+			t.Errorf("unfinished call with reason %q, want a panic", c.Reason)
+		}
+	}
+	if n, err := s.Set.InFlight(); err != nil || n != 0 {
+		t.Errorf("goroutine table holds %d entries after the session (err %v)", n, err)
+	}
+}
+
+// The stack taken at entry has the immediate caller, which a frame-pointer
+// walk at entry misses, and the inlined frame between them.
+func checkStacks(t *testing.T, cs []calls.Call) {
+	if len(cs) == 0 {
+		t.Fatal("no regenerateBPF calls")
+	}
+	for _, c := range cs {
+		var names []string
+		for _, f := range c.Stack {
+			names = append(names, f.Func)
+		}
+		if len(c.Stack) < 4 || c.Stack[0].Func != regenerateBPF ||
+			c.Stack[1].Func != realizeBPF || !c.Stack[1].Inlined || c.Stack[2].Func != regenerate {
+			t.Fatalf("stack %q, want regenerateBPF, realizeBPFState (inlined), regenerate, ...", names)
+		}
+	}
+}
+
+func sortedCopy(s []string) []string {
+	c := append([]string(nil), s...)
+	sort.Strings(c)
+	return c
+}
+
