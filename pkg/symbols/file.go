@@ -19,6 +19,12 @@ var ErrNotGo = errors.New("not a Go executable")
 // ErrNotELF is returned for files that are not ELF executables.
 var ErrNotELF = errors.New("not an ELF file")
 
+// catchPanics turns panics in the parsers into errors: every parser checks
+// its bounds, but a binary from a container is untrusted input and must never
+// crash the tracer. The fuzz test turns it off to see the panics the bounds
+// checks should have prevented.
+var catchPanics = true
+
 // A File is an open Go executable. Its exported fields are read when the file
 // is opened; the function table and line tables are parsed on first use.
 // A File is safe for concurrent use.
@@ -106,9 +112,10 @@ func (f *File) Close() error {
 }
 
 func newFile(r io.ReaderAt) (f *File, err error) {
-	// A last line of defence: every parser below checks its bounds, but a
-	// binary from a container is untrusted input and must never crash us.
 	defer func() {
+		if !catchPanics {
+			return
+		}
 		if p := recover(); p != nil {
 			f, err = nil, fmt.Errorf("malformed executable: %v", p)
 		}
@@ -146,7 +153,7 @@ func newFile(r io.ReaderAt) (f *File, err error) {
 	if biErr == nil {
 		f.GoVersion = bi.GoVersion
 	}
-	if biErr != nil && ef.Section(".gopclntab") == nil {
+	if biErr != nil && pclntabSection(ef) == nil {
 		return nil, ErrNotGo
 	}
 	if f.text == nil {
@@ -259,4 +266,14 @@ func (f *File) readVaddr(v, n uint64) ([]byte, error) {
 		return f.readAt(v-p.Vaddr+p.Off, n)
 	}
 	return nil, fmt.Errorf("address %#x (+%d) is not backed by the file", v, n)
+}
+
+// pclntabSection returns the section holding the pclntab: position
+// independent executables of Go before 1.26 keep it in relocated read-only
+// data.
+func pclntabSection(ef *elf.File) *elf.Section {
+	if s := ef.Section(".gopclntab"); s != nil {
+		return s
+	}
+	return ef.Section(".data.rel.ro.gopclntab")
 }

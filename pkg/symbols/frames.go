@@ -38,6 +38,9 @@ func (f *File) Frames(pc uint64) []Frame {
 
 func (f *File) frames1(t *pclntab, pc uint64) (frames []Frame) {
 	defer func() {
+		if !catchPanics {
+			return
+		}
 		if recover() != nil {
 			frames = nil
 		}
@@ -100,7 +103,7 @@ func (f *File) gofuncAddr() (uint64, bool) {
 		f.gofuncDone = true
 		if v, ok := f.symbolValue("go:func.*"); ok {
 			f.gofunc = v
-		} else if sect := f.elf.Section(".gopclntab"); sect != nil && f.table != nil {
+		} else if sect := pclntabSection(f.elf); sect != nil && f.table != nil {
 			if md, err := f.moduledata(sect.Addr, f.table); err == nil {
 				f.gofunc = md.gofunc
 			}

@@ -44,6 +44,9 @@ const abi0Suffix = ".abi0"
 // from .gopclntab. If nothing matches, the error is a *NoMatchError.
 func (f *File) Funcs(pattern string) (fns []Func, err error) {
 	defer func() {
+		if !catchPanics {
+			return
+		}
 		if p := recover(); p != nil {
 			fns, err = nil, fmt.Errorf("malformed executable: %v", p)
 		}

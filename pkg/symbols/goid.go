@@ -51,6 +51,9 @@ func (f *File) GoidOffset() (uint64, error) {
 // dwarfFieldOffset returns the byte offset of a member of a struct type.
 func (f *File) dwarfFieldOffset(typ, field string) (off uint64, err error) {
 	defer func() {
+		if !catchPanics {
+			return
+		}
 		if p := recover(); p != nil {
 			err = fmt.Errorf("malformed DWARF: %v", p)
 		}

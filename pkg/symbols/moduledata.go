@@ -20,11 +20,14 @@ func (f *File) pcln() (*pclntab, error) {
 
 func (f *File) loadPCLNTab() (t *pclntab, err error) {
 	defer func() {
+		if !catchPanics {
+			return
+		}
 		if p := recover(); p != nil {
 			t, err = nil, fmt.Errorf("malformed pclntab: %v", p)
 		}
 	}()
-	sect := f.elf.Section(".gopclntab")
+	sect := pclntabSection(f.elf)
 	if sect == nil {
 		return nil, ErrNoPCLNTab
 	}

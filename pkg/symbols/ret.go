@@ -3,6 +3,7 @@ package symbols
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 
 	"golang.org/x/arch/arm64/arm64asm"
@@ -37,6 +38,9 @@ var endbr64 = []byte{0xf3, 0x0f, 0x1e, 0xfa}
 // result is a *DecodeError and no offsets.
 func (f *File) ReturnOffsets(fn Func) (offs []uint64, err error) {
 	defer func() {
+		if !catchPanics {
+			return
+		}
 		if p := recover(); p != nil {
 			offs, err = nil, &DecodeError{Func: fn.Name, Offset: fn.Offset, Err: fmt.Errorf("disassembler panic: %v", p)}
 		}
@@ -66,6 +70,9 @@ func (f *File) ReturnOffsets(fn Func) (offs []uint64, err error) {
 			if bytes.HasPrefix(code[i:], endbr64) {
 				i += len(endbr64)
 				continue
+			}
+			if isVEX(code[i:]) {
+				return nil, decodeErr(i, errVEX)
 			}
 			inst, err := x86asm.Decode(code[i:], 64)
 			if err == nil && inst.Len <= 0 {
@@ -105,6 +112,27 @@ func (f *File) ReturnOffsets(fn Func) (offs []uint64, err error) {
 		return nil, fmt.Errorf("%s: return offsets are not supported on %s", fn.Name, f.Arch)
 	}
 	return offs, nil
+}
+
+// errVEX refuses VEX and EVEX (AVX) instructions: x86asm decodes some of
+// them with a wrong length (VZEROUPPER as four bytes in x/arch v0.33), which
+// would put every later probe off an instruction boundary. Go only emits them
+// in assembly and with GOAMD64=v3 or later.
+var errVEX = errors.New("VEX/EVEX-encoded instruction (not reliably decodable)")
+
+// isVEX reports whether the instruction at b is VEX or EVEX encoded: in
+// 64-bit mode C4, C5 and 62 after any legacy prefixes always start one.
+func isVEX(b []byte) bool {
+	for _, c := range b {
+		switch c {
+		case 0x66, 0x67, 0xf0, 0xf2, 0xf3, 0x2e, 0x36, 0x3e, 0x26, 0x64, 0x65:
+			continue
+		case 0xc4, 0xc5, 0x62:
+			return true
+		}
+		return false
+	}
+	return false
 }
 
 // arm64Known reports whether an instruction word that arm64asm cannot decode

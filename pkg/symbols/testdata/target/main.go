@@ -1,10 +1,15 @@
 // Command target is the program pkg/symbols tests build with several
 // toolchains and flags and then read back.
+//
+// With TARGET_STACK=1 it prints the return addresses of a call made from an
+// inlined method and how the runtime symbolizes them, then, with
+// TARGET_SLEEP=1, waits to be killed so that its mappings can be read.
 package main
 
 import (
 	"fmt"
 	"os"
+	"runtime"
 	"strconv"
 	"time"
 )
@@ -14,6 +19,8 @@ type Endpoint struct {
 	state string
 	n     int
 }
+
+var wantStack = os.Getenv("TARGET_STACK") != ""
 
 //go:noinline
 func (e *Endpoint) regenerateBPF(rounds int) int {
@@ -30,7 +37,29 @@ func (e *Endpoint) regenerateBPF(rounds int) int {
 // step is small enough to be inlined into regenerateBPF.
 func (e *Endpoint) step(i int) int {
 	e.n += i
+	if wantStack {
+		printStack()
+	}
 	return e.n * 3
+}
+
+//go:noinline
+func printStack() {
+	wantStack = false
+	pcs := make([]uintptr, 8)
+	pcs = pcs[:runtime.Callers(2, pcs)]
+	for _, pc := range pcs {
+		fmt.Printf("pc %#x\n", pc)
+	}
+	frames := runtime.CallersFrames(pcs)
+	for {
+		fr, more := frames.Next()
+		fmt.Printf("frame %s %d\n", fr.Function, fr.Line)
+		if !more {
+			break
+		}
+	}
+	fmt.Println("end")
 }
 
 //go:noinline

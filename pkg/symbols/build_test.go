@@ -1,0 +1,166 @@
+package symbols
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// A target is one build of testdata/target.
+type target struct {
+	toolchain string // GOTOOLCHAIN value; "local" is the toolchain running the tests
+	goarch    string
+	pie       bool
+	stripped  bool
+	path      string
+}
+
+func (t *target) String() string {
+	s := t.toolchain + "/" + t.goarch
+	if t.pie {
+		s += "/pie"
+	}
+	if t.stripped {
+		s += "/stripped"
+	}
+	return s
+}
+
+// goVersion is the version the binary reports.
+func (t *target) goVersion() string {
+	if t.toolchain == "local" {
+		return runtime.Version()
+	}
+	return t.toolchain
+}
+
+// Toolchains the tests build with. The full matrix (PIE or not, stripped or
+// not, amd64 and arm64) runs on the local toolchain and on the two releases
+// named in the requirements; the others are built plainly to check the goid
+// offset table.
+var (
+	fullToolchains  = []string{"local", "go1.22.12", "go1.21.13"}
+	plainToolchains = []string{"go1.23.0", "go1.24.0", "go1.25.0"}
+)
+
+var (
+	buildOnce sync.Once
+	buildDir  string
+	targets   []*target
+	buildErr  error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if buildDir != "" {
+		os.RemoveAll(buildDir)
+	}
+	os.Exit(code)
+}
+
+// allTargets builds every target once per test binary.
+func allTargets(t testing.TB) []*target {
+	t.Helper()
+	buildOnce.Do(func() { buildErr = buildTargets() })
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return targets
+}
+
+// findTarget returns the build with the given properties.
+func findTarget(t testing.TB, toolchain, goarch string, pie, stripped bool) *target {
+	t.Helper()
+	for _, tg := range allTargets(t) {
+		if tg.toolchain == toolchain && tg.goarch == goarch && tg.pie == pie && tg.stripped == stripped {
+			return tg
+		}
+	}
+	t.Fatalf("no target %s/%s pie=%v stripped=%v", toolchain, goarch, pie, stripped)
+	return nil
+}
+
+func buildTargets() error {
+	dir, err := os.MkdirTemp("", "symbols-test-")
+	if err != nil {
+		return err
+	}
+	buildDir = dir
+	src := filepath.Join(dir, "src")
+	if err := os.Mkdir(src, 0o755); err != nil {
+		return err
+	}
+	main, err := os.ReadFile("testdata/target/main.go")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(src, "main.go"), main, 0o644); err != nil {
+		return err
+	}
+	// A module of its own, outside this repository's go.mod, which older
+	// toolchains cannot read.
+	if err := os.WriteFile(filepath.Join(src, "go.mod"), []byte("module target\n\ngo 1.21\n"), 0o644); err != nil {
+		return err
+	}
+	for _, tc := range fullToolchains {
+		for _, arch := range []string{"amd64", "arm64"} {
+			for _, pie := range []bool{false, true} {
+				if pie && arch == "arm64" {
+					continue
+				}
+				for _, stripped := range []bool{false, true} {
+					targets = append(targets, &target{toolchain: tc, goarch: arch, pie: pie, stripped: stripped})
+				}
+			}
+		}
+	}
+	for _, tc := range plainToolchains {
+		for _, arch := range []string{"amd64", "arm64"} {
+			targets = append(targets, &target{toolchain: tc, goarch: arch})
+		}
+	}
+	// Builds are mostly linking; two at a time keeps a shared machine usable.
+	sem := make(chan struct{}, 2)
+	errs := make(chan error, len(targets))
+	var wg sync.WaitGroup
+	for _, tg := range targets {
+		tg.path = filepath.Join(dir, strings.ReplaceAll(tg.String(), "/", "-"))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			args := []string{"build", "-o", tg.path}
+			if tg.pie {
+				args = append(args, "-buildmode=pie")
+			}
+			if tg.stripped {
+				args = append(args, "-ldflags=-s -w")
+			}
+			cmd := exec.Command("go", args...)
+			cmd.Dir = src
+			cmd.Env = append(os.Environ(), "GOTOOLCHAIN="+tg.toolchain, "GOOS=linux", "GOARCH="+tg.goarch, "CGO_ENABLED=0", "GOFLAGS=")
+			if out, err := cmd.CombinedOutput(); err != nil {
+				errs <- fmt.Errorf("build %s: %v\n%s", tg, err, out)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs
+}
+
+func openTarget(t testing.TB, tg *target) *File {
+	t.Helper()
+	f, err := Open(tg.path)
+	if err != nil {
+		t.Fatalf("%s: %v", tg, err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
+}

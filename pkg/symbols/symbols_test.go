@@ -1,0 +1,570 @@
+package symbols
+
+import (
+	"bufio"
+	"debug/elf"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+func TestOpen(t *testing.T) {
+	for _, tg := range allTargets(t) {
+		f := openTarget(t, tg)
+		if f.GoVersion != tg.goVersion() {
+			t.Errorf("%s: GoVersion %q, want %q", tg, f.GoVersion, tg.goVersion())
+		}
+		if f.Arch != tg.goarch || f.PIE != tg.pie || f.Stripped != tg.stripped || f.HasDWARF == tg.stripped {
+			t.Errorf("%s: Arch %s PIE %v Stripped %v HasDWARF %v", tg, f.Arch, f.PIE, f.Stripped, f.HasDWARF)
+		}
+		out, err := exec.Command("go", "tool", "buildid", tg.path).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := strings.TrimSpace(string(out)); f.BuildID != want {
+			t.Errorf("%s: BuildID %q, want %q", tg, f.BuildID, want)
+		}
+	}
+}
+
+// textOffset converts a virtual address to a file offset through the .text
+// section, independently of the package's own segment arithmetic.
+func textOffset(t *testing.T, path string, v uint64) uint64 {
+	t.Helper()
+	ef, err := elf.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ef.Close()
+	s := ef.Section(".text")
+	if v < s.Addr || v >= s.Addr+s.Size {
+		t.Fatalf("%#x outside .text", v)
+	}
+	return v - s.Addr + s.Offset
+}
+
+func TestFuncs(t *testing.T) {
+	for _, tg := range allTargets(t) {
+		f := openTarget(t, tg)
+		for _, tc := range []struct{ pattern, want string }{
+			{"main.(*Endpoint).regenerateBPF", "main.(*Endpoint).regenerateBPF"},
+			{"main.(*Endpoint).*", "main.(*Endpoint).regenerateBPF"},
+			{"main.(*Endpoint).regenerate*", "main.(*Endpoint).regenerateBPF"},
+			{"main.rec?rse", "main.recurse"},
+			{"main.Endpoint.Name", "main.Endpoint.Name"},
+			{"*.Endpoint.Na*", "main.Endpoint.Name"},
+		} {
+			fns, err := f.Funcs(tc.pattern)
+			if err != nil {
+				t.Errorf("%s: Funcs(%q): %v", tg, tc.pattern, err)
+				continue
+			}
+			if len(fns) != 1 || fns[0].Name != tc.want {
+				t.Errorf("%s: Funcs(%q) = %v, want %s", tg, tc.pattern, fns, tc.want)
+				continue
+			}
+			fn := fns[0]
+			if fn.End <= fn.Entry || fn.End-fn.Entry > 4096 {
+				t.Errorf("%s: %s bounds [%#x, %#x)", tg, fn.Name, fn.Entry, fn.End)
+			}
+			if want := textOffset(t, tg.path, fn.Entry); fn.Offset != want {
+				t.Errorf("%s: %s Offset %#x, want %#x", tg, fn.Name, fn.Offset, want)
+			}
+		}
+		all, err := f.Funcs("*")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(all) < 1000 {
+			t.Errorf("%s: only %d functions", tg, len(all))
+		}
+		for i := 1; i < len(all); i++ {
+			if all[i].Entry <= all[i-1].Entry {
+				t.Fatalf("%s: functions not ordered by address / duplicated: %v, %v", tg, all[i-1], all[i])
+			}
+		}
+	}
+}
+
+// Stripping must not change what Funcs reports: the .symtab of one build and
+// the .gopclntab of the same build stripped give the same functions.
+func TestFuncsSymtabMatchesPCLNTab(t *testing.T) {
+	for _, tg := range allTargets(t) {
+		if tg.stripped || !slices.Contains(fullToolchains, tg.toolchain) {
+			continue
+		}
+		stripped := findTarget(t, tg.toolchain, tg.goarch, tg.pie, true)
+		fromSymtab, err := openTarget(t, tg).Funcs("*")
+		if err != nil {
+			t.Fatal(err)
+		}
+		fromPCLN, err := openTarget(t, stripped).Funcs("*")
+		if err != nil {
+			t.Fatal(err)
+		}
+		byEntry := make(map[uint64]Func)
+		for _, fn := range fromPCLN {
+			byEntry[fn.Entry] = fn
+		}
+		if len(fromSymtab) != len(fromPCLN) {
+			t.Errorf("%s: %d functions from .symtab, %d from .gopclntab", tg, len(fromSymtab), len(fromPCLN))
+		}
+		abi0 := 0
+		for _, want := range fromSymtab {
+			got, ok := byEntry[want.Entry]
+			// The symbol table spells the compiler's "·" as ".".
+			got.Name = strings.ReplaceAll(got.Name, "·", ".")
+			// Marker symbols (go:textfipsstart) have size 1 in .symtab.
+			if want.End-want.Entry <= 1 {
+				got.End = want.End
+			}
+			if !ok || got != want {
+				t.Errorf("%s: .symtab %+v, .gopclntab %+v", tg, want, got)
+			}
+			if strings.HasSuffix(want.Name, ".abi0") {
+				abi0++
+			}
+		}
+		if abi0 == 0 {
+			t.Errorf("%s: no function has both ABI0 and ABIInternal bodies", tg)
+		}
+	}
+}
+
+// objdumpRets returns the addresses of the RET instructions of every function
+// as a disassembler that knows every instruction sees them, keyed by function
+// entry: binutils' objdump for amd64 (x86asm, which `go tool objdump` also
+// uses, is what is under test), `go tool objdump` for arm64, which the
+// installed binutils cannot disassemble.
+func objdumpRets(t *testing.T, tg *target) map[uint64][]uint64 {
+	t.Helper()
+	rets := make(map[uint64][]uint64)
+	var entry uint64
+	if tg.goarch == "amd64" {
+		out, err := exec.Command("objdump", "-d", "-w", tg.path).Output()
+		if err != nil {
+			t.Fatalf("binutils objdump: %v", err)
+		}
+		for _, line := range strings.Split(string(out), "\n") {
+			if strings.HasSuffix(line, ">:") {
+				v, err := strconv.ParseUint(strings.Fields(line)[0], 16, 64)
+				if err == nil {
+					entry = v
+					rets[entry] = nil
+				}
+				continue
+			}
+			cols := strings.Split(line, "\t")
+			if len(cols) < 3 || !strings.HasSuffix(cols[0], ":") {
+				continue
+			}
+			addr, err := strconv.ParseUint(strings.TrimSpace(strings.TrimSuffix(cols[0], ":")), 16, 64)
+			if err != nil {
+				continue
+			}
+			if op := strings.Fields(cols[2]); len(op) > 0 && (op[0] == "ret" || op[0] == "retq") {
+				rets[entry] = append(rets[entry], addr)
+			}
+		}
+		return rets
+	}
+	out, err := exec.Command("go", "tool", "objdump", tg.path).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	newFunc := false
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(line, "TEXT ") {
+			newFunc = true
+			continue
+		}
+		fields := strings.Fields(line)
+		if len(fields) < 4 || !strings.HasPrefix(fields[1], "0x") {
+			continue
+		}
+		addr, err := strconv.ParseUint(fields[1][2:], 16, 64)
+		if err != nil {
+			continue
+		}
+		if newFunc {
+			entry, newFunc = addr, false
+			rets[entry] = nil
+		}
+		if fields[3] == "RET" {
+			rets[entry] = append(rets[entry], addr)
+		}
+	}
+	return rets
+}
+
+func TestReturnOffsetsMatchObjdump(t *testing.T) {
+	for _, tg := range allTargets(t) {
+		if tg.stripped || (tg.toolchain != "local" && tg.toolchain != "go1.22.12") {
+			continue
+		}
+		f := openTarget(t, tg)
+		rets := objdumpRets(t, tg)
+		fns, err := f.Funcs("*")
+		if err != nil {
+			t.Fatal(err)
+		}
+		refused := 0
+		for _, fn := range fns {
+			offs, err := f.ReturnOffsets(fn)
+			if err != nil {
+				// Only hand-written assembly may use instructions the
+				// disassembler does not know; compiled Go must decode.
+				var de *DecodeError
+				fr := f.Frames(fn.Entry)
+				asm := len(fr) > 0 && strings.HasSuffix(fr[len(fr)-1].File, ".s")
+				marker := strings.HasPrefix(fn.Name, "go:") // go:textfipsstart
+				if !errors.As(err, &de) || !(asm || marker) {
+					t.Errorf("%s: %s refused: %v", tg, fn.Name, err)
+				}
+				refused++
+				continue
+			}
+			want, ok := rets[fn.Entry]
+			if !ok {
+				continue // objdump skips marker symbols
+			}
+			got := make([]uint64, len(offs))
+			for i, off := range offs {
+				got[i] = off - fn.Offset + fn.Entry
+			}
+			if len(want) != len(got) || (len(want) > 0 && !reflect.DeepEqual(got, want)) {
+				t.Errorf("%s: %s RETs at %#x, objdump %#x", tg, fn.Name, got, want)
+			}
+		}
+		if refused > len(fns)/50 {
+			t.Errorf("%s: %d of %d functions refused", tg, refused, len(fns))
+		}
+		// The stripped build must give the same offsets for the user code.
+		sf := openTarget(t, findTarget(t, tg.toolchain, tg.goarch, tg.pie, true))
+		for _, name := range []string{"main.(*Endpoint).regenerateBPF", "main.recurse", "main.Endpoint.Name"} {
+			a := retOffsets(t, f, name)
+			b := retOffsets(t, sf, name)
+			if len(a) == 0 || !reflect.DeepEqual(a, b) {
+				t.Errorf("%s: %s RET offsets %#x unstripped, %#x stripped", tg, name, a, b)
+			}
+		}
+	}
+}
+
+func retOffsets(t *testing.T, f *File, name string) []uint64 {
+	t.Helper()
+	fns, err := f.Funcs(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	offs, err := f.ReturnOffsets(fns[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return offs
+}
+
+// The target prints the return addresses of a call made from a method
+// inlined into regenerateBPF and the runtime's own symbolization of them; it
+// then sleeps, so Bias can read its mappings.
+func TestFramesOfRunningProcess(t *testing.T) {
+	for _, tg := range allTargets(t) {
+		if tg.goarch != "amd64" {
+			continue
+		}
+		t.Run(tg.String(), func(t *testing.T) {
+			f := openTarget(t, tg)
+			cmd := exec.Command(tg.path, "3")
+			cmd.Env = append(os.Environ(), "TARGET_STACK=1", "TARGET_SLEEP=1")
+			stdout, err := cmd.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer func() {
+				cmd.Process.Kill()
+				cmd.Wait()
+			}()
+			var pcs []uint64
+			type fl struct {
+				fn   string
+				line int
+			}
+			var want []fl
+			sc := bufio.NewScanner(stdout)
+			for sc.Scan() && sc.Text() != "end" {
+				fields := strings.Fields(sc.Text())
+				switch fields[0] {
+				case "pc":
+					pc, err := strconv.ParseUint(strings.TrimPrefix(fields[1], "0x"), 16, 64)
+					if err != nil {
+						t.Fatal(err)
+					}
+					pcs = append(pcs, pc)
+				case "frame":
+					line, _ := strconv.Atoi(fields[2])
+					want = append(want, fl{fields[1], line})
+				}
+			}
+			bias, err := f.Bias(cmd.Process.Pid)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if (bias != 0) != tg.pie {
+				t.Errorf("bias %#x for PIE=%v", bias, tg.pie)
+			}
+			frames := f.Frames(pcs[0] - 1 - bias)
+			if len(frames) != 2 ||
+				frames[0].Func != "main.(*Endpoint).step" || !frames[0].Inlined || frames[0].Line != want[0].line ||
+				frames[1].Func != "main.(*Endpoint).regenerateBPF" || frames[1].Inlined || frames[1].Line != want[1].line ||
+				filepath.Base(frames[0].File) != "main.go" {
+				t.Errorf("frames at %#x: %+v, want %v", pcs[0], frames, want[:2])
+			}
+			// Every frame the runtime reports is the innermost frame at one
+			// of the return addresses.
+			var got []fl
+			for _, pc := range pcs {
+				for _, fr := range f.Frames(pc - 1 - bias) {
+					got = append(got, fl{fr.Func, fr.Line})
+				}
+			}
+			for _, w := range want {
+				found := false
+				for _, g := range got {
+					found = found || g == w
+				}
+				if !found {
+					t.Errorf("runtime frame %v not found in %v", w, got)
+				}
+			}
+		})
+	}
+}
+
+func TestFramesOutsideText(t *testing.T) {
+	f := openTarget(t, findTarget(t, "local", "amd64", false, true))
+	for _, pc := range []uint64{0, 1, f.text.Vaddr - 1, 1 << 62} {
+		if fr := f.Frames(pc); fr != nil {
+			t.Errorf("Frames(%#x) = %v, want nil", pc, fr)
+		}
+	}
+	fns, err := f.Funcs("main.recurse")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fr := f.Frames(fns[0].Entry)
+	if len(fr) != 1 || fr[0].Func != "main.recurse" || fr[0].Inlined || fr[0].Line == 0 {
+		t.Errorf("Frames(entry of main.recurse) = %+v", fr)
+	}
+}
+
+func TestGoidOffset(t *testing.T) {
+	fromDWARF := make(map[string]uint64) // by toolchain
+	for _, tg := range allTargets(t) {
+		if tg.stripped {
+			continue
+		}
+		f := openTarget(t, tg)
+		d, err := f.dwarfFieldOffset("runtime.g", "goid")
+		if err != nil {
+			t.Fatalf("%s: %v", tg, err)
+		}
+		got, err := f.GoidOffset()
+		if err != nil || got != d {
+			t.Errorf("%s: GoidOffset() = %d, %v; DWARF says %d", tg, got, err, d)
+		}
+		// Without DWARF the table must agree.
+		f.HasDWARF = false
+		got, err = f.GoidOffset()
+		if err != nil || got != d {
+			t.Errorf("%s: GoidOffset() from the table = %d, %v; DWARF says %d", tg, got, err, d)
+		}
+		fromDWARF[tg.toolchain] = d
+	}
+	for _, tg := range allTargets(t) {
+		if !tg.stripped {
+			continue
+		}
+		got, err := openTarget(t, tg).GoidOffset()
+		if err != nil || got != fromDWARF[tg.toolchain] {
+			t.Errorf("%s: GoidOffset() = %d, %v; want %d", tg, got, err, fromDWARF[tg.toolchain])
+		}
+	}
+	f := openTarget(t, findTarget(t, "local", "amd64", false, true))
+	f.GoVersion = "go1.99.1"
+	if _, err := f.GoidOffset(); !errors.Is(err, ErrUnknownGoVersion) {
+		t.Errorf("GoidOffset for go1.99.1: %v, want ErrUnknownGoVersion", err)
+	}
+}
+
+func TestNoMatch(t *testing.T) {
+	for _, stripped := range []bool{false, true} {
+		f := openTarget(t, findTarget(t, "local", "amd64", false, stripped))
+		_, err := f.Funcs("main.(*Endpoint).regenerateBFP")
+		var nm *NoMatchError
+		if !errors.As(err, &nm) {
+			t.Fatalf("Funcs: %v, want *NoMatchError", err)
+		}
+		if len(nm.Closest) != 5 || nm.Closest[0] != "main.(*Endpoint).regenerateBPF" {
+			t.Errorf("closest: %q", nm.Closest)
+		}
+		if msg := err.Error(); strings.Contains(msg, "\n") || !strings.Contains(msg, "regenerateBFP") || !strings.Contains(msg, nm.Closest[4]) {
+			t.Errorf("error message: %q", msg)
+		}
+		if _, err := f.Funcs("main.(*Endpoint).regenerateBPF*x"); !errors.As(err, &nm) {
+			t.Errorf("glob without match: %v", err)
+		}
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	dir := t.TempDir()
+	text := filepath.Join(dir, "text")
+	if err := os.WriteFile(text, []byte("#!/bin/sh\necho hello\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(text); !errors.Is(err, ErrNotELF) {
+		t.Errorf("Open(shell script): %v, want ErrNotELF", err)
+	}
+	if _, err := Open(filepath.Join(dir, "missing")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Open(missing): %v", err)
+	}
+	// A C program: the test machine's own /bin/true.
+	if _, err := Open("/bin/true"); !errors.Is(err, ErrNotGo) {
+		t.Errorf("Open(/bin/true): %v, want ErrNotGo", err)
+	}
+
+	tg := findTarget(t, "local", "amd64", false, true)
+	good, err := os.ReadFile(tg.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ef, err := elf.Open(tg.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pcln := ef.Section(".gopclntab")
+	ef.Close()
+
+	corrupt := func(name string, edit func([]byte) []byte) string {
+		b := edit(append([]byte(nil), good...))
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	for name, edit := range map[string]func([]byte) []byte{
+		"truncated":   func(b []byte) []byte { return b[:len(b)/3] },
+		"bad-magic":   func(b []byte) []byte { b[pcln.Offset] ^= 0xff; return b },
+		"bad-nfunc":   func(b []byte) []byte { b[pcln.Offset+8+7] = 0x7f; return b },
+		"bad-offsets": func(b []byte) []byte { copy(b[pcln.Offset+8+3*8:], []byte{1, 2, 3, 4, 5, 6, 7, 8}); return b },
+		"bad-ftab": func(b []byte) []byte {
+			for i := uint64(0); i < 4096; i++ {
+				b[pcln.Offset+pcln.Size/2+i] = byte(i * 7)
+			}
+			return b
+		},
+	} {
+		f, err := Open(corrupt(name, edit))
+		if err != nil {
+			continue
+		}
+		fns, err := f.Funcs("main.*")
+		for _, fn := range fns {
+			f.ReturnOffsets(fn)
+			f.Frames(fn.Entry + 5)
+		}
+		if name != "bad-ftab" && err == nil {
+			t.Errorf("%s: Funcs succeeded", name)
+		}
+		f.Close()
+	}
+
+	f := openTarget(t, tg)
+	cmd := exec.Command("true")
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Bias(cmd.Process.Pid); err == nil {
+		t.Error("Bias of a dead process succeeded")
+	}
+}
+
+func TestFindTextMapping(t *testing.T) {
+	maps := []byte(`00400000-00401000 r--p 00000000 fd:01 100 /usr/bin/agent
+00401000-0049f000 r-xp 00001000 fd:01 100 /usr/bin/agent
+7f0000000000-7f0000001000 r--p 00000000 fd:01 200 /usr/lib/other lib.so
+7f0000001000-7f0000090000 r-xp 00001000 fd:01 200 /usr/lib/other lib.so
+7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0 [stack]
+`)
+	m, err := findTextMapping(maps, 0x1000, &fileIdent{ino: 200}, "/usr/bin/agent")
+	if err != nil || m.start != 0x7f0000001000 || m.path != "/usr/lib/other lib.so" {
+		t.Errorf("by inode: %+v, %v", m, err)
+	}
+	m, err = findTextMapping(maps, 0x1000, nil, "/usr/bin/agent")
+	if err != nil || m.start != 0x401000 {
+		t.Errorf("by path: %+v, %v", m, err)
+	}
+	if _, err := findTextMapping(maps, 0x1000, nil, ""); err == nil {
+		t.Error("ambiguous mappings accepted")
+	}
+	if _, err := findTextMapping(maps, 0x1000, &fileIdent{ino: 300}, "/nowhere"); err == nil {
+		t.Error("ambiguous mappings accepted")
+	}
+}
+
+func TestPattern(t *testing.T) {
+	for _, tc := range []struct {
+		pattern, name string
+		want          bool
+	}{
+		{"main.main", "main.main", true},
+		{"main.main", "main.mainx", false},
+		{"main.*", "main.main", true},
+		{"*", "", true},
+		{"*", "anything", true},
+		{"pkg.(*Endpoint).regenerate*", "pkg.(*Endpoint).regenerateBPF", true},
+		{"pkg.(*Endpoint).regenerate*", "pkg.(*Endpoint).regenerate", true},
+		{"pkg.(*Endpoint).regenerate*", "pkg.(xEndpoint).regenerate", false},
+		{"pkg.(*Endpoint).regenerate*", "pkg.(Endpoint).regenerate", false},
+		{"pkg.(*Endpoint).regenerate", "pkg.(*Endpoint).regenerate", true},
+		{"pkg.(*E*).regenerate", "pkg.(*Endpoint).regenerate", true},
+		{"pkg.(*E*).regenerate", "pkg.(*Endpoint).regeneratex", false},
+		{"*.(*Endpoint).*", "github.com/cilium/cilium/pkg/endpoint.(*Endpoint).regenerateBPF", true},
+		{"main.rec?rse", "main.recurse", true},
+		{"main.rec?rse", "main.recrse", false},
+		{"a?c", "aéc", true},
+		{"*a*b*c*", "xxaxxbxxcxx", true},
+		{"*a*b*c*", "xxaxxcxxbxx", false},
+		{"*aab", "aaaaaaaaaaaaaaaaaaaaaaaaaab", true},
+	} {
+		if got := compilePattern(tc.pattern).match([]byte(tc.name)); got != tc.want {
+			t.Errorf("%q matches %q: %v, want %v", tc.pattern, tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestEditDistance(t *testing.T) {
+	for _, tc := range []struct {
+		a, b string
+		want int
+	}{
+		{"", "", 0}, {"abc", "abc", 0}, {"abc", "abd", 1}, {"regenerateBFP", "regenerateBPF", 2}, {"", "abc", 3}, {"kitten", "sitting", 3},
+	} {
+		if got, ok := editDistance(tc.a, []byte(tc.b), 100); !ok || got != tc.want {
+			t.Errorf("editDistance(%q, %q) = %d, want %d", tc.a, tc.b, got, tc.want)
+		}
+	}
+	if _, ok := editDistance("kitten", []byte("sitting"), 3); ok {
+		t.Error("distance 3 reported below limit 3")
+	}
+}
