@@ -24,6 +24,7 @@ type traceFlags struct {
 	sample   uint32
 	output   string
 	stacks   bool
+	follow   bool
 }
 
 func traceCmd() *cobra.Command {
@@ -47,6 +48,7 @@ func traceCmd() *cobra.Command {
 	fl.Uint32Var(&f.sample, "sample", 1, "trace one call in N, chosen at random in BPF")
 	fl.StringVar(&f.output, "output", "text", "live output: text, json or none")
 	fl.BoolVar(&f.stacks, "stacks", false, "capture and print the caller stack of each call")
+	fl.BoolVar(&f.follow, "follow", true, "when the target exits, wait for it to restart and attach again")
 	return cmd
 }
 
@@ -68,35 +70,66 @@ func runTrace(ctx context.Context, cmd *cobra.Command, f traceFlags) error {
 		return fmt.Errorf("unknown --output %q: want text, json or none", f.output)
 	}
 
-	proc, err := container.Resolve(ctx, f.target)
-	if err != nil {
-		return err
-	}
-	cfg := session.Config{
-		PID:    proc.PID,
-		Binary: firstNonEmpty(f.binary, proc.Binary),
-		Funcs:  f.funcs,
-		Stacks: f.stacks,
-	}
-	cfg.MinDuration, cfg.SampleEvery = f.minDur, f.sample
-	s, err := session.Start(cfg)
-	if err != nil {
-		return err
-	}
-	defer s.Close()
-	for _, r := range s.Refused {
-		fmt.Fprintf(cmd.ErrOrStderr(), "tracer: not probing %s: %v\n", r.Func, r.Reason)
-	}
-	fmt.Fprintf(cmd.ErrOrStderr(), "tracer: tracing %d functions in PID %d (%s, %s)\n",
-		len(s.Set.Probes()), proc.PID, s.File.GoVersion, proc.Binary)
-
 	exporters := map[string]export.Exporter{}
 	if live != nil {
 		exporters["terminal"] = live
 	}
-	res := export.Resource{PID: proc.PID, ContainerID: proc.ContainerID, GoVersion: s.File.GoVersion}
-	res.HostName, _ = os.Hostname()
-	pipe := export.NewPipeline(export.NewSpanBuilder(res), exporters, export.PipelineConfig{BatchTimeout: 100 * time.Millisecond})
+	var (
+		stderr  = cmd.ErrOrStderr()
+		summary calls.Summary
+		extra   = map[string]calls.Dropped{}
+		pipe    *export.Pipeline
+	)
+	cfg := session.FollowConfig{
+		Config:  session.Config{Binary: f.binary, Funcs: f.funcs, Stacks: f.stacks},
+		Target:  f.target,
+		Backoff: container.DefaultBackoff,
+		Once:    !f.follow,
+	}
+	cfg.MinDuration, cfg.SampleEvery = f.minDur, f.sample
+	hooks := session.Hooks{
+		Call: func(c *calls.Call) {
+			summary.Add(c)
+			pipe.Enqueue(*c)
+		},
+		Attached: func(s *session.Session, p container.Process, restarted bool) {
+			if pipe == nil {
+				res := export.Resource{PID: p.PID, ContainerID: p.ContainerID, GoVersion: s.File.GoVersion}
+				res.HostName, _ = os.Hostname()
+				pipe = export.NewPipeline(export.NewSpanBuilder(res), exporters, export.PipelineConfig{BatchTimeout: 100 * time.Millisecond})
+			}
+			for _, r := range s.Refused {
+				fmt.Fprintf(stderr, "tracer: not probing %s: %v\n", r.Func, r.Reason)
+			}
+			verb := "tracing"
+			if restarted {
+				verb = "target restarted, re-attached:"
+			}
+			fmt.Fprintf(stderr, "tracer: %s %d functions in %s (%s)\n", verb, len(s.Set.Probes()), p, s.File.GoVersion)
+		},
+		Detached: func(s *session.Session, err error) {
+			if errors.Is(err, session.ErrTargetExited) {
+				fmt.Fprintf(stderr, "tracer: %v\n", err)
+			}
+			counters, cerr := s.Counters()
+			if cerr != nil {
+				return
+			}
+			for name, c := range counters {
+				d := extra[name]
+				d.Dropped += c.Dropped
+				d.Skipped += c.Skipped
+				d.Filtered += c.Filtered
+				d.Untracked += c.Untracked
+				extra[name] = d
+			}
+		},
+		Waiting: func(attempt int, err error, wait time.Duration) {
+			if attempt == 0 {
+				fmt.Fprintf(stderr, "tracer: waiting for the target to come back: %v\n", err)
+			}
+		},
+	}
 
 	runCtx := ctx
 	if f.duration > 0 {
@@ -104,39 +137,22 @@ func runTrace(ctx context.Context, cmd *cobra.Command, f traceFlags) error {
 		runCtx, cancel = context.WithTimeout(ctx, f.duration)
 		defer cancel()
 	}
-	runErr := s.Run(runCtx, func(c *calls.Call) { pipe.Enqueue(*c) })
+	runErr := session.Follow(runCtx, cfg, hooks)
 	if errors.Is(runErr, session.ErrTargetExited) {
-		fmt.Fprintf(cmd.ErrOrStderr(), "tracer: %v\n", runErr)
 		runErr = nil
 	}
-
+	if pipe == nil {
+		return runErr
+	}
 	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	pipeErr := pipe.Shutdown(shutCtx)
-
-	counters, err := s.Counters()
-	if err != nil {
-		return err
-	}
-	extra := map[string]calls.Dropped{}
-	for name, c := range counters {
-		extra[name] = calls.Dropped{Dropped: c.Dropped, Skipped: c.Skipped, Filtered: c.Filtered, Untracked: c.Untracked}
-	}
 	if st := pipe.Stats(); st.Dropped > 0 {
-		fmt.Fprintf(cmd.ErrOrStderr(), "tracer: %d calls dropped by the export queue\n", st.Dropped)
+		fmt.Fprintf(stderr, "tracer: %d calls dropped by the export queue\n", st.Dropped)
 	}
 	fmt.Fprintln(cmd.OutOrStdout())
-	if err := s.Summary.Print(cmd.OutOrStdout(), extra); err != nil {
+	if err := summary.Print(cmd.OutOrStdout(), extra); err != nil {
 		return err
 	}
 	return errors.Join(runErr, pipeErr)
-}
-
-func firstNonEmpty(ss ...string) string {
-	for _, s := range ss {
-		if s != "" {
-			return s
-		}
-	}
-	return ""
 }

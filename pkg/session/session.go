@@ -158,7 +158,6 @@ func (s *Session) Run(ctx context.Context, emit func(*calls.Call)) error {
 		// A record whose stack could not be read is still a call.
 		call, err := s.builder.Build(r)
 		if err == nil || call.Func != "" {
-			s.Summary.Add(&call)
 			emit(&call)
 		}
 	}
