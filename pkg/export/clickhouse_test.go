@@ -356,26 +356,45 @@ func TestClickHouseWire(t *testing.T) {
 	}
 }
 
-// TestClickHouseHeaderMatchesDDL ties the test server to the DDL: the
-// column block it announces for INSERT has the names and types of the
-// insertable columns of the collector's table, Nested flattened to arrays.
-func TestClickHouseHeaderMatchesDDL(t *testing.T) {
-	var want []string
+// flatColumn is a column of the collector's table as ClickHouse lists it,
+// Nested flattened to arrays.
+type flatColumn struct {
+	name, typ, codec string
+	alias            bool
+}
+
+func flattenedColumns(t *testing.T) []flatColumn {
+	var cols []flatColumn
 	for _, def := range collectorTraceColumns {
 		name, rest, _ := strings.Cut(def, " ")
-		if strings.Contains(rest, " ALIAS ") {
+		if typ, _, ok := strings.Cut(rest, " ALIAS "); ok {
+			cols = append(cols, flatColumn{name: name, typ: typ, alias: true})
 			continue
 		}
-		typ, _, _ := strings.Cut(rest, " CODEC(")
+		typ, codec, _ := strings.Cut(rest, " CODEC(")
+		codec = "CODEC(" + codec
 		if inner, ok := strings.CutPrefix(typ, "Nested "); ok {
 			_, fields, _ := splitDDL(t, inner)
 			for _, f := range fields {
 				fn, ft, _ := strings.Cut(f, " ")
-				want = append(want, name+"."+fn+" Array("+ft+")")
+				cols = append(cols, flatColumn{name: name + "." + fn, typ: "Array(" + ft + ")", codec: codec})
 			}
 			continue
 		}
-		want = append(want, name+" "+typ)
+		cols = append(cols, flatColumn{name: name, typ: typ, codec: codec})
+	}
+	return cols
+}
+
+// TestClickHouseHeaderMatchesDDL ties the test server to the DDL: the
+// column block it announces for INSERT has the names and types of the
+// insertable columns of the collector's table.
+func TestClickHouseHeaderMatchesDDL(t *testing.T) {
+	var want []string
+	for _, c := range flattenedColumns(t) {
+		if !c.alias {
+			want = append(want, c.name+" "+c.typ)
+		}
 	}
 	var got []string
 	for _, c := range newOtelColumns().named() {

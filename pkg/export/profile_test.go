@@ -126,7 +126,7 @@ func TestFolded(t *testing.T) {
 	}
 	base := "runtime.goexit;github.com/cilium/cilium/pkg/eventqueue.(*EventQueue).run.func1;github.com/cilium/cilium/pkg/endpoint.(*EndpointRegenerationEvent).Handle;" + fnRegenerate
 	want := map[string]int64{
-		base: int64(10 * 10 * time.Millisecond),
+		base:                         int64(10 * 10 * time.Millisecond),
 		base + ";" + fnRegenerateBPF: int64(10 * 38 * time.Millisecond),
 		base + ";" + fnRegenerateBPF + ";github.com/cilium/cilium/pkg/endpoint.(*Endpoint).syncPolicyMap;" + fnSyncPolicyMap: int64(10 * 2 * time.Millisecond),
 	}
