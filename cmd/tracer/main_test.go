@@ -1,0 +1,273 @@
+package main_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cilium-tracer/tracer/internal/testagent"
+)
+
+var tracerBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "tracer-cli")
+	if err != nil {
+		panic(err)
+	}
+	// Readable by all: one test runs the tracer as nobody.
+	os.Chmod(dir, 0o755)
+	tracerBin = filepath.Join(dir, "tracer")
+	if out, err := exec.Command("go", "build", "-o", tracerBin, ".").CombinedOutput(); err != nil {
+		os.Stderr.Write(out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	testagent.Cleanup()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// result is one run of the tracer binary.
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+func tracer(t *testing.T, env []string, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, tracerBin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	if ctx.Err() != nil {
+		t.Fatalf("tracer %q hung", args)
+	}
+	r := result{stdout: stdout.String(), stderr: stderr.String()}
+	if ee, ok := err.(*exec.ExitError); ok {
+		r.code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// mustFail checks the contract for bad input: non-zero exit, one line on
+// stderr naming the problem, never a panic.
+func mustFail(t *testing.T, r result, want string) {
+	t.Helper()
+	if r.code == 0 {
+		t.Errorf("exit code 0, want failure; stdout %q stderr %q", r.stdout, r.stderr)
+	}
+	lines := strings.Split(strings.TrimRight(r.stderr, "\n"), "\n")
+	if len(lines) != 1 || !strings.HasPrefix(lines[0], "tracer: ") {
+		t.Errorf("stderr is not one tracer: line: %q", r.stderr)
+	}
+	if strings.Contains(r.stderr, "panic") || strings.Contains(r.stderr, "goroutine ") {
+		t.Errorf("tracer panicked: %s", r.stderr)
+	}
+	if !strings.Contains(r.stderr, want) {
+		t.Errorf("stderr %q does not say %q", r.stderr, want)
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	agentBin := testagent.Build(t, testagent.Variant{Stripped: true})
+	dir := t.TempDir()
+
+	truncated := filepath.Join(dir, "truncated")
+	b, err := os.ReadFile(agentBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(truncated, b[:len(b)/3], 0o755)
+	// A valid ELF header over garbage: section and program tables point
+	// nowhere sensible.
+	corrupt := filepath.Join(dir, "corrupt")
+	c := append([]byte(nil), b...)
+	for i := 64; i < len(c); i += 7 {
+		c[i] ^= 0x5a
+	}
+	os.WriteFile(corrupt, c, 0o755)
+	garbage := filepath.Join(dir, "garbage")
+	os.WriteFile(garbage, bytes.Repeat([]byte("not an executable "), 100), 0o644)
+
+	dead := exec.Command("true")
+	if err := dead.Run(); err != nil {
+		t.Fatal(err)
+	}
+	sleeper := exec.Command("sleep", "60")
+	if err := sleeper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sleeper.Process.Kill(); sleeper.Wait() })
+
+	agent := testagent.Start(t, agentBin, "-workers", "2", "-interval", "10ms")
+	pid := strconv.Itoa(agent.PID)
+	bpf := "github.com/cilium/cilium/pkg/endpoint.(*Endpoint).regenerateBPF"
+
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"unknown function lists the closest", []string{"trace", "--pid", pid, "--func", "github.com/cilium/cilium/pkg/endpoint.(*Endpoint).regenerateBFP"}, bpf},
+		{"glob matching nothing", []string{"symbols", "--binary", agentBin, "--func", "nosuch.*"}, `no function matches "nosuch.*"`},
+		{"non-Go binary", []string{"symbols", "--binary", "/bin/true", "--func", "main.main"}, "not a Go executable"},
+		{"non-Go process", []string{"trace", "--pid", strconv.Itoa(sleeper.Process.Pid), "--func", "main.main"}, "not a Go executable"},
+		{"truncated ELF", []string{"symbols", "--binary", truncated, "--func", "main.main"}, truncated},
+		{"corrupt ELF", []string{"symbols", "--binary", corrupt, "--func", "main.main"}, corrupt},
+		{"not ELF", []string{"symbols", "--binary", garbage, "--func", "main.main"}, "not an ELF file"},
+		{"missing file", []string{"symbols", "--binary", filepath.Join(dir, "nope"), "--func", "main.main"}, "no such file"},
+		{"dead PID", []string{"trace", "--pid", strconv.Itoa(dead.Process.Pid), "--func", bpf}, strconv.Itoa(dead.Process.Pid)},
+		{"negative PID", []string{"trace", "--pid", "-3", "--func", bpf}, "-3"},
+		{"no function", []string{"trace", "--pid", pid}, "--func is required"},
+		{"bad sample", []string{"trace", "--pid", pid, "--func", bpf, "--sample", "0"}, "--sample"},
+		{"bad output", []string{"trace", "--pid", pid, "--func", bpf, "--output", "xml"}, "--output"},
+		{"bad flag", []string{"trace", "--pid", pid, "--func", bpf, "--duration", "soon"}, "soon"},
+		{"two targets", []string{"trace", "--pid", pid, "--process", "x", "--func", bpf}, "only one"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mustFail(t, tracer(t, nil, tc.args...), tc.want)
+		})
+	}
+
+	t.Run("no privileges", func(t *testing.T) {
+		// The agent runs as nobody too, so only the missing BPF
+		// privileges stand in the way.
+		ndir, err := os.MkdirTemp("", "nobody")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer os.RemoveAll(ndir)
+		os.Chmod(ndir, 0o755)
+		bin := filepath.Join(ndir, "nobody-agent")
+		if err := os.WriteFile(bin, b, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		nobody := &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+		cmd := exec.Command(bin, "-workers", "1")
+		cmd.SysProcAttr = nobody
+		a := testagent.StartCmd(t, cmd)
+
+		tr := exec.Command(tracerBin, "trace", "--pid", strconv.Itoa(a.PID), "--func", bpf, "--duration", "1s")
+		tr.SysProcAttr = nobody
+		var stderr bytes.Buffer
+		tr.Stderr = &stderr
+		err = tr.Run()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		}
+		mustFail(t, result{stderr: stderr.String(), code: code}, "root")
+	})
+
+	// None of this may have hurt the target.
+	if r := agent.Stop(t); r.Counts[bpf] == 0 {
+		t.Errorf("agent stopped regenerating: %+v", r)
+	}
+}
+
+// jsonCall is what `trace --output json` prints per call.
+type jsonCall struct {
+	Function   string `json:"function"`
+	PID        int    `json:"pid"`
+	Unfinished bool   `json:"unfinished"`
+	DurationNS int64  `json:"duration_ns"`
+}
+
+func parseCalls(t *testing.T, out string) []jsonCall {
+	t.Helper()
+	var cs []jsonCall
+	for _, line := range strings.Split(out, "\n") {
+		if !strings.HasPrefix(line, "{") {
+			continue
+		}
+		var c jsonCall
+		if err := json.Unmarshal([]byte(line), &c); err != nil {
+			t.Fatalf("bad JSON line %q: %v", line, err)
+		}
+		cs = append(cs, c)
+	}
+	return cs
+}
+
+// A running tracer process.
+type running struct {
+	cmd            *exec.Cmd
+	stdout, stderr *syncBuffer
+	done           chan struct{}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func startTracer(t *testing.T, env []string, args ...string) *running {
+	t.Helper()
+	r := &running{cmd: exec.Command(tracerBin, args...), stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{})}
+	r.cmd.Env = append(os.Environ(), env...)
+	r.cmd.Stdout, r.cmd.Stderr = r.stdout, r.stderr
+	if err := r.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { r.cmd.Wait(); close(r.done) }()
+	t.Cleanup(func() { r.cmd.Process.Kill(); <-r.done })
+	return r
+}
+
+// waitFor waits until the tracer's stderr contains s.
+func (r *running) waitFor(t *testing.T, s string, timeout time.Duration) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for time.Since(start) < timeout {
+		if strings.Contains(r.stderr.String(), s) {
+			return time.Since(start)
+		}
+		select {
+		case <-r.done:
+			t.Fatalf("tracer exited waiting for %q: %s", s, r.stderr.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	t.Fatalf("no %q from the tracer after %v: %s", s, timeout, r.stderr.String())
+	return 0
+}
+
+func (r *running) stop(t *testing.T) {
+	t.Helper()
+	r.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-r.done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("tracer did not stop on SIGINT")
+	}
+	if !r.cmd.ProcessState.Success() {
+		t.Fatalf("tracer failed: %v: %s", r.cmd.ProcessState, r.stderr.String())
+	}
+}
