@@ -171,6 +171,27 @@ func (s *Set) attach(id int) error {
 	return nil
 }
 
+// Add attaches one more probe and returns its ID. IDs are never reused, so
+// records of a probe detached for good still name its function; the slice
+// Probes returned before may be stale afterwards.
+func (s *Set) Add(p Probe) (int, error) {
+	id := len(s.probes)
+	if id >= MaxProbes {
+		return 0, fmt.Errorf("%s: %d functions probed, at most %d", p.Func.Name, id, MaxProbes)
+	}
+	s.probes = append(s.probes, p)
+	s.links = append(s.links, nil)
+	err := s.SetConfig(id, p.Config)
+	if err == nil {
+		err = s.attach(id)
+	}
+	if err != nil {
+		s.probes, s.links = s.probes[:id], s.links[:id]
+		return 0, err
+	}
+	return id, nil
+}
+
 // Probes returns the probes of the set, indexed by probe ID.
 func (s *Set) Probes() []Probe { return s.probes }
 

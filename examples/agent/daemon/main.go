@@ -45,6 +45,7 @@ type config struct {
 	policySleep      time.Duration
 	panicEvery       uint64
 	hot              int
+	hotBackground    bool
 	logRegenerations bool
 	startDelay       time.Duration
 }
@@ -63,6 +64,7 @@ func parseFlags(args []string) (config, error) {
 	fs.DurationVar(&c.policySleep, "policy-sleep", time.Millisecond, "sleep in each level of resolvePolicyLocked")
 	fs.Uint64Var(&c.panicEvery, "panic-every", 5, "every Nth AllocateIdentity call panics and is recovered (0: never)")
 	fs.IntVar(&c.hot, "hot", 0, "call ctmap lookup N times before the regenerations and print a checksum")
+	fs.BoolVar(&c.hotBackground, "hot-background", false, "run the hot loop alongside the regenerations instead of before them")
 	fs.BoolVar(&c.logRegenerations, "log-regenerations", false, "print one line per regeneration with the endpoint's fields")
 	fs.DurationVar(&c.startDelay, "start-delay", 0, "wait this long after printing ready before starting, so a tracer can attach")
 	if err := fs.Parse(args); err != nil {
@@ -143,14 +145,28 @@ func main() {
 }
 
 // run runs the hot loop, then the regeneration workload, and returns when
-// every worker has done its iterations (never if cfg.iterations is 0).
+// every worker has done its iterations (never if cfg.iterations is 0). With
+// cfg.hotBackground the hot loop runs alongside the workload: a hot function
+// and cold ones busy at the same time.
 func run(cfg config, out *printer) {
-	if cfg.hot > 0 {
+	var wg sync.WaitGroup
+	hot := func() {
 		sum := ctmap.NewMap().Scan(cfg.hot)
 		checksum.Store(sum)
 		out.printf("hot calls=%d checksum=%d\n", cfg.hot, sum)
 	}
+	switch {
+	case cfg.hot > 0 && cfg.hotBackground:
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			hot()
+		}()
+	case cfg.hot > 0:
+		hot()
+	}
 	if cfg.workers == 0 {
+		wg.Wait()
 		return
 	}
 
@@ -161,7 +177,6 @@ func run(cfg config, out *printer) {
 		Loader:     loader.NewLoader(cfg.compileSleep),
 		BPFSleep:   cfg.bpfSleep,
 	}
-	var wg sync.WaitGroup
 	for w := 0; w < cfg.workers; w++ {
 		eps := make([]*endpoint.Endpoint, endpointsPerWorker)
 		for j := range eps {
