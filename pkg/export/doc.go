@@ -1,3 +1,15 @@
 // Package export turns calls into OpenTelemetry spans and writes them to
-// ClickHouse, OTLP, the terminal and profile files.
+// ClickHouse, OTLP receivers, the terminal and profile files.
+//
+// A SpanBuilder makes one span per call: trace IDs are a random per-session
+// prefix followed by the call's root ID, span IDs are call IDs, so that the
+// call trees formed in BPF need no buffering here. A Pipeline sits between
+// the event reader and the exporters: Enqueue never blocks, every queue is
+// bounded, and what does not fit is dropped and counted (Stats).
+//
+// Exporters implement Exporter: ClickHouseExporter (the OpenTelemetry
+// Collector's otel_traces schema, see TracesSchema), OTLPExporter (gRPC or
+// HTTP, through the OTel SDK), TextExporter and JSONExporter, and
+// PprofExporter and FoldedExporter, which weight each stack by the self
+// time of its calls.
 package export
