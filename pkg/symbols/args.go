@@ -1,0 +1,494 @@
+package symbols
+
+import (
+	"debug/dwarf"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"golang.org/x/mod/semver"
+)
+
+// ValueKind is how a captured value is read and shown.
+type ValueKind string
+
+const (
+	KindUint   ValueKind = "uint"
+	KindInt    ValueKind = "int"
+	KindBool   ValueKind = "bool"
+	KindPtr    ValueKind = "ptr"
+	KindString ValueKind = "string"
+)
+
+// A Capture says where one value is at a function's entry, in the terms the
+// BPF programs execute: start from an integer argument register, optionally
+// add Offset and read memory there, optionally follow one pointer.
+type Capture struct {
+	Name string `json:"name"` // attribute key
+	Expr string `json:"expr"` // as written by the user
+
+	// Reg is the index of the integer argument register in the Go
+	// register ABI (amd64: RAX, RBX, RCX, RDI, RSI, R8-R11; arm64: X0-X15).
+	Reg int `json:"reg"`
+	// InReg: the value is the register itself (a string: Reg holds the
+	// data pointer, Reg+1 the length). Otherwise the value is in memory
+	// at the register's value plus Offset.
+	InReg  bool  `json:"in_reg,omitempty"`
+	Offset int64 `json:"offset,omitempty"`
+	// Deref: the word at register+Offset is a pointer; the value is at
+	// that pointer plus DerefOffset.
+	Deref       bool  `json:"deref,omitempty"`
+	DerefOffset int64 `json:"deref_offset,omitempty"`
+
+	Kind ValueKind `json:"kind"`
+	Size int       `json:"size"` // bytes of a scalar; 16 (the header) for a string
+}
+
+// ErrNoDWARF is returned when a capture needs types from DWARF and the
+// executable has none.
+var ErrNoDWARF = errors.New("no DWARF (stripped executable): use the raw form argN+OFFSET:TYPE or an offsets file")
+
+// A CaptureError reports a capture expression naming an argument or field
+// that does not exist.
+type CaptureError struct {
+	Expr      string
+	Missing   string   // the argument or field not found
+	In        string   // the function or type searched
+	Available []string // the names that exist there
+}
+
+func (e *CaptureError) Error() string {
+	return fmt.Sprintf("capture %q: no %s in %s (available: %s)", e.Expr, e.Missing, e.In, strings.Join(e.Available, ", "))
+}
+
+// ParseCaptureFlag splits "NAME=EXPR".
+func ParseCaptureFlag(s string) (name, expr string, err error) {
+	name, expr, ok := strings.Cut(s, "=")
+	name, expr = strings.TrimSpace(name), strings.TrimSpace(expr)
+	if !ok || name == "" || expr == "" {
+		return "", "", fmt.Errorf("capture %q: want NAME=EXPR, e.g. endpoint_id=e.ID or endpoint_id=arg0+16:u16", s)
+	}
+	return name, expr, nil
+}
+
+// IsRawCapture reports whether expr is in the raw form, argN...:TYPE, which
+// needs no DWARF.
+func IsRawCapture(expr string) bool {
+	return strings.HasPrefix(expr, "arg") && strings.Contains(expr, ":")
+}
+
+var rawKinds = map[string]struct {
+	kind ValueKind
+	size int
+}{
+	"u8": {KindUint, 1}, "u16": {KindUint, 2}, "u32": {KindUint, 4}, "u64": {KindUint, 8},
+	"s8": {KindInt, 1}, "s16": {KindInt, 2}, "s32": {KindInt, 4}, "s64": {KindInt, 8},
+	"bool": {KindBool, 1}, "ptr": {KindPtr, 8}, "string": {KindString, 16},
+}
+
+// ParseRawCapture parses the raw form for binaries without DWARF:
+//
+//	argN:TYPE              the register itself (string: argN and argN+1)
+//	argN+OFFSET:TYPE       memory at the register's value plus OFFSET
+//	argN+OFF1->OFF2:TYPE   a pointer at argN+OFF1, then memory at it plus OFF2
+//
+// N is the integer argument register's index (arg0 is the receiver or the
+// first word of the first argument); offsets are decimal or 0x hex; TYPE is
+// one of u8-u64, s8-s64, bool, ptr, string.
+func ParseRawCapture(name, expr string) (Capture, error) {
+	bad := func(why string) (Capture, error) {
+		return Capture{}, fmt.Errorf("capture %q: %s (want argN[+OFFSET[->OFFSET]]:TYPE, TYPE one of u8-u64, s8-s64, bool, ptr, string)", expr, why)
+	}
+	loc, typ, ok := strings.Cut(expr, ":")
+	if !ok || !strings.HasPrefix(loc, "arg") {
+		return bad("not in the raw form")
+	}
+	k, ok := rawKinds[typ]
+	if !ok {
+		return bad("unknown type " + strconv.Quote(typ))
+	}
+	c := Capture{Name: name, Expr: expr, Kind: k.kind, Size: k.size}
+	loc = loc[len("arg"):]
+	i := strings.IndexAny(loc, "+-")
+	if i < 0 {
+		i = len(loc)
+	}
+	reg, err := strconv.ParseUint(loc[:i], 10, 8)
+	if err != nil {
+		return bad("bad register index")
+	}
+	c.Reg = int(reg)
+	rest := loc[i:]
+	if rest == "" {
+		c.InReg = true
+		return c, nil
+	}
+	first, second, deref := strings.Cut(rest, "->")
+	if first == "" {
+		first = "+0"
+	}
+	if first[0] != '+' {
+		return bad("want +OFFSET after the register")
+	}
+	if c.Offset, err = strconv.ParseInt(first[1:], 0, 32); err != nil {
+		return bad("bad offset " + strconv.Quote(first[1:]))
+	}
+	if deref {
+		c.Deref = true
+		if c.DerefOffset, err = strconv.ParseInt(strings.TrimPrefix(second, "+"), 0, 32); err != nil {
+			return bad("bad offset " + strconv.Quote(second))
+		}
+	}
+	return c, nil
+}
+
+// Integer and floating-point argument registers of Go's internal ABI
+// (ABIInternal), per GOARCH.
+var abiRegs = map[string]struct{ ints, floats int }{
+	"amd64": {9, 15},
+	"arm64": {16, 16},
+}
+
+// A Param is one parameter of a function, as Go's register ABI passes it at
+// the entry.
+type Param struct {
+	Name string
+	Type string
+	// Regs are the integer registers holding the parameter, in order
+	// (a string: data pointer, length); empty for parameters passed on
+	// the stack or only in floating-point registers.
+	Regs    []int
+	OnStack bool
+
+	typ dwarf.Type
+}
+
+// Params returns the parameters of fn, receiver first, from DWARF, with the
+// registers the register ABI assigns them.
+func (f *File) Params(fn Func) (ps []Param, err error) {
+	defer func() {
+		if !catchPanics {
+			return
+		}
+		if p := recover(); p != nil {
+			ps, err = nil, fmt.Errorf("malformed DWARF: %v", p)
+		}
+	}()
+	if !f.HasDWARF {
+		return nil, ErrNoDWARF
+	}
+	regs, ok := abiRegs[f.Arch]
+	if !ok {
+		return nil, fmt.Errorf("register arguments on %s are not supported", f.Arch)
+	}
+	if err := f.checkRegABI(); err != nil {
+		return nil, err
+	}
+	d, err := f.elf.DWARF()
+	if err != nil {
+		return nil, fmt.Errorf("read DWARF: %w", err)
+	}
+	params, err := dwarfParams(d, fn.Name)
+	if err != nil {
+		return nil, err
+	}
+	a := abiAssigner{maxInts: regs.ints, maxFloats: regs.floats}
+	for i := range params {
+		p := &params[i]
+		p.Regs, p.OnStack = a.assign(p.typ)
+	}
+	return params, nil
+}
+
+// checkRegABI refuses Go releases that pass arguments on the stack: amd64
+// has the register ABI since Go 1.17, arm64 since Go 1.18.
+func (f *File) checkRegABI() error {
+	v := f.GoVersion
+	if v == "" {
+		return nil
+	}
+	if i := strings.IndexAny(v, " +-"); i >= 0 {
+		v = v[:i]
+	}
+	first := "v1.17"
+	if f.Arch == "arm64" {
+		first = "v1.18"
+	}
+	if sv := "v" + strings.TrimPrefix(v, "go"); semver.IsValid(sv) && semver.Compare(sv, first) < 0 {
+		return fmt.Errorf("%s passes arguments on the stack; captures need the register ABI (go%s or later)", f.GoVersion, first[1:])
+	}
+	return nil
+}
+
+// dwarfParams reads the formal parameters (not results) of the named
+// function. Go emits one compile unit per package, named by its import
+// path, so only that unit is searched.
+func dwarfParams(d *dwarf.Data, name string) ([]Param, error) {
+	pkg := funcPackage(name)
+	r := d.Reader()
+	for {
+		e, err := r.Next()
+		if err != nil {
+			return nil, fmt.Errorf("read DWARF: %w", err)
+		}
+		if e == nil {
+			return nil, fmt.Errorf("%s: no DWARF entry for the function", name)
+		}
+		switch {
+		case e.Tag == dwarf.TagCompileUnit:
+			if cu, _ := e.Val(dwarf.AttrName).(string); cu != pkg {
+				r.SkipChildren()
+			}
+			continue
+		case e.Tag != dwarf.TagSubprogram || e.Val(dwarf.AttrName) != name:
+			if e.Children {
+				r.SkipChildren()
+			}
+			continue
+		}
+		var ps []Param
+		for e.Children {
+			c, err := r.Next()
+			if err != nil {
+				return nil, fmt.Errorf("read DWARF: %w", err)
+			}
+			if c == nil || c.Tag == 0 {
+				break
+			}
+			if c.Children {
+				r.SkipChildren()
+			}
+			if c.Tag != dwarf.TagFormalParameter {
+				continue
+			}
+			if out, _ := c.Val(dwarf.AttrVarParam).(bool); out {
+				continue
+			}
+			pname, _ := c.Val(dwarf.AttrName).(string)
+			toff, ok := c.Val(dwarf.AttrType).(dwarf.Offset)
+			if !ok {
+				return nil, fmt.Errorf("%s: parameter %s has no type", name, pname)
+			}
+			t, err := d.Type(toff)
+			if err != nil {
+				return nil, fmt.Errorf("%s: type of parameter %s: %w", name, pname, err)
+			}
+			ps = append(ps, Param{Name: pname, Type: t.String(), typ: t})
+		}
+		return ps, nil
+	}
+}
+
+// funcPackage returns the import path of a function's package:
+// "a/b/c.(*T).m" -> "a/b/c".
+func funcPackage(name string) string {
+	slash := strings.LastIndexByte(name, '/') + 1
+	if dot := strings.IndexByte(name[slash:], '.'); dot >= 0 {
+		return name[:slash+dot]
+	}
+	return name
+}
+
+// abiAssigner assigns parameters to registers as Go's ABIInternal does:
+// each parameter goes entirely into registers, component by component, or
+// entirely onto the stack when the registers left do not suffice.
+type abiAssigner struct {
+	ints, floats       int
+	maxInts, maxFloats int
+	regs               []int
+}
+
+func (a *abiAssigner) assign(t dwarf.Type) (regs []int, onStack bool) {
+	ints, floats := a.ints, a.floats
+	a.regs = nil
+	if !a.add(t) {
+		a.ints, a.floats = ints, floats
+		return nil, true
+	}
+	return a.regs, false
+}
+
+func (a *abiAssigner) add(t dwarf.Type) bool {
+	switch t := unwrap(t).(type) {
+	case *dwarf.BoolType, *dwarf.IntType, *dwarf.UintType, *dwarf.CharType, *dwarf.UcharType,
+		*dwarf.PtrType, *dwarf.FuncType, *dwarf.UnspecifiedType:
+		if t.Size() == 0 {
+			return true
+		}
+		return a.int()
+	case *dwarf.FloatType:
+		return a.float()
+	case *dwarf.ComplexType:
+		return a.float() && a.float()
+	case *dwarf.StructType:
+		for _, f := range t.Field {
+			if !a.add(f.Type) {
+				return false
+			}
+		}
+		return true
+	case *dwarf.ArrayType:
+		switch {
+		case t.Count == 0:
+			return true
+		case t.Count == 1:
+			return a.add(t.Type)
+		}
+		return t.Size() == 0
+	}
+	return false
+}
+
+func (a *abiAssigner) int() bool {
+	if a.ints >= a.maxInts {
+		return false
+	}
+	a.regs = append(a.regs, a.ints)
+	a.ints++
+	return true
+}
+
+func (a *abiAssigner) float() bool {
+	if a.floats >= a.maxFloats {
+		return false
+	}
+	a.floats++
+	return true
+}
+
+func unwrap(t dwarf.Type) dwarf.Type {
+	for {
+		td, ok := t.(*dwarf.TypedefType)
+		if !ok {
+			return t
+		}
+		t = td.Type
+	}
+}
+
+// ResolveCapture resolves expr, a parameter name and a field path
+// (e.ID, e.desiredPolicy.Revision), against fn's DWARF. The path may follow
+// at most one pointer beyond the parameter itself. The raw form is parsed
+// as it is.
+func (f *File) ResolveCapture(fn Func, name, expr string) (Capture, error) {
+	if IsRawCapture(expr) {
+		return ParseRawCapture(name, expr)
+	}
+	params, err := f.Params(fn)
+	if err != nil {
+		return Capture{}, fmt.Errorf("capture %q: %w", expr, err)
+	}
+	return resolveCapture(fn.Name, params, name, expr)
+}
+
+func resolveCapture(fn string, params []Param, name, expr string) (Capture, error) {
+	path := strings.Split(expr, ".")
+	var p *Param
+	for i := range params {
+		if params[i].Name == path[0] {
+			p = &params[i]
+		}
+	}
+	if p == nil {
+		names := make([]string, len(params))
+		for i, q := range params {
+			names[i] = q.Name
+		}
+		return Capture{}, &CaptureError{Expr: expr, Missing: "argument " + strconv.Quote(path[0]), In: fn, Available: names}
+	}
+	fail := func(format string, args ...any) (Capture, error) {
+		return Capture{}, fmt.Errorf("capture %q: %s", expr, fmt.Sprintf(format, args...))
+	}
+	if p.OnStack {
+		return fail("argument %s (%s) is passed on the stack, not in registers", p.Name, p.Type)
+	}
+	c := Capture{Name: name, Expr: expr}
+	if len(path) == 1 {
+		kind, size, ok := valueKind(p.typ)
+		if !ok {
+			return fail("argument %s has type %s; supported: integers, bool, pointers, strings", p.Name, p.Type)
+		}
+		c.Reg, c.InReg, c.Kind, c.Size = p.Regs[0], true, kind, size
+		return c, nil
+	}
+	pt, ok := unwrap(p.typ).(*dwarf.PtrType)
+	if !ok {
+		return fail("argument %s has type %s; fields can be read only through a pointer", p.Name, p.Type)
+	}
+	c.Reg = p.Regs[0]
+	t := unwrap(pt.Type)
+	where := pt.Type.String()
+	off := int64(0)
+	for i, field := range path[1:] {
+		st, ok := t.(*dwarf.StructType)
+		if !ok || isStringType(t) {
+			return fail("%s is not a struct", where)
+		}
+		var m *dwarf.StructField
+		for _, sf := range st.Field {
+			if sf.Name == field {
+				m = sf
+			}
+		}
+		if m == nil {
+			names := make([]string, len(st.Field))
+			for i, sf := range st.Field {
+				names[i] = sf.Name
+			}
+			return Capture{}, &CaptureError{Expr: expr, Missing: "field " + strconv.Quote(field), In: st.StructName, Available: names}
+		}
+		off += m.ByteOffset
+		t = unwrap(m.Type)
+		where = strings.Join(path[:i+2], ".")
+		if i+2 == len(path) {
+			break
+		}
+		if ptr, ok := t.(*dwarf.PtrType); ok {
+			if c.Deref {
+				return fail("%s is a second pointer to follow; at most one is supported", where)
+			}
+			c.Deref, c.Offset, off = true, off, 0
+			t = unwrap(ptr.Type)
+		}
+	}
+	kind, size, ok := valueKind(t)
+	if !ok {
+		return fail("%s has type %s; supported: integers, bool, pointers, strings", where, t)
+	}
+	if c.Deref {
+		c.DerefOffset = off
+	} else {
+		c.Offset = off
+	}
+	c.Kind, c.Size = kind, size
+	if c.Offset > 1<<31-1 || c.DerefOffset > 1<<31-1 {
+		return fail("offset out of range")
+	}
+	return c, nil
+}
+
+func isStringType(t dwarf.Type) bool {
+	st, ok := t.(*dwarf.StructType)
+	return ok && st.StructName == "string" && len(st.Field) == 2
+}
+
+// valueKind says how a value of type t is captured.
+func valueKind(t dwarf.Type) (ValueKind, int, bool) {
+	t = unwrap(t)
+	size := int(t.Size())
+	switch t.(type) {
+	case *dwarf.UintType, *dwarf.UcharType:
+		return KindUint, size, size >= 1 && size <= 8
+	case *dwarf.IntType, *dwarf.CharType:
+		return KindInt, size, size >= 1 && size <= 8
+	case *dwarf.BoolType:
+		return KindBool, 1, size == 1
+	case *dwarf.PtrType:
+		return KindPtr, 8, size == 8
+	}
+	if isStringType(t) {
+		return KindString, 16, true
+	}
+	return "", 0, false
+}

@@ -1,0 +1,293 @@
+package symbols
+
+import (
+	"bytes"
+	"debug/dwarf"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+)
+
+const regenerateBPF = "github.com/cilium/cilium/pkg/endpoint.(*Endpoint).regenerateBPF"
+
+var (
+	agentOnce sync.Once
+	agentDir  string
+	agentErr  error
+)
+
+// agentBuild builds examples/agent once per test process, unstripped and
+// stripped, into a fixed directory so reruns overwrite instead of piling up.
+func agentBuild(t *testing.T, stripped bool) string {
+	t.Helper()
+	agentOnce.Do(func() {
+		agentDir = filepath.Join(os.TempDir(), "tracer-symbols-args-test")
+		_, file, _, _ := runtime.Caller(0)
+		src := filepath.Join(filepath.Dir(file), "..", "..", "examples", "agent")
+		for _, b := range []struct {
+			out   string
+			flags []string
+		}{{"agent", nil}, {"agent-stripped", []string{"-ldflags=-s -w"}}} {
+			cmd := exec.Command("go", append(append([]string{"build", "-o", filepath.Join(agentDir, b.out)}, b.flags...), "./daemon")...)
+			cmd.Dir = src
+			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+			if out, err := cmd.CombinedOutput(); err != nil {
+				agentErr = errors.New(string(out))
+				return
+			}
+		}
+	})
+	if agentErr != nil {
+		t.Fatalf("build agent: %v", agentErr)
+	}
+	if stripped {
+		return filepath.Join(agentDir, "agent-stripped")
+	}
+	return filepath.Join(agentDir, "agent")
+}
+
+func openAgent(t *testing.T, stripped bool) (*File, Func) {
+	t.Helper()
+	f, err := Open(agentBuild(t, stripped))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	fns, err := f.Funcs(regenerateBPF)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f, fns[0]
+}
+
+// Offsets checked independently of DWARF: the agent's layout is known.
+// Endpoint: mutex sync.Mutex (8 bytes on Go >= 1.24, 8 before), owner
+// *Owner, ID uint16 at 16, K8sPodName string at 24.
+func TestResolveCapture(t *testing.T) {
+	f, fn := openAgent(t, false)
+	params, err := f.Params(fn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(params) != 2 || params[0].Name != "e" || params[1].Name != "ctx" ||
+		!reflect.DeepEqual(params[0].Regs, []int{0}) || !reflect.DeepEqual(params[1].Regs, []int{1}) {
+		t.Fatalf("params %+v, want e in register 0, ctx in register 1", params)
+	}
+	for _, tc := range []struct {
+		expr string
+		want Capture
+	}{
+		{"e.ID", Capture{Reg: 0, Offset: 16, Kind: KindUint, Size: 2}},
+		{"e.K8sPodName", Capture{Reg: 0, Offset: 24, Kind: KindString, Size: 16}},
+		{"e.SecurityIdentity", Capture{Reg: 0, Offset: 56, Kind: KindUint, Size: 4}},
+		{"e.desiredPolicy.Revision", Capture{Reg: 0, Offset: dwarfOffset(t, f, "github.com/cilium/cilium/pkg/endpoint.Endpoint", "desiredPolicy"), Deref: true, DerefOffset: 32, Kind: KindUint, Size: 8}},
+		{"e", Capture{Reg: 0, InReg: true, Kind: KindPtr, Size: 8}},
+		{"ctx", Capture{Reg: 1, InReg: true, Kind: KindPtr, Size: 8}},
+		{"ctx.bpfSleep", Capture{Reg: 1, Offset: 0, Kind: KindInt, Size: 8}},
+	} {
+		got, err := f.ResolveCapture(fn, "x", tc.expr)
+		if err != nil {
+			t.Errorf("%s: %v", tc.expr, err)
+			continue
+		}
+		tc.want.Name, tc.want.Expr = "x", tc.expr
+		if got != tc.want {
+			t.Errorf("%s: got %+v, want %+v", tc.expr, got, tc.want)
+		}
+	}
+}
+
+func dwarfOffset(t *testing.T, f *File, typ, field string) int64 {
+	t.Helper()
+	off, err := f.dwarfFieldOffset(typ, field)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return int64(off)
+}
+
+func TestResolveCaptureErrors(t *testing.T) {
+	f, fn := openAgent(t, false)
+	for _, tc := range []struct {
+		expr      string
+		available []string // for a *CaptureError
+		msg       string
+	}{
+		{"ep.ID", []string{"e", "ctx"}, `no argument "ep" in ` + regenerateBPF},
+		{"e.Id", []string{"mutex", "owner", "ID", "K8sPodName"}, `no field "Id" in github.com/cilium/cilium/pkg/endpoint.Endpoint`},
+		{"e.desiredPolicy.Rev", []string{"Identity", "Rules", "Revision"}, `no field "Rev" in github.com/cilium/cilium/pkg/policy.EndpointPolicy`},
+		{"e.owner.Repository.Depth", nil, "at most one"},
+		{"e.labels", nil, "supported: integers"},
+		{"e.ID.x", nil, "e.ID is not a struct"},
+	} {
+		_, err := f.ResolveCapture(fn, "x", tc.expr)
+		if err == nil {
+			t.Errorf("%s: no error", tc.expr)
+			continue
+		}
+		if !strings.Contains(err.Error(), tc.msg) {
+			t.Errorf("%s: error %q, want it to contain %q", tc.expr, err, tc.msg)
+		}
+		var ce *CaptureError
+		if tc.available == nil {
+			continue
+		}
+		if !errors.As(err, &ce) {
+			t.Errorf("%s: %v is not a *CaptureError", tc.expr, err)
+			continue
+		}
+		for _, name := range tc.available {
+			if !strings.Contains(strings.Join(ce.Available, ","), name) {
+				t.Errorf("%s: available %v lacks %s", tc.expr, ce.Available, name)
+			}
+		}
+	}
+
+	sf, sfn := openAgent(t, true)
+	if _, err := sf.ResolveCapture(sfn, "x", "e.ID"); !errors.Is(err, ErrNoDWARF) {
+		t.Errorf("stripped: %v, want ErrNoDWARF", err)
+	}
+}
+
+func TestParseRawCapture(t *testing.T) {
+	for _, tc := range []struct {
+		expr string
+		want Capture
+		err  bool
+	}{
+		{expr: "arg0+16:u16", want: Capture{Reg: 0, Offset: 16, Kind: KindUint, Size: 2}},
+		{expr: "arg1:s64", want: Capture{Reg: 1, InReg: true, Kind: KindInt, Size: 8}},
+		{expr: "arg2:string", want: Capture{Reg: 2, InReg: true, Kind: KindString, Size: 16}},
+		{expr: "arg0+0x48->32:u64", want: Capture{Offset: 0x48, Deref: true, DerefOffset: 32, Kind: KindUint, Size: 8}},
+		{expr: "arg0->8:ptr", want: Capture{Deref: true, DerefOffset: 8, Kind: KindPtr, Size: 8}},
+		{expr: "arg0+24:bool", want: Capture{Offset: 24, Kind: KindBool, Size: 1}},
+		{expr: "arg0+16:u128", err: true},
+		{expr: "argx+16:u16", err: true},
+		{expr: "arg0-16:u16", err: true},
+		{expr: "arg0+1x:u16", err: true},
+		{expr: "arg0+8->zz:u16", err: true},
+		{expr: "arg0+8", err: true},
+	} {
+		got, err := ParseRawCapture("n", tc.expr)
+		if tc.err {
+			if err == nil {
+				t.Errorf("%s: parsed as %+v, want an error", tc.expr, got)
+			}
+			continue
+		}
+		tc.want.Name, tc.want.Expr = "n", tc.expr
+		if err != nil || got != tc.want {
+			t.Errorf("%s: got %+v, %v, want %+v", tc.expr, got, err, tc.want)
+		}
+	}
+	for _, s := range []string{"x", "=e.ID", "x=", "x = e.ID"} {
+		name, expr, err := ParseCaptureFlag(s)
+		if ok := err == nil; ok != (s == "x = e.ID") {
+			t.Errorf("ParseCaptureFlag(%q) = %q, %q, %v", s, name, expr, err)
+		}
+	}
+}
+
+// The register ABI: each argument entirely in registers or entirely on the
+// stack; later arguments may still use registers after one went to the
+// stack.
+func TestABIAssign(t *testing.T) {
+	u64 := &dwarf.UintType{BasicType: dwarf.BasicType{CommonType: dwarf.CommonType{ByteSize: 8, Name: "uint64"}}}
+	f64 := &dwarf.FloatType{BasicType: dwarf.BasicType{CommonType: dwarf.CommonType{ByteSize: 8, Name: "float64"}}}
+	ptr := &dwarf.PtrType{CommonType: dwarf.CommonType{ByteSize: 8}, Type: u64}
+	str := &dwarf.StructType{StructName: "string", Kind: "struct", CommonType: dwarf.CommonType{ByteSize: 16},
+		Field: []*dwarf.StructField{{Name: "str", Type: ptr}, {Name: "len", Type: u64, ByteOffset: 8}}}
+	slice := &dwarf.StructType{StructName: "[]uint64", Kind: "struct", CommonType: dwarf.CommonType{ByteSize: 24},
+		Field: []*dwarf.StructField{{Name: "array", Type: ptr}, {Name: "len", Type: u64, ByteOffset: 8}, {Name: "cap", Type: u64, ByteOffset: 16}}}
+	arr2 := &dwarf.ArrayType{CommonType: dwarf.CommonType{ByteSize: 16}, Type: u64, Count: 2}
+	arr1 := &dwarf.ArrayType{CommonType: dwarf.CommonType{ByteSize: 8}, Type: u64, Count: 1}
+
+	a := abiAssigner{maxInts: 9, maxFloats: 15}
+	want := []struct {
+		t       dwarf.Type
+		regs    []int
+		onStack bool
+	}{
+		{ptr, []int{0}, false},
+		{f64, nil, false},
+		{str, []int{1, 2}, false},
+		{arr2, nil, true}, // arrays longer than 1 are always on the stack
+		{arr1, []int{3}, false},
+		{slice, []int{4, 5, 6}, false},
+		{slice, nil, true}, // 2 registers left: all of it on the stack
+		{str, []int{7, 8}, false},
+		{u64, nil, true},
+	}
+	for i, w := range want {
+		regs, onStack := a.assign(w.t)
+		if !reflect.DeepEqual(regs, w.regs) || onStack != w.onStack {
+			t.Errorf("arg %d (%s): registers %v on stack %v, want %v %v", i, w.t, regs, onStack, w.regs, w.onStack)
+		}
+	}
+}
+
+// Stripping changes the Go build ID but not the fingerprint; an offsets
+// file made on the unstripped build works on the stripped one and is
+// refused by another build.
+func TestOffsetsFile(t *testing.T) {
+	f, fn := openAgent(t, false)
+	sf, _ := openAgent(t, true)
+	if f.BuildID == sf.BuildID {
+		t.Errorf("build IDs of stripped and unstripped builds are equal (%s): the fingerprint would not be needed", f.BuildID)
+	}
+	o, err := NewOffsets(f, []Func{fn}, [][2]string{{"endpoint_id", "e.ID"}, {"pod", "e.K8sPodName"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := o.Write(&buf); err != nil {
+		t.Fatal(err)
+	}
+	back, err := ReadOffsets(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := back.Check(sf); err != nil {
+		t.Errorf("stripped build refused: %v", err)
+	}
+	c, err := back.Lookup(regenerateBPF, "endpoint_id")
+	if err != nil || c.Offset != 16 || c.Kind != KindUint || c.Size != 2 {
+		t.Errorf("Lookup = %+v, %v", c, err)
+	}
+	if _, err := back.Lookup(regenerateBPF, "nope"); err == nil || !strings.Contains(err.Error(), "endpoint_id, pod") {
+		t.Errorf("Lookup of a missing capture: %v", err)
+	}
+
+	// Any other Go executable: the test binary itself.
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := Open(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if err := back.Check(other); !errors.Is(err, ErrOffsetsMismatch) {
+		t.Errorf("Check against another build: %v, want ErrOffsetsMismatch", err)
+	}
+
+	for _, bad := range []string{
+		`{}`,
+		`{"fingerprint":"x","funcs":{"f":[{"name":"a","kind":"float","size":8}]}}`,
+		`{"fingerprint":"x","funcs":{"f":[{"name":"a","kind":"uint","size":16}]}}`,
+		`{"fingerprint":"x","funcs":{"f":[{"name":"a","kind":"uint","size":8,"reg":99}]}}`,
+		`{"fingerprint":"x","bogus":1}`,
+		`not json`,
+	} {
+		if _, err := ReadOffsets(strings.NewReader(bad)); err == nil {
+			t.Errorf("ReadOffsets(%s): no error", bad)
+		}
+	}
+}

@@ -1,0 +1,165 @@
+package symbols
+
+import (
+	"crypto/sha256"
+	"debug/buildinfo"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+)
+
+// Offsets are captures resolved on an unstripped build, for use on a
+// stripped build of the same source: release cilium-agent images carry no
+// DWARF.
+type Offsets struct {
+	GoVersion   string `json:"go_version"`
+	Arch        string `json:"arch"`
+	Fingerprint string `json:"fingerprint"` // see File.Fingerprint
+	// Funcs holds the resolved captures per function name.
+	Funcs map[string][]Capture `json:"funcs"`
+}
+
+// ErrOffsetsMismatch is returned when an offsets file was generated from a
+// different build than the executable it is used with.
+var ErrOffsetsMismatch = errors.New("offsets file is for a different build")
+
+// Fingerprint identifies a build in a way that stripping (-ldflags=-s -w)
+// does not change. The Go build ID does change: the linker flags are part of
+// its action ID, and the binary's content differs. The .gopclntab does not
+// (function names, entry offsets, PC tables and file names are laid out
+// before the symbol table and DWARF are dropped), nor does the build
+// information apart from the -ldflags setting. The fingerprint is a SHA-256
+// over the architecture, the build information without -ldflags, the text
+// start and the whole .gopclntab.
+func (f *File) Fingerprint() (string, error) {
+	t, err := f.pcln()
+	if err != nil {
+		return "", fmt.Errorf("fingerprint: %w", err)
+	}
+	h := sha256.New()
+	fmt.Fprintf(h, "arch %s\n", f.Arch)
+	if bi, err := buildinfo.Read(f.r); err == nil {
+		fmt.Fprintf(h, "go %s\npath %s\nmain %s %s %s\n", bi.GoVersion, bi.Path, bi.Main.Path, bi.Main.Version, bi.Main.Sum)
+		for _, d := range bi.Deps {
+			fmt.Fprintf(h, "dep %s %s %s\n", d.Path, d.Version, d.Sum)
+		}
+		for _, s := range bi.Settings {
+			if s.Key != "-ldflags" {
+				fmt.Fprintf(h, "setting %s=%s\n", s.Key, s.Value)
+			}
+		}
+	}
+	binary.Write(h, binary.LittleEndian, t.textStart)
+	h.Write(t.data)
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// NewOffsets resolves the captures (name and expression pairs) for every
+// function in fns against f's DWARF.
+func NewOffsets(f *File, fns []Func, captures [][2]string) (*Offsets, error) {
+	fp, err := f.Fingerprint()
+	if err != nil {
+		return nil, err
+	}
+	o := &Offsets{GoVersion: f.GoVersion, Arch: f.Arch, Fingerprint: fp, Funcs: map[string][]Capture{}}
+	for _, fn := range fns {
+		for _, nc := range captures {
+			c, err := f.ResolveCapture(fn, nc[0], nc[1])
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", fn.Name, err)
+			}
+			o.Funcs[fn.Name] = append(o.Funcs[fn.Name], c)
+		}
+	}
+	return o, nil
+}
+
+// ReadOffsets decodes an offsets file.
+func ReadOffsets(r io.Reader) (*Offsets, error) {
+	var o Offsets
+	dec := json.NewDecoder(r)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&o); err != nil {
+		return nil, fmt.Errorf("offsets file: %w", err)
+	}
+	if o.Fingerprint == "" {
+		return nil, errors.New("offsets file: no fingerprint")
+	}
+	for fn, cs := range o.Funcs {
+		for _, c := range cs {
+			if err := c.Validate(); err != nil {
+				return nil, fmt.Errorf("offsets file: %s: %w", fn, err)
+			}
+		}
+	}
+	return &o, nil
+}
+
+// Write encodes o as indented JSON.
+func (o *Offsets) Write(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(o)
+}
+
+// Check returns an error wrapping ErrOffsetsMismatch unless o was generated
+// from a build of the same code as f.
+func (o *Offsets) Check(f *File) error {
+	fp, err := f.Fingerprint()
+	if err != nil {
+		return err
+	}
+	if o.Arch != f.Arch || o.Fingerprint != fp {
+		return fmt.Errorf("%w: file is for %s/%s %.12s, binary is %s/%s %.12s",
+			ErrOffsetsMismatch, o.GoVersion, o.Arch, o.Fingerprint, f.GoVersion, f.Arch, fp)
+	}
+	return nil
+}
+
+// Lookup returns the capture of fn named name, or an error listing the
+// captures the file has for fn.
+func (o *Offsets) Lookup(fn, name string) (Capture, error) {
+	cs, ok := o.Funcs[fn]
+	if !ok {
+		names := make([]string, 0, len(o.Funcs))
+		for n := range o.Funcs {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		return Capture{}, fmt.Errorf("offsets file has no captures for %s (it has: %s)", fn, strings.Join(names, ", "))
+	}
+	var names []string
+	for _, c := range cs {
+		if c.Name == name {
+			return c, nil
+		}
+		names = append(names, c.Name)
+	}
+	return Capture{}, fmt.Errorf("offsets file has no capture %q for %s (it has: %s)", name, fn, strings.Join(names, ", "))
+}
+
+// Validate checks what the BPF programs rely on.
+func (c Capture) Validate() error {
+	if c.Name == "" {
+		return errors.New("capture without a name")
+	}
+	switch {
+	case c.Kind != KindUint && c.Kind != KindInt && c.Kind != KindBool && c.Kind != KindPtr && c.Kind != KindString:
+		return fmt.Errorf("capture %s: unknown kind %q", c.Name, c.Kind)
+	case c.Kind == KindString && c.Size != 16,
+		c.Kind != KindString && (c.Size < 1 || c.Size > 8):
+		return fmt.Errorf("capture %s: bad size %d for %s", c.Name, c.Size, c.Kind)
+	case c.Reg < 0 || c.Reg > 15:
+		return fmt.Errorf("capture %s: bad register index %d", c.Name, c.Reg)
+	case c.InReg && (c.Offset != 0 || c.Deref):
+		return fmt.Errorf("capture %s: a register value has no offsets", c.Name)
+	case c.Offset < -1<<31 || c.Offset > 1<<31-1 || c.DerefOffset < -1<<31 || c.DerefOffset > 1<<31-1:
+		return fmt.Errorf("capture %s: offset out of range", c.Name)
+	}
+	return nil
+}
