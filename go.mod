@@ -3,6 +3,7 @@ module github.com/cilium-tracer/tracer
 go 1.26.8
 
 require (
+	github.com/AfterShip/clickhouse-sql-parser v0.5.3 // indirect
 	github.com/ClickHouse/ch-go v0.75.0 // indirect
 	github.com/ClickHouse/clickhouse-go/v2 v2.51.0 // indirect
 	github.com/Microsoft/go-winio v0.6.2 // indirect
