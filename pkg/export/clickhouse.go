@@ -46,6 +46,9 @@ type ClickHouseConfig struct {
 	Compression string
 
 	Schema TracesSchema
+	// SkipSchema leaves the database and tables alone, for users allowed
+	// to insert but not to create; they must exist already.
+	SkipSchema bool
 
 	DialTimeout time.Duration // default 5s
 	ReadTimeout time.Duration // default 30s
@@ -90,10 +93,10 @@ func (c ClickHouseConfig) withDefaults() ClickHouseConfig {
 }
 
 // ClickHouseExporter inserts spans into the OpenTelemetry Collector's
-// otel_traces table over ClickHouse's native protocol. It creates the
-// database and tables on its first successful connection, not when it is
-// created: an unreachable ClickHouse must never stop the tracer from
-// starting.
+// otel_traces table over ClickHouse's native protocol. Unless told not to,
+// it creates the database and tables on its first successful connection,
+// not when it is created: an unreachable ClickHouse must never stop the
+// tracer from starting.
 type ClickHouseExporter struct {
 	cfg    ClickHouseConfig
 	conn   driver.Conn
@@ -189,7 +192,7 @@ func backoff(lo, hi time.Duration, attempt int) time.Duration {
 }
 
 func (e *ClickHouseExporter) exportOnce(ctx context.Context, spans []Span) error {
-	if !e.created {
+	if !e.created && !e.cfg.SkipSchema {
 		if err := e.createSchema(ctx); err != nil {
 			return err
 		}

@@ -186,6 +186,13 @@ func TestSchemaStatements(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkCollectorDDL(t, stmts, "tr", "", true)
+	stmts, err = TracesSchema{Database: "default"}.Statements()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(stmts) != 3 || strings.Contains(strings.Join(stmts, ""), "CREATE DATABASE") {
+		t.Errorf("the default database is created: %q", stmts)
+	}
 
 	for d, want := range map[time.Duration]string{
 		36 * time.Hour:          "TTL x + toIntervalHour(36)",
@@ -433,5 +440,22 @@ func TestClickHouseUnfinishedStatus(t *testing.T) {
 	r := NewClickHouseRow(&s)
 	if r.StatusCode != "Error" || r.StatusMessage != "goroutine exited (runtime.Goexit)" {
 		t.Errorf("row %+v", r)
+	}
+}
+
+func TestClickHouseSkipSchema(t *testing.T) {
+	srv := newCHServer(t, 25, 8)
+	e, err := NewClickHouseExporter(ClickHouseConfig{Addrs: []string{srv.addr}, SkipSchema: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Shutdown(context.Background())
+	spans := testSpans()
+	if err := e.Export(context.Background(), spans); err != nil {
+		t.Fatal(err)
+	}
+	queries, rows := srv.snapshot()
+	if len(queries) != 1 || !strings.HasPrefix(queries[0], "INSERT INTO `otel`.`otel_traces`") || len(rows) != len(spans) {
+		t.Errorf("queries %q, %d rows", queries, len(rows))
 	}
 }

@@ -99,13 +99,14 @@ type Pipeline struct {
 	stop     chan struct{}
 	done     sync.WaitGroup
 	shutdown sync.Once
-	err      error
+	err      error // Shutdown's result
 }
 
 type sink struct {
 	name string
 	exp  Exporter
 	ch   chan []Span
+	done chan struct{} // closed when the exporting goroutine returns
 
 	pending                           atomic.Int64
 	queued, exported, dropped, failed atomic.Uint64
@@ -124,7 +125,7 @@ func NewPipeline(b *SpanBuilder, exporters map[string]Exporter, cfg PipelineConf
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	batches := (cfg.QueueSize + cfg.BatchSize - 1) / cfg.BatchSize
 	for name, e := range exporters {
-		s := &sink{name: name, exp: e, ch: make(chan []Span, batches)}
+		s := &sink{name: name, exp: e, ch: make(chan []Span, batches), done: make(chan struct{})}
 		p.sinks = append(p.sinks, s)
 		p.done.Add(1)
 		go p.export(s)
@@ -247,6 +248,7 @@ func (p *Pipeline) flush(batch []Span) {
 
 func (p *Pipeline) export(s *sink) {
 	defer p.done.Done()
+	defer close(s.done)
 	for batch := range s.ch {
 		n := uint64(len(batch))
 		ctx, cancel := context.WithTimeout(p.ctx, p.cfg.ExportTimeout)
@@ -264,10 +266,15 @@ func (p *Pipeline) export(s *sink) {
 	}
 }
 
+// shutdownGrace is how long Shutdown waits, once its context has ended, for
+// canceled exports to return, and how long exporters then get to shut down.
+const shutdownGrace = time.Second
+
 // Shutdown stops accepting calls, exports everything already accepted, and
 // shuts the exporters down. If ctx ends first, exports in flight are
-// canceled and ctx's error is returned. Only the first call does the work;
-// later calls return its result.
+// canceled, exporters still busy after a short grace are abandoned without
+// being shut down, and ctx's error is returned. Only the first call does
+// the work; later calls return its result.
 func (p *Pipeline) Shutdown(ctx context.Context) error {
 	p.shutdown.Do(func() {
 		p.mu.Lock()
@@ -280,24 +287,36 @@ func (p *Pipeline) Shutdown(ctx context.Context) error {
 			p.done.Wait()
 			close(drained)
 		}()
+		var errs []error
 		select {
 		case <-drained:
 		case <-ctx.Done():
+			errs = append(errs, fmt.Errorf("shutdown: %w", ctx.Err()))
 			p.cancel()
-			<-drained
-			p.err = fmt.Errorf("shutdown: %w", ctx.Err())
+			t := time.NewTimer(shutdownGrace)
+			select {
+			case <-drained:
+			case <-t.C:
+			}
+			t.Stop()
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(context.WithoutCancel(ctx), shutdownGrace)
+			defer cancel()
 		}
 		p.cancel()
 
-		var errs []error
 		for _, s := range p.sinks {
+			select {
+			case <-s.done:
+			default:
+				errs = append(errs, fmt.Errorf("shutdown %s: abandoned while exporting", s.name))
+				continue
+			}
 			if err := s.exp.Shutdown(ctx); err != nil {
 				errs = append(errs, fmt.Errorf("shutdown %s: %w", s.name, err))
 			}
 		}
-		if p.err == nil {
-			p.err = errors.Join(errs...)
-		}
+		p.err = errors.Join(errs...)
 	})
 	return p.err
 }

@@ -124,7 +124,7 @@ func TestPipelineBounded(t *testing.T) {
 	fine := &recorder{}
 	p := NewPipeline(NewSpanBuilder(testResource), map[string]Exporter{"stuck": stuck, "fine": fine},
 		PipelineConfig{QueueSize: 64, BatchSize: 16, BatchTimeout: time.Millisecond})
-	const n = 5000
+	const n = 2000
 	maxPending := 0
 	for i, c := range manyCalls(n) {
 		start := time.Now()
@@ -193,17 +193,39 @@ func TestPipelineFailuresCounted(t *testing.T) {
 	}
 }
 
+// stubborn ignores cancellation.
+type stubborn struct{ release chan struct{} }
+
+func (s stubborn) Export(context.Context, []Span) error { <-s.release; return nil }
+func (s stubborn) Shutdown(context.Context) error       { return errors.New("shut down while exporting") }
+
 func TestPipelineShutdownTimeout(t *testing.T) {
-	r := &recorder{gate: make(chan struct{})}
-	p := NewPipeline(NewSpanBuilder(testResource), map[string]Exporter{"r": r}, PipelineConfig{})
+	polite := &recorder{gate: make(chan struct{})} // returns when canceled
+	idle := &recorder{}
+	st := stubborn{release: make(chan struct{})}
+	defer close(st.release)
+	p := NewPipeline(NewSpanBuilder(testResource),
+		map[string]Exporter{"polite": polite, "idle": idle, "stubborn": st}, PipelineConfig{})
 	p.Enqueue(manyCalls(1)[0])
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
-	if err := p.Shutdown(ctx); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("Shutdown with a stuck exporter: %v", err)
+	start := time.Now()
+	err := p.Shutdown(ctx)
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), "stubborn: abandoned") {
+		t.Fatalf("Shutdown with stuck exporters: %v", err)
 	}
-	if err := p.Shutdown(context.Background()); !errors.Is(err, context.DeadlineExceeded) {
-		t.Errorf("second Shutdown: %v", err)
+	if d := time.Since(start); d > 50*time.Millisecond+shutdownGrace+time.Second {
+		t.Errorf("Shutdown took %v", d)
+	}
+	if e := p.Stats().Exporters["polite"]; e.Failed != 1 {
+		t.Errorf("canceled export not counted as failed: %+v", e)
+	}
+	// Exporters that returned are shut down; the stubborn one is not.
+	if !polite.closed || !idle.closed {
+		t.Error("exporters that stopped were not shut down")
+	}
+	if err2 := p.Shutdown(context.Background()); err2 != err {
+		t.Errorf("second Shutdown: %v", err2)
 	}
 }
 

@@ -49,12 +49,16 @@ func (s TracesSchema) withDefaults() TracesSchema {
 	return s
 }
 
-// Statements returns the DDL creating the database, the traces table, the
-// trace ID lookup table and its materialized view, each only if absent, in
-// the order they must run.
+// Statements returns the DDL creating the database (unless it is
+// "default", which always exists and may be all a user is allowed to use),
+// the traces table, the trace ID lookup table and its materialized view,
+// each only if absent, in the order they must run.
 func (s TracesSchema) Statements() ([]string, error) {
 	s = s.withDefaults()
-	stmts := []string{"CREATE DATABASE IF NOT EXISTS " + quoteIdent(s.Database)}
+	var stmts []string
+	if s.Database != "default" {
+		stmts = append(stmts, "CREATE DATABASE IF NOT EXISTS "+quoteIdent(s.Database))
+	}
 	for _, name := range []string{"traces_table.sql", "traces_trace_id_ts_table.sql", "traces_trace_id_ts_mv.sql"} {
 		stmt, err := s.render(name)
 		if err != nil {
