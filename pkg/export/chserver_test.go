@@ -371,9 +371,17 @@ func (o *otelColumns) row(i int) chRow {
 }
 
 // insert answers an INSERT as ClickHouse does: it describes the table's
-// columns in an empty data block, then reads data blocks until an empty one.
+// columns, in text and in an empty data block, then reads data blocks until
+// an empty one.
 func (cc *chConn) insert(compressed bool) error {
 	cols := newOtelColumns()
+	var desc strings.Builder
+	desc.WriteString("columns format version: 1\n")
+	fmt.Fprintf(&desc, "%d columns:\n", len(cols.named()))
+	for _, c := range cols.named() {
+		fmt.Fprintf(&desc, "`%s` %s\n", c.name, c.col.Type())
+	}
+	proto.TableColumns{Second: desc.String()}.EncodeAware(&cc.buf, cc.ver)
 	proto.ServerCodeData.Encode(&cc.buf)
 	cc.buf.PutString("")
 	start := len(cc.buf.Buf)

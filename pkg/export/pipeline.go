@@ -20,7 +20,7 @@ type Exporter interface {
 	Shutdown(ctx context.Context) error
 }
 
-// ErrShutdown is returned by exporters and pipelines used after Shutdown.
+// ErrShutdown is returned by exporters used after Shutdown.
 var ErrShutdown = errors.New("exporter is shut down")
 
 // PipelineConfig configures a Pipeline. Zero fields take the defaults.
