@@ -27,6 +27,7 @@ type chServer struct {
 	ln        net.Listener
 	conns     map[net.Conn]struct{}
 	blackhole bool // accept connections and never answer
+	noTable   bool // INSERTs fail with UNKNOWN_TABLE until the next CREATE TABLE
 	queries   []string
 	rows      []chRow
 	blocks    int
@@ -225,6 +226,18 @@ func (cc *chConn) query() error {
 		return fmt.Errorf("external data: %w", err)
 	}
 
+	cc.s.mu.Lock()
+	if strings.HasPrefix(q.Body, "CREATE TABLE") {
+		cc.s.noTable = false
+	}
+	noTable := cc.s.noTable
+	cc.s.mu.Unlock()
+	if noTable && strings.HasPrefix(q.Body, "INSERT INTO") {
+		proto.ServerCodeException.Encode(&cc.buf)
+		ex := proto.Exception{Code: 60, Name: "DB::Exception", Message: "Table otel.otel_traces does not exist. (UNKNOWN_TABLE)"}
+		ex.EncodeAware(&cc.buf, cc.ver)
+		return cc.flush()
+	}
 	if strings.HasPrefix(q.Body, "INSERT INTO") {
 		if err := cc.insert(compressed); err != nil {
 			return fmt.Errorf("insert: %w", err)

@@ -176,11 +176,32 @@ func (e *ClickHouseExporter) Export(ctx context.Context, spans []Span) error {
 	}
 }
 
-// retryable reports whether err may go away by itself. Errors reported by
-// the server (bad schema, permissions) will not.
+// ClickHouse error codes the exporter recovers from by creating the
+// schema again (someone dropped it, or the server lost its data).
+const (
+	chUnknownTable    = 60
+	chUnknownDatabase = 81
+)
+
+func schemaMissing(err error) bool {
+	var ex *clickhouse.Exception
+	return errors.As(err, &ex) && (ex.Code == chUnknownTable || ex.Code == chUnknownDatabase)
+}
+
+// errPermanent marks errors that retrying cannot fix.
+var errPermanent = errors.New("not retried")
+
+// retryable reports whether err may go away by itself. Most errors
+// reported by the server (bad schema, permissions) will not.
 func retryable(err error) bool {
 	var ex *clickhouse.Exception
-	return !errors.As(err, &ex) && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded)
+	switch {
+	case errors.Is(err, errPermanent), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		return false
+	case errors.As(err, &ex):
+		return schemaMissing(err)
+	}
+	return true
 }
 
 func backoff(lo, hi time.Duration, attempt int) time.Duration {
@@ -200,6 +221,9 @@ func (e *ClickHouseExporter) exportOnce(ctx context.Context, spans []Span) error
 	}
 	batch, err := e.conn.PrepareBatch(ctx, e.insert)
 	if err != nil {
+		if schemaMissing(err) && !e.cfg.SkipSchema {
+			e.created = false
+		}
 		return fmt.Errorf("prepare insert: %w", err)
 	}
 	// Abort is a no-op after a successful Send, and releases the
@@ -215,7 +239,7 @@ func (e *ClickHouseExporter) exportOnce(ctx context.Context, spans []Span) error
 			[]time.Time(nil), []string(nil), []map[string]string(nil),
 			[]string(nil), []string(nil), []string(nil), []map[string]string(nil),
 		); err != nil {
-			return fmt.Errorf("append span %s: %w", r.SpanID, err)
+			return fmt.Errorf("append span %s: %w: %w", r.SpanID, errPermanent, err)
 		}
 	}
 	if err := batch.Send(); err != nil {

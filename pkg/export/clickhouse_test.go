@@ -459,3 +459,34 @@ func TestClickHouseSkipSchema(t *testing.T) {
 		t.Errorf("queries %q, %d rows", queries, len(rows))
 	}
 }
+
+// TestClickHouseRecreatesSchema drops the table under the exporter: the
+// next export creates the schema again instead of failing forever.
+func TestClickHouseRecreatesSchema(t *testing.T) {
+	srv := newCHServer(t, 25, 8)
+	e, err := NewClickHouseExporter(ClickHouseConfig{Addrs: []string{srv.addr}, MinBackoff: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Shutdown(context.Background())
+	spans := testSpans()
+	if err := e.Export(context.Background(), spans[:3]); err != nil {
+		t.Fatal(err)
+	}
+	srv.mu.Lock()
+	srv.noTable = true
+	srv.mu.Unlock()
+	if err := e.Export(context.Background(), spans[3:]); err != nil {
+		t.Fatal(err)
+	}
+	queries, rows := srv.snapshot()
+	var kinds []string
+	for _, q := range queries {
+		kinds = append(kinds, strings.Join(strings.Fields(q)[:2], " "))
+	}
+	want := []string{"CREATE DATABASE", "CREATE TABLE", "CREATE TABLE", "CREATE MATERIALIZED", "INSERT INTO",
+		"INSERT INTO", "CREATE DATABASE", "CREATE TABLE", "CREATE TABLE", "CREATE MATERIALIZED", "INSERT INTO"}
+	if !slices.Equal(kinds, want) || len(rows) != len(spans) {
+		t.Errorf("queries %q, %d rows", kinds, len(rows))
+	}
+}
