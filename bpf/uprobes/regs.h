@@ -24,6 +24,25 @@ static __always_inline __u64 GO_RETURN_ADDRESS(struct pt_regs *ctx)
 	return ra;
 }
 
+// go_args copies the integer argument registers of Go's register ABI, in
+// order: RAX, RBX, RCX, RDI, RSI, R8, R9, R10, R11. Indexing pt_regs by a
+// runtime register number would be a variable-offset context access, which
+// the verifier refuses.
+static __always_inline void go_args(struct pt_regs *ctx, __u64 args[16])
+{
+	args[0] = ctx->ax;
+	args[1] = ctx->bx;
+	args[2] = ctx->cx;
+	args[3] = ctx->di;
+	args[4] = ctx->si;
+	args[5] = ctx->r8;
+	args[6] = ctx->r9;
+	args[7] = ctx->r10;
+	args[8] = ctx->r11;
+	for (int i = 9; i < 16; i++)
+		args[i] = 0;
+}
+
 #elif defined(__TARGET_ARCH_arm64)
 
 struct pt_regs {
@@ -38,6 +57,14 @@ struct pt_regs {
 #define GO_G(ctx) ((ctx)->regs[28])
 #define GO_SP(ctx) ((ctx)->sp)
 #define GO_RETURN_ADDRESS(ctx) ((ctx)->regs[30])
+
+// go_args copies the integer argument registers of Go's register ABI:
+// X0-X15 (see the amd64 version for why).
+static __always_inline void go_args(struct pt_regs *ctx, __u64 args[16])
+{
+	for (int i = 0; i < 16; i++)
+		args[i] = ctx->regs[i];
+}
 
 #else
 #error "unsupported architecture: define __TARGET_ARCH_x86 or __TARGET_ARCH_arm64"

@@ -20,6 +20,8 @@
 #define MAX_PROBES 1024
 #define MAX_FRAMES 16 // in-flight traced calls per goroutine; a power of two
 #define MAX_STACK_DEPTH 64
+#define MAX_CAPTURES 4    // captured values per probe
+#define CAPTURE_BYTES 64  // per value: a scalar, or a string's first bytes
 
 // Offset of g.stack.hi: g.stack is g's first field since Go 1.0.
 #define G_STACK_HI 8
@@ -34,10 +36,41 @@ enum event_kind {
 	EVENT_SUPERSEDED = 2, // a new call at the same depth replaced it after a panic or Goexit
 };
 
+enum capture_kind {
+	CAPTURE_NONE = 0,
+	CAPTURE_SCALAR = 1, // size bytes
+	CAPTURE_STRING = 2, // a Go string header: data pointer, length
+};
+
+enum capture_flags {
+	CAPTURE_IN_REG = 1, // the value is the register (a string: reg, reg+1)
+	CAPTURE_DEREF = 2,  // follow the pointer at reg+offset, then add deref_offset
+};
+
+// Where one value is at the function's entry.
+struct capture_spec {
+	__u8 reg; // integer argument register of Go's register ABI
+	__u8 kind;
+	__u8 size;
+	__u8 flags;
+	__s32 offset;
+	__s32 deref_offset;
+};
+
 struct probe_cfg {
 	__u64 min_duration_ns; // emit only calls at least this long
 	__u32 sample_every;    // 1-in-N sampling at entry; 0 or 1: every call
 	__u32 flags;
+	__u32 ncaptures;
+	struct capture_spec captures[MAX_CAPTURES];
+};
+
+// Values read at a call's entry, kept by call ID until the call's event is
+// emitted, then appended to it.
+struct capture_vals {
+	__u32 ok;                  // bit i: value i was read
+	__u32 len[MAX_CAPTURES];   // bytes of a scalar; a string's full length
+	__u8 data[MAX_CAPTURES][CAPTURE_BYTES];
 };
 
 struct counters {
@@ -60,7 +93,7 @@ struct frame {
 	__u32 probe_id;
 	__s32 stack_id;
 	__u32 panics; // value of gstate.panics when the frame was pushed
-	__u32 _pad;
+	__u32 captured; // values are in the captures map under id
 };
 
 struct gstate {
@@ -91,8 +124,15 @@ struct event {
 	__u32 tgid;
 };
 
-// Keeps struct event in BTF for bpf2go; only its size is used in code.
+// An event of a probe with captures: the values follow the event.
+struct event_captures {
+	struct event e;
+	struct capture_vals v;
+};
+
+// Keeps these in BTF for bpf2go; only their sizes are used in code.
 const struct event *unused_event __attribute__((unused));
+const struct capture_vals *unused_capture_vals __attribute__((unused));
 
 struct entry_key {
 	__u32 probe_id;
@@ -135,6 +175,23 @@ struct {
 	__type(value, struct gstate);
 } gstate_zero SEC(".maps");
 
+// Captured values of calls in flight, by call ID. LRU: values of a call
+// whose frame was lost (goroutine table full, tracing stopped) age out.
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct capture_vals);
+} captures SEC(".maps");
+
+// Scratch space to build a capture_vals: too large for the BPF stack.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct capture_vals);
+} capture_scratch SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
 	__uint(max_entries, 16384);
@@ -165,20 +222,9 @@ static __always_inline struct counters *counters_of(__u32 probe_id)
 			(c)->field++;    \
 	} while (0)
 
-// emit writes the frame at index i of gs to the ring buffer. Its parent is
-// the frame below it, the root the bottom frame.
-static __always_inline void emit(struct gstate *gs, __u32 i, __u32 kind, __u64 now, __u32 tgid)
+static __always_inline void fill(struct event *e, struct gstate *gs, __u32 i, __u32 kind, __u64 now, __u32 tgid)
 {
 	struct frame *f = &gs->frames[i & (MAX_FRAMES - 1)];
-	struct counters *c = counters_of(f->probe_id);
-	if (kind != EVENT_RETURN)
-		COUNT(c, unfinished);
-
-	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		COUNT(c, dropped);
-		return;
-	}
 	e->id = f->id;
 	e->parent_id = i > 0 ? gs->frames[(i - 1) & (MAX_FRAMES - 1)].id : 0;
 	e->root_id = gs->frames[0].id;
@@ -191,7 +237,46 @@ static __always_inline void emit(struct gstate *gs, __u32 i, __u32 kind, __u64 n
 	e->stack_id = f->stack_id;
 	e->kind = kind;
 	e->tgid = tgid;
-	bpf_ringbuf_submit(e, 0);
+}
+
+// emit writes the frame at index i of gs to the ring buffer. Its parent is
+// the frame below it, the root the bottom frame. A frame with captured
+// values gets the larger event that carries them; the two paths stay apart
+// so the verifier sees which reservation each write goes to.
+static __always_inline void emit(struct gstate *gs, __u32 i, __u32 kind, __u64 now, __u32 tgid)
+{
+	struct frame *f = &gs->frames[i & (MAX_FRAMES - 1)];
+	struct counters *c = counters_of(f->probe_id);
+	if (kind != EVENT_RETURN)
+		COUNT(c, unfinished);
+
+	if (!f->captured) {
+		struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+		if (!e) {
+			COUNT(c, dropped);
+			return;
+		}
+		fill(e, gs, i, kind, now, tgid);
+		bpf_ringbuf_submit(e, 0);
+		COUNT(c, emitted);
+		return;
+	}
+
+	__u64 id = f->id;
+	struct capture_vals *v = bpf_map_lookup_elem(&captures, &id);
+	struct event_captures *ec = bpf_ringbuf_reserve(&events, sizeof(*ec), 0);
+	if (!ec) {
+		bpf_map_delete_elem(&captures, &id);
+		COUNT(c, dropped);
+		return;
+	}
+	fill(&ec->e, gs, i, kind, now, tgid);
+	if (v)
+		__builtin_memcpy(&ec->v, v, sizeof(ec->v));
+	else
+		ec->v.ok = 0; // evicted from the LRU: an event with no values
+	bpf_map_delete_elem(&captures, &id);
+	bpf_ringbuf_submit(ec, 0);
 	COUNT(c, emitted);
 }
 
@@ -223,6 +308,79 @@ static __always_inline int locate(struct pt_regs *ctx, struct where *w)
 		return -1;
 	w->depth = hi - GO_SP(ctx);
 	return 0;
+}
+
+// read_capture reads one value into v's slot i. A read that faults leaves
+// the slot marked unread: an empty attribute, never a failed probe.
+static __always_inline void read_capture(__u64 args[16], struct capture_spec *s,
+					 struct capture_vals *v, __u32 i)
+{
+	__u8 *dst = v->data[i];
+	__u64 base = args[s->reg & 15];
+	__u64 str = 0, len = 0;
+
+	if (s->flags & CAPTURE_IN_REG) {
+		if (s->kind == CAPTURE_SCALAR) {
+			*(__u64 *)dst = base;
+			v->len[i] = s->size;
+			v->ok |= 1 << i;
+			return;
+		}
+		str = base;
+		len = args[(s->reg + 1) & 15];
+	} else {
+		__u64 addr = base + (__s64)s->offset;
+		if (s->flags & CAPTURE_DEREF) {
+			__u64 p = 0;
+			if (bpf_probe_read_user(&p, sizeof(p), (void *)addr) || !p)
+				return;
+			addr = p + (__s64)s->deref_offset;
+		}
+		if (s->kind == CAPTURE_SCALAR) {
+			__u32 n = s->size;
+			if (n == 0 || n > 8)
+				return;
+			*(__u64 *)dst = 0;
+			if (bpf_probe_read_user(dst, n, (void *)addr))
+				return;
+			v->len[i] = n;
+			v->ok |= 1 << i;
+			return;
+		}
+		__u64 hdr[2];
+		if (bpf_probe_read_user(hdr, sizeof(hdr), (void *)addr))
+			return;
+		str = hdr[0];
+		len = hdr[1];
+	}
+	if (s->kind != CAPTURE_STRING)
+		return;
+	__u32 n = len;
+	if (len > CAPTURE_BYTES)
+		n = CAPTURE_BYTES;
+	if (n && bpf_probe_read_user(dst, n, (void *)str))
+		return;
+	v->len[i] = len > 0xffffffff ? 0xffffffff : len;
+	v->ok |= 1 << i;
+}
+
+// capture reads the probe's values at the entry of call id.
+static __always_inline int capture(struct pt_regs *ctx, struct probe_cfg *cfg, __u64 id)
+{
+	__u32 zero = 0;
+	struct capture_vals *v = bpf_map_lookup_elem(&capture_scratch, &zero);
+	if (!v)
+		return 0;
+	__u64 args[16];
+	go_args(ctx, args);
+	v->ok = 0;
+#pragma unroll
+	for (__u32 i = 0; i < MAX_CAPTURES; i++) {
+		v->len[i] = 0;
+		if (i < cfg->ncaptures)
+			read_capture(args, &cfg->captures[i], v, i);
+	}
+	return bpf_map_update_elem(&captures, &id, v, BPF_ANY) == 0;
 }
 
 SEC("uprobe")
@@ -321,6 +479,7 @@ int go_entry(struct pt_regs *ctx)
 	f->probe_id = probe_id;
 	f->stack_id = capture_stacks ? bpf_get_stackid(ctx, &stacks, BPF_F_USER_STACK) : -1;
 	f->panics = gs->panics;
+	f->captured = cfg->ncaptures ? capture(ctx, cfg, f->id) : 0;
 	gs->n = n + 1;
 	return 0;
 }
@@ -349,9 +508,11 @@ int go_return(struct pt_regs *ctx)
 			struct counters *c = counters_of(probe_id);
 			struct probe_cfg *cfg = bpf_map_lookup_elem(&probe_cfgs, &probe_id);
 			COUNT(c, returns);
-			if (cfg && now - top->start_ns < cfg->min_duration_ns)
+			if (cfg && now - top->start_ns < cfg->min_duration_ns) {
 				COUNT(c, filtered);
-			else
+				if (top->captured)
+					bpf_map_delete_elem(&captures, &top->id);
+			} else
 				emit(gs, i, EVENT_RETURN, now, tgid);
 			n--;
 			gs->n = n;

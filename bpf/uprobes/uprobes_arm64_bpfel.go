@@ -13,6 +13,23 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type UprobesCaptureSpec struct {
+	_           structs.HostLayout
+	Reg         uint8
+	Kind        uint8
+	Size        uint8
+	Flags       uint8
+	Offset      int32
+	DerefOffset int32
+}
+
+type UprobesCaptureVals struct {
+	_    structs.HostLayout
+	Ok   uint32
+	Len  [4]uint32
+	Data [4][64]uint8
+}
+
 type UprobesCounters struct {
 	_          structs.HostLayout
 	Hits       uint64
@@ -61,15 +78,15 @@ type UprobesGstate struct {
 	N      uint32
 	Panics uint32
 	Frames [16]struct {
-		_       structs.HostLayout
-		Id      uint64
-		StartNs uint64
-		Depth   uint64
-		Caller  uint64
-		ProbeId uint32
-		StackId int32
-		Panics  uint32
-		Pad     uint32
+		_        structs.HostLayout
+		Id       uint64
+		StartNs  uint64
+		Depth    uint64
+		Caller   uint64
+		ProbeId  uint32
+		StackId  int32
+		Panics   uint32
+		Captured uint32
 	}
 }
 
@@ -78,25 +95,31 @@ type UprobesProbeCfg struct {
 	MinDurationNs uint64
 	SampleEvery   uint32
 	Flags         uint32
+	Ncaptures     uint32
+	Captures      [4]UprobesCaptureSpec
+	_             [4]byte
 }
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	UprobesMapEntryCounts   = "entry_counts"
-	UprobesMapEvents        = "events"
-	UprobesMapGstateZero    = "gstate_zero"
-	UprobesMapGstates       = "gstates"
-	UprobesMapProbeCfgs     = "probe_cfgs"
-	UprobesMapProbeCounters = "probe_counters"
-	UprobesMapStacks        = "stacks"
-	UprobesProgGoEntry      = "go_entry"
-	UprobesProgGoPanic      = "go_panic"
-	UprobesProgGoReturn     = "go_return"
-	UprobesVarCaptureStacks = "capture_stacks"
-	UprobesVarGoidOffset    = "goid_offset"
-	UprobesVarUnusedEvent   = "unused_event"
+	UprobesMapCaptureScratch    = "capture_scratch"
+	UprobesMapCaptures          = "captures"
+	UprobesMapEntryCounts       = "entry_counts"
+	UprobesMapEvents            = "events"
+	UprobesMapGstateZero        = "gstate_zero"
+	UprobesMapGstates           = "gstates"
+	UprobesMapProbeCfgs         = "probe_cfgs"
+	UprobesMapProbeCounters     = "probe_counters"
+	UprobesMapStacks            = "stacks"
+	UprobesProgGoEntry          = "go_entry"
+	UprobesProgGoPanic          = "go_panic"
+	UprobesProgGoReturn         = "go_return"
+	UprobesVarCaptureStacks     = "capture_stacks"
+	UprobesVarGoidOffset        = "goid_offset"
+	UprobesVarUnusedCaptureVals = "unused_capture_vals"
+	UprobesVarUnusedEvent       = "unused_event"
 )
 
 // LoadUprobes returns the embedded CollectionSpec for Uprobes.
@@ -150,22 +173,25 @@ type UprobesProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type UprobesMapSpecs struct {
-	EntryCounts   *ebpf.MapSpec `ebpf:"entry_counts"`
-	Events        *ebpf.MapSpec `ebpf:"events"`
-	GstateZero    *ebpf.MapSpec `ebpf:"gstate_zero"`
-	Gstates       *ebpf.MapSpec `ebpf:"gstates"`
-	ProbeCfgs     *ebpf.MapSpec `ebpf:"probe_cfgs"`
-	ProbeCounters *ebpf.MapSpec `ebpf:"probe_counters"`
-	Stacks        *ebpf.MapSpec `ebpf:"stacks"`
+	CaptureScratch *ebpf.MapSpec `ebpf:"capture_scratch"`
+	Captures       *ebpf.MapSpec `ebpf:"captures"`
+	EntryCounts    *ebpf.MapSpec `ebpf:"entry_counts"`
+	Events         *ebpf.MapSpec `ebpf:"events"`
+	GstateZero     *ebpf.MapSpec `ebpf:"gstate_zero"`
+	Gstates        *ebpf.MapSpec `ebpf:"gstates"`
+	ProbeCfgs      *ebpf.MapSpec `ebpf:"probe_cfgs"`
+	ProbeCounters  *ebpf.MapSpec `ebpf:"probe_counters"`
+	Stacks         *ebpf.MapSpec `ebpf:"stacks"`
 }
 
 // UprobesVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type UprobesVariableSpecs struct {
-	CaptureStacks *ebpf.VariableSpec `ebpf:"capture_stacks"`
-	GoidOffset    *ebpf.VariableSpec `ebpf:"goid_offset"`
-	UnusedEvent   *ebpf.VariableSpec `ebpf:"unused_event"`
+	CaptureStacks     *ebpf.VariableSpec `ebpf:"capture_stacks"`
+	GoidOffset        *ebpf.VariableSpec `ebpf:"goid_offset"`
+	UnusedCaptureVals *ebpf.VariableSpec `ebpf:"unused_capture_vals"`
+	UnusedEvent       *ebpf.VariableSpec `ebpf:"unused_event"`
 }
 
 // UprobesObjects contains all objects after they have been loaded into the kernel.
@@ -188,17 +214,21 @@ func (o *UprobesObjects) Close() error {
 //
 // It can be passed to LoadUprobesObjects or ebpf.CollectionSpec.LoadAndAssign.
 type UprobesMaps struct {
-	EntryCounts   *ebpf.Map `ebpf:"entry_counts"`
-	Events        *ebpf.Map `ebpf:"events"`
-	GstateZero    *ebpf.Map `ebpf:"gstate_zero"`
-	Gstates       *ebpf.Map `ebpf:"gstates"`
-	ProbeCfgs     *ebpf.Map `ebpf:"probe_cfgs"`
-	ProbeCounters *ebpf.Map `ebpf:"probe_counters"`
-	Stacks        *ebpf.Map `ebpf:"stacks"`
+	CaptureScratch *ebpf.Map `ebpf:"capture_scratch"`
+	Captures       *ebpf.Map `ebpf:"captures"`
+	EntryCounts    *ebpf.Map `ebpf:"entry_counts"`
+	Events         *ebpf.Map `ebpf:"events"`
+	GstateZero     *ebpf.Map `ebpf:"gstate_zero"`
+	Gstates        *ebpf.Map `ebpf:"gstates"`
+	ProbeCfgs      *ebpf.Map `ebpf:"probe_cfgs"`
+	ProbeCounters  *ebpf.Map `ebpf:"probe_counters"`
+	Stacks         *ebpf.Map `ebpf:"stacks"`
 }
 
 func (m *UprobesMaps) Close() error {
 	return _UprobesClose(
+		m.CaptureScratch,
+		m.Captures,
 		m.EntryCounts,
 		m.Events,
 		m.GstateZero,
@@ -213,9 +243,10 @@ func (m *UprobesMaps) Close() error {
 //
 // It can be passed to LoadUprobesObjects or ebpf.CollectionSpec.LoadAndAssign.
 type UprobesVariables struct {
-	CaptureStacks *ebpf.Variable `ebpf:"capture_stacks"`
-	GoidOffset    *ebpf.Variable `ebpf:"goid_offset"`
-	UnusedEvent   *ebpf.Variable `ebpf:"unused_event"`
+	CaptureStacks     *ebpf.Variable `ebpf:"capture_stacks"`
+	GoidOffset        *ebpf.Variable `ebpf:"goid_offset"`
+	UnusedCaptureVals *ebpf.Variable `ebpf:"unused_capture_vals"`
+	UnusedEvent       *ebpf.Variable `ebpf:"unused_event"`
 }
 
 // UprobesPrograms contains all programs after they have been loaded into the kernel.

@@ -1,7 +1,10 @@
 package calls
 
 import (
+	"encoding/binary"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/cilium-tracer/tracer/pkg/probe"
@@ -44,6 +47,15 @@ func (b *Builder) Build(r *probe.Record) (Call, error) {
 		Depth:       r.Depth,
 		SampleRate:  max(p.SampleEvery, 1),
 		MinDuration: p.MinDuration,
+	}
+	if len(p.Captures) > 0 {
+		c.Attrs = make([]Attr, len(p.Captures))
+		for i, capt := range p.Captures {
+			c.Attrs[i].Key = capt.Name
+			if i < len(r.Values) {
+				c.Attrs[i].Value = FormatValue(capt, r.Values[i])
+			}
+		}
 	}
 	if r.Kind != probe.Returned {
 		c.Unfinished = true
@@ -114,4 +126,36 @@ func (b *Builder) frames1(pc uint64, isReturn bool) []Frame {
 	}
 	b.frames[key] = fs
 	return fs
+}
+
+// FormatValue renders a captured value: integers in decimal, pointers in
+// hex, strings as text with "..." when truncated. A value that could not be
+// read is empty.
+func FormatValue(c symbols.Capture, v probe.Value) string {
+	if !v.OK {
+		return ""
+	}
+	if c.Kind == symbols.KindString {
+		s := strings.ToValidUTF8(string(v.Data), "\uFFFD")
+		if v.Len > uint64(len(v.Data)) {
+			s += "..."
+		}
+		return s
+	}
+	var b [8]byte
+	copy(b[:], v.Data)
+	u := binary.LittleEndian.Uint64(b[:])
+	if n := len(v.Data); n > 0 && n < 8 {
+		u &= 1<<(8*n) - 1
+	}
+	switch c.Kind {
+	case symbols.KindInt:
+		shift := 64 - 8*min(max(len(v.Data), 1), 8)
+		return strconv.FormatInt(int64(u<<shift)>>shift, 10)
+	case symbols.KindBool:
+		return strconv.FormatBool(u != 0)
+	case symbols.KindPtr:
+		return fmt.Sprintf("%#x", u)
+	}
+	return strconv.FormatUint(u, 10)
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -25,6 +26,9 @@ type Probe struct {
 	// Returns are the file offsets of every RET of the function; unused
 	// for EntryOnly probes.
 	Returns []uint64
+	// Captures are read at each entry and reported with the call's
+	// record, in this order.
+	Captures []symbols.Capture
 	Config
 }
 
@@ -82,6 +86,11 @@ func Attach(probes []Probe, opts Options) (_ *Set, err error) {
 	}
 	if len(probes) > MaxProbes {
 		return nil, fmt.Errorf("%d functions to probe, at most %d", len(probes), MaxProbes)
+	}
+	for _, p := range probes {
+		if err := checkCaptures(p, runtime.GOARCH); err != nil {
+			return nil, err
+		}
 	}
 	// Kernels >= 5.11 account BPF memory to the cgroup; where the limit
 	// cannot be raised (no CAP_SYS_RESOURCE) loading may still work.
@@ -206,10 +215,23 @@ func (s *Set) Detach(id int) {
 	s.links[id] = nil
 }
 
-// Reattach attaches probe id again after Detach.
+// Pause removes the entry probe of id and keeps its RET probes: no new call
+// is traced, and the calls in flight still return and are reported. Detach
+// removes the rest once they have.
+func (s *Set) Pause(id int) {
+	if ls := s.links[id]; len(ls) > 0 && ls[0] != nil {
+		ls[0].Close()
+		ls[0] = nil
+	}
+}
+
+// Reattach attaches probe id again after Detach or Pause.
 func (s *Set) Reattach(id int) error {
 	if s.Attached(id) {
-		return nil
+		if s.links[id][0] != nil {
+			return nil
+		}
+		s.Detach(id)
 	}
 	return s.attach(id)
 }
@@ -219,6 +241,10 @@ func (s *Set) SetConfig(id int, c Config) error {
 	cfg := uprobes.UprobesProbeCfg{MinDurationNs: uint64(c.MinDuration), SampleEvery: c.SampleEvery}
 	if c.EntryOnly {
 		cfg.Flags |= 1
+	}
+	for i, capt := range s.probes[id].Captures {
+		cfg.Captures[i] = captureSpec(capt)
+		cfg.Ncaptures++
 	}
 	if c.EntryOnly != s.probes[id].EntryOnly && s.Attached(id) {
 		return fmt.Errorf("%s: switching entry-only mode needs Detach first", s.probes[id].Func.Name)
@@ -246,7 +272,9 @@ func (s *Set) Close() error {
 
 func closeAll(ls []link.Link) {
 	for _, l := range ls {
-		l.Close()
+		if l != nil {
+			l.Close()
+		}
 	}
 }
 

@@ -55,6 +55,9 @@ type Record struct {
 	StackID              int32 // -1: no stack
 	Kind                 Kind
 	PID                  int
+	// Values are the probe's captures read at entry, in the order of
+	// Probe.Captures; nil for probes without captures.
+	Values []Value
 }
 
 const recordSize = int(unsafe.Sizeof(uprobes.UprobesEvent{}))
@@ -72,7 +75,13 @@ func (s *Set) Read(r *Record) error {
 		}
 		return err
 	}
-	return decode(raw.RawSample, r)
+	if err := decode(raw.RawSample, r); err != nil {
+		return err
+	}
+	if len(raw.RawSample) >= recordSize+capValsSize && r.Probe >= 0 && r.Probe < len(s.probes) {
+		r.Values = decodeValuesBytes(raw.RawSample[recordSize:], len(s.probes[r.Probe].Captures))
+	}
+	return nil
 }
 
 // SetDeadline makes Read return os.ErrDeadlineExceeded after t; the zero
@@ -146,6 +155,9 @@ func (s *Set) Drain() ([]Record, error) {
 			}
 			if i > 0 {
 				r.ParentID = gs.Frames[i-1].Id
+			}
+			if f.Captured != 0 && r.Probe < len(s.probes) {
+				r.Values = s.takeValues(f.Id, len(s.probes[r.Probe].Captures))
 			}
 			recs = append(recs, r)
 		}
@@ -221,4 +233,15 @@ func (s *Set) EntryCounts() ([]EntryCount, error) {
 		out = append(out, EntryCount{Probe: int(key.ProbeId), StackID: key.StackId, Count: n})
 	}
 	return out, it.Err()
+}
+
+// takeValues removes and returns the values captured for call id; values
+// lost to the LRU read as not OK.
+func (s *Set) takeValues(id uint64, n int) []Value {
+	var v uprobes.UprobesCaptureVals
+	if err := s.objs.Captures.Lookup(id, &v); err != nil {
+		return make([]Value, n)
+	}
+	s.objs.Captures.Delete(id)
+	return decodeValues(&v, n)
 }

@@ -19,6 +19,11 @@ type Config struct {
 	Funcs  []string
 	probe.Config
 	Stacks bool
+	// Captures are "NAME=EXPR" values to read at each entry and report as
+	// call attributes (see ResolveCaptures).
+	Captures []string
+	// Offsets resolves Captures on stripped executables.
+	Offsets *symbols.Offsets
 }
 
 // ErrTargetExited ends Run when the traced process is gone.
@@ -105,6 +110,9 @@ func Start(cfg Config) (_ *Session, err error) {
 	}()
 	probes, refused, err := Resolve(f, cfg.Funcs, cfg.Config)
 	if err != nil {
+		return nil, err
+	}
+	if err := ResolveCaptures(f, probes, cfg.Captures, cfg.Offsets); err != nil {
 		return nil, err
 	}
 	bias, err := f.Bias(cfg.PID)

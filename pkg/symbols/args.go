@@ -54,12 +54,17 @@ var ErrNoDWARF = errors.New("no DWARF (stripped executable): use the raw form ar
 type CaptureError struct {
 	Expr      string
 	Missing   string   // the argument or field not found
-	In        string   // the function or type searched
+	Field     bool     // Missing is a field, not an argument
+	In        string   // the function or struct type searched
 	Available []string // the names that exist there
 }
 
 func (e *CaptureError) Error() string {
-	return fmt.Sprintf("capture %q: no %s in %s (available: %s)", e.Expr, e.Missing, e.In, strings.Join(e.Available, ", "))
+	what := "argument"
+	if e.Field {
+		what = "field"
+	}
+	return fmt.Sprintf("capture %q: no %s %q in %s (available: %s)", e.Expr, what, e.Missing, e.In, strings.Join(e.Available, ", "))
 }
 
 // ParseCaptureFlag splits "NAME=EXPR".
@@ -395,7 +400,7 @@ func resolveCapture(fn string, params []Param, name, expr string) (Capture, erro
 		for i, q := range params {
 			names[i] = q.Name
 		}
-		return Capture{}, &CaptureError{Expr: expr, Missing: "argument " + strconv.Quote(path[0]), In: fn, Available: names}
+		return Capture{}, &CaptureError{Expr: expr, Missing: path[0], In: fn, Available: names}
 	}
 	fail := func(format string, args ...any) (Capture, error) {
 		return Capture{}, fmt.Errorf("capture %q: %s", expr, fmt.Sprintf(format, args...))
@@ -436,7 +441,7 @@ func resolveCapture(fn string, params []Param, name, expr string) (Capture, erro
 			for i, sf := range st.Field {
 				names[i] = sf.Name
 			}
-			return Capture{}, &CaptureError{Expr: expr, Missing: "field " + strconv.Quote(field), In: st.StructName, Available: names}
+			return Capture{}, &CaptureError{Expr: expr, Missing: field, Field: true, In: st.StructName, Available: names}
 		}
 		off += m.ByteOffset
 		t = unwrap(m.Type)

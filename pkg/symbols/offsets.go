@@ -59,21 +59,35 @@ func (f *File) Fingerprint() (string, error) {
 	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
-// NewOffsets resolves the captures (name and expression pairs) for every
-// function in fns against f's DWARF.
+// NewOffsets resolves the captures (name and expression pairs) against f's
+// DWARF for the functions in fns that have the argument each names. A
+// capture whose argument no function has, or any other error, fails.
 func NewOffsets(f *File, fns []Func, captures [][2]string) (*Offsets, error) {
 	fp, err := f.Fingerprint()
 	if err != nil {
 		return nil, err
 	}
 	o := &Offsets{GoVersion: f.GoVersion, Arch: f.Arch, Fingerprint: fp, Funcs: map[string][]Capture{}}
-	for _, fn := range fns {
-		for _, nc := range captures {
+	for _, nc := range captures {
+		var missing error
+		found := false
+		for _, fn := range fns {
 			c, err := f.ResolveCapture(fn, nc[0], nc[1])
-			if err != nil {
+			var ce *CaptureError
+			switch {
+			case errors.As(err, &ce) && !ce.Field:
+				if missing == nil {
+					missing = fmt.Errorf("%s: %w", fn.Name, err)
+				}
+				continue
+			case err != nil:
 				return nil, fmt.Errorf("%s: %w", fn.Name, err)
 			}
 			o.Funcs[fn.Name] = append(o.Funcs[fn.Name], c)
+			found = true
+		}
+		if !found && missing != nil {
+			return nil, missing
 		}
 	}
 	return o, nil
@@ -121,8 +135,12 @@ func (o *Offsets) Check(f *File) error {
 	return nil
 }
 
-// Lookup returns the capture of fn named name, or an error listing the
-// captures the file has for fn.
+// ErrNotInOffsets is returned by Lookup for a capture the offsets file does
+// not have.
+var ErrNotInOffsets = errors.New("not in the offsets file")
+
+// Lookup returns the capture of fn named name, or an error wrapping
+// ErrNotInOffsets listing the captures the file has.
 func (o *Offsets) Lookup(fn, name string) (Capture, error) {
 	cs, ok := o.Funcs[fn]
 	if !ok {
@@ -131,7 +149,7 @@ func (o *Offsets) Lookup(fn, name string) (Capture, error) {
 			names = append(names, n)
 		}
 		sort.Strings(names)
-		return Capture{}, fmt.Errorf("offsets file has no captures for %s (it has: %s)", fn, strings.Join(names, ", "))
+		return Capture{}, fmt.Errorf("capture %s: %s %w (it has captures for: %s)", name, fn, ErrNotInOffsets, strings.Join(names, ", "))
 	}
 	var names []string
 	for _, c := range cs {
@@ -140,7 +158,7 @@ func (o *Offsets) Lookup(fn, name string) (Capture, error) {
 		}
 		names = append(names, c.Name)
 	}
-	return Capture{}, fmt.Errorf("offsets file has no capture %q for %s (it has: %s)", name, fn, strings.Join(names, ", "))
+	return Capture{}, fmt.Errorf("capture %s of %s: %w (it has: %s)", name, fn, ErrNotInOffsets, strings.Join(names, ", "))
 }
 
 // Validate checks what the BPF programs rely on.

@@ -1,0 +1,87 @@
+package session
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+
+	"github.com/cilium-tracer/tracer/pkg/probe"
+	"github.com/cilium-tracer/tracer/pkg/symbols"
+)
+
+// ResolveCaptures sets the captures of the probes from exprs, each
+// "NAME=EXPR". An expression in the raw form (argN+OFFSET:TYPE) is used as
+// written; any other is resolved from the executable's DWARF or, for a
+// stripped executable, looked up in offsets. A capture applies to every
+// probed function that has the argument it names, so one set of captures
+// serves functions with different parameters; one that no function has, a
+// missing field, or an unsupported type is an error. With no exprs, the
+// probes capture whatever offsets lists for their functions. offsets may be
+// nil; if not, it must have been generated from a build of the same code as
+// f.
+func ResolveCaptures(f *symbols.File, probes []probe.Probe, exprs []string, offsets *symbols.Offsets) error {
+	if offsets != nil {
+		if err := offsets.Check(f); err != nil {
+			return err
+		}
+	}
+	type namedExpr struct{ name, expr string }
+	var parsed []namedExpr
+	for _, s := range exprs {
+		name, expr, err := symbols.ParseCaptureFlag(s)
+		if err != nil {
+			return err
+		}
+		for _, p := range parsed {
+			if p.name == name {
+				return fmt.Errorf("capture %s given twice", name)
+			}
+		}
+		parsed = append(parsed, namedExpr{name, expr})
+	}
+	if len(parsed) > probe.MaxCaptures {
+		return fmt.Errorf("%d captures, at most %d", len(parsed), probe.MaxCaptures)
+	}
+	for i := range probes {
+		probes[i].Captures = nil
+		if len(parsed) == 0 && offsets != nil {
+			probes[i].Captures = offsets.Funcs[probes[i].Func.Name]
+		}
+	}
+	for _, ne := range parsed {
+		var missing error
+		found := false
+		for i := range probes {
+			p := &probes[i]
+			c, err := resolveCapture(f, p.Func, ne.name, ne.expr, offsets)
+			var ce *symbols.CaptureError
+			switch {
+			case errors.As(err, &ce) && !ce.Field, errors.Is(err, symbols.ErrNotInOffsets):
+				missing = cmp.Or(missing, err)
+				continue
+			case err != nil:
+				return fmt.Errorf("%s: %w", p.Func.Name, err)
+			}
+			found = true
+			p.Captures = append(p.Captures, c)
+		}
+		if !found && missing != nil {
+			return missing
+		}
+	}
+	return nil
+}
+
+func resolveCapture(f *symbols.File, fn symbols.Func, name, expr string, offsets *symbols.Offsets) (symbols.Capture, error) {
+	if symbols.IsRawCapture(expr) || f.HasDWARF || offsets == nil {
+		return f.ResolveCapture(fn, name, expr)
+	}
+	c, err := offsets.Lookup(fn.Name, name)
+	if err != nil {
+		return c, err
+	}
+	if c.Expr != expr {
+		return c, fmt.Errorf("capture %s: the offsets file resolves it as %q, not %q", name, c.Expr, expr)
+	}
+	return c, nil
+}
