@@ -25,6 +25,8 @@ type traceFlags struct {
 	output   string
 	stacks   bool
 	follow   bool
+	captures []string
+	offsets  string
 }
 
 func traceCmd() *cobra.Command {
@@ -49,6 +51,8 @@ func traceCmd() *cobra.Command {
 	fl.StringVar(&f.output, "output", "text", "live output: text, json or none")
 	fl.BoolVar(&f.stacks, "stacks", false, "capture and print the caller stack of each call")
 	fl.BoolVar(&f.follow, "follow", true, "when the target exits, wait for it to restart and attach again")
+	fl.StringArrayVar(&f.captures, "capture", nil, "`NAME=EXPR` to record as a span attribute, read at entry: an argument or field path (endpoint_id=e.ID, rev=e.desiredPolicy.Revision) or, without DWARF, argN+OFFSET:TYPE; repeatable")
+	fl.StringVar(&f.offsets, "offsets", "", "offsets `FILE` from 'tracer offsets', to resolve --capture on a stripped binary (alone: capture everything it lists)")
 	return cmd
 }
 
@@ -70,6 +74,11 @@ func runTrace(ctx context.Context, cmd *cobra.Command, f traceFlags) error {
 		return fmt.Errorf("unknown --output %q: want text, json or none", f.output)
 	}
 
+	offsets, err := readOffsets(f.offsets)
+	if err != nil {
+		return err
+	}
+
 	exporters := map[string]export.Exporter{}
 	if live != nil {
 		exporters["terminal"] = live
@@ -81,7 +90,7 @@ func runTrace(ctx context.Context, cmd *cobra.Command, f traceFlags) error {
 		pipe    *export.Pipeline
 	)
 	cfg := session.FollowConfig{
-		Config:  session.Config{Binary: f.binary, Funcs: f.funcs, Stacks: f.stacks},
+		Config:  session.Config{Binary: f.binary, Funcs: f.funcs, Stacks: f.stacks, Captures: f.captures, Offsets: offsets},
 		Target:  f.target,
 		Backoff: container.DefaultBackoff,
 		Once:    !f.follow,

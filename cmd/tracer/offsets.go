@@ -1,0 +1,121 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cilium-tracer/tracer/pkg/symbols"
+)
+
+type offsetsFlags struct {
+	binary   string
+	funcs    []string
+	captures []string
+	output   string
+}
+
+func offsetsCmd() *cobra.Command {
+	var f offsetsFlags
+	cmd := &cobra.Command{
+		Use:   "offsets --binary UNSTRIPPED --func PATTERN... --capture NAME=EXPR... [-o FILE]",
+		Short: "Resolve --capture expressions on an unstripped build, for tracing the stripped build of the same code",
+		Long: `Release cilium-agent images are stripped: no DWARF, so no argument or field
+names. Build the same version unstripped (NOSTRIP=1), run this on it, and pass
+the file to 'tracer trace --offsets'. The file is tied to the build by a
+fingerprint that stripping does not change; a file from another build is
+refused.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return runOffsets(cmd, f)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.binary, "binary", "", "unstripped executable (with DWARF) of the same build")
+	fl.StringArrayVar(&f.funcs, "func", nil, "function name or glob, repeatable")
+	fl.StringArrayVar(&f.captures, "capture", nil, "`NAME=EXPR` as for 'tracer trace', repeatable")
+	fl.StringVarP(&f.output, "output", "o", "", "file to write (default: standard output)")
+	return cmd
+}
+
+func runOffsets(cmd *cobra.Command, f offsetsFlags) error {
+	switch {
+	case f.binary == "":
+		return errors.New("--binary is required")
+	case len(f.funcs) == 0:
+		return errors.New("--func is required")
+	case len(f.captures) == 0:
+		return errors.New("--capture is required")
+	}
+	bin, err := symbols.Open(f.binary)
+	if err != nil {
+		return err
+	}
+	defer bin.Close()
+	if !bin.HasDWARF {
+		return fmt.Errorf("%s: %w", f.binary, symbols.ErrNoDWARF)
+	}
+	var fns []symbols.Func
+	for _, pat := range f.funcs {
+		m, err := bin.Funcs(pat)
+		if err != nil {
+			return err
+		}
+		fns = append(fns, m...)
+	}
+	var pairs [][2]string
+	for _, c := range f.captures {
+		name, expr, err := symbols.ParseCaptureFlag(c)
+		if err != nil {
+			return err
+		}
+		pairs = append(pairs, [2]string{name, expr})
+	}
+	o, err := symbols.NewOffsets(bin, fns, pairs)
+	if err != nil {
+		return err
+	}
+	if f.output == "" {
+		return o.Write(cmd.OutOrStdout())
+	}
+	out, err := os.Create(f.output)
+	if err != nil {
+		return err
+	}
+	if err := o.Write(out); err != nil {
+		out.Close()
+		return err
+	}
+	if err := out.Close(); err != nil {
+		return err
+	}
+	fmt.Fprintf(cmd.ErrOrStderr(), "tracer: wrote %d captures for %d functions to %s\n", countCaptures(o), len(o.Funcs), f.output)
+	return nil
+}
+
+func countCaptures(o *symbols.Offsets) int {
+	n := 0
+	for _, cs := range o.Funcs {
+		n += len(cs)
+	}
+	return n
+}
+
+// readOffsets reads the offsets file at path; "" means none.
+func readOffsets(path string) (*symbols.Offsets, error) {
+	if path == "" {
+		return nil, nil
+	}
+	fh, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer fh.Close()
+	o, err := symbols.ReadOffsets(fh)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return o, nil
+}
