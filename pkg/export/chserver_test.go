@@ -18,7 +18,7 @@ import (
 // proto package, for clickhouse-go v2 to connect, run DDL and INSERT spans
 // into otel_traces. It records every query and decodes every inserted row.
 type chServer struct {
-	t     *testing.T
+	t     testing.TB
 	addr  string
 	major int
 	minor int
@@ -45,7 +45,7 @@ type chRow struct {
 
 const chRevision = 54460 // what clickhouse-go v2.51 speaks
 
-func newCHServer(t *testing.T, major, minor int) *chServer {
+func newCHServer(t testing.TB, major, minor int) *chServer {
 	s := &chServer{t: t, major: major, minor: minor, conns: map[net.Conn]struct{}{}}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

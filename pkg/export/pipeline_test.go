@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/cilium-tracer/tracer/pkg/calls"
 )
 
@@ -106,14 +108,25 @@ func TestPipelineBatches(t *testing.T) {
 }
 
 func TestPipelineBatchTimeout(t *testing.T) {
-	r := &recorder{}
-	p := NewPipeline(NewSpanBuilder(testResource), map[string]Exporter{"r": r},
+	m := &MemoryExporter{}
+	p := NewPipeline(NewSpanBuilder(testResource), map[string]Exporter{"m": m},
 		PipelineConfig{BatchSize: 100, BatchTimeout: 20 * time.Millisecond})
-	defer p.Shutdown(context.Background())
-	for _, c := range manyCalls(3) {
+	cs := manyCalls(3)
+	for _, c := range cs {
 		p.Enqueue(c)
 	}
-	waitFor(t, func() bool { return r.count() == 3 })
+	waitFor(t, func() bool { return len(m.Spans()) == 3 })
+	if err := p.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for i, s := range m.Spans() {
+		if s.Call.ID != cs[i].ID || s.SpanID != (trace.SpanID{7: byte(cs[i].ID)}) {
+			t.Errorf("span %d is call %d (%s), want call %d", i, s.Call.ID, s.SpanID, cs[i].ID)
+		}
+	}
+	if err := m.Export(context.Background(), nil); !errors.Is(err, ErrShutdown) {
+		t.Errorf("Export after Shutdown: %v", err)
+	}
 }
 
 // TestPipelineBounded blocks one exporter: Enqueue must stay non-blocking,
