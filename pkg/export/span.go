@@ -3,7 +3,7 @@ package export
 import (
 	"crypto/rand"
 	"encoding/binary"
-	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -183,15 +183,23 @@ func ShortName(fn string) string {
 // FormatStack renders frames one per line, innermost first, as
 // "func file:line"; frames inlined into the next one end in " (inlined)".
 func FormatStack(frames []symbols.Frame) string {
-	var sb strings.Builder
+	n := 0
+	for _, f := range frames {
+		n += len(f.Func) + len(f.File) + 24
+	}
+	b := make([]byte, 0, n)
 	for i, f := range frames {
 		if i > 0 {
-			sb.WriteByte('\n')
+			b = append(b, '\n')
 		}
-		fmt.Fprintf(&sb, "%s %s:%d", f.Func, f.File, f.Line)
+		b = append(b, f.Func...)
+		b = append(b, ' ')
+		b = append(b, f.File...)
+		b = append(b, ':')
+		b = strconv.AppendInt(b, int64(f.Line), 10)
 		if f.Inlined {
-			sb.WriteString(" (inlined)")
+			b = append(b, " (inlined)"...)
 		}
 	}
-	return sb.String()
+	return string(b)
 }
