@@ -1,6 +1,7 @@
 package export
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -22,6 +23,7 @@ type chServer struct {
 	addr  string
 	major int
 	minor int
+	tls   *tls.Config
 
 	mu        sync.Mutex
 	ln        net.Listener
@@ -46,7 +48,12 @@ type chRow struct {
 const chRevision = 54460 // what clickhouse-go v2.51 speaks
 
 func newCHServer(t testing.TB, major, minor int) *chServer {
-	s := &chServer{t: t, major: major, minor: minor, conns: map[net.Conn]struct{}{}}
+	return newCHServerTLS(t, major, minor, nil)
+}
+
+// newCHServerTLS returns a server speaking TLS with cfg (plain TCP if nil).
+func newCHServerTLS(t testing.TB, major, minor int, cfg *tls.Config) *chServer {
+	s := &chServer{t: t, major: major, minor: minor, tls: cfg, conns: map[net.Conn]struct{}{}}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -58,6 +65,9 @@ func newCHServer(t testing.TB, major, minor int) *chServer {
 }
 
 func (s *chServer) serve(ln net.Listener) {
+	if s.tls != nil {
+		ln = tls.NewListener(ln, s.tls)
+	}
 	s.mu.Lock()
 	s.ln = ln
 	s.mu.Unlock()
