@@ -91,8 +91,8 @@ type Span struct {
 //
 // Trace IDs are the session's random 8-byte prefix followed by the call's
 // RootID in big-endian order: every call of one tree shares the trace ID
-// without any buffering, and trace IDs of two sessions (whose call IDs both
-// start at 1) do not collide. Span IDs are the call IDs in big-endian order.
+// without any buffering, and two tracer sessions never share trace IDs even
+// if their call IDs meet. Span IDs are the call IDs in big-endian order.
 type SpanBuilder struct {
 	prefix   [8]byte
 	resource *resource.Resource
