@@ -39,9 +39,6 @@ func ResolveCaptures(f *symbols.File, probes []probe.Probe, exprs []string, offs
 		}
 		parsed = append(parsed, namedExpr{name, expr})
 	}
-	if len(parsed) > probe.MaxCaptures {
-		return fmt.Errorf("%d captures, at most %d", len(parsed), probe.MaxCaptures)
-	}
 	for i := range probes {
 		probes[i].Captures = nil
 		if len(parsed) == 0 && offsets != nil {
@@ -67,6 +64,11 @@ func ResolveCaptures(f *symbols.File, probes []probe.Probe, exprs []string, offs
 		}
 		if !found && missing != nil {
 			return missing
+		}
+	}
+	for _, p := range probes {
+		if len(p.Captures) > probe.MaxCaptures {
+			return fmt.Errorf("%s: %d captures, at most %d", p.Func.Name, len(p.Captures), probe.MaxCaptures)
 		}
 	}
 	return nil

@@ -21,6 +21,8 @@ var captures = []string{
 	"pod=e.K8sPodName",
 	"policy_revision=e.desiredPolicy.Revision",
 	"panic_every=m.PanicEvery", // only AllocateIdentity has m
+	// 2 GiB past the receiver: nothing is mapped there, the read faults.
+	"fault=arg0+0x7fff0000:u64",
 }
 
 const capturePanicEvery = 3
@@ -120,13 +122,13 @@ func checkCaptures(t *testing.T, got []calls.Call, agent *testagent.Agent) {
 		}
 		switch c.Func {
 		case regenerateBPF:
-			if strings.Join(keys, ",") != "endpoint_id,pod,policy_revision" {
+			if strings.Join(keys, ",") != "endpoint_id,pod,policy_revision,fault" || attrs["fault"] != "" {
 				t.Fatalf("regenerateBPF attributes %v", c.Attrs)
 			}
 			traced = append(traced, fmt.Sprintf("endpoint_id=%s pod=%s policy_revision=%s",
 				attrs["endpoint_id"], attrs["pod"], attrs["policy_revision"]))
 		case allocate:
-			if attrs["panic_every"] != fmt.Sprint(capturePanicEvery) || len(keys) != 1 {
+			if attrs["panic_every"] != fmt.Sprint(capturePanicEvery) || strings.Join(keys, ",") != "panic_every,fault" {
 				t.Errorf("AllocateIdentity attributes %v (unfinished %v), want panic_every=%d", c.Attrs, c.Unfinished, capturePanicEvery)
 			}
 			if c.Unfinished {
@@ -141,6 +143,31 @@ func checkCaptures(t *testing.T, got []calls.Call, agent *testagent.Agent) {
 	}
 	if panicked == 0 {
 		t.Error("no unfinished AllocateIdentity call")
+	}
+}
+
+// Calls still in flight when tracing stops carry their values too.
+func TestCaptureInFlight(t *testing.T) {
+	bin := testagent.Build(t, testagent.Variant{})
+	agent := testagent.Start(t, bin, "-start-delay", "1s", "-workers", "2", "-iterations", "1", "-bpf-sleep", "4s", "-policy-depth", "0")
+	s, err := session.Start(session.Config{PID: agent.PID, Funcs: []string{regenerateBPF}, Captures: captures[:2]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var got []calls.Call
+	ctx, cancel := context.WithTimeout(context.Background(), 2500*time.Millisecond)
+	defer cancel()
+	if err := s.Run(ctx, func(c *calls.Call) { got = append(got, *c) }); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 {
+		t.Fatalf("%d calls, want the 2 in flight", len(got))
+	}
+	for _, c := range got {
+		if !c.Unfinished || len(c.Attrs) != 2 || c.Attrs[0].Value == "" || c.Attrs[1].Value != "xwing-"+c.Attrs[0].Value {
+			t.Errorf("in-flight call: unfinished %v, attributes %v", c.Unfinished, c.Attrs)
+		}
 	}
 }
 
