@@ -1,6 +1,7 @@
 package export
 
 import (
+	"context"
 	"encoding/binary"
 	"math/rand/v2"
 	"strings"
@@ -138,11 +139,21 @@ func TestShortName(t *testing.T) {
 // parent.
 func TestTree(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
-	b := NewSpanBuilder(testResource)
 	cs := randomTree(r, 1, 2000)
-	spans := make(map[trace.SpanID]Span, len(cs))
+	// Through a pipeline, in small batches, as the tracer delivers them.
+	mem := &MemoryExporter{}
+	p := NewPipeline(NewSpanBuilder(testResource), map[string]Exporter{"mem": mem},
+		PipelineConfig{QueueSize: len(cs), BatchSize: 7})
 	for _, c := range cs {
-		s := b.Build(c)
+		if !p.Enqueue(c) {
+			t.Fatal("call dropped")
+		}
+	}
+	if err := p.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	spans := make(map[trace.SpanID]Span, len(cs))
+	for _, s := range mem.Spans() {
 		if _, dup := spans[s.SpanID]; dup {
 			t.Fatalf("duplicate span ID %s", s.SpanID)
 		}
@@ -152,6 +163,9 @@ func TestTree(t *testing.T) {
 			t.Fatalf("span %s finished after its parent", s.SpanID)
 		}
 		spans[s.SpanID] = s
+	}
+	if len(spans) != len(cs) {
+		t.Fatalf("%d spans out of %d calls", len(spans), len(cs))
 	}
 	childSum := map[trace.SpanID]time.Duration{}
 	roots := 0
