@@ -1,11 +1,14 @@
 package symbols
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -50,18 +53,9 @@ var (
 
 var (
 	buildOnce sync.Once
-	buildDir  string
 	targets   []*target
 	buildErr  error
 )
-
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if buildDir != "" {
-		os.RemoveAll(buildDir)
-	}
-	os.Exit(code)
-}
 
 // allTargets builds every target once per test binary.
 func allTargets(t testing.TB) []*target {
@@ -85,18 +79,28 @@ func findTarget(t testing.TB, toolchain, goarch string, pie, stripped bool) *tar
 	return nil
 }
 
+// buildTargets builds into a directory under the user's cache keyed by the
+// target's source, so that later runs and the worker processes of `go test
+// -fuzz` reuse the binaries.
 func buildTargets() error {
-	dir, err := os.MkdirTemp("", "symbols-test-")
-	if err != nil {
-		return err
-	}
-	buildDir = dir
-	src := filepath.Join(dir, "src")
-	if err := os.Mkdir(src, 0o755); err != nil {
-		return err
-	}
 	main, err := os.ReadFile("testdata/target/main.go")
 	if err != nil {
+		return err
+	}
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		return err
+	}
+	// The local toolchain's version is part of the key: its builds change
+	// with it.
+	sum := sha256.Sum256(append(main, runtime.Version()...))
+	dir := filepath.Join(cache, "cilium-tracer-symbols-test", hex.EncodeToString(sum[:8]))
+	src, err := os.MkdirTemp("", "symbols-target-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(src)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
 	if err := os.WriteFile(filepath.Join(src, "main.go"), main, 0o644); err != nil {
@@ -130,12 +134,16 @@ func buildTargets() error {
 	var wg sync.WaitGroup
 	for _, tg := range targets {
 		tg.path = filepath.Join(dir, strings.ReplaceAll(tg.String(), "/", "-"))
+		if _, err := os.Stat(tg.path); err == nil {
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			args := []string{"build", "-o", tg.path}
+			tmp := tg.path + ".tmp" + strconv.Itoa(os.Getpid())
+			args := []string{"build", "-o", tmp}
 			if tg.pie {
 				args = append(args, "-buildmode=pie")
 			}
@@ -147,6 +155,10 @@ func buildTargets() error {
 			cmd.Env = append(os.Environ(), "GOTOOLCHAIN="+tg.toolchain, "GOOS=linux", "GOARCH="+tg.goarch, "CGO_ENABLED=0", "GOFLAGS=")
 			if out, err := cmd.CombinedOutput(); err != nil {
 				errs <- fmt.Errorf("build %s: %v\n%s", tg, err, out)
+				return
+			}
+			if err := os.Rename(tmp, tg.path); err != nil {
+				errs <- err
 			}
 		}()
 	}

@@ -52,6 +52,9 @@ type File struct {
 	tableErr  error
 	tableDone bool
 	frames    map[uint64][]Frame
+	symMu     sync.Mutex // guards symtab: taken while mu may be held
+	symtab    *symtab
+	index     nameIndex // by name, over .symtab or, if stripped, .gopclntab
 
 	gofunc     uint64 // address of go:func.*, the base of funcdata offsets
 	gofuncDone bool

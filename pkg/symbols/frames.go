@@ -63,17 +63,18 @@ func (f *File) frames1(t *pclntab, pc uint64) (frames []Frame) {
 	at := pc
 	if tree, ok := f.inlineTree(r); ok {
 		inlIdx := r.pcdata(pcdataInlTree)
+		layout := t.inlLayout()
 		for depth := 0; depth < maxInlineDepth; depth++ {
 			ix, ok := t.pcvalue(inlIdx, r.entry, at)
 			if !ok || ix < 0 {
 				break
 			}
-			call, err := f.readVaddr(tree+uint64(ix)*inlinedCallSize, inlinedCallSize)
+			call, err := f.readVaddr(tree+uint64(ix)*layout.size, layout.size)
 			if err != nil {
 				break
 			}
-			nameOff := binary.LittleEndian.Uint32(call[4:])
-			parentPC := int32(binary.LittleEndian.Uint32(call[8:]))
+			nameOff := binary.LittleEndian.Uint32(call[layout.nameOff:])
+			parentPC := int32(binary.LittleEndian.Uint32(call[layout.parentPC:]))
 			frames = append(frames, frame(t.name(nameOff), at, true))
 			at = r.entry + uint64(int64(parentPC))
 		}
@@ -103,8 +104,8 @@ func (f *File) gofuncAddr() (uint64, bool) {
 		f.gofuncDone = true
 		if v, ok := f.symbolValue("go:func.*"); ok {
 			f.gofunc = v
-		} else if sect := pclntabSection(f.elf); sect != nil && f.table != nil {
-			if md, err := f.moduledata(sect.Addr, f.table); err == nil {
+		} else if f.table != nil {
+			if md, err := f.moduledata(f.table); err == nil {
 				f.gofunc = md.gofunc
 			}
 		}

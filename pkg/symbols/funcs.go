@@ -2,8 +2,6 @@ package symbols
 
 import (
 	"bytes"
-	"debug/elf"
-	"encoding/binary"
 	"fmt"
 	"sort"
 	"strings"
@@ -66,50 +64,18 @@ func (f *File) Funcs(pattern string) (fns []Func, err error) {
 	return fns, nil
 }
 
-// forEachSymbol calls fn for every defined function symbol with a size, with
-// a name that aliases the string table.
-func (f *File) forEachSymbol(fn func(name []byte, value, size uint64)) error {
-	symtab := f.elf.Section(".symtab")
-	if symtab == nil || int(symtab.Link) >= len(f.elf.Sections) || symtab.Link == 0 {
-		return fmt.Errorf("no usable .symtab")
-	}
-	syms, err := f.sectionData(symtab)
-	if err != nil {
-		return err
-	}
-	strtab, err := f.sectionData(f.elf.Sections[symtab.Link])
-	if err != nil {
-		return err
-	}
-	const symSize = 24 // Elf64_Sym
-	for off := 0; off+symSize <= len(syms); off += symSize {
-		s := syms[off : off+symSize]
-		if elf.ST_TYPE(s[4]) != elf.STT_FUNC {
-			continue
-		}
-		value := binary.LittleEndian.Uint64(s[8:])
-		size := binary.LittleEndian.Uint64(s[16:])
-		if size == 0 || elf.SectionIndex(binary.LittleEndian.Uint16(s[6:])) == elf.SHN_UNDEF {
-			continue
-		}
-		nameOff := uint64(binary.LittleEndian.Uint32(s[0:]))
-		if nameOff >= uint64(len(strtab)) {
-			continue
-		}
-		name := strtab[nameOff:]
-		end := 0
-		for end < len(name) && name[end] != 0 {
-			end++
-		}
-		fn(name[:end], value, size)
-	}
-	return nil
-}
-
 func (f *File) symtabFuncs(p pattern) ([]Func, error) {
+	st, err := f.symbols()
+	if err != nil {
+		return nil, err
+	}
 	var fns []Func
 	abi0 := make(map[string]bool) // base names of matched ".abi0" symbols
-	err := f.forEachSymbol(func(name []byte, value, size uint64) {
+	f.candidates(p, st.n(), st.baseName, func(i int) {
+		name, value, size, ok := st.fn(i)
+		if !ok {
+			return
+		}
 		base, isABI0 := bytes.CutSuffix(name, []byte(abi0Suffix))
 		if !p.match(name) && !(isABI0 && p.match(base)) {
 			return
@@ -123,16 +89,13 @@ func (f *File) symtabFuncs(p pattern) ([]Func, error) {
 		}
 		fns = append(fns, Func{Name: string(name), Entry: value, End: value + size, Offset: off})
 	})
-	if err != nil {
-		return nil, err
-	}
 	// The linker suffixes every ABI0 symbol with ".abi0", but the suffix
 	// only tells bodies apart when the function also has an ABIInternal
 	// body; otherwise report the Go name, as the pclntab and tracebacks do.
-	if len(abi0) > 0 {
-		f.forEachSymbol(func(name []byte, _, _ uint64) {
-			if _, ok := abi0[string(name)]; ok {
-				abi0[string(name)] = true
+	for base := range abi0 {
+		f.candidates(compilePattern(base), st.n(), st.baseName, func(i int) {
+			if name, _, _, ok := st.fn(i); ok && string(name) == base {
+				abi0[base] = true
 			}
 		})
 	}
@@ -165,12 +128,12 @@ func (f *File) pclnFuncs(p pattern) ([]Func, error) {
 	}
 	abi0 := p.mayMatchABI0()
 	var idx []int
-	for i := 0; i < t.nfunc; i++ {
+	f.candidates(p, t.nfunc, t.funcName, func(i int) {
 		name := t.funcName(i)
 		if p.match(name) || (abi0 && p.match(append(name[:len(name):len(name)], abi0Suffix...))) {
 			idx = append(idx, i)
 		}
-	}
+	})
 	// A name that appears twice is a function with an ABI0 and an
 	// ABIInternal body. Both always match together.
 	byName := make(map[string][]int, len(idx))
@@ -252,7 +215,13 @@ func (f *File) closest(s string, n int) []string {
 		}
 	}
 	if !f.Stripped {
-		f.forEachSymbol(func(name []byte, _, _ uint64) { consider(name) })
+		if st, err := f.symbols(); err == nil {
+			for i := 0; i < st.n(); i++ {
+				if name, _, _, ok := st.fn(i); ok {
+					consider(name)
+				}
+			}
+		}
 	} else if t, err := f.pcln(); err == nil {
 		for i := 0; i < t.nfunc; i++ {
 			consider(t.funcName(i))

@@ -27,18 +27,21 @@ func (f *File) loadPCLNTab() (t *pclntab, err error) {
 			t, err = nil, fmt.Errorf("malformed pclntab: %v", p)
 		}
 	}()
-	sect := pclntabSection(f.elf)
-	if sect == nil {
+	var data []byte
+	var addr uint64
+	if sect := pclntabSection(f.elf); sect != nil {
+		if data, err = f.sectionData(sect); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrNoPCLNTab, err)
+		}
+		addr = sect.Addr
+	} else if data, addr = f.searchPCLNTab(); data == nil {
 		return nil, ErrNoPCLNTab
-	}
-	data, err := f.sectionData(sect)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrNoPCLNTab, err)
 	}
 	t, headerText, err := parsePCLNTab(data)
 	if err != nil {
 		return nil, err
 	}
+	t.addr = addr
 	switch {
 	case headerText != 0:
 		t.textStart = headerText
@@ -51,7 +54,7 @@ func (f *File) loadPCLNTab() (t *pclntab, err error) {
 	default:
 		// Go 1.26 no longer stores the text start in the pclntab header; the
 		// moduledata's text field holds it.
-		md, err := f.moduledata(sect.Addr, t)
+		md, err := f.moduledata(t)
 		if err != nil {
 			return nil, fmt.Errorf("pclntab has no text start: %w", err)
 		}
@@ -68,29 +71,11 @@ func (f *File) loadPCLNTab() (t *pclntab, err error) {
 
 // symbolValue looks a symbol up in .symtab.
 func (f *File) symbolValue(name string) (uint64, bool) {
-	symtab := f.elf.Section(".symtab")
-	if symtab == nil || symtab.Link == 0 || int(symtab.Link) >= len(f.elf.Sections) {
-		return 0, false
-	}
-	syms, err := f.sectionData(symtab)
+	st, err := f.symbols()
 	if err != nil {
 		return 0, false
 	}
-	strtab, err := f.sectionData(f.elf.Sections[symtab.Link])
-	if err != nil {
-		return 0, false
-	}
-	for off := 0; off+24 <= len(syms); off += 24 {
-		s := syms[off : off+24]
-		no := uint64(binary.LittleEndian.Uint32(s))
-		if no+uint64(len(name)) >= uint64(len(strtab)) {
-			continue
-		}
-		if string(strtab[no:no+uint64(len(name))]) == name && strtab[no+uint64(len(name))] == 0 {
-			return binary.LittleEndian.Uint64(s[8:]), true
-		}
-	}
-	return 0, false
+	return st.value(name)
 }
 
 // moduleInfo holds the fields of runtime.firstmoduledata we need.
@@ -107,7 +92,8 @@ const (
 	mdMinPC    = 160
 	mdText     = 176
 	mdGofunc   = 320
-	mdSize     = 328
+	// Go 1.18 and 1.19 had no covctrs/ecovctrs before rodata and gofunc.
+	mdGofunc118 = 304
 )
 
 // moduledata locates runtime.firstmoduledata: Go 1.26 puts it in its own
@@ -115,14 +101,19 @@ const (
 // points at the pclntab header and whose ftab slice matches the pclntab. In
 // position-independent executables its pointers are dynamic relocations, so
 // they are read through .rela.dyn when the file holds zeros.
-func (f *File) moduledata(pclnAddr uint64, t *pclntab) (moduleInfo, error) {
+func (f *File) moduledata(t *pclntab) (moduleInfo, error) {
 	words := f.newWordReader()
+	pclnAddr := t.addr
+	gofuncOff := uint64(mdGofunc)
+	if t.magic == go118Magic {
+		gofuncOff = mdGofunc118
+	}
 	ftabAddr := pclnAddr + uint64(len(t.data)-len(t.funcs))
 	check := func(addr uint64) (moduleInfo, bool) {
 		if words.at(addr+mdPCHeader) != pclnAddr || words.at(addr+mdFtab) != ftabAddr || words.at(addr+mdFtabLen) != uint64(t.nfunc)+1 {
 			return moduleInfo{}, false
 		}
-		md := moduleInfo{text: words.at(addr + mdText), gofunc: words.at(addr + mdGofunc)}
+		md := moduleInfo{text: words.at(addr + mdText), gofunc: words.at(addr + gofuncOff)}
 		// minpc is the first function's entry.
 		if md.text == 0 || words.at(addr+mdMinPC) != md.text+t.entryOff(0) {
 			return moduleInfo{}, false
@@ -149,11 +140,13 @@ func (f *File) moduledata(pclnAddr uint64, t *pclntab) (moduleInfo, error) {
 }
 
 // A wordReader reads pointer-sized words at virtual addresses, resolving
-// R_*_RELATIVE relocations of position-independent executables.
+// R_*_RELATIVE relocations of position-independent executables. The
+// relocation tables are scanned rather than indexed: a large PIE has a
+// million of them and only a handful of words are ever read.
 type wordReader struct {
 	f      *File
-	relocs map[uint64]uint64 // address -> addend, built on first need
-	built  bool
+	relas  [][]byte
+	loaded bool
 }
 
 func (f *File) newWordReader() *wordReader { return &wordReader{f: f} }
@@ -166,30 +159,40 @@ func (w *wordReader) at(addr uint64) uint64 {
 	if v := binary.LittleEndian.Uint64(b); v != 0 || !w.f.PIE {
 		return v
 	}
-	w.build()
-	return w.relocs[addr]
+	var v uint64
+	w.eachRelative(func(off, addend uint64) bool {
+		if off == addr {
+			v = addend
+			return false
+		}
+		return true
+	})
+	return v
 }
 
-func (w *wordReader) build() {
-	if w.built {
-		return
+// eachRelative calls fn with the target and addend of every relative
+// relocation until fn returns false.
+func (w *wordReader) eachRelative(fn func(off, addend uint64) bool) {
+	if !w.loaded {
+		w.loaded = true
+		for _, s := range w.f.elf.Sections {
+			if s.Type != elf.SHT_RELA {
+				continue
+			}
+			if data, err := w.f.sectionData(s); err == nil {
+				w.relas = append(w.relas, data)
+			}
+		}
 	}
-	w.built = true
-	w.relocs = make(map[uint64]uint64)
-	for _, s := range w.f.elf.Sections {
-		if s.Type != elf.SHT_RELA {
-			continue
-		}
-		data, err := w.f.sectionData(s)
-		if err != nil {
-			continue
-		}
+	for _, data := range w.relas {
 		for off := 0; off+24 <= len(data); off += 24 {
 			info := binary.LittleEndian.Uint64(data[off+8:])
 			if typ := uint32(info); typ != uint32(elf.R_X86_64_RELATIVE) && typ != uint32(elf.R_AARCH64_RELATIVE) {
 				continue
 			}
-			w.relocs[binary.LittleEndian.Uint64(data[off:])] = binary.LittleEndian.Uint64(data[off+16:])
+			if !fn(binary.LittleEndian.Uint64(data[off:]), binary.LittleEndian.Uint64(data[off+16:])) {
+				return
+			}
 		}
 	}
 }
@@ -209,12 +212,44 @@ func (w *wordReader) find(s *elf.Section, v uint64) []uint64 {
 		}
 	}
 	if w.f.PIE {
-		w.build()
-		for addr, addend := range w.relocs {
+		w.eachRelative(func(addr, addend uint64) bool {
 			if addend == v && addr >= s.Addr && addr-s.Addr < s.Size {
 				out = append(out, addr)
 			}
-		}
+			return true
+		})
 	}
 	return out
+}
+
+// searchPCLNTab finds the pclntab in executables whose section headers do
+// not name it: external linkers merge .gopclntab into .data.rel.ro, and
+// strip(1) may drop section names. Candidates are header-shaped words in the
+// loadable non-executable segments; the moduledata pointing at one confirms
+// it.
+func (f *File) searchPCLNTab() ([]byte, uint64) {
+	for _, p := range f.elf.Progs {
+		if p.Type != elf.PT_LOAD || p.Flags&elf.PF_X != 0 || p.Filesz == 0 {
+			continue
+		}
+		seg, err := f.readAt(p.Off, p.Filesz)
+		if err != nil {
+			continue
+		}
+		for off := (8 - p.Vaddr%8) % 8; off+16 <= uint64(len(seg)); off += 8 {
+			b := seg[off:]
+			if b[3] != 0xff || b[2] != 0xff || b[1] != 0xff || (b[0] != 0xf0 && b[0] != 0xf1) || b[4] != 0 || b[5] != 0 || b[7] != 8 {
+				continue
+			}
+			t, _, err := parsePCLNTab(b)
+			if err != nil {
+				continue
+			}
+			t.addr = p.Vaddr + off
+			if _, err := f.moduledata(t); err == nil {
+				return b, t.addr
+			}
+		}
+	}
+	return nil, 0
 }

@@ -17,30 +17,50 @@ const (
 	go120Magic = 0xfffffff1
 )
 
-// Layout of runtime._func (Go 1.18+): ten 32-bit words, then funcID, flag,
-// a pad byte and nfuncdata, then npcdata pcdata offsets and nfuncdata
-// funcdata offsets.
+// Layout of runtime._func: 32-bit words (ten since Go 1.20, nine before it
+// added startLine), then funcID, flag, a pad byte and nfuncdata, then npcdata
+// pcdata offsets and nfuncdata funcdata offsets.
 const (
-	funcHeaderSize  = 44
-	funcNameOff     = 4
-	funcPCSP        = 16
-	funcPCFile      = 20
-	funcPCLn        = 24
-	funcNPCData     = 28
-	funcCUOffset    = 32
-	funcFuncID      = 40
-	funcFlag        = 41
-	funcNFuncData   = 43
+	funcHeaderSize    = 44
+	funcHeaderSize118 = 40
+	funcNameOff       = 4
+	funcPCSP          = 16
+	funcPCFile        = 20
+	funcPCLn          = 24
+	funcNPCData       = 28
+	funcCUOffset      = 32
+	// funcID, flag and nfuncdata, from the end of the header
+	funcFuncIDBack    = 4
+	funcFlagBack      = 3
+	funcNFuncDataBack = 1
+
 	funcIDWrapper   = 21 // abi.FuncIDWrapper
 	funcFlagAsm     = 1 << 2
 	pcdataInlTree   = 2 // abi.PCDATA_InlTreeIndex
 	funcdataInlTree = 3 // abi.FUNCDATA_InlTree
-	inlinedCallSize = 16
 )
+
+// runtime.inlinedCall: its size and the offsets of the callee's name and the
+// call site's pc, for Go 1.20+ and for Go 1.18-1.19.
+type inlLayout struct{ size, nameOff, parentPC uint64 }
+
+var (
+	inlLayout120 = inlLayout{size: 16, nameOff: 4, parentPC: 8}
+	inlLayout118 = inlLayout{size: 20, nameOff: 12, parentPC: 16}
+)
+
+func (t *pclntab) inlLayout() inlLayout {
+	if t.magic == go118Magic {
+		return inlLayout118
+	}
+	return inlLayout120
+}
 
 // pclntab is a parsed view of .gopclntab. Nothing is materialized per
 // function: lookups read the tables in place.
 type pclntab struct {
+	addr      uint64 // virtual address of the header
+	magic     uint32
 	data      []byte
 	quantum   uint64
 	nfunc     int
@@ -71,7 +91,7 @@ func parsePCLNTab(data []byte) (*pclntab, uint64, error) {
 		return nil, 0, errors.New("pclntab: short header")
 	}
 	word := func(i int) uint64 { return binary.LittleEndian.Uint64(data[8+8*i:]) }
-	t := &pclntab{data: data, quantum: uint64(quantum)}
+	t := &pclntab{data: data, magic: magic, quantum: uint64(quantum)}
 	nfunc := word(0)
 	headerText := word(2)
 	var sub [5][]byte
@@ -109,21 +129,25 @@ func (t *pclntab) entry(i int) uint64 { return t.textStart + t.entryOff(i) }
 // record returns function i's _func record and its pcdata/funcdata arrays.
 func (t *pclntab) record(i int) (funcRecord, bool) {
 	off, ok := u32(t.funcs, uint64(i)*8+4)
-	if !ok || uint64(off) > uint64(len(t.funcs)) || uint64(len(t.funcs))-uint64(off) < funcHeaderSize {
+	hdr := uint64(funcHeaderSize)
+	if t.magic == go118Magic {
+		hdr = funcHeaderSize118
+	}
+	if !ok || uint64(off) > uint64(len(t.funcs)) || uint64(len(t.funcs))-uint64(off) < hdr {
 		return funcRecord{}, false
 	}
 	b := t.funcs[off:]
 	npcdata, _ := u32(b, funcNPCData)
-	n := funcHeaderSize + 4*uint64(npcdata) + 4*uint64(b[funcNFuncData])
+	n := hdr + 4*uint64(npcdata) + 4*uint64(b[hdr-funcNFuncDataBack])
 	if n > uint64(len(b)) {
 		return funcRecord{}, false
 	}
-	return funcRecord{b: b[:n], t: t, entry: t.entry(i)}, true
+	return funcRecord{b: b[:n], hdr: hdr, entry: t.entry(i)}, true
 }
 
 type funcRecord struct {
 	b     []byte
-	t     *pclntab
+	hdr   uint64 // size of the fixed part
 	entry uint64
 }
 
@@ -133,22 +157,22 @@ func (r funcRecord) word(off uint64) uint32 {
 }
 
 func (r funcRecord) nameOff() uint32 { return r.word(funcNameOff) }
-func (r funcRecord) funcID() uint8   { return r.b[funcFuncID] }
-func (r funcRecord) flag() uint8     { return r.b[funcFlag] }
+func (r funcRecord) funcID() uint8   { return r.b[r.hdr-funcFuncIDBack] }
+func (r funcRecord) flag() uint8     { return r.b[r.hdr-funcFlagBack] }
 
 func (r funcRecord) pcdata(i uint32) uint32 {
 	if i >= r.word(funcNPCData) {
 		return 0
 	}
-	return r.word(funcHeaderSize + 4*uint64(i))
+	return r.word(r.hdr + 4*uint64(i))
 }
 
 // funcdata returns the offset of funcdata i relative to moduledata.gofunc.
 func (r funcRecord) funcdata(i uint8) (uint32, bool) {
-	if i >= r.b[funcNFuncData] {
+	if i >= r.b[r.hdr-funcNFuncDataBack] {
 		return 0, false
 	}
-	v := r.word(funcHeaderSize + 4*uint64(r.word(funcNPCData)) + 4*uint64(i))
+	v := r.word(r.hdr + 4*uint64(r.word(funcNPCData)) + 4*uint64(i))
 	return v, v != ^uint32(0)
 }
 
