@@ -1,0 +1,181 @@
+package daemon
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+const validConfig = `
+target:
+  process: cilium-agent
+probes:
+  - func: "github.com/cilium/cilium/pkg/endpoint.(*Endpoint).regenerateBPF"
+  - func: "github.com/cilium/cilium/pkg/maps/ctmap.(*Map).lookup"
+    sample: 100
+    min_duration: 1us
+    max_events_per_second: 500
+exporters:
+  - json: {}
+  - otlp:
+      endpoint: 127.0.0.1:4317
+      insecure: true
+governor:
+  budget_percent: 2
+jitter:
+  start: 20m
+`
+
+func TestParseValid(t *testing.T) {
+	cfg, err := Parse("daemon.yaml", []byte(validConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := cfg.Probes[1]
+	if p.Sample != 100 || p.MinDuration != time.Microsecond || p.MaxEventsPerSecond != 500 {
+		t.Errorf("probe %+v", p)
+	}
+	if cfg.Probes[0].Sample != 1 {
+		t.Errorf("default sample %d, want 1", cfg.Probes[0].Sample)
+	}
+	g := cfg.Governor
+	if g.BudgetPercent != 2 || g.Interval != DefaultInterval || g.Window != DefaultWindow || g.MaxPeriod != DefaultMaxPeriod {
+		t.Errorf("governor %+v", g)
+	}
+	if cfg.Jitter.Start != 20*time.Minute || cfg.Metrics.Listen != DefaultMetricsListen {
+		t.Errorf("jitter %+v metrics %+v", cfg.Jitter, cfg.Metrics)
+	}
+	if cfg.Exporters[1].OTLP == nil || cfg.Exporters[1].OTLP.Endpoint != "127.0.0.1:4317" {
+		t.Errorf("exporters %+v", cfg.Exporters)
+	}
+}
+
+// The example shipped in examples/ is valid.
+func TestExampleConfig(t *testing.T) {
+	path := filepath.Join("..", "..", "examples", "daemon.yaml")
+	if _, err := Load(path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A bad file is rejected whole, each problem on a line naming the file,
+// the line and the key.
+func TestParseErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		yaml string
+		want []string // each a line of the error
+	}{
+		{
+			name: "unknown top-level key",
+			yaml: "probes: [{func: f}]\nexporters: [{json: {}}]\nsampling: 3\n",
+			want: []string{`daemon.yaml:3: sampling: unknown key (want one of target, probes, stacks, exporters, pipeline, governor, jitter, metrics)`},
+		},
+		{
+			name: "unknown probe key",
+			yaml: "probes:\n  - func: f\n    sample_rate: 3\nexporters: [{json: {}}]\n",
+			want: []string{`daemon.yaml:3: probes[0].sample_rate: unknown key (want one of func, sample, min_duration, max_events_per_second)`},
+		},
+		{
+			name: "unknown exporter",
+			yaml: "probes: [{func: f}]\nexporters:\n  - json: {}\n  - kafka:\n      brokers: [a]\n",
+			want: []string{`daemon.yaml:4: exporters[1].kafka: unknown key (want one of terminal, json, clickhouse, otlp)`},
+		},
+		{
+			name: "unknown exporter option",
+			yaml: "probes: [{func: f}]\nexporters:\n  - otlp:\n      endpiont: x:4317\n",
+			want: []string{`daemon.yaml:4: exporters[0].otlp.endpiont: unknown key (want one of protocol, endpoint, url_path, insecure, headers, timeout)`},
+		},
+		{
+			name: "bad duration",
+			yaml: "probes:\n  - func: f\n    min_duration: 5 parsecs\nexporters: [{json: {}}]\n",
+			want: []string{`daemon.yaml:3: probes[0].min_duration: invalid duration "5 parsecs" (want e.g. 250ms, 30s, 20m)`},
+		},
+		{
+			name: "duration without unit",
+			yaml: "probes: [{func: f}]\nexporters: [{json: {}}]\njitter:\n  start: 20\n",
+			want: []string{`daemon.yaml:4: jitter.start: invalid duration "20" (want e.g. 250ms, 30s, 20m)`},
+		},
+		{
+			name: "negative duration",
+			yaml: "probes: [{func: f}]\nexporters: [{json: {}}]\ngovernor:\n  window: -1s\n",
+			want: []string{`daemon.yaml:4: governor.window: -1s is negative`},
+		},
+		{
+			name: "bad number",
+			yaml: "probes:\n  - func: f\n    sample: -3\nexporters: [{json: {}}]\n",
+			want: []string{`daemon.yaml:3: probes[0].sample: invalid value "-3" (want uint32)`},
+		},
+		{
+			name: "several problems at once",
+			yaml: "probes:\n  - func: \"\"\nexporters:\n  - otlp: {protocol: carrier-pigeon}\ngovernor:\n  budget_percent: 150\n",
+			want: []string{
+				`daemon.yaml:2: probes[0].func: a function name or pattern is required`,
+				`daemon.yaml:4: exporters[0].otlp.protocol: unknown protocol "carrier-pigeon": want grpc or http`,
+				`daemon.yaml:6: governor.budget_percent: 150 not in (0, 100]`,
+			},
+		},
+		{
+			name: "two exporters in one item",
+			yaml: "probes: [{func: f}]\nexporters:\n  - json: {}\n    terminal: {}\n",
+			want: []string{`daemon.yaml:3: exporters[0]: one exporter per list item`},
+		},
+		{
+			name: "no probes, no exporters",
+			yaml: "target: {pid: 1}\n",
+			want: []string{`daemon.yaml: probes: at least one probe is required`, `daemon.yaml: exporters: at least one exporter is required (terminal, json, clickhouse or otlp)`},
+		},
+		{
+			name: "two targets",
+			yaml: "target: {pid: 1, process: cilium-agent}\nprobes: [{func: f}]\nexporters: [{json: {}}]\n",
+			want: []string{`daemon.yaml:1: target: set only one of pid, container and process`},
+		},
+		{
+			name: "metrics address",
+			yaml: "probes: [{func: f}]\nexporters: [{json: {}}]\nmetrics: {listen: 9464}\n",
+			want: []string{`daemon.yaml:3: metrics.listen: "9464" is not host:port or none`},
+		},
+		{
+			name: "syntax",
+			yaml: "probes: [\n",
+			want: []string{`daemon.yaml:1: did not find expected node content`},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse("daemon.yaml", []byte(tc.yaml))
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			if !errors.Is(err, ErrConfig) {
+				t.Errorf("%v does not wrap ErrConfig", err)
+			}
+			if got := strings.Split(err.Error(), "\n"); strings.Join(got, "\n") != strings.Join(tc.want, "\n") {
+				t.Errorf("got\n%s\nwant\n%s", err, strings.Join(tc.want, "\n"))
+			}
+		})
+	}
+}
+
+// An exporter that cannot be built (an unreadable password file) stops New:
+// nothing starts half-configured.
+func TestNewRejectsUnbuildableExporter(t *testing.T) {
+	cfg, err := Parse("daemon.yaml", []byte("probes: [{func: f}]\nexporters:\n  - clickhouse: {password_file: /nonexistent/pw}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = New(cfg, Options{})
+	if err == nil || !strings.Contains(err.Error(), "exporters[0].clickhouse: password file") {
+		t.Fatalf("New: %v, want the password file named", err)
+	}
+	dir := t.TempDir()
+	cfg.Exporters = []ExporterConfig{{JSON: &JSONExporterConfig{Path: filepath.Join(dir, "missing", "spans.json")}}}
+	if _, err = New(cfg, Options{}); err == nil || !strings.Contains(err.Error(), "exporters[0].json") {
+		t.Fatalf("New: %v, want the JSON path named", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "missing")); err == nil {
+		t.Error("created a directory")
+	}
+}

@@ -1,0 +1,163 @@
+package daemon
+
+import (
+	"fmt"
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/cilium-tracer/tracer/pkg/probe"
+)
+
+func desc(name, help string, labels ...string) *prometheus.Desc {
+	return prometheus.NewDesc("tracer_"+name, help, labels, nil)
+}
+
+var (
+	probeHits       = desc("probe_hits_total", "Entry probe hits, sampled or not, while attached.", "function")
+	probeEmitted    = desc("probe_emitted_total", "Calls written to the ring buffer.", "function")
+	probeDropped    = desc("probe_dropped_total", "Calls lost because the ring buffer was full.", "function")
+	probeUnfinished = desc("probe_unfinished_total", "Calls that ended without a RET: panic, Goexit, or in flight when detached.", "function")
+	probeSkipped    = desc("probe_skipped_total", "Entries not sampled.", "function")
+	probeFiltered   = desc("probe_filtered_total", "Calls shorter than min_duration, dropped in BPF.", "function")
+	probeState      = desc("probe_governor_state", "Governor state of the probe: 1 for the state it is in.", "function", "state")
+	probeAttached   = desc("probe_attached", "Whether the probe's entry is attached now.", "function")
+	probeRate       = desc("probe_hit_rate", "Entry hits per second, measured while attached.", "function")
+	probeDuty       = desc("probe_duty_cycle", "Share of time the probe is attached: 1 when admitted.", "function")
+	probeOverhead   = desc("probe_overhead_cpus", "Estimated CPU cost of the probe to the target, in CPUs.", "function")
+	probeSample     = desc("probe_sample_every", "1-in-N sampling in force.", "function")
+
+	overheadEstimate = desc("overhead_estimated_cpus", "Estimated CPU cost of all probes to the target, in CPUs.")
+	overheadBudget   = desc("overhead_budget_cpus", "CPU budget of the probes, in CPUs.")
+	callCost         = desc("call_cost_seconds", "CPU time one traced call costs (entry and RET traps), measured at start.")
+
+	targetAttached = desc("target_attached", "Whether the daemon is attached to its target.")
+	targetPID      = desc("target_pid", "Host PID of the traced process; 0 while waiting for it.")
+	reattaches     = desc("target_reattaches_total", "Times the daemon re-attached to a restarted target.")
+
+	exportReceived = desc("export_received_total", "Calls offered to the export pipeline.")
+	exportRefused  = desc("export_refused_total", "Calls refused by the export pipeline: queue full.")
+	exportPending  = desc("export_queue_pending", "Calls and spans waiting in the export queues.")
+	exporterSpans  = desc("exporter_spans_total", "Spans per exporter and outcome: exported, failed (export error) or dropped (queue full).", "exporter", "outcome")
+)
+
+// Handler serves /metrics (Prometheus) and /healthz.
+func (d *Daemon) Handler() http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collector{d},
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		d.mu.Lock()
+		cur := d.cur
+		d.mu.Unlock()
+		// Waiting for the target is healthy: the daemon is doing its job.
+		if cur != nil {
+			fmt.Fprintf(w, "ok: tracing PID %d\n", cur.proc.PID)
+		} else {
+			fmt.Fprintln(w, "ok: waiting for the target")
+		}
+	})
+	return mux
+}
+
+type collector struct{ d *Daemon }
+
+func (c collector) Describe(ch chan<- *prometheus.Desc) { prometheus.DescribeByCollect(c, ch) }
+
+func (c collector) Collect(ch chan<- prometheus.Metric) {
+	d := c.d
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	counter := func(desc *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(desc, prometheus.CounterValue, v, labels...)
+	}
+	gauge := func(desc *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(desc, prometheus.GaugeValue, v, labels...)
+	}
+
+	totals := map[string]probe.Counters{}
+	for fn, cs := range d.base {
+		totals[fn] = cs
+	}
+	st := d.retired
+	pid := 0
+	if a := d.cur; a != nil {
+		pid = a.proc.PID
+		if cs, err := a.set.Counters(); err == nil {
+			for id, cnt := range cs {
+				fn := a.set.Probes()[id].Func.Name
+				totals[fn] = addCounters(totals[fn], cnt)
+			}
+		}
+		cur := a.pipe.Stats()
+		st.Received += cur.Received
+		st.Dropped += cur.Dropped
+		st.Pending = cur.Pending
+		exps := map[string]exporterTotals{}
+		for name, e := range d.retired.Exporters {
+			exps[name] = exporterTotals{e.Exported, e.Failed, e.Dropped}
+		}
+		for name, e := range cur.Exporters {
+			t := exps[name]
+			exps[name] = exporterTotals{t.exported + e.Exported, t.failed + e.Failed, t.dropped + e.Dropped}
+		}
+		for name, t := range exps {
+			counter(exporterSpans, float64(t.exported), name, "exported")
+			counter(exporterSpans, float64(t.failed), name, "failed")
+			counter(exporterSpans, float64(t.dropped), name, "dropped")
+		}
+	} else {
+		for name, e := range d.retired.Exporters {
+			counter(exporterSpans, float64(e.Exported), name, "exported")
+			counter(exporterSpans, float64(e.Failed), name, "failed")
+			counter(exporterSpans, float64(e.Dropped), name, "dropped")
+		}
+	}
+	for fn, t := range totals {
+		counter(probeHits, float64(t.Hits), fn)
+		counter(probeEmitted, float64(t.Emitted), fn)
+		counter(probeDropped, float64(t.Dropped), fn)
+		counter(probeUnfinished, float64(t.Unfinished), fn)
+		counter(probeSkipped, float64(t.Skipped), fn)
+		counter(probeFiltered, float64(t.Filtered), fn)
+	}
+	counter(exportReceived, float64(st.Received))
+	counter(exportRefused, float64(st.Dropped))
+	gauge(exportPending, float64(st.Pending))
+
+	gauge(targetAttached, b2f(d.cur != nil))
+	gauge(targetPID, float64(pid))
+	counter(reattaches, float64(d.reattaches))
+
+	if d.gov == nil {
+		return
+	}
+	gauge(callCost, d.cost.Seconds())
+	gauge(overheadBudget, d.gov.Budget)
+	status, estimate := d.gov.Status()
+	gauge(overheadEstimate, estimate)
+	for _, s := range status {
+		for _, state := range []State{Admitted, Throttled} {
+			gauge(probeState, b2f(s.State == state), s.Func, state.String())
+		}
+		gauge(probeAttached, b2f(s.Attached && d.cur != nil), s.Func)
+		gauge(probeRate, s.Rate, s.Func)
+		gauge(probeDuty, s.Duty, s.Func)
+		gauge(probeOverhead, s.Overhead, s.Func)
+		gauge(probeSample, float64(s.Sample), s.Func)
+	}
+}
+
+type exporterTotals struct{ exported, failed, dropped uint64 }
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
