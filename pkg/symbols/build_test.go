@@ -70,12 +70,19 @@ func allTargets(t testing.TB) []*target {
 // findTarget returns the build with the given properties.
 func findTarget(t testing.TB, toolchain, goarch string, pie, stripped bool) *target {
 	t.Helper()
+	if tg := lookupTarget(t, toolchain, goarch, pie, stripped); tg != nil {
+		return tg
+	}
+	t.Fatalf("no target %s/%s pie=%v stripped=%v", toolchain, goarch, pie, stripped)
+	return nil
+}
+
+func lookupTarget(t testing.TB, toolchain, goarch string, pie, stripped bool) *target {
 	for _, tg := range allTargets(t) {
 		if tg.toolchain == toolchain && tg.goarch == goarch && tg.pie == pie && tg.stripped == stripped {
 			return tg
 		}
 	}
-	t.Fatalf("no target %s/%s pie=%v stripped=%v", toolchain, goarch, pie, stripped)
 	return nil
 }
 
