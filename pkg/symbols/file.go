@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"sync/atomic"
 )
 
 // ErrNotGo is returned for a valid ELF file that is not a Go executable (no
@@ -58,6 +59,10 @@ type File struct {
 
 	gofunc     uint64 // address of go:func.*, the base of funcdata offsets
 	gofuncDone bool
+
+	// closed makes methods fail after Close instead of touching the
+	// unmapped file, which would crash rather than panic.
+	closed atomic.Bool
 }
 
 // Open opens the named Go executable. path may be /proc/PID/exe or a path
@@ -97,8 +102,12 @@ func NewFile(r io.ReaderAt) (*File, error) {
 }
 
 // Close releases the memory mapping and closes the underlying file if the
-// File was created with Open.
+// File was created with Open. Afterwards methods fail with os.ErrClosed;
+// Close must not run concurrently with them.
 func (f *File) Close() error {
+	if f.closed.Swap(true) {
+		return os.ErrClosed
+	}
 	var err error
 	if f.unmap != nil {
 		err = f.unmap()

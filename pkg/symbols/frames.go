@@ -16,6 +16,9 @@ const maxCachedPCs = 1 << 16
 // last. It is nil if pc is not inside a Go function. Frames is exact: for a
 // return address, pass the address minus one to get the call's line.
 func (f *File) Frames(pc uint64) []Frame {
+	if f.closed.Load() {
+		return nil
+	}
 	f.mu.Lock()
 	if fr, ok := f.frames[pc]; ok {
 		f.mu.Unlock()

@@ -3,6 +3,7 @@ package symbols
 import (
 	"bytes"
 	"fmt"
+	"os"
 	"sort"
 	"strings"
 )
@@ -49,6 +50,9 @@ func (f *File) Funcs(pattern string) (fns []Func, err error) {
 			fns, err = nil, fmt.Errorf("malformed executable: %v", p)
 		}
 	}()
+	if f.closed.Load() {
+		return nil, os.ErrClosed
+	}
 	p := compilePattern(pattern)
 	if !f.Stripped {
 		fns, err = f.symtabFuncs(p)

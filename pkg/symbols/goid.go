@@ -4,6 +4,7 @@ import (
 	"debug/dwarf"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 
 	"golang.org/x/mod/semver"
@@ -28,6 +29,9 @@ var ErrUnknownGoVersion = errors.New("unknown Go version")
 // GoidOffset returns the offset of the goid field in runtime.g: from DWARF
 // when the executable has it, else from a table of known Go releases.
 func (f *File) GoidOffset() (uint64, error) {
+	if f.closed.Load() {
+		return 0, os.ErrClosed
+	}
 	if f.HasDWARF {
 		if off, err := f.dwarfFieldOffset("runtime.g", "goid"); err == nil {
 			return off, nil

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
 
 	"golang.org/x/arch/arm64/arm64asm"
 	"golang.org/x/arch/x86/x86asm"
@@ -45,6 +46,9 @@ func (f *File) ReturnOffsets(fn Func) (offs []uint64, err error) {
 			offs, err = nil, &DecodeError{Func: fn.Name, Offset: fn.Offset, Err: fmt.Errorf("disassembler panic: %v", p)}
 		}
 	}()
+	if f.closed.Load() {
+		return nil, os.ErrClosed
+	}
 	if fn.End <= fn.Entry || fn.End-fn.Entry > maxFuncSize {
 		return nil, fmt.Errorf("%s: bad function bounds [%#x, %#x)", fn.Name, fn.Entry, fn.End)
 	}

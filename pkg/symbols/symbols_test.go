@@ -511,6 +511,32 @@ func TestBadInput(t *testing.T) {
 	}
 }
 
+func TestClosed(t *testing.T) {
+	f, err := Open(findTarget(t, "local", "amd64", false, true).path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fns, err := f.Funcs("main.recurse")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Funcs("main.recurse"); !errors.Is(err, os.ErrClosed) {
+		t.Errorf("Funcs after Close: %v", err)
+	}
+	if _, err := f.ReturnOffsets(fns[0]); !errors.Is(err, os.ErrClosed) {
+		t.Errorf("ReturnOffsets after Close: %v", err)
+	}
+	if fr := f.Frames(fns[0].Entry + 1); fr != nil {
+		t.Errorf("Frames after Close: %v", fr)
+	}
+	if err := f.Close(); !errors.Is(err, os.ErrClosed) {
+		t.Errorf("second Close: %v", err)
+	}
+}
+
 func TestFindTextMapping(t *testing.T) {
 	maps := []byte(`00400000-00401000 r--p 00000000 fd:01 100 /usr/bin/agent
 00401000-0049f000 r-xp 00001000 fd:01 100 /usr/bin/agent
