@@ -45,12 +45,13 @@ func ResolveCaptures(f *symbols.File, probes []probe.Probe, exprs []string, offs
 			probes[i].Captures = offsets.Funcs[probes[i].Func.Name]
 		}
 	}
+	r := f.NewCaptureResolver()
 	for _, ne := range parsed {
 		var missing error
 		found := false
 		for i := range probes {
 			p := &probes[i]
-			c, err := resolveCapture(f, p.Func, ne.name, ne.expr, offsets)
+			c, err := resolveCapture(f, r, p.Func, ne.name, ne.expr, offsets)
 			var ce *symbols.CaptureError
 			switch {
 			case errors.As(err, &ce) && !ce.Field, errors.Is(err, symbols.ErrNotInOffsets):
@@ -74,9 +75,9 @@ func ResolveCaptures(f *symbols.File, probes []probe.Probe, exprs []string, offs
 	return nil
 }
 
-func resolveCapture(f *symbols.File, fn symbols.Func, name, expr string, offsets *symbols.Offsets) (symbols.Capture, error) {
+func resolveCapture(f *symbols.File, r *symbols.CaptureResolver, fn symbols.Func, name, expr string, offsets *symbols.Offsets) (symbols.Capture, error) {
 	if symbols.IsRawCapture(expr) || f.HasDWARF || offsets == nil {
-		return f.ResolveCapture(fn, name, expr)
+		return r.Resolve(fn, name, expr)
 	}
 	c, err := offsets.Lookup(fn.Name, name)
 	if err != nil {

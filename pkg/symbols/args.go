@@ -169,9 +169,33 @@ type Param struct {
 	typ dwarf.Type
 }
 
+// A CaptureResolver resolves capture expressions against one executable.
+// It reads the DWARF once, on first use: loading a large binary's DWARF
+// costs seconds. It is not safe for concurrent use.
+type CaptureResolver struct {
+	f    *File
+	d    *dwarf.Data
+	err  error
+	read bool
+}
+
+// NewCaptureResolver returns a resolver for f's functions.
+func (f *File) NewCaptureResolver() *CaptureResolver { return &CaptureResolver{f: f} }
+
+func (r *CaptureResolver) dwarf() (*dwarf.Data, error) {
+	if !r.read {
+		r.read = true
+		r.d, r.err = r.f.elf.DWARF()
+		if r.err != nil {
+			r.err = fmt.Errorf("read DWARF: %w", r.err)
+		}
+	}
+	return r.d, r.err
+}
+
 // Params returns the parameters of fn, receiver first, from DWARF, with the
 // registers the register ABI assigns them.
-func (f *File) Params(fn Func) (ps []Param, err error) {
+func (r *CaptureResolver) Params(fn Func) (ps []Param, err error) {
 	defer func() {
 		if !catchPanics {
 			return
@@ -180,6 +204,7 @@ func (f *File) Params(fn Func) (ps []Param, err error) {
 			ps, err = nil, fmt.Errorf("malformed DWARF: %v", p)
 		}
 	}()
+	f := r.f
 	if !f.HasDWARF {
 		return nil, ErrNoDWARF
 	}
@@ -190,9 +215,9 @@ func (f *File) Params(fn Func) (ps []Param, err error) {
 	if err := f.checkRegABI(); err != nil {
 		return nil, err
 	}
-	d, err := f.elf.DWARF()
+	d, err := r.dwarf()
 	if err != nil {
-		return nil, fmt.Errorf("read DWARF: %w", err)
+		return nil, err
 	}
 	params, err := dwarfParams(d, fn.Name)
 	if err != nil {
@@ -372,15 +397,15 @@ func unwrap(t dwarf.Type) dwarf.Type {
 	}
 }
 
-// ResolveCapture resolves expr, a parameter name and a field path
-// (e.ID, e.desiredPolicy.Revision), against fn's DWARF. The path may follow
-// at most one pointer beyond the parameter itself. The raw form is parsed
-// as it is.
-func (f *File) ResolveCapture(fn Func, name, expr string) (Capture, error) {
+// Resolve resolves expr, a parameter name and a field path (e.ID,
+// e.desiredPolicy.Revision), against fn's DWARF. The path may follow at
+// most one pointer beyond the parameter itself. The raw form is parsed as
+// it is.
+func (r *CaptureResolver) Resolve(fn Func, name, expr string) (Capture, error) {
 	if IsRawCapture(expr) {
 		return ParseRawCapture(name, expr)
 	}
-	params, err := f.Params(fn)
+	params, err := r.Params(fn)
 	if err != nil {
 		return Capture{}, fmt.Errorf("capture %q: %w", expr, err)
 	}

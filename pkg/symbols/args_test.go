@@ -24,19 +24,23 @@ var (
 
 // agentBuild builds examples/agent once per test process, unstripped and
 // stripped, into a fixed directory so reruns overwrite instead of piling up.
-func agentBuild(t *testing.T, stripped bool) string {
+func agentBuild(t *testing.T, name string) string {
 	t.Helper()
 	agentOnce.Do(func() {
 		agentDir = filepath.Join(os.TempDir(), "tracer-symbols-args-test")
 		_, file, _, _ := runtime.Caller(0)
 		src := filepath.Join(filepath.Dir(file), "..", "..", "examples", "agent")
 		for _, b := range []struct {
-			out   string
-			flags []string
-		}{{"agent", nil}, {"agent-stripped", []string{"-ldflags=-s -w"}}} {
+			out, goarch string
+			flags       []string
+		}{
+			{"agent", runtime.GOARCH, nil},
+			{"agent-stripped", runtime.GOARCH, []string{"-ldflags=-s -w"}},
+			{"agent-arm64", "arm64", nil},
+		} {
 			cmd := exec.Command("go", append(append([]string{"build", "-o", filepath.Join(agentDir, b.out)}, b.flags...), "./daemon")...)
 			cmd.Dir = src
-			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+			cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOARCH="+b.goarch)
 			if out, err := cmd.CombinedOutput(); err != nil {
 				agentErr = errors.New(string(out))
 				return
@@ -46,15 +50,21 @@ func agentBuild(t *testing.T, stripped bool) string {
 	if agentErr != nil {
 		t.Fatalf("build agent: %v", agentErr)
 	}
-	if stripped {
-		return filepath.Join(agentDir, "agent-stripped")
-	}
-	return filepath.Join(agentDir, "agent")
+	return filepath.Join(agentDir, name)
 }
 
 func openAgent(t *testing.T, stripped bool) (*File, Func) {
 	t.Helper()
-	f, err := Open(agentBuild(t, stripped))
+	name := "agent"
+	if stripped {
+		name = "agent-stripped"
+	}
+	return openAgentBuild(t, name)
+}
+
+func openAgentBuild(t *testing.T, name string) (*File, Func) {
+	t.Helper()
+	f, err := Open(agentBuild(t, name))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,12 +76,12 @@ func openAgent(t *testing.T, stripped bool) (*File, Func) {
 	return f, fns[0]
 }
 
-// Offsets checked independently of DWARF: the agent's layout is known.
-// Endpoint: mutex sync.Mutex (8 bytes on Go >= 1.24, 8 before), owner
-// *Owner, ID uint16 at 16, K8sPodName string at 24.
+// Offsets checked independently of DWARF where the agent's layout is plain:
+// Endpoint is mutex sync.Mutex (8 bytes), owner *Owner, ID uint16 at 16,
+// K8sPodName string at 24, ...
 func TestResolveCapture(t *testing.T) {
 	f, fn := openAgent(t, false)
-	params, err := f.Params(fn)
+	params, err := f.NewCaptureResolver().Params(fn)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -91,7 +101,7 @@ func TestResolveCapture(t *testing.T) {
 		{"ctx", Capture{Reg: 1, InReg: true, Kind: KindPtr, Size: 8}},
 		{"ctx.bpfSleep", Capture{Reg: 1, Offset: 0, Kind: KindInt, Size: 8}},
 	} {
-		got, err := f.ResolveCapture(fn, "x", tc.expr)
+		got, err := f.NewCaptureResolver().Resolve(fn, "x", tc.expr)
 		if err != nil {
 			t.Errorf("%s: %v", tc.expr, err)
 			continue
@@ -99,6 +109,25 @@ func TestResolveCapture(t *testing.T) {
 		tc.want.Name, tc.want.Expr = "x", tc.expr
 		if got != tc.want {
 			t.Errorf("%s: got %+v, want %+v", tc.expr, got, tc.want)
+		}
+	}
+}
+
+// arm64 passes the same arguments in X0 and X1; field offsets are the same.
+func TestResolveCaptureArm64(t *testing.T) {
+	f, fn := openAgentBuild(t, "agent-arm64")
+	if f.Arch != "arm64" {
+		t.Fatalf("arch %s", f.Arch)
+	}
+	for expr, want := range map[string]Capture{
+		"e.ID":         {Reg: 0, Offset: 16, Kind: KindUint, Size: 2},
+		"e.K8sPodName": {Reg: 0, Offset: 24, Kind: KindString, Size: 16},
+		"ctx":          {Reg: 1, InReg: true, Kind: KindPtr, Size: 8},
+	} {
+		got, err := f.NewCaptureResolver().Resolve(fn, "x", expr)
+		want.Name, want.Expr = "x", expr
+		if err != nil || got != want {
+			t.Errorf("%s: got %+v, %v, want %+v", expr, got, err, want)
 		}
 	}
 }
@@ -126,7 +155,7 @@ func TestResolveCaptureErrors(t *testing.T) {
 		{"e.labels", nil, "supported: integers"},
 		{"e.ID.x", nil, "e.ID is not a struct"},
 	} {
-		_, err := f.ResolveCapture(fn, "x", tc.expr)
+		_, err := f.NewCaptureResolver().Resolve(fn, "x", tc.expr)
 		if err == nil {
 			t.Errorf("%s: no error", tc.expr)
 			continue
@@ -150,7 +179,7 @@ func TestResolveCaptureErrors(t *testing.T) {
 	}
 
 	sf, sfn := openAgent(t, true)
-	if _, err := sf.ResolveCapture(sfn, "x", "e.ID"); !errors.Is(err, ErrNoDWARF) {
+	if _, err := sf.NewCaptureResolver().Resolve(sfn, "x", "e.ID"); !errors.Is(err, ErrNoDWARF) {
 		t.Errorf("stripped: %v, want ErrNoDWARF", err)
 	}
 }

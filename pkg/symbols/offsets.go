@@ -68,11 +68,12 @@ func NewOffsets(f *File, fns []Func, captures [][2]string) (*Offsets, error) {
 		return nil, err
 	}
 	o := &Offsets{GoVersion: f.GoVersion, Arch: f.Arch, Fingerprint: fp, Funcs: map[string][]Capture{}}
+	r := f.NewCaptureResolver()
 	for _, nc := range captures {
 		var missing error
 		found := false
 		for _, fn := range fns {
-			c, err := f.ResolveCapture(fn, nc[0], nc[1])
+			c, err := r.Resolve(fn, nc[0], nc[1])
 			var ce *CaptureError
 			switch {
 			case errors.As(err, &ce) && !ce.Field:
