@@ -547,6 +547,16 @@ func (d *Daemon) Reload(cfg Config) error {
 		}
 	}
 
+	// Resolving reads the symbol table: not under d.mu, which the reader
+	// needs for every record.
+	var (
+		probes []probe.Probe
+		maxEPS map[string]float64
+	)
+	if a != nil {
+		probes, maxEPS = d.resolve(a.file, cfg.Probes)
+	}
+
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.cur != a {
@@ -571,7 +581,7 @@ func (d *Daemon) Reload(cfg Config) error {
 		}
 		return nil
 	}
-	d.reloadProbes(a, cfg)
+	d.reloadProbes(a, probes, maxEPS)
 	if exps != nil {
 		oldPipe := a.pipe
 		a.pipe = d.pipeline(cfg, a, exps)
@@ -581,9 +591,8 @@ func (d *Daemon) Reload(cfg Config) error {
 	return nil
 }
 
-// reloadProbes changes the attached probes to cfg's; d.mu held.
-func (d *Daemon) reloadProbes(a *attachment, cfg Config) {
-	probes, maxEPS := d.resolve(a.file, cfg.Probes)
+// reloadProbes changes the attached probes to these; d.mu held.
+func (d *Daemon) reloadProbes(a *attachment, probes []probe.Probe, maxEPS map[string]float64) {
 	want := map[string]probe.Probe{}
 	for _, p := range probes {
 		want[p.Func.Name] = p

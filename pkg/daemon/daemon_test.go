@@ -1,0 +1,558 @@
+package daemon
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cilium-tracer/tracer/internal/testagent"
+	"github.com/cilium-tracer/tracer/pkg/export"
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testagent.Cleanup()
+	os.Exit(code)
+}
+
+const cilium = "github.com/cilium/cilium/pkg/"
+
+var (
+	regenerate    = cilium + "endpoint.(*Endpoint).regenerate"
+	regenerateBPF = cilium + "endpoint.(*Endpoint).regenerateBPF"
+	syncPolicyMap = cilium + "endpoint.(*Endpoint).syncPolicyMapWithDump"
+	upsert        = cilium + "ipcache.(*IPCache).upsertLocked"
+	lookup        = cilium + "maps/ctmap.(*Map).lookup"
+)
+
+// syncBuffer is a bytes.Buffer safe for the exporter and the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// running is a daemon started by a test.
+type running struct {
+	d      *Daemon
+	spans  *syncBuffer // JSON exporter output
+	logs   *syncBuffer
+	cancel context.CancelFunc
+	done   chan error
+	url    string
+}
+
+// startDaemon runs a daemon on cfg (YAML, with a JSON exporter to a buffer
+// and metrics on a free port added) and waits until it traces pid.
+func startDaemon(t *testing.T, yaml string, pid int) *running {
+	t.Helper()
+	if !strings.Contains(yaml, "target:") {
+		yaml += fmt.Sprintf("\ntarget: {pid: %d}", pid)
+	}
+	yaml += "\nexporters: [{json: {}}]\nmetrics: {listen: \"127.0.0.1:0\"}\npipeline: {batch_timeout: 50ms}\n"
+	cfg, err := Parse("test.yaml", []byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &running{spans: &syncBuffer{}, logs: &syncBuffer{}, done: make(chan error, 1)}
+	log := slog.New(slog.NewTextHandler(io.MultiWriter(r.logs, testLog{t}), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	r.d, err = New(cfg, Options{Logger: log, Stdout: r.spans, Rand: rand.New(rand.NewPCG(uint64(pid), 7))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	go func() { r.done <- r.d.Run(ctx) }()
+	t.Cleanup(func() { r.stop(t) })
+	r.url = "http://" + r.d.MetricsAddr().String()
+	r.waitTracing(t, pid, 30*time.Second)
+	return r
+}
+
+// testLog copies the daemon's log to the test's.
+type testLog struct{ t *testing.T }
+
+func (l testLog) Write(p []byte) (int, error) {
+	l.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+func (r *running) waitTracing(t *testing.T, pid int, timeout time.Duration) {
+	t.Helper()
+	want := fmt.Sprintf("ok: tracing PID %d\n", pid)
+	deadline := time.Now().Add(timeout)
+	for {
+		select {
+		case err := <-r.done:
+			r.cancel()
+			r.cancel = nil
+			t.Fatalf("daemon stopped: %v", err)
+		default:
+		}
+		if r.get(t, "/healthz") == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("daemon not tracing PID %d after %v: %q", pid, timeout, r.get(t, "/healthz"))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (r *running) get(t *testing.T, path string) string {
+	t.Helper()
+	resp, err := http.Get(r.url + path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET %s: %s", path, resp.Status)
+	}
+	return string(b)
+}
+
+// metric returns the value of one series of /metrics, -1 if absent.
+func (r *running) metric(t *testing.T, series string) float64 {
+	t.Helper()
+	sc := bufio.NewScanner(strings.NewReader(r.get(t, "/metrics")))
+	for sc.Scan() {
+		name, val, ok := strings.Cut(sc.Text(), " ")
+		if ok && name == series {
+			v, err := strconv.ParseFloat(val, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return v
+		}
+	}
+	return -1
+}
+
+// waitMetric polls until series satisfies ok.
+func (r *running) waitMetric(t *testing.T, series string, timeout time.Duration, ok func(float64) bool) (float64, time.Duration) {
+	t.Helper()
+	start := time.Now()
+	for {
+		v := r.metric(t, series)
+		if ok(v) {
+			return v, time.Since(start)
+		}
+		if time.Since(start) > timeout {
+			t.Fatalf("%s = %v after %v", series, v, timeout)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// waitDetached waits until the daemon has noticed its target exit and
+// flushed what it traced.
+func (r *running) waitDetached(t *testing.T) {
+	t.Helper()
+	r.waitMetric(t, "tracer_target_attached", 30*time.Second, func(v float64) bool { return v == 0 })
+}
+
+func (r *running) stop(t *testing.T) {
+	if r.cancel == nil {
+		return
+	}
+	r.cancel()
+	r.cancel = nil
+	select {
+	case err := <-r.done:
+		if err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Error("Run did not return 30s after cancel")
+	}
+}
+
+func (r *running) parseSpans(t *testing.T) []export.JSONSpan {
+	t.Helper()
+	var out []export.JSONSpan
+	sc := bufio.NewScanner(strings.NewReader(r.spans.String()))
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var s export.JSONSpan
+		if err := json.Unmarshal(sc.Bytes(), &s); err != nil {
+			t.Fatalf("span %q: %v", sc.Text(), err)
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// tally counts a function's spans, completed and unfinished.
+func tally(spans []export.JSONSpan, fn string, keep func(export.JSONSpan) bool) (done, unfinished int) {
+	for _, s := range spans {
+		if s.Function != fn || keep != nil && !keep(s) {
+			continue
+		}
+		if s.Unfinished {
+			unfinished++
+		} else {
+			done++
+		}
+	}
+	return done, unfinished
+}
+
+// checkAll asserts the daemon reported every call of fn the agent made:
+// completed, or unfinished because the agent was killed during it.
+func checkAll(t *testing.T, spans []export.JSONSpan, fn string, agentCount uint64, keep func(export.JSONSpan) bool) {
+	t.Helper()
+	done, unfinished := tally(spans, fn, keep)
+	if uint64(done+unfinished) != agentCount || unfinished > 2 {
+		t.Errorf("%s: %d completed + %d unfinished spans, the agent made %d calls", fn, done, unfinished, agentCount)
+	}
+	if agentCount == 0 {
+		t.Errorf("%s: the agent never called it", fn)
+	}
+}
+
+func countLines(logs, substr string) int {
+	n := 0
+	for _, l := range strings.Split(logs, "\n") {
+		if strings.Contains(l, substr) {
+			n++
+		}
+	}
+	return n
+}
+
+// untracedRate measures how often the agent's hot loop calls lookup
+// without probes.
+func untracedRate(t *testing.T, bin string) float64 {
+	t.Helper()
+	const n = 50_000_000
+	start := time.Now()
+	out, err := exec.Command(bin, "-hot", strconv.Itoa(n), "-workers", "0").CombinedOutput()
+	if err != nil {
+		t.Fatalf("agent: %v\n%s", err, out)
+	}
+	return n / time.Since(start).Seconds()
+}
+
+// The governor on a real agent: lookup, called in a tight loop, costs the
+// agent a CPU's worth of traps once probed; it is throttled within 10 s and
+// the estimate falls under the budget, while regenerateBPF keeps reporting
+// every call. When the loop ends, lookup is admitted again.
+func TestGovernorOnAgent(t *testing.T) {
+	bin := testagent.Build(t, testagent.Variant{})
+	rate := untracedRate(t, bin)
+	t.Logf("untraced: %.0f lookup calls/s", rate)
+	if rate < 1e6 {
+		t.Fatalf("untraced hot loop at %.0f calls/s, want well over 100k/s", rate)
+	}
+	// About 12 s of untraced calls: the loop is still running long after
+	// the governor acted, and ends before the test does.
+	hot := int(rate * 12)
+	agent := testagent.Start(t, bin, "-start-delay", "3s", "-hot", strconv.Itoa(hot), "-hot-background",
+		"-workers", "1", "-interval", "20ms", "-policy-depth", "2")
+	r := startDaemon(t, `
+probes:
+  - func: "`+regenerateBPF+`"
+  - func: "`+lookup+`"
+governor: {budget_percent: 1, interval: 1s, window: 100ms, max_period: 20s}
+`, agent.PID)
+
+	hotState := `tracer_probe_governor_state{function="` + lookup + `",state="throttled"}`
+	// The hot loop starts after the agent's start delay.
+	_, took := r.waitMetric(t, hotState, 15*time.Second, func(v float64) bool { return v == 1 })
+	t.Logf("lookup throttled %v after attach", took)
+	if took > 3*time.Second+10*time.Second {
+		t.Errorf("throttled %v after attach, want within 10s of the loop starting", took)
+	}
+	budget := r.metric(t, "tracer_overhead_budget_cpus")
+	if est := r.metric(t, "tracer_overhead_estimated_cpus"); est > budget*1.001 || est <= 0 {
+		t.Errorf("estimated overhead %v CPUs, budget %v", est, budget)
+	}
+	if n := countLines(r.logs.String(), `msg="governor: throttling probe" func=`+lookup); n != 1 {
+		t.Errorf("%d throttling log lines for lookup, want 1", n)
+	}
+	// The cold probe stays admitted and attached.
+	coldState := `tracer_probe_governor_state{function="` + regenerateBPF + `",state="admitted"}`
+	if v := r.metric(t, coldState); v != 1 {
+		t.Errorf("%s = %v", coldState, v)
+	}
+
+	// The hot loop ends; lookup is measured quiet in a window and
+	// re-admitted.
+	deadline := time.Now().Add(2 * time.Minute)
+	for !strings.Contains(agent.Output(), "hot calls=") {
+		if time.Now().After(deadline) {
+			t.Fatal("hot loop did not end")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	admitted := `tracer_probe_governor_state{function="` + lookup + `",state="admitted"}`
+	_, took = r.waitMetric(t, admitted, 25*time.Second, func(v float64) bool { return v == 1 })
+	t.Logf("lookup re-admitted %v after the loop ended", took)
+	if n := countLines(r.logs.String(), `msg="governor: re-admitting probe" func=`+lookup); n != 1 {
+		t.Errorf("%d re-admitting log lines for lookup, want 1", n)
+	}
+	metrics := r.get(t, "/metrics")
+
+	report := agent.Stop(t)
+	r.waitDetached(t)
+	r.stop(t)
+	spans := r.parseSpans(t)
+	checkAll(t, spans, regenerateBPF, report.Counts[regenerateBPF], nil)
+	done, unfinished := tally(spans, lookup, nil)
+	t.Logf("lookup: %d spans of %d calls", done, report.Counts[lookup])
+	if done == 0 || uint64(done) >= report.Counts[lookup]/100 {
+		t.Errorf("lookup: %d spans of %d calls, want some, from the windows only", done, report.Counts[lookup])
+	}
+	// Switching the probe off lets calls in flight return first.
+	if unfinished > 2 {
+		t.Errorf("lookup: %d unfinished spans", unfinished)
+	}
+
+	for _, series := range []string{
+		`tracer_probe_hits_total{function="` + lookup + `"}`,
+		`tracer_probe_emitted_total{function="` + regenerateBPF + `"}`,
+		`tracer_probe_dropped_total{function="` + regenerateBPF + `"}`,
+		`tracer_probe_unfinished_total{function="` + regenerateBPF + `"}`,
+		`tracer_probe_attached{function="` + lookup + `"}`,
+		`tracer_probe_hit_rate{function="` + lookup + `"}`,
+		`tracer_probe_duty_cycle{function="` + lookup + `"}`,
+		`tracer_probe_overhead_cpus{function="` + lookup + `"}`,
+		`tracer_export_queue_pending`,
+		`tracer_exporter_spans_total{exporter="json",outcome="exported"}`,
+		`tracer_exporter_spans_total{exporter="json",outcome="failed"}`,
+		`tracer_overhead_estimated_cpus`,
+		`tracer_call_cost_seconds`,
+		`tracer_target_attached 1`,
+	} {
+		if !strings.Contains(metrics, series) {
+			t.Errorf("/metrics lacks %s", series)
+		}
+	}
+}
+
+// A reload with a changed probe list detaches the removed probe, attaches
+// the new one and reconfigures the changed one in place, while the
+// unchanged probe reports every call across the reload.
+func TestReload(t *testing.T) {
+	bin := testagent.Build(t, testagent.Variant{})
+	agent := testagent.Start(t, bin, "-start-delay", "3s", "-workers", "2", "-interval", "10ms", "-policy-depth", "2")
+	r := startDaemon(t, `
+probes:
+  - func: "`+regenerateBPF+`"
+  - func: "`+upsert+`"
+  - func: "`+regenerate+`"
+governor: {hit_cost: 40us, budget_percent: 50}
+`, agent.PID)
+	time.Sleep(4 * time.Second)
+	next, err := Parse("test.yaml", []byte(`
+target: {pid: `+strconv.Itoa(agent.PID)+`}
+probes:
+  - func: "`+regenerateBPF+`"
+  - func: "`+syncPolicyMap+`"
+  - func: "`+regenerate+`"
+    min_duration: 1h
+governor: {hit_cost: 40us, budget_percent: 50}
+exporters: [{json: {}}]
+metrics: {listen: "127.0.0.1:0"}
+pipeline: {batch_timeout: 50ms}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reloadAt := time.Now()
+	if err := r.d.Reload(next); err != nil {
+		t.Fatal(err)
+	}
+	reloaded := time.Now()
+	time.Sleep(2 * time.Second)
+	report := agent.Stop(t)
+	r.waitDetached(t)
+	r.stop(t)
+
+	spans := r.parseSpans(t)
+	checkAll(t, spans, regenerateBPF, report.Counts[regenerateBPF], nil)
+
+	before := func(s export.JSONSpan) bool { return s.Time.Before(reloaded) }
+	after := func(s export.JSONSpan) bool { return s.Time.After(reloadAt) }
+	if done, _ := tally(spans, upsert, nil); done == 0 || uint64(done) >= report.Counts[upsert] {
+		t.Errorf("%s: %d spans of %d calls, want some, before the reload", upsert, done, report.Counts[upsert])
+	}
+	if done, _ := tally(spans, upsert, func(s export.JSONSpan) bool { return !before(s) }); done > 0 {
+		t.Errorf("%s: %d calls traced after it was removed", upsert, done)
+	}
+	if done, _ := tally(spans, syncPolicyMap, nil); done == 0 || uint64(done) >= report.Counts[syncPolicyMap] {
+		t.Errorf("%s: %d spans of %d calls, want some, after the reload", syncPolicyMap, done, report.Counts[syncPolicyMap])
+	}
+	if done, _ := tally(spans, syncPolicyMap, func(s export.JSONSpan) bool { return !after(s) }); done > 0 {
+		t.Errorf("%s: %d calls traced before it was added", syncPolicyMap, done)
+	}
+	// regenerate's new min_duration filters every call after the reload.
+	if done, _ := tally(spans, regenerate, nil); done == 0 {
+		t.Errorf("%s: no spans before the reload", regenerate)
+	}
+	if done, _ := tally(spans, regenerate, func(s export.JSONSpan) bool { return !before(s) }); done > 2 {
+		t.Errorf("%s: %d spans after min_duration 1h was set", regenerate, done)
+	}
+	logs := r.logs.String()
+	for _, line := range []string{
+		`msg="reload: probe removed" func=` + upsert,
+		`msg="reload: probe added" func=` + syncPolicyMap,
+		`msg="reload: probe reconfigured" func=` + regenerate,
+	} {
+		if countLines(logs, line) != 1 {
+			t.Errorf("log lacks %s", line)
+		}
+	}
+}
+
+// The target restarting: the daemon re-resolves it by name with backoff,
+// re-attaches after the jitter and says so in one line; every call of both
+// processes is reported.
+func TestRestart(t *testing.T) {
+	bin := testagent.Build(t, testagent.Variant{})
+	// A name of our own: other tests on this node run cilium-agents.
+	name := fmt.Sprintf("dmn%d", rand.IntN(1e6))
+	own := filepath.Join(t.TempDir(), name)
+	b, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(own, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"-start-delay", "3s", "-workers", "1", "-interval", "10ms", "-policy-depth", "2"}
+	first := testagent.Start(t, own, args...)
+	r := startDaemon(t, `
+target:
+  process: `+name+`
+  restart_backoff: {base: 100ms, max: 1s}
+probes:
+  - func: "`+regenerateBPF+`"
+governor: {hit_cost: 40us}
+jitter: {reattach: 500ms}
+`, first.PID)
+	time.Sleep(4 * time.Second)
+	report1 := first.Stop(t)
+
+	second := testagent.Start(t, own, args...)
+	start := time.Now()
+	r.waitTracing(t, second.PID, 10*time.Second)
+	took := time.Since(start)
+	if took > 5*time.Second {
+		t.Errorf("re-attached %v after the restart, want within 5s", took)
+	}
+	time.Sleep(4 * time.Second)
+	report2 := second.Stop(t)
+	r.waitDetached(t)
+	if v := r.metric(t, "tracer_target_reattaches_total"); v != 1 {
+		t.Errorf("tracer_target_reattaches_total = %v", v)
+	}
+	r.stop(t)
+
+	logs := r.logs.String()
+	line := fmt.Sprintf(`msg="target restarted: re-attached" old_pid=%d pid=%d binary_changed=false`, first.PID, second.PID)
+	if n := countLines(logs, line); n != 1 {
+		t.Errorf("%d log lines %q", n, line)
+	}
+	if n := countLines(logs, "target restarted"); n != 1 {
+		t.Errorf("%d restart log lines, want 1", n)
+	}
+	spans := r.parseSpans(t)
+	checkAll(t, spans, regenerateBPF, report1.Counts[regenerateBPF], func(s export.JSONSpan) bool { return s.PID == first.PID })
+	checkAll(t, spans, regenerateBPF, report2.Counts[regenerateBPF], func(s export.JSONSpan) bool { return s.PID == second.PID })
+}
+
+// The restart backoff as configured: each wait below its window, the
+// windows doubling up to max, and the waits spread within them.
+func TestRestartBackoff(t *testing.T) {
+	cfg, err := Parse("test.yaml", []byte("target: {restart_backoff: {base: 100ms, max: 2s}}\nprobes: [{func: f}]\nexporters: [{json: {}}]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := cfg.Target.backoff()
+	b.Rand = rand.New(rand.NewPCG(3, 4))
+	for attempt, want := range []time.Duration{100 * time.Millisecond, 200 * time.Millisecond, 400 * time.Millisecond, 800 * time.Millisecond, 1600 * time.Millisecond, 2 * time.Second, 2 * time.Second} {
+		if w := b.Window(attempt); w != want {
+			t.Errorf("attempt %d: window %v, want %v", attempt, w, want)
+		}
+		seen := map[time.Duration]bool{}
+		var lo, hi time.Duration = want, 0
+		for range 200 {
+			d := b.Next(attempt)
+			if d < 0 || d >= want {
+				t.Fatalf("attempt %d: wait %v outside [0, %v)", attempt, d, want)
+			}
+			seen[d] = true
+			lo, hi = min(lo, d), max(hi, d)
+		}
+		if len(seen) < 150 || lo > want/10 || hi < want*9/10 {
+			t.Errorf("attempt %d: %d distinct waits in [%v, %v] of [0, %v): not jittered", attempt, len(seen), lo, hi, want)
+		}
+	}
+}
+
+// Start jitter delays the first attach by a random time within the window.
+func TestStartJitter(t *testing.T) {
+	bin := testagent.Build(t, testagent.Variant{})
+	agent := testagent.Start(t, bin, "-workers", "1", "-interval", "50ms")
+	const window = 3 * time.Second
+	yaml := `
+probes: [{func: "` + regenerateBPF + `"}]
+governor: {hit_cost: 40us}
+jitter: {start: 3s}
+`
+	start := time.Now()
+	r := startDaemon(t, yaml, agent.PID)
+	took := time.Since(start)
+	m := regexpFind(r.logs.String(), `msg="start jitter: waiting before attaching" wait=(\S+) window=3s`)
+	if m == "" {
+		t.Fatal("no start jitter log line")
+	}
+	wait, err := time.ParseDuration(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if wait < 0 || wait >= window || took < wait {
+		t.Errorf("waited %v (attached after %v), want a wait in [0, %v) before attaching", wait, took, window)
+	}
+}
+
+// regexpFind returns the first submatch of expr in s, "" if none.
+func regexpFind(s, expr string) string {
+	m := regexp.MustCompile(expr).FindStringSubmatch(s)
+	if m == nil {
+		return ""
+	}
+	return m[1]
+}
