@@ -218,10 +218,9 @@ func TestOwnNamespaces(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.WriteFile(tmp, b, 0o755)
-	cmd := exec.Command("unshare", "--fork", "--pid", "--mount", "--mount-proc", "--propagation", "private", "sh", "-c", script)
+	cmd := exec.Command("unshare", "--fork", "--kill-child", "--pid", "--mount", "--mount-proc", "--propagation", "private", "sh", "-c", script)
 	cmd.Env = append(os.Environ(), "AGENT="+tmp)
-	a := testagent.StartCmd(t, cmd)
-	_ = a
+	testagent.StartCmd(t, cmd)
 
 	r := tracer(t, nil, "trace", "--process", name, "--func", regenerateBPF, "--duration", "2s", "--output", "json")
 	if r.code != 0 {

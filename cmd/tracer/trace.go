@@ -114,7 +114,7 @@ func runTrace(ctx context.Context, cmd *cobra.Command, f traceFlags) error {
 			if restarted {
 				verb = "target restarted, re-attached:"
 			}
-			fmt.Fprintf(stderr, "tracer: %s %d functions in %s (%s)\n", verb, len(s.Set.Probes()), p, s.File.GoVersion)
+			fmt.Fprintf(stderr, "tracer: %s %d functions in %s, %s %s\n", verb, len(s.Set.Probes()), p, s.File.GoVersion, s.Binary)
 		},
 		Detached: func(s *session.Session, err error) {
 			if errors.Is(err, session.ErrTargetExited) {

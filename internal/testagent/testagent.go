@@ -171,7 +171,13 @@ func StartCmd(tb testing.TB, cmd *exec.Cmd) *Agent {
 	}()
 	tb.Cleanup(func() {
 		cmd.Process.Kill()
-		<-a.done
+		select {
+		case <-a.done:
+		case <-time.After(10 * time.Second):
+			// A child that outlived the killed process holds its
+			// stdout open.
+			tb.Errorf("agent %d: output still open 10s after kill", a.PID)
+		}
 	})
 	select {
 	case <-ready:

@@ -38,11 +38,11 @@ type Refused struct {
 // A Session is a set of probes attached to one process.
 type Session struct {
 	PID     int
+	Binary  string // the executable as opened from the host
 	File    *symbols.File
 	Set     *probe.Set
 	Refused []Refused
 	builder calls.Builder
-	Summary calls.Summary
 }
 
 // Resolve finds the probes for the patterns: every matching function with
@@ -142,7 +142,7 @@ func Start(cfg Config) (_ *Session, err error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Session{PID: cfg.PID, File: f, Set: set, Refused: refused}
+	s := &Session{PID: cfg.PID, Binary: bin, File: f, Set: set, Refused: refused}
 	s.builder = calls.Builder{File: f, Bias: bias, Probes: set.Probes()}
 	if cfg.Stacks {
 		s.builder.Stack = set.Stack
