@@ -21,6 +21,8 @@ var captures = []string{
 	"pod=e.K8sPodName",
 	"policy_revision=e.desiredPolicy.Revision",
 	"panic_every=m.PanicEvery", // only AllocateIdentity has m
+	// resolvePolicyLocked(r, id, depth): the third integer register.
+	"depth=depth",
 	// 2 GiB past the receiver: nothing is mapped there, the read faults.
 	"fault=arg0+0x7fff0000:u64",
 }
@@ -40,7 +42,7 @@ func offsetsFor(t *testing.T, v testagent.Variant, captures []string) *symbols.O
 	}
 	defer f.Close()
 	var fns []symbols.Func
-	for _, name := range []string{regenerateBPF, allocate} {
+	for _, name := range []string{regenerateBPF, allocate, resolvePolicy} {
 		fs, err := f.Funcs(name)
 		if err != nil {
 			t.Fatal(err)
@@ -73,7 +75,7 @@ func TestCaptureAgent(t *testing.T) {
 		{Toolchain: "go1.22.12", Stripped: true, PIE: true},
 	} {
 		t.Run(v.String(), func(t *testing.T) {
-			cfg := session.Config{Funcs: []string{regenerateBPF, allocate}, Captures: captures}
+			cfg := session.Config{Funcs: []string{regenerateBPF, allocate, resolvePolicy}, Captures: captures}
 			if v.Stripped {
 				cfg.Offsets = offsetsFor(t, v, captures)
 			}
@@ -113,6 +115,7 @@ func checkCaptures(t *testing.T, got []calls.Call, agent *testagent.Agent) {
 		}
 	}
 	panicked := 0
+	depths := map[string]int{}
 	for _, c := range got {
 		attrs := map[string]string{}
 		var keys []string
@@ -134,7 +137,13 @@ func checkCaptures(t *testing.T, got []calls.Call, agent *testagent.Agent) {
 			if c.Unfinished {
 				panicked++
 			}
+		case resolvePolicy:
+			depths[attrs["depth"]]++
 		}
+	}
+	// Each resolution recurses from depth 2 to 1.
+	if len(depths) != 2 || depths["1"] != depths["2"] || depths["1"] != len(want) {
+		t.Errorf("resolvePolicyLocked depths %v, want %d of 2 and of 1", depths, len(want))
 	}
 	sort.Strings(want)
 	sort.Strings(traced)
