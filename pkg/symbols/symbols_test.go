@@ -431,6 +431,10 @@ func TestNoMatch(t *testing.T) {
 		if _, err := f.Funcs("main.(*Endpoint).regenerateBPF*x"); !errors.As(err, &nm) {
 			t.Errorf("glob without match: %v", err)
 		}
+		// A partial name with a typo still finds its function.
+		if _, err := f.Funcs("regenrateBPF"); !errors.As(err, &nm) || len(nm.Closest) == 0 || nm.Closest[0] != "main.(*Endpoint).regenerateBPF" {
+			t.Errorf("partial name: %v", err)
+		}
 	}
 }
 
@@ -591,18 +595,21 @@ func TestPattern(t *testing.T) {
 	}
 }
 
-func TestEditDistance(t *testing.T) {
+func TestPartialDistance(t *testing.T) {
 	for _, tc := range []struct {
-		a, b string
-		want int
+		s, name string
+		want    int
 	}{
-		{"", "", 0}, {"abc", "abc", 0}, {"abc", "abd", 1}, {"regenerateBFP", "regenerateBPF", 2}, {"", "abc", 3}, {"kitten", "sitting", 3},
+		{"abc", "abc", 0},
+		{"abc", "xxabcxx", 0},
+		{"abd", "xxabcxx", 1},
+		{"regenrateBPF", "pkg/endpoint.(*Endpoint).regenerateBPF", 1},
+		{"main.(*Endpoint).regenerateBFP", "main.(*Endpoint).regenerateBPF", 1}, // the trailing F is a free suffix
+		{"kitten", "sitting", 2}, // "sittin"
+		{"abc", "", 3},
 	} {
-		if got, ok := editDistance(tc.a, []byte(tc.b), 100); !ok || got != tc.want {
-			t.Errorf("editDistance(%q, %q) = %d, want %d", tc.a, tc.b, got, tc.want)
+		if got := partialDistance(tc.s, tc.name); got != tc.want {
+			t.Errorf("partialDistance(%q, %q) = %d, want %d", tc.s, tc.name, got, tc.want)
 		}
-	}
-	if _, ok := editDistance("kitten", []byte("sitting"), 3); ok {
-		t.Error("distance 3 reported below limit 3")
 	}
 }
