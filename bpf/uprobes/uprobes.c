@@ -37,7 +37,6 @@ enum event_kind {
 };
 
 enum capture_kind {
-	CAPTURE_NONE = 0,
 	CAPTURE_SCALAR = 1, // size bytes
 	CAPTURE_STRING = 2, // a Go string header: data pointer, length
 };
