@@ -6,6 +6,7 @@ import (
 	"os"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -49,7 +50,7 @@ const (
 
 // run traces the whole workload of an agent started with args and returns
 // every call the tracer reported and the agent's own report.
-func run(t *testing.T, bin string, args ...string) ([]calls.Call, testagent.Report, *session.Session) {
+func run(t *testing.T, bin string, args ...string) ([]calls.Call, testagent.Report, *session.Session, *testagent.Agent) {
 	t.Helper()
 	agent := testagent.Start(t, bin, append([]string{"-start-delay", "1500ms"}, args...)...)
 	s, err := session.Start(session.Config{PID: agent.PID, Funcs: traced, Stacks: true})
@@ -65,14 +66,14 @@ func run(t *testing.T, bin string, args ...string) ([]calls.Call, testagent.Repo
 	if !errors.Is(err, session.ErrTargetExited) {
 		t.Fatalf("Run: %v, want the target to exit", err)
 	}
-	return got, agent.Wait(t, 10*time.Second), s
+	return got, agent.Wait(t, 10*time.Second), s, agent
 }
 
 func TestTraceAgent(t *testing.T) {
 	for _, v := range testagent.Matrix {
 		t.Run(v.String(), func(t *testing.T) {
 			bin := testagent.Build(t, v)
-			got, report, s := run(t, bin,
+			got, report, s, _ := run(t, bin,
 				"-workers", "50", "-iterations", "4", "-interval", "5ms", "-hot", "2000",
 				"-policy-depth", "10", "-policy-sleep", policySleep.String(),
 				"-panic-every", "7")
@@ -96,7 +97,7 @@ func TestTraceAgent(t *testing.T) {
 			// 50 goroutines on two CPUs wait for a CPU after each sleep;
 			// durations are compared with the sleeps on a quiet agent.
 			t.Run("durations", func(t *testing.T) {
-				got, _, _ := run(t, bin, "-workers", "1", "-iterations", "5", "-interval", "5ms",
+				got, _, _, _ := run(t, bin, "-workers", "1", "-iterations", "5", "-interval", "5ms",
 					"-policy-depth", "10", "-policy-sleep", quietSleep.String())
 				var cs []calls.Call
 				for _, c := range got {
@@ -263,4 +264,50 @@ func sortedCopy(s []string) []string {
 	c := append([]string(nil), s...)
 	sort.Strings(c)
 	return c
+}
+
+// Tracing changes nothing the target computes: over a million traced calls
+// its output is byte for byte what it prints untraced, and every call is
+// seen.
+func TestOutputUnchanged(t *testing.T) {
+	const n = 1_000_000
+	bin := testagent.Build(t, testagent.Variant{Stripped: true, PIE: true})
+	args := []string{"-hot", strconv.Itoa(n), "-workers", "0", "-start-delay", "1s"}
+
+	plain := testagent.Start(t, bin, args...)
+	plain.Wait(t, time.Minute)
+
+	start := time.Now()
+	got, report, s, traced := run(t, bin, args...)
+	elapsed := time.Since(start)
+	counters, err := s.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := counters[ctLookup]; c.Hits != n || c.Returns != n || c.Dropped != 0 {
+		t.Errorf("BPF counted %d entries, %d returns, %d dropped; want %d calls", c.Hits, c.Returns, c.Dropped, n)
+	}
+	done := 0
+	for _, c := range got {
+		if c.Func == ctLookup && !c.Unfinished {
+			done++
+		}
+	}
+	if done != n || report.Counts[ctLookup] != n {
+		t.Errorf("traced %d calls, the agent made %d, want %d", done, report.Counts[ctLookup], n)
+	}
+	if a, b := withoutReady(plain.Output()), withoutReady(traced.Output()); a != b {
+		t.Errorf("output changed by tracing:\nuntraced:\n%s\ntraced:\n%s", a, b)
+	}
+	t.Logf("%d traced calls in %v", n, elapsed)
+}
+
+func withoutReady(out string) string {
+	var keep []string
+	for _, l := range strings.Split(out, "\n") {
+		if !strings.HasPrefix(l, "ready pid=") {
+			keep = append(keep, l)
+		}
+	}
+	return strings.Join(keep, "\n")
 }
