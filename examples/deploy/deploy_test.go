@@ -49,6 +49,7 @@ const (
 type composeService struct {
 	Image         string            `yaml:"image"`
 	ContainerName string            `yaml:"container_name"`
+	Hostname      string            `yaml:"hostname"`
 	Command       []string          `yaml:"command"`
 	PID           string            `yaml:"pid"`
 	Privileged    bool              `yaml:"privileged"`
@@ -573,10 +574,21 @@ func runArgs(t *testing.T, s composeService) []string {
 	if s.ReadOnly {
 		args = append(args, "--read-only")
 	}
+	if s.Hostname != "" {
+		args = append(args, "--hostname", os.Expand(s.Hostname, composeDefault))
+	}
 	if s.Privileged {
 		args = append(args, "--privileged")
 	}
 	return args
+}
+
+// composeDefault expands ${VAR:-default} as compose does with VAR unset.
+func composeDefault(v string) string {
+	if _, def, ok := strings.Cut(v, ":-"); ok {
+		return def
+	}
+	return ""
 }
 
 // calls returns the calls column of a function in tracer trace's summary.
@@ -646,9 +658,9 @@ func TestKubernetesCapabilities(t *testing.T) {
 // TestComposeDaemon runs `tracer daemon` in a container with the compose
 // file's privileges and its daemon.yaml, changed only where a test must:
 // the agent by PID (tests run several agents at once), spans to standard
-// output instead of ClickHouse, metrics on a free loopback port of the
-// host network, no start jitter. It then checks the metrics the dashboard's
-// tracer health panels query are served.
+// output instead of ClickHouse, no start jitter. Its metrics port is
+// published on loopback. It checks that spans flow and that the metrics
+// the dashboard's tracer health panels query are served.
 func TestComposeDaemon(t *testing.T) {
 	tracer, agent := images(t)
 	pid := startAgent(t, agent)
@@ -656,10 +668,8 @@ func TestComposeDaemon(t *testing.T) {
 
 	var cfg map[string]any
 	readYAML(t, filepath.Join(composeDir, volumes(svc)[configFlag(t, svc.Command)]), &cfg)
-	port := freePort(t)
 	cfg["target"] = map[string]any{"pid": pid}
 	cfg["exporters"] = []any{map[string]any{"json": map[string]any{}}}
-	cfg["metrics"] = map[string]any{"listen": fmt.Sprintf("127.0.0.1:%d", port)}
 	cfg["jitter"] = map[string]any{"start": "0s", "reattach": "0s"}
 	b, err := yaml.Marshal(cfg)
 	if err != nil {
@@ -672,14 +682,26 @@ func TestComposeDaemon(t *testing.T) {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	var listen struct {
+		Metrics struct{ Listen string } `yaml:"metrics"`
+	}
+	readYAML(t, filepath.Join(dir, "daemon.yaml"), &listen)
+	_, metricsPort, err := net.SplitHostPort(listen.Metrics.Listen)
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	name := "deploy-test-daemon-" + randHex(4)
-	args := append([]string{"run", "-d", "--name", name, "--network", "host",
+	args := append([]string{"run", "-d", "--name", name, "-p", "127.0.0.1::" + metricsPort,
 		"-v", filepath.Join(dir, "daemon.yaml") + ":/etc/tracer/daemon.yaml:ro"}, runArgs(t, svc)...)
 	args = append(args, tracer)
 	args = append(args, svc.Command...)
 	docker(t, args...)
 	t.Cleanup(func() { exec.Command("docker", "rm", "-f", name).Run() })
+	_, port, err := net.SplitHostPort(docker(t, "port", name, metricsPort+"/tcp"))
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	// Spans reach standard output after the exporter's batch timeout.
 	deadline := time.Now().Add(90 * time.Second)
@@ -707,18 +729,8 @@ func TestComposeDaemon(t *testing.T) {
 	}
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-func scrape(port int) string {
-	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
+func scrape(port string) string {
+	resp, err := http.Get("http://127.0.0.1:" + port + "/metrics")
 	if err != nil {
 		return ""
 	}
