@@ -311,9 +311,10 @@ func dwarfParams(d *dwarf.Data, name string) ([]Param, error) {
 }
 
 // funcPackage returns the import path of a function's package:
-// "a/b/c.(*T).m" -> "a/b/c".
+// "a/b/c.(*T).m" -> "a/b/c", "a/b.F[x/y.T]" -> "a/b".
 func funcPackage(name string) string {
-	slash := strings.LastIndexByte(name, '/') + 1
+	head, _, _ := strings.Cut(name, "[")
+	slash := strings.LastIndexByte(head, '/') + 1
 	if dot := strings.IndexByte(name[slash:], '.'); dot >= 0 {
 		return name[:slash+dot]
 	}

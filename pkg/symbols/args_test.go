@@ -223,6 +223,20 @@ func TestParseRawCapture(t *testing.T) {
 	}
 }
 
+func TestFuncPackage(t *testing.T) {
+	for name, want := range map[string]string{
+		"github.com/cilium/cilium/pkg/endpoint.(*Endpoint).regenerateBPF": "github.com/cilium/cilium/pkg/endpoint",
+		"main.main":                        "main",
+		"a/b.F[go.shape.*a/c.T]":           "a/b",
+		"a/b.(*List[go.shape.string]).Len": "a/b",
+		"runtime.gopanic":                  "runtime",
+	} {
+		if got := funcPackage(name); got != want {
+			t.Errorf("funcPackage(%q) = %q, want %q", name, got, want)
+		}
+	}
+}
+
 // The register ABI: each argument entirely in registers or entirely on the
 // stack; later arguments may still use registers after one went to the
 // stack.
