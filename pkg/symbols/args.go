@@ -253,9 +253,24 @@ func (f *File) checkRegABI() error {
 
 // dwarfParams reads the formal parameters (not results) of the named
 // function. Go emits one compile unit per package, named by its import
-// path, so only that unit is searched.
+// path, so that unit is searched first; the others only if the function is
+// not there (generic instantiations may live elsewhere).
 func dwarfParams(d *dwarf.Data, name string) ([]Param, error) {
-	pkg := funcPackage(name)
+	ps, err := dwarfParams1(d, name, funcPackage(name))
+	if errors.Is(err, errNoEntry) {
+		ps, err = dwarfParams1(d, name, "")
+	}
+	if errors.Is(err, errNoEntry) {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return ps, err
+}
+
+var errNoEntry = errors.New("no DWARF entry for the function")
+
+// dwarfParams1 searches the compile unit named pkg, or every unit if pkg is
+// empty.
+func dwarfParams1(d *dwarf.Data, name, pkg string) ([]Param, error) {
 	r := d.Reader()
 	for {
 		e, err := r.Next()
@@ -263,11 +278,11 @@ func dwarfParams(d *dwarf.Data, name string) ([]Param, error) {
 			return nil, fmt.Errorf("read DWARF: %w", err)
 		}
 		if e == nil {
-			return nil, fmt.Errorf("%s: no DWARF entry for the function", name)
+			return nil, errNoEntry
 		}
 		switch {
 		case e.Tag == dwarf.TagCompileUnit:
-			if cu, _ := e.Val(dwarf.AttrName).(string); cu != pkg {
+			if cu, _ := e.Val(dwarf.AttrName).(string); pkg != "" && cu != pkg {
 				r.SkipChildren()
 			}
 			continue
