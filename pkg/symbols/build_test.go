@@ -45,10 +45,12 @@ func (t *target) goVersion() string {
 // Toolchains the tests build with. The full matrix (PIE or not, stripped or
 // not, amd64 and arm64) runs on the local toolchain and on the two releases
 // named in the requirements; the others are built plainly to check the goid
-// offset table.
+// offset table; older ones, whose pclntab layouts differ and which
+// distributions still ship, are built for amd64, stripped and not.
 var (
 	fullToolchains  = []string{"local", "go1.22.12", "go1.21.13"}
 	plainToolchains = []string{"go1.23.0", "go1.24.0", "go1.25.0"}
+	oldToolchains   = []string{"go1.20.14", "go1.18.10"}
 )
 
 var (
@@ -133,6 +135,11 @@ func buildTargets() error {
 	for _, tc := range plainToolchains {
 		for _, arch := range []string{"amd64", "arm64"} {
 			targets = append(targets, &target{toolchain: tc, goarch: arch})
+		}
+	}
+	for _, tc := range oldToolchains {
+		for _, stripped := range []bool{false, true} {
+			targets = append(targets, &target{toolchain: tc, goarch: "amd64", stripped: stripped})
 		}
 	}
 	// Builds are mostly linking; two at a time keeps a shared machine usable.

@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -120,6 +121,11 @@ func TestFuncsSymtabMatchesPCLNTab(t *testing.T) {
 			got, ok := byEntry[want.Entry]
 			// The symbol table spells the compiler's "·" as ".".
 			got.Name = strings.ReplaceAll(got.Name, "·", ".")
+			if slices.Contains(oldToolchains, tg.toolchain) {
+				// Before Go 1.21 the pclntab elides bracketed type
+				// arguments and array lengths.
+				want.Name = elideBrackets(want.Name)
+			}
 			// Marker symbols (go:textfipsstart) have size 1 in .symtab.
 			if want.End-want.Entry <= 1 {
 				got.End = want.End
@@ -135,6 +141,29 @@ func TestFuncsSymtabMatchesPCLNTab(t *testing.T) {
 			t.Errorf("%s: no function has both ABI0 and ABIInternal bodies", tg)
 		}
 	}
+}
+
+// elideBrackets replaces the contents of top-level brackets with "...".
+func elideBrackets(name string) string {
+	var b strings.Builder
+	depth := 0
+	for _, r := range name {
+		switch {
+		case r == '[':
+			if depth == 0 {
+				b.WriteString("[...")
+			}
+			depth++
+		case r == ']' && depth > 0:
+			depth--
+			if depth == 0 {
+				b.WriteByte(']')
+			}
+		case depth == 0:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
 }
 
 // objdumpRets returns the addresses of the RET instructions of every function
@@ -391,6 +420,9 @@ func TestGoidOffset(t *testing.T) {
 			t.Errorf("%s: GoidOffset() = %d, %v; DWARF says %d", tg, got, err, d)
 		}
 		fromDWARF[tg.toolchain] = d
+		if slices.Contains(oldToolchains, tg.toolchain) {
+			continue
+		}
 		// Without DWARF the table must agree.
 		f.HasDWARF = false
 		got, err = f.GoidOffset()
@@ -403,6 +435,12 @@ func TestGoidOffset(t *testing.T) {
 			continue
 		}
 		got, err := openTarget(t, tg).GoidOffset()
+		if slices.Contains(oldToolchains, tg.toolchain) {
+			if !errors.Is(err, ErrUnknownGoVersion) {
+				t.Errorf("%s: GoidOffset() = %d, %v; want ErrUnknownGoVersion", tg, got, err)
+			}
+			continue
+		}
 		if err != nil || got != fromDWARF[tg.toolchain] {
 			t.Errorf("%s: GoidOffset() = %d, %v; want %d", tg, got, err, fromDWARF[tg.toolchain])
 		}
