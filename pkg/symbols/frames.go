@@ -1,6 +1,9 @@
 package symbols
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+	"slices"
+)
 
 // maxInlineDepth bounds the walk up an inline tree, which corrupt data could
 // make cyclic.
@@ -22,7 +25,7 @@ func (f *File) Frames(pc uint64) []Frame {
 	f.mu.Lock()
 	if fr, ok := f.frames[pc]; ok {
 		f.mu.Unlock()
-		return fr
+		return slices.Clone(fr)
 	}
 	f.mu.Unlock()
 	t, err := f.pcln()
@@ -36,7 +39,7 @@ func (f *File) Frames(pc uint64) []Frame {
 	}
 	f.frames[pc] = fr
 	f.mu.Unlock()
-	return fr
+	return slices.Clone(fr)
 }
 
 func (f *File) frames1(t *pclntab, pc uint64) (frames []Frame) {

@@ -13,7 +13,6 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
-	"github.com/google/pprof/profile"
 	"github.com/moby/moby/client"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -41,9 +40,6 @@ func main() {
 	uses = append(uses, ex, err)
 	kspec, err := btf.LoadKernelSpec()
 	uses = append(uses, kspec, err)
-	f, _ := os.Open(os.Args[4])
-	prof, err := profile.Parse(f)
-	uses = append(uses, prof, err)
 	cli, err := client.New(client.FromEnv)
 	uses = append(uses, cli, err)
 	if cli != nil {
