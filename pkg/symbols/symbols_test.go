@@ -387,6 +387,54 @@ func TestFramesOfRunningProcess(t *testing.T) {
 	}
 }
 
+// sourceLine returns the line of testdata/target/main.go containing s.
+func sourceLine(t *testing.T, s string) int {
+	t.Helper()
+	src, err := os.ReadFile("testdata/target/main.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, line := range strings.Split(string(src), "\n") {
+		if strings.Contains(line, s) {
+			return i + 1
+		}
+	}
+	t.Fatalf("%q not in main.go", s)
+	return 0
+}
+
+// Every build, including the arm64 ones that cannot run here, symbolizes the
+// inlined call of step inside regenerateBPF.
+func TestFramesInlined(t *testing.T) {
+	callLine := sourceLine(t, "total += e.step(i)")
+	stepStart, stepEnd := sourceLine(t, "func (e *Endpoint) step"), sourceLine(t, "return e.n * 3")
+	for _, tg := range allTargets(t) {
+		f := openTarget(t, tg)
+		fns, err := f.Funcs("main.(*Endpoint).regenerateBPF")
+		if err != nil {
+			t.Fatal(err)
+		}
+		inlined := 0
+		for pc := fns[0].Entry; pc < fns[0].End; pc++ {
+			fr := f.Frames(pc)
+			if len(fr) == 0 || fr[len(fr)-1].Func != "main.(*Endpoint).regenerateBPF" || fr[len(fr)-1].Inlined {
+				t.Fatalf("%s: Frames(%#x) = %+v", tg, pc, fr)
+			}
+			if len(fr) == 1 {
+				continue
+			}
+			inlined++
+			if len(fr) != 2 || fr[0].Func != "main.(*Endpoint).step" || !fr[0].Inlined ||
+				fr[0].Line < stepStart || fr[0].Line > stepEnd || fr[1].Line != callLine {
+				t.Errorf("%s: Frames(%#x) = %+v", tg, pc, fr)
+			}
+		}
+		if inlined == 0 {
+			t.Errorf("%s: no PC of regenerateBPF is in the inlined step", tg)
+		}
+	}
+}
+
 func TestFramesOutsideText(t *testing.T) {
 	f := openTarget(t, findTarget(t, "local", "amd64", false, true))
 	for _, pc := range []uint64{0, 1, f.text.Vaddr - 1, 1 << 62} {
