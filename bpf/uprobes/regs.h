@@ -17,6 +17,7 @@ struct pt_regs {
 #define GO_SP(ctx) ((ctx)->sp)
 
 // At the first instruction the CALL has just pushed the return address.
+#define GO_RETURN_ADDRESS_ON_STACK 1
 static __always_inline __u64 GO_RETURN_ADDRESS(struct pt_regs *ctx)
 {
 	__u64 ra = 0;
@@ -57,6 +58,9 @@ struct pt_regs {
 #define GO_G(ctx) ((ctx)->regs[28])
 #define GO_SP(ctx) ((ctx)->sp)
 #define GO_RETURN_ADDRESS(ctx) ((ctx)->regs[30])
+// The prologue saves LR at a frame-size dependent place: the entry cannot
+// find it.
+#define GO_RETURN_ADDRESS_ON_STACK 0
 
 // go_args copies the integer argument registers of Go's register ABI:
 // X0-X15 (see the amd64 version for why).

@@ -242,8 +242,13 @@ static __always_inline void fill(struct event *e, struct gstate *gs, __u32 i, __
 // the frame below it, the root the bottom frame. A frame with captured
 // values gets the larger event that carries them; the two paths stay apart
 // so the verifier sees which reservation each write goes to.
-static __always_inline void emit(struct gstate *gs, __u32 i, __u32 kind, __u64 now, __u32 tgid)
+//
+// A global function: the verifier checks it once, not at every call site in
+// every iteration of the unwinding loops.
+__attribute__((noinline)) int emit(struct gstate *gs, __u32 i, __u32 kind, __u64 now, __u32 tgid)
 {
+	if (!gs)
+		return 0;
 	struct frame *f = &gs->frames[i & (MAX_FRAMES - 1)];
 	struct counters *c = counters_of(f->probe_id);
 	if (kind != EVENT_RETURN)
@@ -253,12 +258,12 @@ static __always_inline void emit(struct gstate *gs, __u32 i, __u32 kind, __u64 n
 		struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 		if (!e) {
 			COUNT(c, dropped);
-			return;
+			return 0;
 		}
 		fill(e, gs, i, kind, now, tgid);
 		bpf_ringbuf_submit(e, 0);
 		COUNT(c, emitted);
-		return;
+		return 0;
 	}
 
 	__u64 id = f->id;
@@ -267,7 +272,7 @@ static __always_inline void emit(struct gstate *gs, __u32 i, __u32 kind, __u64 n
 	if (!ec) {
 		bpf_map_delete_elem(&captures, &id);
 		COUNT(c, dropped);
-		return;
+		return 0;
 	}
 	fill(&ec->e, gs, i, kind, now, tgid);
 	if (v)
@@ -277,6 +282,7 @@ static __always_inline void emit(struct gstate *gs, __u32 i, __u32 kind, __u64 n
 	bpf_map_delete_elem(&captures, &id);
 	bpf_ringbuf_submit(ec, 0);
 	COUNT(c, emitted);
+	return 0;
 }
 
 // unwind reports and pops every frame deeper than depth: the goroutine is
@@ -296,17 +302,45 @@ static __always_inline void unwind(struct gstate *gs, __u64 depth, __u64 now, __
 
 struct where {
 	__u64 g;
+	__u64 hi; // g.stack.hi
 	__u64 depth;
 };
 
 static __always_inline int locate(struct pt_regs *ctx, struct where *w)
 {
-	__u64 hi = 0;
 	w->g = GO_G(ctx);
-	if (!w->g || bpf_probe_read_user(&hi, sizeof(hi), (void *)(w->g + G_STACK_HI)))
+	if (!w->g || bpf_probe_read_user(&w->hi, sizeof(w->hi), (void *)(w->g + G_STACK_HI)))
 		return -1;
-	w->depth = hi - GO_SP(ctx);
+	w->depth = w->hi - GO_SP(ctx);
 	return 0;
+}
+
+// drop_dead pops the frames a recovered panic unwound. After a panic the
+// goroutine can go on above a traced frame, or call deeper than it, without
+// any event at or above its depth. A live frame still has its return address
+// on the stack, at stack.hi - depth (stack copies keep that distance); a
+// frame whose slot holds something else is gone. Only frames pushed before
+// the goroutine's latest panic are checked, so the common path reads nothing.
+static __always_inline void drop_dead(struct gstate *gs, __u64 hi, __u64 now, __u32 tgid)
+{
+#if GO_RETURN_ADDRESS_ON_STACK
+	for (int k = 0; k < MAX_FRAMES; k++) {
+		__u32 n = gs->n;
+		if (n == 0 || n > MAX_FRAMES)
+			return;
+		struct frame *f = &gs->frames[(n - 1) & (MAX_FRAMES - 1)];
+		if (f->panics == gs->panics)
+			return;
+		__u64 ra = 0;
+		if (!bpf_probe_read_user(&ra, sizeof(ra), (void *)(hi - f->depth)) && ra == f->caller) {
+			// Alive, and so is every frame below it.
+			f->panics = gs->panics;
+			return;
+		}
+		emit(gs, n - 1, EVENT_UNWOUND, now, tgid);
+		gs->n = n - 1;
+	}
+#endif
 }
 
 // read_capture reads one value into v's slot i. A read that faults leaves
@@ -465,6 +499,8 @@ int go_entry(struct pt_regs *ctx)
 			gs->n = n;
 		}
 	}
+	drop_dead(gs, w.hi, now, tgid);
+	n = gs->n;
 	if (n >= MAX_FRAMES) {
 		c->untracked++;
 		return 0;
