@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -432,6 +433,32 @@ func TestFramesInlined(t *testing.T) {
 		if inlined == 0 {
 			t.Errorf("%s: no PC of regenerateBPF is in the inlined step", tg)
 		}
+	}
+}
+
+// A File is shared by the goroutines of the tracer (resolution, stack
+// symbolization); run with -race.
+func TestConcurrentUse(t *testing.T) {
+	for _, stripped := range []bool{false, true} {
+		f := openTarget(t, findTarget(t, "local", "amd64", true, stripped))
+		var wg sync.WaitGroup
+		for i := 0; i < 4; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for _, name := range []string{"main.recurse", "main.(*Endpoint).*", "fmt.Fprintf", "nope"} {
+					fns, _ := f.Funcs(name)
+					for _, fn := range fns {
+						f.ReturnOffsets(fn)
+						for pc := fn.Entry; pc < fn.End; pc += 3 {
+							f.Frames(pc)
+						}
+					}
+				}
+				f.GoidOffset()
+			}()
+		}
+		wg.Wait()
 	}
 }
 
