@@ -13,7 +13,7 @@ build:
 # Starts the example agent, traces regenerateBPF (and what it calls) for a
 # few seconds with stacks, prints each call and the summary. Needs root.
 demo: build
-	@$(AGENT) -workers 4 -interval 200ms >/dev/null @$(AGENT) -workers 4 -interval 200ms & agent=$$!; \ agent=$$!; \
+	@$(AGENT) -workers 4 -interval 200ms >/dev/null & agent=$$!; \
 	trap 'kill $$agent 2>/dev/null' EXIT; \
 	sleep 0.5; \
 	$(BIN)/tracer trace --pid $$agent --duration 5s --stacks \
