@@ -36,7 +36,7 @@ func TestCaptureStripped(t *testing.T) {
 		t.Fatalf("tracer offsets: %s", r.stderr)
 	}
 
-	agent := testagent.Start(t, stripped, "-start-delay", "2s", "-workers", "4", "-iterations", "5",
+	agent := testagent.Start(t, stripped, "-start-delay", "3s", "-workers", "4", "-iterations", "5",
 		"-interval", "2ms", "-log-regenerations")
 	// With only --offsets, everything the file lists is captured.
 	r = tracer(t, nil, "trace", "--pid", strconv.Itoa(agent.PID), "--func", captureFunc,
