@@ -20,13 +20,18 @@ type target struct {
 	goarch    string
 	pie       bool
 	stripped  bool
-	path      string
+	external  bool // cgo and the external linker
+
+	path string
 }
 
 func (t *target) String() string {
 	s := t.toolchain + "/" + t.goarch
 	if t.pie {
 		s += "/pie"
+	}
+	if t.external {
+		s += "/external"
 	}
 	if t.stripped {
 		s += "/stripped"
@@ -80,12 +85,24 @@ func findTarget(t testing.TB, toolchain, goarch string, pie, stripped bool) *tar
 }
 
 func lookupTarget(t testing.TB, toolchain, goarch string, pie, stripped bool) *target {
+	return lookup(t, target{toolchain: toolchain, goarch: goarch, pie: pie, stripped: stripped})
+}
+
+// lookup returns the build with want's properties, or nil.
+func lookup(t testing.TB, want target) *target {
 	for _, tg := range allTargets(t) {
-		if tg.toolchain == toolchain && tg.goarch == goarch && tg.pie == pie && tg.stripped == stripped {
+		if tg.toolchain == want.toolchain && tg.goarch == want.goarch && tg.pie == want.pie && tg.stripped == want.stripped && tg.external == want.external {
 			return tg
 		}
 	}
 	return nil
+}
+
+// strippedSibling returns the stripped build of tg's configuration, or nil.
+func strippedSibling(t testing.TB, tg *target) *target {
+	want := *tg
+	want.stripped = true
+	return lookup(t, want)
 }
 
 // buildTargets builds into a directory under the user's cache keyed by the
@@ -132,6 +149,13 @@ func buildTargets() error {
 			}
 		}
 	}
+	// cgo binaries linked by gcc: C code in .text, .gopclntab placed by the
+	// external linker.
+	for _, tc := range []string{"local", "go1.22.12"} {
+		for _, v := range []struct{ pie, stripped bool }{{false, false}, {false, true}, {true, false}, {true, true}} {
+			targets = append(targets, &target{toolchain: tc, goarch: "amd64", pie: v.pie, stripped: v.stripped, external: true})
+		}
+	}
 	for _, tc := range plainToolchains {
 		for _, arch := range []string{"amd64", "arm64"} {
 			targets = append(targets, &target{toolchain: tc, goarch: arch})
@@ -161,12 +185,21 @@ func buildTargets() error {
 			if tg.pie {
 				args = append(args, "-buildmode=pie")
 			}
+			var ldflags []string
 			if tg.stripped {
-				args = append(args, "-ldflags=-s -w")
+				ldflags = append(ldflags, "-s", "-w")
+			}
+			cgo := "0"
+			if tg.external {
+				ldflags = append(ldflags, "-linkmode=external")
+				cgo = "1"
+			}
+			if len(ldflags) > 0 {
+				args = append(args, "-ldflags="+strings.Join(ldflags, " "))
 			}
 			cmd := exec.Command("go", args...)
 			cmd.Dir = src
-			cmd.Env = append(os.Environ(), "GOTOOLCHAIN="+tg.toolchain, "GOOS=linux", "GOARCH="+tg.goarch, "CGO_ENABLED=0", "GOFLAGS=")
+			cmd.Env = append(os.Environ(), "GOTOOLCHAIN="+tg.toolchain, "GOOS=linux", "GOARCH="+tg.goarch, "CGO_ENABLED="+cgo, "GOFLAGS=")
 			if out, err := cmd.CombinedOutput(); err != nil {
 				errs <- fmt.Errorf("build %s: %v\n%s", tg, err, out)
 				return

@@ -55,7 +55,8 @@ type File struct {
 	frames    map[uint64][]Frame
 	symMu     sync.Mutex // guards symtab: taken while mu may be held
 	symtab    *symtab
-	index     nameIndex // by name, over .symtab or, if stripped, .gopclntab
+	symIndex  nameIndex // .symtab by name
+	pclnIndex nameIndex // .gopclntab by name
 
 	gofunc     uint64 // address of go:func.*, the base of funcdata offsets
 	gofuncDone bool

@@ -75,7 +75,7 @@ func (f *File) symtabFuncs(p pattern) ([]Func, error) {
 	}
 	var fns []Func
 	abi0 := make(map[string]bool) // base names of matched ".abi0" symbols
-	f.candidates(p, st.n(), st.baseName, func(i int) {
+	f.candidates(p, &f.symIndex, st.n(), st.baseName, func(i int) {
 		name, value, size, ok := st.fn(i)
 		if !ok {
 			return
@@ -97,7 +97,7 @@ func (f *File) symtabFuncs(p pattern) ([]Func, error) {
 	// only tells bodies apart when the function also has an ABIInternal
 	// body; otherwise report the Go name, as the pclntab and tracebacks do.
 	for base := range abi0 {
-		f.candidates(compilePattern(base), st.n(), st.baseName, func(i int) {
+		f.candidates(compilePattern(base), &f.symIndex, st.n(), st.baseName, func(i int) {
 			if name, _, _, ok := st.fn(i); ok && string(name) == base {
 				abi0[base] = true
 			}
@@ -132,7 +132,7 @@ func (f *File) pclnFuncs(p pattern) ([]Func, error) {
 	}
 	abi0 := p.mayMatchABI0()
 	var idx []int
-	f.candidates(p, t.nfunc, t.funcName, func(i int) {
+	f.candidates(p, &f.pclnIndex, t.nfunc, t.funcName, func(i int) {
 		name := t.funcName(i)
 		if p.match(name) || (abi0 && p.match(append(name[:len(name):len(name)], abi0Suffix...))) {
 			idx = append(idx, i)

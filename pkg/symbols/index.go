@@ -126,7 +126,7 @@ func (x nameIndex) lookup(name []byte, fn func(int)) {
 // candidates calls fn with the index of every function that may match p:
 // through the name index for exact names (the index is built on the first
 // exact lookup), else all of them.
-func (f *File) candidates(p pattern, n int, name func(int) []byte, fn func(int)) {
+func (f *File) candidates(p pattern, index *nameIndex, n int, name func(int) []byte, fn func(int)) {
 	if p.glob {
 		for i := 0; i < n; i++ {
 			fn(i)
@@ -134,10 +134,10 @@ func (f *File) candidates(p pattern, n int, name func(int) []byte, fn func(int))
 		return
 	}
 	f.mu.Lock()
-	if f.index == nil {
-		f.index = buildNameIndex(n, name)
+	if *index == nil {
+		*index = buildNameIndex(n, name)
 	}
-	x := f.index
+	x := *index
 	f.mu.Unlock()
 	x.lookup(bytes.TrimSuffix([]byte(p.text), []byte(abi0Suffix)), fn)
 }
