@@ -271,3 +271,32 @@ func (r *running) stop(t *testing.T) {
 		t.Fatalf("tracer failed: %v: %s", r.cmd.ProcessState, r.stderr.String())
 	}
 }
+
+// --pprof writes a profile that go tool pprof reads, with the time in the
+// agent's slow function.
+func TestPprof(t *testing.T) {
+	bin := testagent.Build(t, testagent.Variant{Stripped: true})
+	a := testagent.Start(t, bin, "-workers", "4", "-interval", "5ms", "-policy-sleep", "2ms")
+	prof := filepath.Join(t.TempDir(), "trace.pb.gz")
+	r := tracer(t, nil, "trace", "--pid", strconv.Itoa(a.PID), "--duration", "3s", "--output", "none", "--pprof", prof,
+		"--func", "github.com/cilium/cilium/pkg/endpoint.(*Endpoint).regenerate*",
+		"--func", "github.com/cilium/cilium/pkg/policy.(*Repository).resolvePolicyLocked")
+	if r.code != 0 {
+		t.Fatalf("trace: %s", r.stderr)
+	}
+	out, err := exec.Command("go", "tool", "pprof", "-top", prof).CombinedOutput()
+	if err != nil {
+		t.Fatalf("go tool pprof: %v\n%s", err, out)
+	}
+	// The first row after the header has the most flat time.
+	lines := strings.Split(string(out), "\n")
+	for i, l := range lines {
+		if strings.Contains(l, "flat%") && i+1 < len(lines) {
+			if !strings.Contains(lines[i+1], "resolvePolicyLocked") {
+				t.Errorf("top of the profile is not the slow function:\n%s", out)
+			}
+			return
+		}
+	}
+	t.Errorf("no table from pprof -top:\n%s", out)
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"time"
 
@@ -27,6 +28,8 @@ type traceFlags struct {
 	follow   bool
 	captures []string
 	offsets  string
+	pprof    string
+	folded   string
 }
 
 func traceCmd() *cobra.Command {
@@ -51,6 +54,8 @@ func traceCmd() *cobra.Command {
 	fl.StringVar(&f.output, "output", "text", "live output: text, json or none")
 	fl.BoolVar(&f.stacks, "stacks", false, "capture and print the caller stack of each call")
 	fl.BoolVar(&f.follow, "follow", true, "when the target exits, wait for it to restart and attach again")
+	fl.StringVar(&f.pprof, "pprof", "", "write a pprof profile of the traced calls' time per stack to this file at the end (implies stack capture)")
+	fl.StringVar(&f.folded, "folded", "", "write folded stacks (flame graph input) with nanoseconds per stack to this file at the end (implies stack capture)")
 	fl.StringArrayVar(&f.captures, "capture", nil, "`NAME=EXPR` to record as a span attribute, read at entry: an argument or field path (endpoint_id=e.ID, rev=e.desiredPolicy.Revision) or, without DWARF, argN+OFFSET:TYPE; repeatable")
 	fl.StringVar(&f.offsets, "offsets", "", "offsets `FILE` from 'tracer offsets', to resolve --capture on a stripped binary (alone: capture everything it lists)")
 	return cmd
@@ -82,6 +87,26 @@ func runTrace(ctx context.Context, cmd *cobra.Command, f traceFlags) error {
 	exporters := map[string]export.Exporter{}
 	if live != nil {
 		exporters["terminal"] = live
+	}
+	for _, prof := range []struct {
+		name, path string
+		open       func(io.Writer) export.Exporter
+	}{
+		{"pprof", f.pprof, func(w io.Writer) export.Exporter { return export.NewPprofExporter(w) }},
+		{"folded", f.folded, func(w io.Writer) export.Exporter { return export.NewFoldedExporter(w) }},
+	} {
+		if prof.path == "" {
+			continue
+		}
+		// Created now, so a path that cannot be written fails before
+		// anything is attached.
+		file, err := os.Create(prof.path)
+		if err != nil {
+			return err
+		}
+		defer file.Close()
+		exporters[prof.name] = prof.open(file)
+		f.stacks = true
 	}
 	var (
 		stderr  = cmd.ErrOrStderr()

@@ -92,15 +92,23 @@ func (s *Summary) Print(w io.Writer, extra map[string]Dropped) error {
 			names = append(names, name)
 		}
 	}
+	idle := 0
 	for _, name := range names {
 		f := s.funcs[name]
+		d := extra[name]
 		if f == nil {
+			if d == (Dropped{}) {
+				idle++
+				continue
+			}
 			f = &FuncStats{Func: name}
 		}
-		d := extra[name]
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t\t%s\n", f.Calls,
 			round(f.Percentile(0.5)), round(f.Percentile(0.9)), round(f.Percentile(0.99)), round(f.Max),
 			f.Unfinished, d.Dropped+d.Untracked, d.Skipped, d.Filtered, name)
+	}
+	if idle > 0 {
+		fmt.Fprintf(tw, "(%d more probed functions were not called)\n", idle)
 	}
 	return tw.Flush()
 }
