@@ -34,7 +34,6 @@ func (f *File) Bias(pid int) (uint64, error) {
 type mapping struct {
 	start, end, offset uint64
 	perms              string
-	dev                string
 	inode              uint64
 	path               string
 }
@@ -61,7 +60,7 @@ func parseMaps(data []byte) []mapping {
 		if err1 != nil || err2 != nil || err3 != nil || err4 != nil {
 			continue
 		}
-		m.perms, m.dev = fields[1], fields[3]
+		m.perms = fields[1]
 		if len(fields) > 5 {
 			// Paths may contain spaces; the maps format separates them from
 			// the inode by padding only.

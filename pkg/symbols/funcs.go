@@ -161,6 +161,9 @@ func (f *File) pclnFuncs(p pattern) ([]Func, error) {
 		}
 		fns = append(fns, Func{Name: name, Entry: entry, End: t.codeEnd(i), Offset: off})
 	}
+	// The function table is sorted by address in any binary the linker
+	// wrote; sorting again costs little and holds for the others.
+	sort.Slice(fns, func(i, j int) bool { return fns[i].Entry < fns[j].Entry })
 	return fns, nil
 }
 
