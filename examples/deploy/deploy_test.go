@@ -27,6 +27,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/compose-spec/compose-go/v2/cli"
+	"github.com/compose-spec/compose-go/v2/types"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/cilium-tracer/tracer/pkg/daemon"
@@ -34,7 +36,6 @@ import (
 
 const (
 	composeFile    = "docker-compose/docker-compose.yaml"
-	composeDir     = "docker-compose"
 	prometheusFile = "docker-compose/prometheus.yaml"
 	k8sFile        = "kubernetes/tracer.yaml"
 
@@ -46,24 +47,29 @@ const (
 	containerTimeout = 2 * time.Minute
 )
 
-type composeService struct {
-	Image         string            `yaml:"image"`
-	ContainerName string            `yaml:"container_name"`
-	Hostname      string            `yaml:"hostname"`
-	Command       []string          `yaml:"command"`
-	PID           string            `yaml:"pid"`
-	Privileged    bool              `yaml:"privileged"`
-	CapAdd        []string          `yaml:"cap_add"`
-	CapDrop       []string          `yaml:"cap_drop"`
-	SecurityOpt   []string          `yaml:"security_opt"`
-	ReadOnly      bool              `yaml:"read_only"`
-	Volumes       []string          `yaml:"volumes"`
-	Environment   map[string]string `yaml:"environment"`
-	NetworkMode   string            `yaml:"network_mode"`
+// loadCompose loads the compose file with compose's own loader, which
+// validates it against the Compose Specification schema and interpolates
+// variables from env (here: none but those given, so defaults apply).
+func loadCompose(t *testing.T, env ...string) *types.Project {
+	t.Helper()
+	opts, err := cli.NewProjectOptions([]string{composeFile}, cli.WithName("cilium-tracer"), cli.WithEnv(env))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := opts.LoadProject(context.Background())
+	if err != nil {
+		t.Fatalf("%s: %v", composeFile, err)
+	}
+	return p
 }
 
-type composeProject struct {
-	Services map[string]composeService `yaml:"services"`
+// volumes maps each mount target of a service to its absolute source.
+func volumes(s types.ServiceConfig) map[string]string {
+	m := map[string]string{}
+	for _, v := range s.Volumes {
+		m[v.Target] = v.Source
+	}
+	return m
 }
 
 func readYAML(t *testing.T, path string, v any) {
@@ -75,25 +81,6 @@ func readYAML(t *testing.T, path string, v any) {
 	if err := yaml.Unmarshal(b, v); err != nil {
 		t.Fatalf("%s: %v", path, err)
 	}
-}
-
-func loadCompose(t *testing.T) composeProject {
-	t.Helper()
-	var p composeProject
-	readYAML(t, composeFile, &p)
-	return p
-}
-
-// volumes maps each mount target of a service to its source.
-func volumes(s composeService) map[string]string {
-	m := map[string]string{}
-	for _, v := range s.Volumes {
-		parts := strings.Split(v, ":")
-		if len(parts) >= 2 {
-			m[parts[1]] = parts[0]
-		}
-	}
-	return m
 }
 
 // configFlag returns the value of --config in args.
@@ -123,8 +110,8 @@ func TestComposeFile(t *testing.T) {
 	}
 
 	tr := p.Services["tracer"]
-	if tr.PID != "host" {
-		t.Errorf("tracer pid %q, want host", tr.PID)
+	if tr.Pid != "host" {
+		t.Errorf("tracer pid %q, want host", tr.Pid)
 	}
 	if tr.Privileged {
 		t.Error("tracer is privileged")
@@ -158,7 +145,7 @@ func TestComposeFile(t *testing.T) {
 	if !ok {
 		t.Fatalf("tracer --config %s is not mounted", cfgPath)
 	}
-	cfg, err := daemon.Load(filepath.Join(composeDir, src))
+	cfg, err := daemon.Load(src)
 	if err != nil {
 		t.Fatalf("tracer config: %v", err)
 	}
@@ -176,7 +163,13 @@ func TestComposeFile(t *testing.T) {
 	}
 	readYAML(t, datasourcesFile, &ds)
 	gr := p.Services["grafana"]
-	expandEnv := func(s string) string { return os.Expand(s, func(k string) string { return gr.Environment[k] }) }
+	env := func(k string) string {
+		if v := gr.Environment[k]; v != nil {
+			return *v
+		}
+		return ""
+	}
+	expandEnv := func(s string) string { return os.Expand(s, env) }
 	var chHost, promURL string
 	for _, d := range ds.Datasources {
 		switch d.Type {
@@ -203,12 +196,12 @@ func TestComposeFile(t *testing.T) {
 	readYAML(t, datasourcesFile, &raw)
 	for _, v := range stringValues(raw) {
 		for _, m := range regexp.MustCompile(`\$\{?([A-Z_]+)\}?`).FindAllStringSubmatch(v, -1) {
-			if gr.Environment[m[1]] == "" {
+			if env(m[1]) == "" {
 				t.Errorf("%s uses $%s, which the grafana service does not set", datasourcesFile, m[1])
 			}
 		}
 	}
-	if !strings.Contains(gr.Environment["GF_INSTALL_PLUGINS"], "grafana-clickhouse-datasource") {
+	if !strings.Contains(env("GF_INSTALL_PLUGINS"), "grafana-clickhouse-datasource") {
 		t.Error("grafana does not install grafana-clickhouse-datasource")
 	}
 
@@ -230,8 +223,8 @@ func TestComposeFile(t *testing.T) {
 			t.Errorf("grafana does not mount %s", target)
 			continue
 		}
-		if got := filepath.Join(composeDir, src); got != filepath.Clean(want) {
-			t.Errorf("grafana mounts %s at %s, want %s", got, target, want)
+		if abs, _ := filepath.Abs(want); src != abs {
+			t.Errorf("grafana mounts %s at %s, want %s", src, target, abs)
 		}
 	}
 
@@ -554,13 +547,14 @@ func startAgent(t *testing.T, image string) int {
 	return pid
 }
 
-// runArgs translates the compose tracer service's security settings into
-// docker run flags: what `docker compose up` passes for them.
-func runArgs(t *testing.T, s composeService) []string {
+// runArgs translates the compose tracer service's isolation settings into
+// docker run flags: what `docker compose up` passes for them. Settings it
+// does not translate make the test fail, so it cannot fall behind.
+func runArgs(t *testing.T, s types.ServiceConfig) []string {
 	t.Helper()
 	args := []string{"--pull", "never"}
-	if s.PID != "" {
-		args = append(args, "--pid", s.PID)
+	if s.Pid != "" {
+		args = append(args, "--pid", s.Pid)
 	}
 	for _, c := range s.CapDrop {
 		args = append(args, "--cap-drop", c)
@@ -574,21 +568,17 @@ func runArgs(t *testing.T, s composeService) []string {
 	if s.ReadOnly {
 		args = append(args, "--read-only")
 	}
-	if s.Hostname != "" {
-		args = append(args, "--hostname", os.Expand(s.Hostname, composeDefault))
-	}
 	if s.Privileged {
 		args = append(args, "--privileged")
 	}
-	return args
-}
-
-// composeDefault expands ${VAR:-default} as compose does with VAR unset.
-func composeDefault(v string) string {
-	if _, def, ok := strings.Cut(v, ":-"); ok {
-		return def
+	if s.Hostname != "" {
+		args = append(args, "--hostname", s.Hostname)
 	}
-	return ""
+	if s.User != "" || s.Ipc != "" || s.Uts != "" || s.UserNSMode != "" || s.CgroupParent != "" ||
+		len(s.Devices) > 0 || len(s.Sysctls) > 0 || len(s.DeviceCgroupRules) > 0 || s.NetworkMode == "host" {
+		t.Fatalf("tracer service: isolation settings this test does not translate: %+v", s)
+	}
+	return args
 }
 
 // calls returns the calls column of a function in tracer trace's summary.
@@ -667,7 +657,7 @@ func TestComposeDaemon(t *testing.T) {
 	svc := loadCompose(t).Services["tracer"]
 
 	var cfg map[string]any
-	readYAML(t, filepath.Join(composeDir, volumes(svc)[configFlag(t, svc.Command)]), &cfg)
+	readYAML(t, volumes(svc)[configFlag(t, svc.Command)], &cfg)
 	cfg["target"] = map[string]any{"pid": pid}
 	cfg["exporters"] = []any{map[string]any{"json": map[string]any{}}}
 	cfg["jitter"] = map[string]any{"start": "0s", "reattach": "0s"}
