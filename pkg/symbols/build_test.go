@@ -51,7 +51,8 @@ func (t *target) goVersion() string {
 // not, amd64 and arm64) runs on the local toolchain and on the two releases
 // named in the requirements; the others are built plainly to check the goid
 // offset table; older ones, whose pclntab layouts differ and which
-// distributions still ship, are built for amd64, stripped and not.
+// distributions still ship, are built for amd64 stripped and not, and for
+// arm64.
 var (
 	fullToolchains  = []string{"local", "go1.22.12", "go1.21.13"}
 	plainToolchains = []string{"go1.23.0", "go1.24.0", "go1.25.0"}
@@ -162,9 +163,10 @@ func buildTargets() error {
 		}
 	}
 	for _, tc := range oldToolchains {
-		for _, stripped := range []bool{false, true} {
-			targets = append(targets, &target{toolchain: tc, goarch: "amd64", stripped: stripped})
-		}
+		targets = append(targets,
+			&target{toolchain: tc, goarch: "amd64"},
+			&target{toolchain: tc, goarch: "amd64", stripped: true},
+			&target{toolchain: tc, goarch: "arm64"})
 	}
 	// Builds are mostly linking; two at a time keeps a shared machine usable.
 	sem := make(chan struct{}, 2)

@@ -513,9 +513,6 @@ func TestGoidOffset(t *testing.T) {
 			t.Errorf("%s: GoidOffset() = %d, %v; DWARF says %d", tg, got, err, d)
 		}
 		fromDWARF[tg.toolchain] = d
-		if slices.Contains(oldToolchains, tg.toolchain) {
-			continue
-		}
 		// Without DWARF the table must agree.
 		f.HasDWARF = false
 		got, err = f.GoidOffset()
@@ -528,12 +525,6 @@ func TestGoidOffset(t *testing.T) {
 			continue
 		}
 		got, err := openTarget(t, tg).GoidOffset()
-		if slices.Contains(oldToolchains, tg.toolchain) {
-			if !errors.Is(err, ErrUnknownGoVersion) {
-				t.Errorf("%s: GoidOffset() = %d, %v; want ErrUnknownGoVersion", tg, got, err)
-			}
-			continue
-		}
 		if err != nil || got != fromDWARF[tg.toolchain] {
 			t.Errorf("%s: GoidOffset() = %d, %v; want %d", tg, got, err, fromDWARF[tg.toolchain])
 		}
