@@ -20,6 +20,7 @@
 #define MAX_PROBES 1024
 #define MAX_FRAMES 16 // in-flight traced calls per goroutine; a power of two
 #define MAX_STACK_DEPTH 64
+#define WAKEUP_BYTES (64 << 10)
 #define MAX_CAPTURES 4    // captured values per probe
 #define CAPTURE_BYTES 64  // per value: a scalar, or a string's first bytes
 
@@ -221,6 +222,15 @@ static __always_inline struct counters *counters_of(__u32 probe_id)
 			(c)->field++;    \
 	} while (0)
 
+// wakeup_flags wakes the reader only once a batch of records is waiting:
+// waking it for every record (the default when it keeps up) costs the probed
+// thread several microseconds per call. The reader also polls on a short
+// deadline, so a lone record is not held for long.
+static __always_inline __u64 wakeup_flags(void)
+{
+	return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+}
+
 static __always_inline void fill(struct event *e, struct gstate *gs, __u32 i, __u32 kind, __u64 now, __u32 tgid)
 {
 	struct frame *f = &gs->frames[i & (MAX_FRAMES - 1)];
@@ -261,7 +271,7 @@ __attribute__((noinline)) int emit(struct gstate *gs, __u32 i, __u32 kind, __u64
 			return 0;
 		}
 		fill(e, gs, i, kind, now, tgid);
-		bpf_ringbuf_submit(e, 0);
+		bpf_ringbuf_submit(e, wakeup_flags());
 		COUNT(c, emitted);
 		return 0;
 	}
@@ -280,7 +290,7 @@ __attribute__((noinline)) int emit(struct gstate *gs, __u32 i, __u32 kind, __u64
 	else
 		ec->v.ok = 0; // evicted from the LRU: an event with no values
 	bpf_map_delete_elem(&captures, &id);
-	bpf_ringbuf_submit(ec, 0);
+	bpf_ringbuf_submit(ec, wakeup_flags());
 	COUNT(c, emitted);
 	return 0;
 }

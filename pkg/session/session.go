@@ -170,7 +170,9 @@ func (s *Session) Run(ctx context.Context, emit func(*calls.Call)) error {
 		}
 	}
 	for ctx.Err() == nil {
-		s.Set.SetDeadline(time.Now().Add(200 * time.Millisecond))
+		// The probes wake the reader only for batches (see wakeup_flags in
+		// uprobes.c): the deadline bounds how long a lone call waits.
+		s.Set.SetDeadline(time.Now().Add(100 * time.Millisecond))
 		err := s.Set.Read(&rec)
 		switch {
 		case err == nil:
