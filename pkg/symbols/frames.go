@@ -61,9 +61,17 @@ func (f *File) frames1(t *pclntab, pc uint64) (frames []Frame) {
 	}
 	cu := r.word(funcCUOffset)
 	pcfile, pcln := r.word(funcPCFile), r.word(funcPCLn)
+	// The line table covers exactly the function's instructions: a pc it
+	// does not cover is alignment padding before the next function.
+	if _, ok := t.pcvalue(pcln, r.entry, pc); pcln != 0 && !ok {
+		return nil
+	}
 	frame := func(name []byte, at uint64, inlined bool) Frame {
 		fileIdx, _ := t.pcvalue(pcfile, r.entry, at)
-		line, _ := t.pcvalue(pcln, r.entry, at)
+		line, ok := t.pcvalue(pcln, r.entry, at)
+		if !ok {
+			line = 0
+		}
 		return Frame{PC: pc, Func: string(name), File: t.file(cu, fileIdx), Line: int(line), Inlined: inlined}
 	}
 	at := pc

@@ -495,6 +495,13 @@ func TestFramesOutsideText(t *testing.T) {
 	if len(fr) != 1 || fr[0].Func != "main.recurse" || fr[0].Inlined || fr[0].Line == 0 {
 		t.Errorf("Frames(entry of main.recurse) = %+v", fr)
 	}
+	// Alignment padding after the last instruction belongs to no function.
+	if fr := f.Frames(fns[0].End); fr != nil && fr[0].Func == "main.recurse" {
+		t.Errorf("Frames(end of main.recurse) = %+v", fr)
+	}
+	if fr := f.Frames(fns[0].End - 1); len(fr) != 1 || fr[0].Func != "main.recurse" {
+		t.Errorf("Frames(last byte of main.recurse) = %+v", fr)
+	}
 }
 
 func TestGoidOffset(t *testing.T) {
