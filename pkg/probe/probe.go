@@ -130,17 +130,18 @@ func Attach(probes []Probe, opts Options) (_ *Set, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("open %s: %w", opts.Binary, err)
 	}
-	for id := range probes {
-		if err := s.attach(id); err != nil {
-			return nil, err
-		}
-	}
+	// Panic probes first: a call must not start unseen by them.
 	for _, off := range opts.Panics {
 		l, err := s.exe.Uprobe("runtime.gopanic", s.objs.GoPanic, &link.UprobeOptions{Address: off, PID: opts.PID})
 		if err != nil {
 			return nil, fmt.Errorf("attach panic probe at %#x: %w", off, err)
 		}
 		s.panics = append(s.panics, l)
+	}
+	for id := range probes {
+		if err := s.attach(id); err != nil {
+			return nil, err
+		}
 	}
 
 	s.reader, err = ringbuf.NewReader(s.objs.Events)

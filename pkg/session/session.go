@@ -191,6 +191,11 @@ func (s *Session) Run(ctx context.Context, emit func(*calls.Call)) error {
 // finish detaches, reads what the ring buffer still holds, then drains the
 // calls in flight.
 func (s *Session) finish(handle func(*probe.Record), cause error) error {
+	// Every entry probe first, so no call starts while the RET probes of
+	// other functions are being removed.
+	for id := range s.Set.Probes() {
+		s.Set.Pause(id)
+	}
 	for id := range s.Set.Probes() {
 		s.Set.Detach(id)
 	}
