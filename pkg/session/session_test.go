@@ -311,3 +311,68 @@ func withoutReady(out string) string {
 	}
 	return strings.Join(keep, "\n")
 }
+
+// The BPF filters: a minimum duration drops the short calls before they
+// reach user space, and 1-in-N sampling keeps about one call in N.
+func TestFilters(t *testing.T) {
+	bin := testagent.Build(t, testagent.Variant{})
+	agent := testagent.Start(t, bin, "-start-delay", "1500ms", "-workers", "4", "-iterations", "50",
+		"-interval", "1ms", "-policy-depth", "10", "-policy-sleep", "1ms", "-bpf-sleep", "1ms")
+
+	const minDuration = 5 * time.Millisecond
+	cfg := session.Config{PID: agent.PID, Funcs: []string{resolvePolicy}}
+	cfg.MinDuration = minDuration
+	s, err := session.Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	// A second set on the same process samples upsertLocked.
+	cfg = session.Config{PID: agent.PID, Funcs: []string{upsert}}
+	cfg.SampleEvery = 4
+	sampled, err := session.Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sampled.Close()
+
+	var short, long, upserts int
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sampled.Run(context.Background(), func(c *calls.Call) {
+			if !c.Unfinished {
+				upserts++
+			}
+		})
+	}()
+	s.Run(context.Background(), func(c *calls.Call) {
+		if c.Duration < minDuration {
+			short++
+		} else {
+			long++
+		}
+	})
+	<-done
+	report := agent.Wait(t, 10*time.Second)
+
+	counters, err := s.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := counters[resolvePolicy]
+	if short != 0 || long == 0 || c.Filtered == 0 || uint64(long)+c.Filtered != report.Counts[resolvePolicy] {
+		t.Errorf("min duration: %d short and %d long calls reported, %d filtered in BPF, the agent made %d",
+			short, long, c.Filtered, report.Counts[resolvePolicy])
+	}
+	sc, err := sampled.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := report.Counts[upsert]
+	// 800 calls sampled 1 in 4: 200 expected, outside [120, 280] has
+	// odds below one in a million.
+	if upserts < 120 || upserts > 280 || sc[upsert].Hits != n || sc[upsert].Skipped+uint64(upserts) != n {
+		t.Errorf("sampling 1 in 4 of %d calls: %d reported, counters %+v", n, upserts, sc[upsert])
+	}
+}
