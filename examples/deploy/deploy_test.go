@@ -30,6 +30,12 @@ import (
 	"github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
 	"go.yaml.in/yaml/v3"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	k8sjson "sigs.k8s.io/json"
+	k8syaml "sigs.k8s.io/yaml"
 
 	"github.com/cilium-tracer/tracer/pkg/daemon"
 )
@@ -266,106 +272,84 @@ func stringValues(v any) []string {
 	return nil
 }
 
-// k8sObject holds the fields of the manifests the test checks.
-type k8sObject struct {
-	Kind     string `yaml:"kind"`
-	Metadata struct {
-		Name      string `yaml:"name"`
-		Namespace string `yaml:"namespace"`
-	} `yaml:"metadata"`
-	AutomountServiceAccountToken *bool             `yaml:"automountServiceAccountToken"`
-	Data                         map[string]string `yaml:"data"`
-	Spec                         struct {
-		Template struct {
-			Spec podSpec `yaml:"spec"`
-		} `yaml:"template"`
-	} `yaml:"spec"`
+// k8sObjects are the manifest's objects, decoded strictly into the
+// Kubernetes API types: an unknown, misspelled or duplicated field is an
+// error.
+type k8sObjects struct {
+	DaemonSet      *appsv1.DaemonSet
+	ServiceAccount *corev1.ServiceAccount
+	ConfigMap      *corev1.ConfigMap
+	Namespace      *corev1.Namespace
 }
 
-type podSpec struct {
-	ServiceAccountName           string `yaml:"serviceAccountName"`
-	AutomountServiceAccountToken *bool  `yaml:"automountServiceAccountToken"`
-	HostPID                      bool   `yaml:"hostPID"`
-	HostNetwork                  bool   `yaml:"hostNetwork"`
-	HostIPC                      bool   `yaml:"hostIPC"`
-	Tolerations                  []struct {
-		Operator string `yaml:"operator"`
-	} `yaml:"tolerations"`
-	Affinity struct {
-		PodAffinity struct {
-			Required []struct {
-				TopologyKey   string `yaml:"topologyKey"`
-				LabelSelector struct {
-					MatchLabels map[string]string `yaml:"matchLabels"`
-				} `yaml:"labelSelector"`
-			} `yaml:"requiredDuringSchedulingIgnoredDuringExecution"`
-		} `yaml:"podAffinity"`
-	} `yaml:"affinity"`
-	Containers []struct {
-		Name            string   `yaml:"name"`
-		Image           string   `yaml:"image"`
-		Args            []string `yaml:"args"`
-		SecurityContext struct {
-			Privileged               *bool `yaml:"privileged"`
-			AllowPrivilegeEscalation *bool `yaml:"allowPrivilegeEscalation"`
-			ReadOnlyRootFilesystem   bool  `yaml:"readOnlyRootFilesystem"`
-			Capabilities             struct {
-				Add  []string `yaml:"add"`
-				Drop []string `yaml:"drop"`
-			} `yaml:"capabilities"`
-			SeccompProfile struct {
-				Type string `yaml:"type"`
-			} `yaml:"seccompProfile"`
-		} `yaml:"securityContext"`
-		Resources struct {
-			Limits map[string]string `yaml:"limits"`
-		} `yaml:"resources"`
-		VolumeMounts []struct {
-			Name      string `yaml:"name"`
-			MountPath string `yaml:"mountPath"`
-			SubPath   string `yaml:"subPath"`
-		} `yaml:"volumeMounts"`
-		LivenessProbe any `yaml:"livenessProbe"`
-	} `yaml:"containers"`
-	Volumes []struct {
-		Name      string `yaml:"name"`
-		HostPath  any    `yaml:"hostPath"`
-		ConfigMap *struct {
-			Name string `yaml:"name"`
-		} `yaml:"configMap"`
-	} `yaml:"volumes"`
-}
-
-func loadK8s(t *testing.T) map[string]k8sObject {
+func loadK8s(t *testing.T) k8sObjects {
 	t.Helper()
 	b, err := os.ReadFile(k8sFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	objs := map[string]k8sObject{}
+	var objs k8sObjects
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	for {
-		var o k8sObject
-		err := dec.Decode(&o)
+		var doc any
+		err := dec.Decode(&doc)
 		if err == io.EOF {
 			break
 		}
 		if err != nil {
 			t.Fatalf("%s: %v", k8sFile, err)
 		}
-		if o.Kind == "" || o.Metadata.Name == "" {
-			t.Fatalf("%s: object without kind or name", k8sFile)
+		raw, err := yaml.Marshal(doc)
+		if err != nil {
+			t.Fatal(err)
 		}
-		objs[o.Kind] = o
+		var meta metav1.TypeMeta
+		if err := k8syaml.Unmarshal(raw, &meta); err != nil {
+			t.Fatalf("%s: %v", k8sFile, err)
+		}
+		var obj any
+		switch meta.APIVersion + " " + meta.Kind {
+		case "apps/v1 DaemonSet":
+			objs.DaemonSet = &appsv1.DaemonSet{}
+			obj = objs.DaemonSet
+		case "v1 ServiceAccount":
+			objs.ServiceAccount = &corev1.ServiceAccount{}
+			obj = objs.ServiceAccount
+		case "v1 ConfigMap":
+			objs.ConfigMap = &corev1.ConfigMap{}
+			obj = objs.ConfigMap
+		case "v1 Namespace":
+			objs.Namespace = &corev1.Namespace{}
+			obj = objs.Namespace
+		default:
+			t.Fatalf("%s: unexpected %s %s", k8sFile, meta.APIVersion, meta.Kind)
+		}
+		// Case-sensitive and strict, as the API server decodes.
+		j, err := k8syaml.YAMLToJSON(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		strict, err := k8sjson.UnmarshalStrict(j, obj, k8sjson.DisallowDuplicateFields, k8sjson.DisallowUnknownFields)
+		if err != nil || len(strict) > 0 {
+			t.Fatalf("%s: %s: %v %v", k8sFile, meta.Kind, err, strict)
+		}
+	}
+	if objs.DaemonSet == nil || objs.ServiceAccount == nil || objs.ConfigMap == nil || objs.Namespace == nil {
+		t.Fatalf("%s: want a Namespace, ServiceAccount, ConfigMap and DaemonSet", k8sFile)
 	}
 	return objs
 }
 
 func TestKubernetesDaemonSet(t *testing.T) {
 	objs := loadK8s(t)
-	ds, ok := objs["DaemonSet"]
-	if !ok {
-		t.Fatal("no DaemonSet")
+	ds, sa, cm := objs.DaemonSet, objs.ServiceAccount, objs.ConfigMap
+	for _, m := range []metav1.ObjectMeta{ds.ObjectMeta, sa.ObjectMeta, cm.ObjectMeta} {
+		if m.Namespace != objs.Namespace.Name {
+			t.Errorf("%s is in namespace %q, not the manifest's %s", m.Name, m.Namespace, objs.Namespace.Name)
+		}
+	}
+	if sel := ds.Spec.Selector; sel == nil || !labels.SelectorFromSet(sel.MatchLabels).Matches(labels.Set(ds.Spec.Template.Labels)) {
+		t.Error("the DaemonSet's selector does not select its pods")
 	}
 	pod := ds.Spec.Template.Spec
 	if !pod.HostPID {
@@ -379,23 +363,24 @@ func TestKubernetesDaemonSet(t *testing.T) {
 			t.Errorf("volume %s mounts a host path: not needed", v.Name)
 		}
 	}
-	sa, ok := objs["ServiceAccount"]
-	if !ok || pod.ServiceAccountName != sa.Metadata.Name {
+	if pod.ServiceAccountName != sa.Name {
 		t.Errorf("serviceAccountName %q does not name the manifest's ServiceAccount", pod.ServiceAccountName)
 	}
 	if pod.AutomountServiceAccountToken == nil || *pod.AutomountServiceAccountToken {
 		t.Error("the pod mounts an API token it never uses")
 	}
-	if !slices.ContainsFunc(pod.Tolerations, func(tl struct {
-		Operator string `yaml:"operator"`
-	}) bool {
-		return tl.Operator == "Exists"
+	if !slices.ContainsFunc(pod.Tolerations, func(tl corev1.Toleration) bool {
+		return tl.Operator == corev1.TolerationOpExists && tl.Key == "" && tl.Effect == ""
 	}) {
 		t.Error("no toleration of every taint: the tracer would not run on tainted nodes that run cilium")
 	}
-	aff := pod.Affinity.PodAffinity.Required
-	if len(aff) != 1 || aff[0].TopologyKey != "kubernetes.io/hostname" || aff[0].LabelSelector.MatchLabels["k8s-app"] != "cilium" {
-		t.Errorf("pod affinity %+v: want the nodes of k8s-app=cilium pods", aff)
+	var aff []corev1.PodAffinityTerm
+	if pod.Affinity != nil && pod.Affinity.PodAffinity != nil {
+		aff = pod.Affinity.PodAffinity.RequiredDuringSchedulingIgnoredDuringExecution
+	}
+	if len(aff) != 1 || aff[0].TopologyKey != "kubernetes.io/hostname" || aff[0].LabelSelector == nil ||
+		aff[0].LabelSelector.MatchLabels["k8s-app"] != "cilium" || !slices.Equal(aff[0].Namespaces, []string{"kube-system"}) {
+		t.Errorf("pod affinity %+v: want the nodes of kube-system's k8s-app=cilium pods", aff)
 	}
 
 	if len(pod.Containers) != 1 {
@@ -403,29 +388,35 @@ func TestKubernetesDaemonSet(t *testing.T) {
 	}
 	c := pod.Containers[0]
 	sc := c.SecurityContext
+	if sc == nil || sc.Capabilities == nil {
+		t.Fatal("no securityContext with capabilities")
+	}
 	if sc.Privileged != nil && *sc.Privileged {
 		t.Error("privileged: true")
 	}
 	if sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation {
 		t.Error("allowPrivilegeEscalation is not false")
 	}
-	if !sc.ReadOnlyRootFilesystem {
+	if sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
 		t.Error("readOnlyRootFilesystem is not true")
 	}
-	if !slices.Equal(sc.Capabilities.Drop, []string{"ALL"}) {
+	if !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) {
 		t.Errorf("capabilities.drop %v, want [ALL]", sc.Capabilities.Drop)
 	}
-	for _, want := range []string{"BPF", "PERFMON", "SYS_PTRACE"} {
+	for _, want := range []corev1.Capability{"BPF", "PERFMON", "SYS_PTRACE"} {
 		if !slices.Contains(sc.Capabilities.Add, want) {
 			t.Errorf("capabilities.add %v lacks %s", sc.Capabilities.Add, want)
 		}
 	}
 	for _, c := range sc.Capabilities.Add {
-		if !slices.Contains(tracerCaps, c) {
+		if !slices.Contains(tracerCaps, string(c)) {
 			t.Errorf("capabilities.add %s: not needed (allowed: %v)", c, tracerCaps)
 		}
 	}
-	if c.Resources.Limits["cpu"] == "" || c.Resources.Limits["memory"] == "" {
+	if sc.SeccompProfile == nil || sc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+		t.Errorf("seccompProfile %+v: the runtime's default profile is enough with SYS_ADMIN", sc.SeccompProfile)
+	}
+	if c.Resources.Limits.Cpu().IsZero() || c.Resources.Limits.Memory().IsZero() {
 		t.Errorf("resources.limits %v: want cpu and memory", c.Resources.Limits)
 	}
 	if c.LivenessProbe != nil {
@@ -434,24 +425,31 @@ func TestKubernetesDaemonSet(t *testing.T) {
 
 	// The config the container reads is the ConfigMap's, and it is valid.
 	cfgPath := configFlag(t, c.Args)
-	cm := objs["ConfigMap"]
 	var key string
 	for _, m := range c.VolumeMounts {
 		if m.MountPath != cfgPath {
 			continue
 		}
 		for _, v := range pod.Volumes {
-			if v.Name == m.Name && v.ConfigMap != nil && v.ConfigMap.Name == cm.Metadata.Name {
+			if v.Name == m.Name && v.ConfigMap != nil && v.ConfigMap.Name == cm.Name {
 				key = m.SubPath
 			}
 		}
 	}
 	data, ok := cm.Data[key]
 	if key == "" || !ok {
-		t.Fatalf("--config %s is not a key of ConfigMap %s", cfgPath, cm.Metadata.Name)
+		t.Fatalf("--config %s is not a key of ConfigMap %s", cfgPath, cm.Name)
 	}
-	if _, err := daemon.Parse("ConfigMap "+cm.Metadata.Name, []byte(data)); err != nil {
-		t.Errorf("daemon config: %v", err)
+	cfg, err := daemon.Parse("ConfigMap "+cm.Name, []byte(data))
+	if err != nil {
+		t.Fatalf("daemon config: %v", err)
+	}
+	_, port, err := net.SplitHostPort(cfg.Metrics.Listen)
+	if err != nil || !slices.ContainsFunc(c.Ports, func(p corev1.ContainerPort) bool { return strconv.Itoa(int(p.ContainerPort)) == port }) {
+		t.Errorf("the daemon serves metrics on %s, the container declares ports %+v", cfg.Metrics.Listen, c.Ports)
+	}
+	if ds.Spec.Template.Annotations["prometheus.io/port"] != port {
+		t.Errorf("prometheus.io/port %q, the daemon listens on %s", ds.Spec.Template.Annotations["prometheus.io/port"], port)
 	}
 }
 
@@ -623,7 +621,10 @@ func TestKubernetesCapabilities(t *testing.T) {
 	docker(t, "rm", id)
 	pid := startAgent(t, agent)
 
-	caps := loadK8s(t)["DaemonSet"].Spec.Template.Spec.Containers[0].SecurityContext.Capabilities.Add
+	var caps []string
+	for _, c := range loadK8s(t).DaemonSet.Spec.Template.Spec.Containers[0].SecurityContext.Capabilities.Add {
+		caps = append(caps, string(c))
+	}
 	run := func(caps []string) (string, error) {
 		set := "-all"
 		for _, c := range caps {
