@@ -17,6 +17,9 @@ import (
 	"testing"
 
 	"github.com/AfterShip/clickhouse-sql-parser/parser"
+	"github.com/grafana/grafana-foundation-sdk/go/cog"
+	"github.com/grafana/grafana-foundation-sdk/go/cog/plugins"
+	grafanadash "github.com/grafana/grafana-foundation-sdk/go/dashboard"
 	"go.yaml.in/yaml/v3"
 
 	"github.com/cilium-tracer/tracer/pkg/export"
@@ -791,6 +794,24 @@ func TestDashboardProvisioning(t *testing.T) {
 		if pr.Name == "" || pr.Type != "file" || !filepath.IsAbs(pr.Options.Path) {
 			t.Errorf("provider %+v: want a name, type file and an absolute options.path", pr)
 		}
+	}
+}
+
+// TestDashboardSchema decodes the dashboard strictly with the types
+// generated from Grafana's own dashboard and panel schemas: an unknown or
+// misplaced key, or a field the schema requires, fails.
+func TestDashboardSchema(t *testing.T) {
+	plugins.RegisterDefaultPlugins()
+	b, err := os.ReadFile(dashboardFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d grafanadash.Dashboard
+	// UnmarshalJSONStrict returns a nil cog.BuildErrors, a non-nil error
+	// interface, when the dashboard is valid.
+	var errs cog.BuildErrors
+	if err := d.UnmarshalJSONStrict(b); err != nil && !(errors.As(err, &errs) && len(errs) == 0) {
+		t.Errorf("%s: %v", dashboardFile, err)
 	}
 }
 
