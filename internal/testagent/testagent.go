@@ -189,6 +189,14 @@ func StartCmd(tb testing.TB, cmd *exec.Cmd) *Agent {
 	return a
 }
 
+// Begin tells an agent started with -wait-start to start its workload.
+func (a *Agent) Begin(tb testing.TB) {
+	tb.Helper()
+	if err := a.Cmd.Process.Signal(syscall.SIGUSR2); err != nil {
+		tb.Fatalf("start agent workload: %v", err)
+	}
+}
+
 // Lines returns what the agent printed so far.
 func (a *Agent) Lines() []string {
 	a.mu.Lock()
@@ -236,4 +244,3 @@ func (a *Agent) report(tb testing.TB) Report {
 
 // Output returns everything the agent printed, one line each.
 func (a *Agent) Output() string { return strings.Join(a.Lines(), "\n") }
-

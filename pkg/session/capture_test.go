@@ -87,7 +87,7 @@ func TestCaptureAgent(t *testing.T) {
 
 func runCaptures(t *testing.T, bin string, cfg session.Config) ([]calls.Call, *testagent.Agent) {
 	t.Helper()
-	agent := testagent.Start(t, bin, "-start-delay", "3s", "-workers", "8", "-iterations", "5",
+	agent := testagent.Start(t, bin, "-wait-start", "-workers", "8", "-iterations", "5",
 		"-interval", "2ms", "-policy-depth", "2", "-policy-sleep", "100us",
 		"-panic-every", fmt.Sprint(capturePanicEvery), "-log-regenerations")
 	cfg.PID = agent.PID
@@ -96,6 +96,7 @@ func runCaptures(t *testing.T, bin string, cfg session.Config) ([]calls.Call, *t
 		t.Fatal(err)
 	}
 	defer s.Close()
+	agent.Begin(t)
 	var got []calls.Call
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -158,12 +159,13 @@ func checkCaptures(t *testing.T, got []calls.Call, agent *testagent.Agent) {
 // Calls still in flight when tracing stops carry their values too.
 func TestCaptureInFlight(t *testing.T) {
 	bin := testagent.Build(t, testagent.Variant{})
-	agent := testagent.Start(t, bin, "-start-delay", "2s", "-workers", "2", "-iterations", "1", "-bpf-sleep", "5s", "-policy-depth", "0")
+	agent := testagent.Start(t, bin, "-wait-start", "-workers", "2", "-iterations", "1", "-bpf-sleep", "5s", "-policy-depth", "0")
 	s, err := session.Start(session.Config{PID: agent.PID, Funcs: []string{regenerateBPF}, Captures: captures[:2]})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
+	agent.Begin(t)
 	var got []calls.Call
 	ctx, cancel := context.WithTimeout(context.Background(), 3500*time.Millisecond)
 	defer cancel()

@@ -52,12 +52,13 @@ const (
 // every call the tracer reported and the agent's own report.
 func run(t *testing.T, bin string, args ...string) ([]calls.Call, testagent.Report, *session.Session, *testagent.Agent) {
 	t.Helper()
-	agent := testagent.Start(t, bin, append([]string{"-start-delay", "1500ms"}, args...)...)
+	agent := testagent.Start(t, bin, append([]string{"-wait-start"}, args...)...)
 	s, err := session.Start(session.Config{PID: agent.PID, Funcs: traced, Stacks: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
+	agent.Begin(t)
 
 	var got []calls.Call
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -272,9 +273,10 @@ func sortedCopy(s []string) []string {
 func TestOutputUnchanged(t *testing.T) {
 	const n = 1_000_000
 	bin := testagent.Build(t, testagent.Variant{Stripped: true, PIE: true})
-	args := []string{"-hot", strconv.Itoa(n), "-workers", "0", "-start-delay", "1s"}
+	args := []string{"-hot", strconv.Itoa(n), "-workers", "0"}
 
-	plain := testagent.Start(t, bin, args...)
+	plain := testagent.Start(t, bin, append([]string{"-wait-start"}, args...)...)
+	plain.Begin(t)
 	plain.Wait(t, time.Minute)
 
 	start := time.Now()
@@ -316,7 +318,7 @@ func withoutReady(out string) string {
 // reach user space, and 1-in-N sampling keeps about one call in N.
 func TestFilters(t *testing.T) {
 	bin := testagent.Build(t, testagent.Variant{})
-	agent := testagent.Start(t, bin, "-start-delay", "1500ms", "-workers", "4", "-iterations", "50",
+	agent := testagent.Start(t, bin, "-wait-start", "-workers", "4", "-iterations", "50",
 		"-interval", "1ms", "-policy-depth", "10", "-policy-sleep", "1ms", "-bpf-sleep", "1ms")
 
 	const minDuration = 5 * time.Millisecond
@@ -335,6 +337,7 @@ func TestFilters(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sampled.Close()
+	agent.Begin(t)
 
 	var short, long, upserts int
 	done := make(chan struct{})

@@ -22,12 +22,13 @@ import (
 // neighbours nest below; children fit inside their parents.
 func TestTraceToSpans(t *testing.T) {
 	bin := testagent.Build(t, testagent.Variant{})
-	agent := testagent.Start(t, bin, "-start-delay", "1s", "-workers", "8", "-iterations", "3", "-interval", "5ms")
+	agent := testagent.Start(t, bin, "-wait-start", "-workers", "8", "-iterations", "3", "-interval", "5ms")
 	s, err := session.Start(session.Config{PID: agent.PID, Funcs: traced, Stacks: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
+	agent.Begin(t)
 
 	mem := &export.MemoryExporter{}
 	host, _ := os.Hostname()

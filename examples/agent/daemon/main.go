@@ -48,6 +48,7 @@ type config struct {
 	hotBackground    bool
 	logRegenerations bool
 	startDelay       time.Duration
+	waitStart        bool
 }
 
 var errBadFlag = errors.New("invalid flag value")
@@ -67,6 +68,7 @@ func parseFlags(args []string) (config, error) {
 	fs.BoolVar(&c.hotBackground, "hot-background", false, "run the hot loop alongside the regenerations instead of before them")
 	fs.BoolVar(&c.logRegenerations, "log-regenerations", false, "print one line per regeneration with the endpoint's fields")
 	fs.DurationVar(&c.startDelay, "start-delay", 0, "wait this long after printing ready before starting, so a tracer can attach")
+	fs.BoolVar(&c.waitStart, "wait-start", false, "after printing ready, wait for SIGUSR2 before starting (then -start-delay), so a tracer can attach first")
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
 	}
@@ -138,7 +140,12 @@ func main() {
 		}
 	}()
 
+	start := make(chan os.Signal, 1)
+	signal.Notify(start, syscall.SIGUSR2)
 	out.printf("ready pid=%d\n", os.Getpid())
+	if cfg.waitStart {
+		<-start
+	}
 	time.Sleep(cfg.startDelay)
 	run(cfg, out)
 	out.exit()
