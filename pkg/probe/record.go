@@ -27,6 +27,9 @@ const (
 	Superseded
 	// InFlight: the call had not returned when the probes were removed.
 	InFlight
+	// Expired: the call had not returned long after it started, and was
+	// removed from the goroutine table (see Set.Expire).
+	Expired
 )
 
 func (k Kind) String() string {
@@ -39,6 +42,8 @@ func (k Kind) String() string {
 		return "ended without return (panic or Goexit)"
 	case InFlight:
 		return "in flight when tracing stopped"
+	case Expired:
+		return "no return for too long: goroutine gone, or still running"
 	}
 	return fmt.Sprintf("kind(%d)", uint32(k))
 }
@@ -131,6 +136,20 @@ func (s *Set) Stack(id int32) ([]uint64, error) {
 // returns them as InFlight records, ending now. Call it after detaching, so
 // no probe adds to the table meanwhile.
 func (s *Set) Drain() ([]Record, error) {
+	return s.sweep(0, InFlight)
+}
+
+// Expire removes the goroutines whose every traced call in flight started
+// more than maxAge ago, and returns those calls as Expired records. Their
+// goroutine ended without a RET (runtime.Goexit, or a panic after which it
+// never called a traced function again), or the calls run for longer than
+// maxAge; either way the table does not keep them forever. It is safe while
+// the probes are attached: a goroutine with any younger call is left alone.
+func (s *Set) Expire(maxAge time.Duration) ([]Record, error) {
+	return s.sweep(maxAge, Expired)
+}
+
+func (s *Set) sweep(maxAge time.Duration, kind Kind) ([]Record, error) {
 	now, err := monotonicNow()
 	if err != nil {
 		return nil, err
@@ -143,15 +162,21 @@ func (s *Set) Drain() ([]Record, error) {
 	)
 	it := s.objs.Gstates.Iterate()
 	for it.Next(&key, &gs) {
+		n := min(int(gs.N), len(gs.Frames))
+		// The newest frame is the last: if it is young, so is the
+		// goroutine's activity.
+		if n > 0 && now-gs.Frames[n-1].StartNs < uint64(maxAge) {
+			continue
+		}
 		keys = append(keys, key)
-		for i := 0; i < int(gs.N) && i < len(gs.Frames); i++ {
+		for i := 0; i < n; i++ {
 			f := gs.Frames[i]
 			r := Record{
 				ID: f.Id, RootID: gs.Frames[0].Id,
 				Start: f.StartNs, End: now,
 				Goroutine: gs.Goid, Depth: f.Depth, Caller: f.Caller,
 				Probe: int(f.ProbeId), StackID: f.StackId,
-				Kind: InFlight, PID: int(key.Tgid),
+				Kind: kind, PID: int(key.Tgid),
 			}
 			if i > 0 {
 				r.ParentID = gs.Frames[i-1].Id

@@ -1,6 +1,7 @@
 package session
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -24,6 +25,10 @@ type Config struct {
 	Captures []string
 	// Offsets resolves Captures on stripped executables.
 	Offsets *symbols.Offsets
+	// ExpireAfter is how long a call may go without returning before it
+	// is reported unfinished and dropped from the goroutine table, so
+	// goroutines that ended without a RET do not fill it; default 10m.
+	ExpireAfter time.Duration
 }
 
 // ErrTargetExited ends Run when the traced process is gone.
@@ -37,6 +42,7 @@ type Refused struct {
 
 // A Session is a set of probes attached to one process.
 type Session struct {
+	cfg     Config
 	PID     int
 	Binary  string // the executable as opened from the host
 	File    *symbols.File
@@ -142,7 +148,7 @@ func Start(cfg Config) (_ *Session, err error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Session{PID: cfg.PID, Binary: bin, File: f, Set: set, Refused: refused}
+	s := &Session{cfg: cfg, PID: cfg.PID, Binary: bin, File: f, Set: set, Refused: refused}
 	s.builder = calls.Builder{File: f, Bias: bias, Probes: set.Probes()}
 	if cfg.Stacks {
 		s.builder.Stack = set.Stack
@@ -169,7 +175,19 @@ func (s *Session) Run(ctx context.Context, emit func(*calls.Call)) error {
 			emit(&call)
 		}
 	}
+	expireAfter := cmp.Or(s.cfg.ExpireAfter, 10*time.Minute)
+	lastSweep := time.Now()
 	for ctx.Err() == nil {
+		if time.Since(lastSweep) > expireAfter/10 {
+			lastSweep = time.Now()
+			recs, err := s.Set.Expire(expireAfter)
+			for i := range recs {
+				handle(&recs[i])
+			}
+			if err != nil {
+				return s.finish(handle, err)
+			}
+		}
 		// The probes wake the reader only for batches (see wakeup_flags in
 		// uprobes.c): the deadline bounds how long a lone call waits.
 		s.Set.SetDeadline(time.Now().Add(100 * time.Millisecond))

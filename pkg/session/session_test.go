@@ -379,3 +379,40 @@ func TestFilters(t *testing.T) {
 		t.Errorf("sampling 1 in 4 of %d calls: %d reported, counters %+v", n, upserts, sc[upsert])
 	}
 }
+
+// Calls that do not return for longer than ExpireAfter are reported
+// unfinished and leave the goroutine table while tracing goes on.
+func TestExpire(t *testing.T) {
+	bin := testagent.Build(t, testagent.Variant{})
+	agent := testagent.Start(t, bin, "-wait-start", "-workers", "2", "-iterations", "1", "-bpf-sleep", "4s", "-policy-depth", "0")
+	s, err := session.Start(session.Config{PID: agent.PID, Funcs: []string{regenerateBPF}, ExpireAfter: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	agent.Begin(t)
+
+	var got []calls.Call
+	var inFlight int
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if err := s.Run(ctx, func(c *calls.Call) {
+		got = append(got, *c)
+		if n, _ := s.Set.InFlight(); n > inFlight {
+			inFlight = n
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 {
+		t.Fatalf("%d calls reported, want the 2 expired ones", len(got))
+	}
+	for _, c := range got {
+		if !c.Unfinished || !strings.Contains(c.Reason, "too long") || c.Duration < time.Second || c.Duration > 2500*time.Millisecond {
+			t.Errorf("call %s: unfinished %v (%s) after %v, want expired after 1-2.5s", c.Func, c.Unfinished, c.Reason, c.Duration)
+		}
+	}
+	if inFlight != 0 {
+		t.Errorf("%d goroutines still in the table after expiry", inFlight)
+	}
+}
