@@ -186,3 +186,30 @@ func TestOpenResolveBudget(t *testing.T) {
 		t.Errorf("peak RSS %d MiB, budget 80 MiB", hwmKB>>10)
 	}
 }
+
+// BenchmarkFrames measures symbolizing one PC without the cache: the cost of
+// the first sight of each PC of a stack.
+func BenchmarkFrames(b *testing.B) {
+	f, err := Open(benchBinary(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	t, err := f.pcln()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var pcs []uint64
+	for i := 0; i < t.nfunc; i += t.nfunc/1000 + 1 {
+		if entry, end := t.entry(i), t.codeEnd(i); end > entry {
+			pcs = append(pcs, entry+(end-entry)/2)
+		}
+	}
+	i := 0
+	for b.Loop() {
+		if f.frames1(t, pcs[i%len(pcs)]) == nil {
+			b.Fatalf("no frames at %#x", pcs[i%len(pcs)])
+		}
+		i++
+	}
+}
