@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
@@ -68,14 +69,17 @@ type Options struct {
 
 // A Set is a group of probes attached to one executable.
 type Set struct {
-	objs    uprobes.UprobesObjects
-	exe     *link.Executable
-	opts    Options
-	probes  []Probe
-	links   [][]link.Link // per probe: entry first, then each RET
-	panics  []link.Link
-	reader  *ringbuf.Reader
-	buckets int
+	objs   uprobes.UprobesObjects
+	exe    *link.Executable
+	opts   Options
+	probes []Probe
+	links  [][]link.Link // per probe: entry first, then the RETs
+	panics []link.Link
+	reader *ringbuf.Reader
+	// multi attaches through uprobe_multi links (Linux 6.6+): one link per
+	// function's RETs instead of one perf event each, and, on kernels with
+	// the CVE-2025-38466 fix, no CAP_SYS_ADMIN needed.
+	multi bool
 }
 
 // Attach loads the BPF programs and attaches them at the entry and every RET
@@ -108,6 +112,12 @@ func Attach(probes []Probe, opts Options) (_ *Set, err error) {
 	}
 
 	s := &Set{opts: opts, probes: probes, links: make([][]link.Link, len(probes))}
+	if features.HaveBPFLinkUprobeMulti() == nil {
+		s.multi = true
+		for _, p := range spec.Programs {
+			p.AttachType = ebpf.AttachTraceUprobeMulti
+		}
+	}
 	if err := spec.LoadAndAssign(&s.objs, nil); err != nil {
 		if errors.Is(err, os.ErrPermission) || errors.Is(err, ebpf.ErrNotSupported) {
 			return nil, fmt.Errorf("load BPF programs (needs root or CAP_BPF+CAP_PERFMON): %w", err)
@@ -131,12 +141,11 @@ func Attach(probes []Probe, opts Options) (_ *Set, err error) {
 		return nil, fmt.Errorf("open %s: %w", opts.Binary, err)
 	}
 	// Panic probes first: a call must not start unseen by them.
-	for _, off := range opts.Panics {
-		l, err := s.exe.Uprobe("runtime.gopanic", s.objs.GoPanic, &link.UprobeOptions{Address: off, PID: opts.PID})
+	if len(opts.Panics) > 0 {
+		s.panics, err = s.uprobes("runtime.gopanic", s.objs.GoPanic, opts.Panics, 0)
 		if err != nil {
-			return nil, fmt.Errorf("attach panic probe at %#x: %w", off, err)
+			return nil, fmt.Errorf("attach panic probes: %w", err)
 		}
-		s.panics = append(s.panics, l)
 	}
 	for id := range probes {
 		if err := s.attach(id); err != nil {
@@ -155,30 +164,49 @@ func Attach(probes []Probe, opts Options) (_ *Set, err error) {
 // call is entered that could not be seen returning.
 func (s *Set) attach(id int) error {
 	p := s.probes[id]
-	opts := func(off uint64) *link.UprobeOptions {
-		return &link.UprobeOptions{Address: off, PID: s.opts.PID, Cookie: uint64(id)}
-	}
-	var ls []link.Link
+	var rets []link.Link
 	if !p.EntryOnly {
 		if len(p.Returns) == 0 {
 			return fmt.Errorf("%s: no RET instructions to probe", p.Func.Name)
 		}
-		for _, off := range p.Returns {
-			l, err := s.exe.Uprobe(p.Func.Name, s.objs.GoReturn, opts(off))
-			if err != nil {
-				closeAll(ls)
-				return fmt.Errorf("attach %s RET at %#x: %w", p.Func.Name, off, err)
-			}
-			ls = append(ls, l)
+		var err error
+		if rets, err = s.uprobes(p.Func.Name, s.objs.GoReturn, p.Returns, uint64(id)); err != nil {
+			return fmt.Errorf("attach %s RETs: %w", p.Func.Name, err)
 		}
 	}
-	l, err := s.exe.Uprobe(p.Func.Name, s.objs.GoEntry, opts(p.Func.Offset))
+	entry, err := s.uprobes(p.Func.Name, s.objs.GoEntry, []uint64{p.Func.Offset}, uint64(id))
 	if err != nil {
-		closeAll(ls)
-		return fmt.Errorf("attach %s entry at %#x: %w", p.Func.Name, p.Func.Offset, err)
+		closeAll(rets)
+		return fmt.Errorf("attach %s entry: %w", p.Func.Name, err)
 	}
-	s.links[id] = append([]link.Link{l}, ls...)
+	s.links[id] = append(entry, rets...)
 	return nil
+}
+
+// uprobes attaches prog at each file offset, with cookie: one uprobe_multi
+// link for all of them where the kernel has it, else one uprobe each.
+func (s *Set) uprobes(name string, prog *ebpf.Program, offs []uint64, cookie uint64) ([]link.Link, error) {
+	if s.multi {
+		cookies := make([]uint64, len(offs))
+		for i := range cookies {
+			cookies[i] = cookie
+		}
+		l, err := s.exe.UprobeMulti(nil, prog, &link.UprobeMultiOptions{Addresses: offs, Cookies: cookies, PID: uint32(s.opts.PID)})
+		if err != nil {
+			return nil, err
+		}
+		return []link.Link{l}, nil
+	}
+	var ls []link.Link
+	for _, off := range offs {
+		l, err := s.exe.Uprobe(name, prog, &link.UprobeOptions{Address: off, PID: s.opts.PID, Cookie: cookie})
+		if err != nil {
+			closeAll(ls)
+			return nil, fmt.Errorf("at %#x: %w", off, err)
+		}
+		ls = append(ls, l)
+	}
+	return ls, nil
 }
 
 // Add attaches one more probe and returns its ID. IDs are never reused, so
