@@ -301,6 +301,7 @@ func (d *Daemon) attach(proc container.Process) (_ *attachment, err error) {
 		a.ids[p.Func.Name] = id
 		d.gov.Add(p.Func.Name, id, p.Config, maxEPS[p.Func.Name])
 	}
+	d.gov.Keep(a.ids)
 	d.cur = a
 	d.poke()
 	return a, nil

@@ -154,6 +154,16 @@ func (g *Governor) Update(fn string, c probe.Config, maxEPS float64) {
 	}
 }
 
+// Keep forgets every probe but those named in fns: after a restart, the
+// functions the new executable no longer has.
+func (g *Governor) Keep(fns map[string]int) {
+	for fn := range g.probes {
+		if _, ok := fns[fn]; !ok {
+			delete(g.probes, fn)
+		}
+	}
+}
+
 // Remove forgets a probe; its caller detaches it.
 func (g *Governor) Remove(fn string) { delete(g.probes, fn) }
 
