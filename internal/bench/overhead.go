@@ -1,0 +1,393 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
+
+	emptybpf "github.com/cilium-tracer/tracer/internal/bench/bpf"
+	"github.com/cilium-tracer/tracer/pkg/calls"
+	"github.com/cilium-tracer/tracer/pkg/probe"
+	"github.com/cilium-tracer/tracer/pkg/session"
+	"github.com/cilium-tracer/tracer/pkg/symbols"
+)
+
+// hotFunc is the function testdata/hot calls in its loop.
+const hotFunc = "main.(*table).lookup"
+
+// A mode is one way of running the hot loop: untraced or under some probes.
+type mode struct {
+	name string
+	// traced modes run traceCalls calls, the untraced one plainCalls: a
+	// call costs 1000 times more under a uprobe.
+	traced bool
+	// attach sets the mode up on the waiting target and returns the
+	// function that takes it down again and checks that every call was
+	// seen.
+	attach func(t *target) (finish func() error, err error)
+}
+
+var modes = []mode{
+	{name: "untraced", attach: func(*target) (func() error, error) { return func() error { return nil }, nil }},
+	{name: "bare entry+RET pair (empty BPF)", traced: true, attach: attachBare},
+	{name: "tracer: full (pairing, stack, event)", traced: true, attach: attachFull},
+	{name: "tracer: entry-only (stack + count)", traced: true, attach: attachEntryOnly},
+	{name: "bpftrace @s[ustack] = count()", traced: true, attach: attachBpftrace},
+}
+
+// Indexes into modes, for the ratios.
+const (
+	modeUntraced = iota
+	modeBare
+	modeFull
+	modeEntryOnly
+	modeBpftrace
+)
+
+type overheadConfig struct {
+	Rounds     int
+	PlainCalls int // calls per run, untraced
+	TraceCalls int // calls per run, traced
+}
+
+// overheadResult holds ns per call of every run, per mode.
+type overheadResult struct {
+	Config overheadConfig
+	NsPerCall [][]float64 // [mode][round]
+}
+
+func (r overheadResult) median(m int) float64 { return median(r.NsPerCall[m]) }
+
+// runOverhead runs every mode once per round, the modes in rotation so that
+// none always runs first or last: drift of the machine's load spreads over
+// all of them and the ratios stay honest.
+func runOverhead(hotBin string, cfg overheadConfig, log io.Writer) (overheadResult, error) {
+	res := overheadResult{Config: cfg, NsPerCall: make([][]float64, len(modes))}
+	for round := range cfg.Rounds {
+		for k := range modes {
+			m := (round + k) % len(modes)
+			n := cfg.PlainCalls
+			if modes[m].traced {
+				n = cfg.TraceCalls
+			}
+			ns, err := runMode(hotBin, modes[m], n)
+			if err != nil {
+				return res, fmt.Errorf("round %d, %s: %w", round+1, modes[m].name, err)
+			}
+			fmt.Fprintf(log, "  round %d  %-40s %10.1f ns/call\n", round+1, modes[m].name, ns)
+			res.NsPerCall[m] = append(res.NsPerCall[m], ns)
+		}
+	}
+	return res, nil
+}
+
+// A target is a started testdata/hot waiting for its go.
+type target struct {
+	bin   string
+	calls int
+	cmd   *exec.Cmd
+	pid   int
+	stdin io.WriteCloser
+	lines *bufio.Scanner
+}
+
+func startTarget(bin string, calls int) (*target, error) {
+	cmd := exec.Command(bin, "-n", strconv.Itoa(calls))
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	t := &target{bin: bin, calls: calls, cmd: cmd, pid: cmd.Process.Pid, stdin: stdin, lines: bufio.NewScanner(stdout)}
+	if !t.lines.Scan() || !strings.HasPrefix(t.lines.Text(), "ready pid=") {
+		t.kill()
+		return nil, fmt.Errorf("target did not start: %q", t.lines.Text())
+	}
+	return t, nil
+}
+
+func (t *target) kill() {
+	t.cmd.Process.Kill()
+	t.cmd.Wait()
+}
+
+var resultLine = regexp.MustCompile(`^result calls=(\d+) ns=(\d+) sum=\d+$`)
+
+// run lets the target loop and returns its time per call.
+func (t *target) run() (float64, error) {
+	if _, err := io.WriteString(t.stdin, "go\n"); err != nil {
+		return 0, err
+	}
+	if !t.lines.Scan() {
+		return 0, fmt.Errorf("target printed no result: %v", t.lines.Err())
+	}
+	m := resultLine.FindStringSubmatch(t.lines.Text())
+	if m == nil {
+		return 0, fmt.Errorf("target printed %q", t.lines.Text())
+	}
+	n, _ := strconv.Atoi(m[1])
+	ns, _ := strconv.ParseFloat(m[2], 64)
+	if err := t.cmd.Wait(); err != nil {
+		return 0, fmt.Errorf("target: %w", err)
+	}
+	return ns / float64(n), nil
+}
+
+func runMode(bin string, m mode, calls int) (float64, error) {
+	t, err := startTarget(bin, calls)
+	if err != nil {
+		return 0, err
+	}
+	finish, err := m.attach(t)
+	if err != nil {
+		t.kill()
+		return 0, err
+	}
+	ns, err := t.run()
+	if err != nil {
+		t.kill()
+		finish()
+		return 0, err
+	}
+	if err := finish(); err != nil {
+		return 0, err
+	}
+	return ns, nil
+}
+
+// attachBare attaches the empty programs where the tracer attaches its
+// own: the entry and every RET, the probe ID as cookie. Kernel BPF stats,
+// on only meanwhile, count the runs, so a probe that did not fire is seen.
+func attachBare(t *target) (func() error, error) {
+	f, err := symbols.Open(t.bin)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	probes, _, err := session.Resolve(f, []string{hotFunc}, probe.Config{})
+	if err != nil {
+		return nil, err
+	}
+	if len(probes) != 1 {
+		return nil, fmt.Errorf("%s: %d functions", hotFunc, len(probes))
+	}
+	p := probes[0]
+
+	_ = rlimit.RemoveMemlock()
+	var objs emptybpf.EmptyObjects
+	if err := emptybpf.LoadEmptyObjects(&objs, nil); err != nil {
+		return nil, fmt.Errorf("load empty programs: %w", err)
+	}
+	ex, err := link.OpenExecutable(t.bin)
+	if err != nil {
+		objs.Close()
+		return nil, err
+	}
+	var links []link.Link
+	closeAll := func() {
+		for _, l := range links {
+			l.Close()
+		}
+		objs.Close()
+	}
+	attach := func(prog *ebpf.Program, off uint64) error {
+		l, err := ex.Uprobe(p.Func.Name, prog, &link.UprobeOptions{Address: off, PID: t.pid, Cookie: 0})
+		if err != nil {
+			return err
+		}
+		links = append(links, l)
+		return nil
+	}
+	for _, off := range p.Returns {
+		if err := attach(objs.EmptyReturn, off); err != nil {
+			closeAll()
+			return nil, err
+		}
+	}
+	if err := attach(objs.EmptyEntry, p.Func.Offset); err != nil {
+		closeAll()
+		return nil, err
+	}
+	stats, statsErr := ebpf.EnableStats(unix.BPF_STATS_RUN_TIME)
+	return func() error {
+		defer closeAll()
+		if statsErr != nil {
+			return nil // the timing alone shows the probes fired
+		}
+		defer stats.Close()
+		for name, prog := range map[string]*ebpf.Program{"entry": objs.EmptyEntry, "return": objs.EmptyReturn} {
+			st, err := prog.Stats()
+			if err != nil {
+				return err
+			}
+			if st.RunCount != uint64(t.calls) {
+				return fmt.Errorf("empty %s program ran %d times for %d calls", name, st.RunCount, t.calls)
+			}
+		}
+		return nil
+	}, nil
+}
+
+// attachFull traces the function as `tracer trace --stacks` does: a session
+// whose reader builds every call while the target runs.
+func attachFull(t *target) (func() error, error) {
+	s, err := session.Start(session.Config{PID: t.pid, Binary: t.bin, Funcs: []string{hotFunc}, Stacks: true})
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var (
+		wg     sync.WaitGroup
+		got    int
+		runErr error
+	)
+	wg.Go(func() {
+		runErr = s.Run(ctx, func(c *calls.Call) {
+			if !c.Unfinished && len(c.Stack) > 0 {
+				got++
+			}
+		})
+	})
+	return func() error {
+		cancel()
+		wg.Wait()
+		defer s.Close()
+		if runErr != nil && !errors.Is(runErr, session.ErrTargetExited) {
+			return runErr
+		}
+		if got != t.calls {
+			cs, _ := s.Set.Counters()
+			return fmt.Errorf("%d calls with stacks read for %d made (counters %+v)", got, t.calls, cs)
+		}
+		return nil
+	}, nil
+}
+
+// attachEntryOnly counts the function's entries per stack in BPF.
+func attachEntryOnly(t *target) (func() error, error) {
+	s, err := session.Start(session.Config{PID: t.pid, Binary: t.bin, Funcs: []string{hotFunc},
+		Config: probe.Config{EntryOnly: true}, Stacks: true})
+	if err != nil {
+		return nil, err
+	}
+	return func() error {
+		defer s.Close()
+		counts, err := s.Set.EntryCounts()
+		if err != nil {
+			return err
+		}
+		var n uint64
+		for _, c := range counts {
+			if c.StackID < 0 {
+				return fmt.Errorf("entry counted without a stack")
+			}
+			n += c.Count
+		}
+		if n != uint64(t.calls) {
+			return fmt.Errorf("%d entries counted for %d calls", n, t.calls)
+		}
+		return nil
+	}, nil
+}
+
+var bpftraceCount = regexp.MustCompile(`(?m)^\]: (\d+)$`)
+
+// attachBpftrace runs the one-liner users would run instead. Its BEGIN
+// probe fires once every other probe is attached.
+func attachBpftrace(t *target) (func() error, error) {
+	prog := fmt.Sprintf(`BEGIN { printf("attached\n"); } uprobe:%s:"%s" { @s[ustack] = count(); }`, t.bin, hotFunc)
+	cmd := exec.Command("bpftrace", "-p", strconv.Itoa(t.pid), "-e", prog)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("bpftrace: %w", err)
+	}
+	out := make(chan string, 1)
+	attached := make(chan struct{})
+	go func() {
+		var sb strings.Builder
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if sc.Text() == "attached" {
+				close(attached)
+			}
+			sb.WriteString(sc.Text() + "\n")
+		}
+		out <- sb.String()
+	}()
+	select {
+	case <-attached:
+	case s := <-out:
+		cmd.Wait()
+		return nil, fmt.Errorf("bpftrace exited: %s%s", s, stderr.String())
+	case <-time.After(60 * time.Second):
+		cmd.Process.Kill()
+		cmd.Wait()
+		return nil, errors.New("bpftrace not attached after 60s")
+	}
+	return func() error {
+		cmd.Process.Signal(os.Interrupt)
+		s := <-out
+		cmd.Wait()
+		var n int
+		for _, m := range bpftraceCount.FindAllStringSubmatch(s, -1) {
+			c, _ := strconv.Atoi(m[1])
+			n += c
+		}
+		if n != t.calls {
+			return fmt.Errorf("bpftrace counted %d calls for %d made:\n%s%s", n, t.calls, s, stderr.String())
+		}
+		return nil
+	}, nil
+}
+
+// buildHot builds testdata/hot into dir.
+func buildHot(root, dir string) (string, error) {
+	out := filepath.Join(dir, "hot")
+	cmd := exec.Command("go", "build", "-o", out, "./internal/bench/testdata/hot")
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("build hot: %w\n%s", err, b)
+	}
+	return out, nil
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
