@@ -68,7 +68,7 @@ type overheadConfig struct {
 
 // overheadResult holds ns per call of every run, per mode.
 type overheadResult struct {
-	Config overheadConfig
+	Config    overheadConfig
 	NsPerCall [][]float64 // [mode][round]
 }
 
