@@ -431,9 +431,15 @@ func (d *Daemon) read(ctx context.Context, a *attachment) error {
 func (d *Daemon) emit(a *attachment, r *probe.Record) {
 	// A record whose stack could not be read is still a call.
 	c, err := a.builder.Build(r)
-	if err == nil || c.Func != "" {
-		a.pipe.Enqueue(c)
+	if err != nil && c.Func == "" {
+		return
 	}
+	if off, ok := d.gov.InFlightWhenOff(c.Func, r.Start, r.End); ok {
+		c.Unfinished = true
+		c.Reason = "in flight when the governor detached the probe"
+		c.Duration = time.Duration(off - r.Start)
+	}
+	a.pipe.Enqueue(c)
 }
 
 // finish detaches every probe, reports the calls still in flight as

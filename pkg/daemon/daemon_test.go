@@ -37,6 +37,7 @@ var (
 	regenerateBPF = cilium + "endpoint.(*Endpoint).regenerateBPF"
 	syncPolicyMap = cilium + "endpoint.(*Endpoint).syncPolicyMapWithDump"
 	upsert        = cilium + "ipcache.(*IPCache).upsertLocked"
+	resolvePolicy = cilium + "policy.(*Repository).resolvePolicyLocked"
 	lookup        = cilium + "maps/ctmap.(*Map).lookup"
 )
 
@@ -555,4 +556,50 @@ func regexpFind(s, expr string) string {
 		return ""
 	}
 	return m[1]
+}
+
+// Calls in flight when the governor switches a probe off and still running
+// after the grace period never get their return seen. They are reported
+// unfinished, never paired with a later call's return into a span as long
+// as the off period.
+func TestGovernorLongCalls(t *testing.T) {
+	bin := testagent.Build(t, testagent.Variant{})
+	const sleep = 10 * time.Millisecond
+	agent := testagent.Start(t, bin, "-start-delay", "2s", "-workers", "50", "-interval", "0s",
+		"-policy-depth", "10", "-policy-sleep", sleep.String())
+	r := startDaemon(t, `
+probes:
+  - func: "`+resolvePolicy+`"
+governor: {budget_percent: 2, interval: 1s, window: 200ms, max_period: 3s, hit_cost: 40us}
+`, agent.PID)
+	state := `tracer_probe_governor_state{function="` + resolvePolicy + `",state="throttled"}`
+	r.waitMetric(t, state, 15*time.Second, func(v float64) bool { return v == 1 })
+	time.Sleep(10 * time.Second)
+	agent.Stop(t)
+	r.waitDetached(t)
+	r.stop(t)
+
+	var longest time.Duration
+	var offUnfinished int
+	for _, s := range r.parseSpans(t) {
+		if s.Function != resolvePolicy {
+			continue
+		}
+		if s.Unfinished {
+			if s.Reason == "in flight when the governor detached the probe" {
+				offUnfinished++
+			}
+			continue
+		}
+		longest = max(longest, time.Duration(s.DurationNS))
+	}
+	t.Logf("longest completed call %v; %d calls in flight when switched off", longest, offUnfinished)
+	// The outermost of 10 levels sleeps 10 times; 50 goroutines on two
+	// CPUs add scheduling delays, never the ~1s off periods.
+	if longest > 50*sleep {
+		t.Errorf("a completed call lasted %v, want under %v", longest, 50*sleep)
+	}
+	if offUnfinished == 0 {
+		t.Error("no call reported in flight when the probe was switched off")
+	}
 }

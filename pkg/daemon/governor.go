@@ -8,6 +8,8 @@ import (
 	"slices"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/cilium-tracer/tracer/pkg/probe"
 )
 
@@ -120,6 +122,10 @@ type governed struct {
 	hits     uint64
 	emitted  uint64
 	since    time.Time
+
+	// offAt is when the governor last switched the probe off, on the BPF
+	// clock (CLOCK_MONOTONIC ns); 0 if never.
+	offAt uint64
 }
 
 // NewGovernor returns a governor with no probes.
@@ -212,7 +218,7 @@ func (g *Governor) Tick(now time.Time, set probeSet) error {
 		switch p.phase {
 		case on:
 			p.measure(c, now)
-			set.Pause(p.id)
+			p.switchOff(set)
 			p.phase, p.next = pausing, now.Add(grace)
 		case pausing:
 			set.Detach(p.id)
@@ -238,6 +244,33 @@ func (g *Governor) Tick(now time.Time, set probeSet) error {
 	g.decide(now, set)
 	g.nextDecision = now.Add(g.Interval)
 	return nil
+}
+
+func (p *governed) switchOff(set probeSet) {
+	set.Pause(p.id)
+	p.offAt = monotonicNow()
+}
+
+// InFlightWhenOff reports whether a call of fn that started at start and
+// ended at end (BPF clock) was in flight when the governor switched the
+// probe off and outlived the grace period. Its return was not seen: a
+// return paired with it belongs to a later call, entered when the probe was
+// back on at the same depth and taken for a re-entry.
+func (g *Governor) InFlightWhenOff(fn string, start, end uint64) (offAt uint64, ok bool) {
+	p := g.probes[fn]
+	if p == nil || p.offAt == 0 {
+		return 0, false
+	}
+	return p.offAt, start < p.offAt && end > p.offAt+uint64(grace)
+}
+
+// monotonicNow reads the clock of bpf_ktime_get_ns.
+func monotonicNow() uint64 {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return 0
+	}
+	return uint64(ts.Nano())
 }
 
 func (p *governed) reset(c probe.Counters, now time.Time) {
@@ -314,7 +347,7 @@ func (g *Governor) decide(now time.Time, set probeSet) {
 			"overhead_percent", round2(100*o), "budget_percent", round2(100*g.Budget),
 			"window", g.Window, "period", p.period.Round(time.Millisecond))
 		p.state = Throttled
-		set.Pause(p.id)
+		p.switchOff(set)
 		p.phase, p.next = pausing, now.Add(grace)
 	}
 	over := g.estimate > g.Budget*1.0001
