@@ -28,13 +28,13 @@ func TestTraceToSpans(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
+	before := time.Now()
 	agent.Begin(t)
 
 	mem := &export.MemoryExporter{}
 	host, _ := os.Hostname()
 	res := export.Resource{HostName: host, PID: agent.PID, GoVersion: s.File.GoVersion}
 	pipe := export.NewPipeline(export.NewSpanBuilder(res), map[string]export.Exporter{"memory": mem}, export.PipelineConfig{})
-	before := time.Now()
 	err = s.Run(context.Background(), func(c *calls.Call) { pipe.Enqueue(*c) })
 	after := time.Now()
 	if !errors.Is(err, session.ErrTargetExited) {
