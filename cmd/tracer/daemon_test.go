@@ -73,7 +73,7 @@ func waitFor(t *testing.T, buf *lockedBuffer, substr string, timeout time.Durati
 // 0.
 func TestDaemonSignals(t *testing.T) {
 	bin := testagent.Build(t, testagent.Variant{})
-	agent := testagent.Start(t, bin, "-start-delay", "2s", "-workers", "1", "-interval", "10ms", "-policy-depth", "2")
+	agent := testagent.Start(t, bin, "-wait-start", "-workers", "1", "-interval", "10ms", "-policy-depth", "2")
 	dir := t.TempDir()
 	spansPath := filepath.Join(dir, "spans.json")
 	config := func(probes ...string) string {
@@ -109,6 +109,7 @@ func TestDaemonSignals(t *testing.T) {
 		<-exited
 	})
 	waitFor(t, stderr, "msg=tracing", 30*time.Second)
+	agent.Begin(t)
 	time.Sleep(3 * time.Second)
 
 	if err := os.WriteFile(cfgPath, []byte(config("endpoint.(*Endpoint).regenerateBPF", "endpoint.(*Endpoint).syncPolicyMapWithDump")), 0o644); err != nil {

@@ -279,7 +279,7 @@ func TestGovernorOnAgent(t *testing.T) {
 	// About 12 s of untraced calls: the loop is still running long after
 	// the governor acted, and ends before the test does.
 	hot := int(rate * 12)
-	agent := testagent.Start(t, bin, "-start-delay", "3s", "-hot", strconv.Itoa(hot), "-hot-background",
+	agent := testagent.Start(t, bin, "-wait-start", "-hot", strconv.Itoa(hot), "-hot-background",
 		"-workers", "1", "-interval", "20ms", "-policy-depth", "2")
 	r := startDaemon(t, `
 probes:
@@ -287,13 +287,13 @@ probes:
   - func: "`+lookup+`"
 governor: {budget_percent: 1, interval: 1s, window: 100ms, max_period: 20s}
 `, agent.PID)
+	agent.Begin(t)
 
 	hotState := `tracer_probe_governor_state{function="` + lookup + `",state="throttled"}`
-	// The hot loop starts after the agent's start delay.
 	_, took := r.waitMetric(t, hotState, 15*time.Second, func(v float64) bool { return v == 1 })
-	t.Logf("lookup throttled %v after attach", took)
-	if took > 3*time.Second+10*time.Second {
-		t.Errorf("throttled %v after attach, want within 10s of the loop starting", took)
+	t.Logf("lookup throttled %v after the loop started", took)
+	if took > 10*time.Second {
+		t.Errorf("throttled %v after the loop started, want within 10s", took)
 	}
 	budget := r.metric(t, "tracer_overhead_budget_cpus")
 	if est := r.metric(t, "tracer_overhead_estimated_cpus"); est > budget*1.001 || est <= 0 {
@@ -367,7 +367,7 @@ governor: {budget_percent: 1, interval: 1s, window: 100ms, max_period: 20s}
 // unchanged probe reports every call across the reload.
 func TestReload(t *testing.T) {
 	bin := testagent.Build(t, testagent.Variant{})
-	agent := testagent.Start(t, bin, "-start-delay", "3s", "-workers", "2", "-interval", "10ms", "-policy-depth", "2")
+	agent := testagent.Start(t, bin, "-wait-start", "-workers", "2", "-interval", "10ms", "-policy-depth", "2")
 	r := startDaemon(t, `
 probes:
   - func: "`+regenerateBPF+`"
@@ -375,7 +375,8 @@ probes:
   - func: "`+regenerate+`"
 governor: {hit_cost: 40us, budget_percent: 50}
 `, agent.PID)
-	time.Sleep(4 * time.Second)
+	agent.Begin(t)
+	time.Sleep(3 * time.Second)
 	next, err := Parse("test.yaml", []byte(`
 target: {pid: `+strconv.Itoa(agent.PID)+`}
 probes:
@@ -452,7 +453,7 @@ func TestRestart(t *testing.T) {
 	if err := os.WriteFile(own, b, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	args := []string{"-start-delay", "3s", "-workers", "1", "-interval", "10ms", "-policy-depth", "2"}
+	args := []string{"-wait-start", "-workers", "1", "-interval", "10ms", "-policy-depth", "2"}
 	first := testagent.Start(t, own, args...)
 	r := startDaemon(t, `
 target:
@@ -463,7 +464,8 @@ probes:
 governor: {hit_cost: 40us}
 jitter: {reattach: 500ms}
 `, first.PID)
-	time.Sleep(4 * time.Second)
+	first.Begin(t)
+	time.Sleep(3 * time.Second)
 	report1 := first.Stop(t)
 
 	second := testagent.Start(t, own, args...)
@@ -473,7 +475,8 @@ jitter: {reattach: 500ms}
 	if took > 5*time.Second {
 		t.Errorf("re-attached %v after the restart, want within 5s", took)
 	}
-	time.Sleep(4 * time.Second)
+	second.Begin(t)
+	time.Sleep(3 * time.Second)
 	report2 := second.Stop(t)
 	r.waitDetached(t)
 	if v := r.metric(t, "tracer_target_reattaches_total"); v != 1 {
@@ -565,13 +568,14 @@ func regexpFind(s, expr string) string {
 func TestGovernorLongCalls(t *testing.T) {
 	bin := testagent.Build(t, testagent.Variant{})
 	const sleep = 10 * time.Millisecond
-	agent := testagent.Start(t, bin, "-start-delay", "2s", "-workers", "50", "-interval", "0s",
+	agent := testagent.Start(t, bin, "-wait-start", "-workers", "50", "-interval", "0s",
 		"-policy-depth", "10", "-policy-sleep", sleep.String())
 	r := startDaemon(t, `
 probes:
   - func: "`+resolvePolicy+`"
 governor: {budget_percent: 2, interval: 1s, window: 200ms, max_period: 3s, hit_cost: 40us}
 `, agent.PID)
+	agent.Begin(t)
 	state := `tracer_probe_governor_state{function="` + resolvePolicy + `",state="throttled"}`
 	r.waitMetric(t, state, 15*time.Second, func(v float64) bool { return v == 1 })
 	time.Sleep(10 * time.Second)
