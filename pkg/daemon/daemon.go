@@ -171,34 +171,52 @@ func (d *Daemon) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		d.log.Info("target exited, waiting for it to come back", "pid", proc.PID, "reason", err)
+		// A target that exited is waited for; one still running after a
+		// read error is attached to again after a backoff.
+		exited := errors.Is(err, session.ErrTargetExited)
+		if exited {
+			d.log.Info("target exited, waiting for it to come back", "pid", proc.PID)
+		} else {
+			d.log.Error("tracing stopped, attaching again", "pid", proc.PID, "err", err)
+		}
 		cfg = d.config()
+		stopped := time.Now()
 		for {
-			next, err := container.Watch(ctx, sel, proc, container.WatchOptions{
-				Backoff: cfg.Target.backoff(),
-				OnRetry: func(attempt int, err error, wait time.Duration) {
-					d.log.Debug("target not back yet", "attempt", attempt, "err", err, "retry_in", wait)
-				},
-			})
-			if err != nil {
-				return nil // ctx is done
+			next := proc
+			if exited {
+				next, err = container.Watch(ctx, sel, proc, container.WatchOptions{
+					Backoff: cfg.Target.backoff(),
+					OnRetry: func(attempt int, err error, wait time.Duration) {
+						d.log.Debug("target not back yet", "attempt", attempt, "err", err, "retry_in", wait)
+					},
+				})
+				if err != nil {
+					return nil // ctx is done
+				}
+			} else if !sleep(ctx, cfg.Target.backoff().Next(0)) {
+				return nil
 			}
-			start := time.Now()
 			if wait := Jitter(cfg.Jitter.Reattach, d.opts.Rand); wait > 0 && !sleep(ctx, wait) {
 				return nil
 			}
 			a, err = d.attach(next)
 			if err != nil {
-				d.log.Error("cannot attach to the restarted target, waiting for its next restart", "pid", next.PID, "err", err)
-				proc = next
+				// Stability first: never retry in a loop against a
+				// running agent; try again when it restarts.
+				d.log.Error("cannot attach, waiting for the target's next restart", "pid", next.PID, "err", err)
+				proc, exited = next, true
 				continue
 			}
-			d.mu.Lock()
-			d.reattaches++
-			d.mu.Unlock()
-			d.log.Info("target restarted: re-attached",
-				"old_pid", proc.PID, "pid", next.PID, "binary_changed", !next.SameBinary(proc),
-				"probes", len(a.set.Probes()), "waited", time.Since(start).Round(time.Millisecond))
+			if exited {
+				d.mu.Lock()
+				d.reattaches++
+				d.mu.Unlock()
+				d.log.Info("target restarted: re-attached",
+					"old_pid", proc.PID, "pid", next.PID, "binary_changed", !next.SameBinary(proc),
+					"probes", len(a.set.Probes()), "after", time.Since(stopped).Round(time.Millisecond))
+			} else {
+				d.log.Info("re-attached", "pid", next.PID, "probes", len(a.set.Probes()))
+			}
 			proc = next
 			break
 		}
