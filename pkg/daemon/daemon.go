@@ -56,7 +56,31 @@ type Daemon struct {
 	reattaches uint64
 	wake       chan struct{}
 	metrics    net.Addr
-	running    chan struct{} // closed once the metrics server listens
+
+	// kept is the executable of the last target, open after it exited:
+	// a restart running the same file needs no new symbol tables. Only
+	// Run's goroutine uses it.
+	kept    *kept
+	running chan struct{} // closed once the metrics server listens
+}
+
+type kept struct {
+	proc container.Process
+	file *symbols.File
+}
+
+// symbolsFor returns the executable of proc: the last target's when it ran
+// the same file, else bin opened anew.
+func (d *Daemon) symbolsFor(proc container.Process, bin string, override bool) (*symbols.File, error) {
+	k := d.kept
+	d.kept = nil
+	if k != nil {
+		if !override && proc.SameBinary(k.proc) {
+			return k.file, nil
+		}
+		k.file.Close()
+	}
+	return symbols.Open(bin)
 }
 
 // attachment is the daemon's hold on one target process.
@@ -119,6 +143,10 @@ func (d *Daemon) MetricsAddr() net.Addr {
 // ambiguous, or the first attach fails.
 func (d *Daemon) Run(ctx context.Context) error {
 	defer func() {
+		if d.kept != nil {
+			d.kept.file.Close()
+			d.kept = nil
+		}
 		// Exporters built by New and never handed to a pipeline.
 		d.mu.Lock()
 		exps := d.exporters
@@ -267,7 +295,7 @@ func (d *Daemon) find(ctx context.Context, sel container.Selector, b container.B
 func (d *Daemon) attach(proc container.Process) (_ *attachment, err error) {
 	cfg := d.config()
 	bin := cmp.Or(cfg.Target.Binary, proc.Binary)
-	f, err := symbols.Open(bin)
+	f, err := d.symbolsFor(proc, bin, cfg.Target.Binary != "")
 	if err != nil {
 		return nil, err
 	}
@@ -492,9 +520,10 @@ func (d *Daemon) finish(a *attachment) {
 	d.mu.Unlock()
 
 	d.retirePipeline(a.pipe)
-	if err := errors.Join(a.set.Close(), a.file.Close()); err != nil {
+	if err := a.set.Close(); err != nil {
 		d.log.Warn("detaching", "err", err)
 	}
+	d.kept = &kept{proc: a.proc, file: a.file}
 }
 
 // retirePipeline flushes and shuts down a pipeline, keeping its counters

@@ -439,22 +439,29 @@ pipeline: {batch_timeout: 50ms}
 }
 
 // The target restarting: the daemon re-resolves it by name with backoff,
-// re-attaches after the jitter and says so in one line; every call of both
-// processes is reported.
+// re-attaches after the jitter and says so in one line; every call of each
+// process is reported. The first restart runs the same executable (symbols
+// kept), the second a stripped rebuild at the same path (symbols re-read:
+// its functions are elsewhere).
 func TestRestart(t *testing.T) {
 	bin := testagent.Build(t, testagent.Variant{})
+	stripped := testagent.Build(t, testagent.Variant{Stripped: true})
 	// A name of our own: other tests on this node run cilium-agents.
 	name := fmt.Sprintf("dmn%d", rand.IntN(1e6))
 	own := filepath.Join(t.TempDir(), name)
-	b, err := os.ReadFile(bin)
-	if err != nil {
-		t.Fatal(err)
+	install := func(src string) {
+		b, err := os.ReadFile(src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.Remove(own)
+		if err := os.WriteFile(own, b, 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if err := os.WriteFile(own, b, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	install(bin)
 	args := []string{"-wait-start", "-workers", "1", "-interval", "10ms", "-policy-depth", "2"}
-	first := testagent.Start(t, own, args...)
+	agents := []*testagent.Agent{testagent.Start(t, own, args...)}
 	r := startDaemon(t, `
 target:
   process: `+name+`
@@ -463,38 +470,46 @@ probes:
   - func: "`+regenerateBPF+`"
 governor: {hit_cost: 40us}
 jitter: {reattach: 500ms}
-`, first.PID)
-	first.Begin(t)
-	time.Sleep(3 * time.Second)
-	report1 := first.Stop(t)
+`, agents[0].PID)
+	agents[0].Begin(t)
+	time.Sleep(2 * time.Second)
+	reports := []testagent.Report{agents[0].Stop(t)}
 
-	second := testagent.Start(t, own, args...)
-	start := time.Now()
-	r.waitTracing(t, second.PID, 10*time.Second)
-	took := time.Since(start)
-	if took > 5*time.Second {
-		t.Errorf("re-attached %v after the restart, want within 5s", took)
+	for i, exe := range []string{bin, stripped} {
+		if exe != bin {
+			install(exe)
+		}
+		a := testagent.Start(t, own, args...)
+		agents = append(agents, a)
+		start := time.Now()
+		r.waitTracing(t, a.PID, 10*time.Second)
+		if took := time.Since(start); took > 5*time.Second {
+			t.Errorf("restart %d: re-attached %v after the restart, want within 5s", i+1, took)
+		}
+		a.Begin(t)
+		time.Sleep(2 * time.Second)
+		reports = append(reports, a.Stop(t))
 	}
-	second.Begin(t)
-	time.Sleep(3 * time.Second)
-	report2 := second.Stop(t)
 	r.waitDetached(t)
-	if v := r.metric(t, "tracer_target_reattaches_total"); v != 1 {
-		t.Errorf("tracer_target_reattaches_total = %v", v)
+	if v := r.metric(t, "tracer_target_reattaches_total"); v != 2 {
+		t.Errorf("tracer_target_reattaches_total = %v, want 2", v)
 	}
 	r.stop(t)
 
 	logs := r.logs.String()
-	line := fmt.Sprintf(`msg="target restarted: re-attached" old_pid=%d pid=%d binary_changed=false`, first.PID, second.PID)
-	if n := countLines(logs, line); n != 1 {
-		t.Errorf("%d log lines %q", n, line)
+	for i, changed := range []bool{false, true} {
+		line := fmt.Sprintf(`msg="target restarted: re-attached" old_pid=%d pid=%d binary_changed=%v`, agents[i].PID, agents[i+1].PID, changed)
+		if n := countLines(logs, line); n != 1 {
+			t.Errorf("%d log lines %q", n, line)
+		}
 	}
-	if n := countLines(logs, "target restarted"); n != 1 {
-		t.Errorf("%d restart log lines, want 1", n)
+	if n := countLines(logs, "target restarted"); n != 2 {
+		t.Errorf("%d restart log lines, want 2", n)
 	}
 	spans := r.parseSpans(t)
-	checkAll(t, spans, regenerateBPF, report1.Counts[regenerateBPF], func(s export.JSONSpan) bool { return s.PID == first.PID })
-	checkAll(t, spans, regenerateBPF, report2.Counts[regenerateBPF], func(s export.JSONSpan) bool { return s.PID == second.PID })
+	for i, a := range agents {
+		checkAll(t, spans, regenerateBPF, reports[i].Counts[regenerateBPF], func(s export.JSONSpan) bool { return s.PID == a.PID })
+	}
 }
 
 // The restart backoff as configured: each wait below its window, the
