@@ -354,6 +354,8 @@ governor: {budget_percent: 1, interval: 1s, window: 100ms, max_period: 20s}
 		`tracer_exporter_spans_total{exporter="json",outcome="failed"}`,
 		`tracer_overhead_estimated_cpus`,
 		`tracer_call_cost_seconds`,
+		`tracer_governor_decisions_total{action="throttle"} 1`,
+		`tracer_governor_decisions_total{action="readmit"} 1`,
 		`tracer_target_attached 1`,
 	} {
 		if !strings.Contains(metrics, series) {

@@ -99,7 +99,18 @@ type Governor struct {
 	nextDecision time.Time
 	estimate     float64
 	overBudget   bool
+	decisions    Decisions
 }
+
+// Decisions count what the governor did since it started.
+type Decisions struct {
+	Throttled  uint64 // probes switched to duty cycles
+	Readmitted uint64 // throttled probes admitted again
+	Resampled  uint64 // sampling changes for max_events_per_second
+}
+
+// Decisions returns what the governor did since it started.
+func (g *Governor) Decisions() Decisions { return g.decisions }
 
 type governed struct {
 	fn     string
@@ -347,6 +358,7 @@ func (g *Governor) decide(now time.Time, set probeSet) {
 			"overhead_percent", round2(100*o), "budget_percent", round2(100*g.Budget),
 			"window", g.Window, "period", p.period.Round(time.Millisecond))
 		p.state = Throttled
+		g.decisions.Throttled++
 		p.switchOff(set)
 		p.phase, p.next = pausing, now.Add(grace)
 	}
@@ -379,6 +391,7 @@ func (g *Governor) admit(now time.Time, p *governed, set probeSet) {
 		"overhead_percent", round2(100*g.overhead(p)), "budget_percent", round2(100*g.Budget))
 	p.state, p.phase = Admitted, on
 	p.baseline = false
+	g.decisions.Readmitted++
 }
 
 // limitEvents raises a probe's sampling while its records outrun its
@@ -407,6 +420,7 @@ func (g *Governor) limitEvents(p *governed, set probeSet) {
 	g.Log.Info("governor: sampling changed to stay under max_events_per_second",
 		"func", p.fn, "sample_every", sample, "events_per_s", math.Round(p.emitRate), "max", p.maxEPS)
 	p.sample = sample
+	g.decisions.Resampled++
 }
 
 // ProbeStatus is the governor's view of one probe.

@@ -31,6 +31,7 @@ var (
 
 	overheadEstimate = desc("overhead_estimated_cpus", "Estimated CPU cost of all probes to the target, in CPUs.")
 	overheadBudget   = desc("overhead_budget_cpus", "CPU budget of the probes, in CPUs.")
+	decisions        = desc("governor_decisions_total", "Governor decisions: throttle (duty-cycle a probe), readmit, resample (max_events_per_second).", "action")
 	callCost         = desc("call_cost_seconds", "CPU time one traced call costs (entry and RET traps), measured at start.")
 
 	targetAttached = desc("target_attached", "Whether the daemon is attached to its target.")
@@ -138,6 +139,10 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		return
 	}
 	gauge(callCost, d.cost.Seconds())
+	dec := d.gov.Decisions()
+	counter(decisions, float64(dec.Throttled), "throttle")
+	counter(decisions, float64(dec.Readmitted), "readmit")
+	counter(decisions, float64(dec.Resampled), "resample")
 	gauge(overheadBudget, d.gov.Budget)
 	status, estimate := d.gov.Status()
 	gauge(overheadEstimate, estimate)
