@@ -624,3 +624,47 @@ governor: {budget_percent: 2, interval: 1s, window: 200ms, max_period: 3s, hit_c
 		t.Error("no call reported in flight when the probe was switched off")
 	}
 }
+
+// max_events_per_second raises a probe's sampling until its spans fall
+// under the cap; the spans say which sampling they were taken at.
+func TestMaxEventsPerSecond(t *testing.T) {
+	bin := testagent.Build(t, testagent.Variant{})
+	agent := testagent.Start(t, bin, "-wait-start", "-workers", "2", "-interval", "2ms", "-policy-depth", "0")
+	r := startDaemon(t, `
+probes:
+  - func: "`+upsert+`"
+    max_events_per_second: 50
+governor: {budget_percent: 50, hit_cost: 40us}
+`, agent.PID)
+	agent.Begin(t)
+	sample := `tracer_probe_sample_every{function="` + upsert + `"}`
+	r.waitMetric(t, sample, 10*time.Second, func(v float64) bool { return v > 1 })
+	time.Sleep(2 * time.Second)
+	from := time.Now()
+	time.Sleep(3 * time.Second)
+	to := time.Now()
+	rate := r.metric(t, `tracer_probe_hit_rate{function="`+upsert+`"}`)
+	agent.Stop(t)
+	r.waitDetached(t)
+	r.stop(t)
+
+	var n int
+	var sampled uint32
+	for _, s := range r.parseSpans(t) {
+		if s.Function == upsert && s.Time.After(from) && s.Time.Before(to) {
+			n++
+			sampled = max(sampled, s.SampleRate)
+		}
+	}
+	perSecond := float64(n) / to.Sub(from).Seconds()
+	t.Logf("%.0f calls/s, %.0f spans/s, sampled 1 in %d", rate, perSecond, sampled)
+	if rate < 200 {
+		t.Fatalf("upsertLocked called %.0f times/s: too few to test a cap of 50", rate)
+	}
+	if perSecond > 2*50 || perSecond == 0 {
+		t.Errorf("%.0f spans/s, cap 50/s", perSecond)
+	}
+	if sampled < 2 {
+		t.Errorf("spans carry sample rate %d", sampled)
+	}
+}

@@ -402,9 +402,11 @@ func (g *Governor) limitEvents(p *governed, set probeSet) {
 	}
 	base := max(p.base.SampleEvery, 1)
 	sample := p.sample
+	// Aim at 90% of the cap, and let the rate overshoot it by 10% before
+	// acting: the rate of a random sample wobbles.
 	switch {
-	case p.emitRate > p.maxEPS:
-		sample = uint32(min(math.Ceil(float64(p.sample)*p.emitRate/p.maxEPS), 1<<24))
+	case p.emitRate > 1.1*p.maxEPS:
+		sample = uint32(min(math.Ceil(float64(p.sample)*p.emitRate/(0.9*p.maxEPS)), 1<<24))
 	case p.sample > base && p.emitRate*4 < p.maxEPS:
 		sample = max(base, p.sample/2)
 	}
