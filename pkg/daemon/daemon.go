@@ -685,16 +685,19 @@ func (d *Daemon) reloadProbes(a *attachment, probes []probe.Probe, maxEPS map[st
 			}
 			d.gov.Add(name, id, p.Config, maxEPS[name])
 			d.log.Info("reload: probe added", "func", name)
-		case a.set.Probes()[id].Config != p.Config:
+		default:
+			// Compared with what was configured, not with the set,
+			// whose sampling max_events_per_second may have raised.
+			if c, eps := d.gov.Config(name); c == p.Config && eps == maxEPS[name] {
+				continue
+			}
 			if err := a.set.SetConfig(id, p.Config); err != nil {
 				d.log.Warn("reload: cannot configure probe", "func", name, "err", err)
 				continue
 			}
 			d.gov.Update(name, p.Config, maxEPS[name])
-			d.log.Info("reload: probe reconfigured", "func", name,
-				"sample", p.SampleEvery, "min_duration", p.MinDuration)
-		default:
-			d.gov.Update(name, p.Config, maxEPS[name])
+			d.log.Info("reload: probe reconfigured", "func", name, "sample", p.SampleEvery,
+				"min_duration", p.MinDuration, "max_events_per_second", maxEPS[name])
 		}
 	}
 	a.builder.Probes = a.set.Probes()

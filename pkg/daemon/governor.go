@@ -171,6 +171,15 @@ func (g *Governor) Update(fn string, c probe.Config, maxEPS float64) {
 	}
 }
 
+// Config returns a probe's configuration as given to Add or Update, before
+// any change of sampling for max_events_per_second.
+func (g *Governor) Config(fn string) (probe.Config, float64) {
+	if p := g.probes[fn]; p != nil {
+		return p.base, p.maxEPS
+	}
+	return probe.Config{}, 0
+}
+
 // Keep forgets every probe but those named in fns: after a restart, the
 // functions the new executable no longer has.
 func (g *Governor) Keep(fns map[string]int) {
