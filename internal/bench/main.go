@@ -22,8 +22,16 @@ func main() {
 		out    = flag.String("out", "", "write the report here (default: BENCHMARKS.md at the repository root; none with -quick)")
 		rounds = flag.Int("rounds", 5, "overhead rounds; each runs every mode once")
 		record = flag.Bool("record", false, "record the pipeline's test data from a traced run of the example agent, then exit")
+		child  = flag.String("attach-child", "", "internal: attach to this binary, functions on stdin, and print the costs")
 	)
 	flag.Parse()
+	if *child != "" {
+		if err := attachChild(*child, readNames(os.Stdin), os.Stdout); err != nil {
+			fmt.Fprintf(os.Stderr, "bench: attach: %v\n", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(*quick, *out, *rounds, *record, os.Stdout); err != nil {
 		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
 		os.Exit(1)
@@ -70,6 +78,19 @@ func run(quick bool, out string, rounds int, record bool, w io.Writer) error {
 	}
 	defer data.File.Close()
 	if r.Pipeline, err = benchPipeline(data, quick); err != nil {
+		return err
+	}
+
+	attachRuns, symbolizePCs := 3, 20_000
+	if quick {
+		attachRuns, symbolizePCs = 1, 500
+	}
+	fmt.Fprintf(w, "\nattach: %d functions of a large binary, %d fresh processes per build\n", attachFuncs, attachRuns)
+	bins, err := buildBig(root, tmp)
+	if err != nil {
+		return err
+	}
+	if r.Attach, err = benchAttach(bins, attachRuns, symbolizePCs, w); err != nil {
 		return err
 	}
 

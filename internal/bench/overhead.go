@@ -45,7 +45,8 @@ type mode struct {
 
 var modes = []mode{
 	{name: "untraced", attach: func(*target) (func() error, error) { return func() error { return nil }, nil }},
-	{name: "bare entry+RET pair (empty BPF)", traced: true, attach: attachBare},
+	{name: "bare entry (empty BPF)", traced: true, attach: func(t *target) (func() error, error) { return attachBare(t, false) }},
+	{name: "bare entry+RET pair (empty BPF)", traced: true, attach: func(t *target) (func() error, error) { return attachBare(t, true) }},
 	{name: "tracer: full (pairing, stack, event)", traced: true, attach: attachFull},
 	{name: "tracer: entry-only (stack + count)", traced: true, attach: attachEntryOnly},
 	{name: "bpftrace @s[ustack] = count()", traced: true, attach: attachBpftrace},
@@ -54,6 +55,7 @@ var modes = []mode{
 // Indexes into modes, for the ratios.
 const (
 	modeUntraced = iota
+	modeBareEntry
 	modeBare
 	modeFull
 	modeEntryOnly
@@ -179,9 +181,10 @@ func runMode(bin string, m mode, calls int) (float64, error) {
 }
 
 // attachBare attaches the empty programs where the tracer attaches its
-// own: the entry and every RET, the probe ID as cookie. Kernel BPF stats,
-// on only meanwhile, count the runs, so a probe that did not fire is seen.
-func attachBare(t *target) (func() error, error) {
+// own: the entry and, with rets, every RET, the probe ID as cookie. Kernel
+// BPF stats, on only meanwhile, count the runs, so a probe that did not
+// fire is seen.
+func attachBare(t *target, rets bool) (func() error, error) {
 	f, err := symbols.Open(t.bin)
 	if err != nil {
 		return nil, err
@@ -221,10 +224,14 @@ func attachBare(t *target) (func() error, error) {
 		links = append(links, l)
 		return nil
 	}
-	for _, off := range p.Returns {
-		if err := attach(objs.EmptyReturn, off); err != nil {
-			closeAll()
-			return nil, err
+	progs := map[string]*ebpf.Program{"entry": objs.EmptyEntry}
+	if rets {
+		progs["return"] = objs.EmptyReturn
+		for _, off := range p.Returns {
+			if err := attach(objs.EmptyReturn, off); err != nil {
+				closeAll()
+				return nil, err
+			}
 		}
 	}
 	if err := attach(objs.EmptyEntry, p.Func.Offset); err != nil {
@@ -238,7 +245,7 @@ func attachBare(t *target) (func() error, error) {
 			return nil // the timing alone shows the probes fired
 		}
 		defer stats.Close()
-		for name, prog := range map[string]*ebpf.Program{"entry": objs.EmptyEntry, "return": objs.EmptyReturn} {
+		for name, prog := range progs {
 			st, err := prog.Stats()
 			if err != nil {
 				return err

@@ -400,22 +400,44 @@ func (e *chEncoder) Flush() error {
 	return nil
 }
 
+// A stage is where a pipeline run stops: each measures the stages before
+// it too, so the differences are each stage's cost.
+type stage int
+
+const (
+	stageDecode     stage = iota // ring-buffer sample -> probe.Record
+	stageCall                    // -> calls.Call with symbolized stack (cached)
+	stageSpan                    // -> export.Span
+	stageClickHouse              // -> ClickHouse row in a block, encoded and LZ4-compressed per 512 rows
+	nStages
+)
+
+var stageNames = [nStages]string{
+	"decode sample",
+	"+ build call, symbolize stack (cached)",
+	"+ build span",
+	"+ ClickHouse row, block encode, LZ4 (full pipeline)",
+}
+
 // A pipeline is every user-space stage a sample goes through.
 type pipeline struct {
 	data    *pipelineData
+	upTo    stage
 	builder calls.Builder
 	spans   *export.SpanBuilder
 	ch      *chEncoder
 	rec     probe.Record
+	sink    int // keeps the compiler from dropping stages whose result is unused
 }
 
-func newPipeline(d *pipelineData) (*pipeline, error) {
+func newPipeline(d *pipelineData, upTo stage) (*pipeline, error) {
 	ch, err := newCHEncoder()
 	if err != nil {
 		return nil, err
 	}
 	p := &pipeline{
 		data:  d,
+		upTo:  upTo,
 		spans: export.NewSpanBuilder(export.Resource{HostName: "node-1", PID: 4242, CiliumVersion: "1.18.0", GoVersion: runtime.Version()}),
 		ch:    ch,
 	}
@@ -429,76 +451,103 @@ func newPipeline(d *pipelineData) (*pipeline, error) {
 	return p, nil
 }
 
-// event takes sample i from ring-buffer bytes to a ClickHouse row.
+// event takes sample i from ring-buffer bytes as far as p.upTo.
 func (p *pipeline) event(i int) error {
 	if err := probe.Decode(p.data.Samples[i%len(p.data.Samples)], &p.rec); err != nil {
 		return err
+	}
+	if p.upTo == stageDecode {
+		p.sink += p.rec.Probe
+		return nil
 	}
 	c, err := p.builder.Build(&p.rec)
 	if err != nil {
 		return err
 	}
+	if p.upTo == stageCall {
+		p.sink += len(c.Stack)
+		return nil
+	}
 	s := p.spans.Build(c)
+	if p.upTo == stageSpan {
+		p.sink += len(s.Attributes)
+		return nil
+	}
 	return p.ch.Append(&s)
 }
 
-// pipelineResult is one core's throughput from samples to encoded blocks.
+// stageResult is one core's throughput up to a stage.
+type stageResult struct {
+	Name           string
+	EventsPerSec   float64
+	AllocsPerEvent float64
+	BytesPerEvent  float64 // allocated
+}
+
+// pipelineResult is one core's throughput from samples to encoded blocks,
+// stage by stage; the last stage is the whole pipeline.
 type pipelineResult struct {
 	Samples, Stacks int
-	EventsPerSec    float64
-	AllocsPerEvent  float64
-	BytesPerEvent   float64 // allocated
+	Stages          []stageResult
 	WirePerEvent    float64 // compressed bytes sent per event
 }
 
-// benchPipeline runs the pipeline under testing.Benchmark with one
-// processor: the reader of a tracer session runs on one goroutine. Quick
-// runs every sample once instead.
+func (r pipelineResult) full() stageResult { return r.Stages[len(r.Stages)-1] }
+
+// benchPipeline runs the pipeline up to each stage under testing.Benchmark
+// with one processor: the reader of a tracer session runs on one
+// goroutine. Quick runs every sample once instead.
 func benchPipeline(d *pipelineData, quick bool) (pipelineResult, error) {
 	prev := runtime.GOMAXPROCS(1)
 	defer runtime.GOMAXPROCS(prev)
-	p, err := newPipeline(d)
-	if err != nil {
-		return pipelineResult{}, err
-	}
-	// One pass first: in a long-running session every stack and address
-	// is symbolized once, then found in the caches.
-	if err := p.events(len(d.Samples)); err != nil {
-		return pipelineResult{}, err
-	}
-	var (
-		res    testing.BenchmarkResult
-		runErr error
-	)
-	if quick {
-		res, runErr = measure(p, len(d.Samples))
-	} else {
-		res = testing.Benchmark(func(b *testing.B) {
-			p.ch.Bytes = 0
-			b.ReportAllocs()
-			b.ResetTimer()
-			if err := p.events(b.N); err != nil {
-				runErr = err
-			}
+	out := pipelineResult{Samples: len(d.Samples), Stacks: len(d.Stacks)}
+	for st := range nStages {
+		p, err := newPipeline(d, st)
+		if err != nil {
+			return out, err
+		}
+		// One pass first: in a long-running session every stack and
+		// address is symbolized once, then found in the caches.
+		if err := p.events(len(d.Samples)); err != nil {
+			return out, err
+		}
+		p.ch.Flush()
+		var (
+			res    testing.BenchmarkResult
+			runErr error
+		)
+		if quick {
+			res, runErr = measure(p, len(d.Samples))
+		} else {
+			res = testing.Benchmark(func(b *testing.B) {
+				p.ch.Bytes = 0
+				b.ReportAllocs()
+				b.ResetTimer()
+				if err := p.events(b.N); err != nil {
+					runErr = err
+				}
+			})
+		}
+		if runErr != nil {
+			return out, runErr
+		}
+		if err := p.ch.Flush(); err != nil {
+			return out, err
+		}
+		if res.N == 0 {
+			return out, errors.New("pipeline benchmark did not run")
+		}
+		out.Stages = append(out.Stages, stageResult{
+			Name:           stageNames[st],
+			EventsPerSec:   float64(res.N) / res.T.Seconds(),
+			AllocsPerEvent: float64(res.MemAllocs) / float64(res.N),
+			BytesPerEvent:  float64(res.MemBytes) / float64(res.N),
 		})
+		if st == stageClickHouse {
+			out.WirePerEvent = float64(p.ch.Bytes) / float64(res.N)
+		}
 	}
-	if runErr != nil {
-		return pipelineResult{}, runErr
-	}
-	if err := p.ch.Flush(); err != nil {
-		return pipelineResult{}, err
-	}
-	if res.N == 0 {
-		return pipelineResult{}, errors.New("pipeline benchmark did not run")
-	}
-	return pipelineResult{
-		Samples:        len(d.Samples),
-		Stacks:         len(d.Stacks),
-		EventsPerSec:   float64(res.N) / res.T.Seconds(),
-		AllocsPerEvent: float64(res.MemAllocs) / float64(res.N),
-		BytesPerEvent:  float64(res.MemBytes) / float64(res.N),
-		WirePerEvent:   float64(p.ch.Bytes) / float64(res.N),
-	}, nil
+	return out, nil
 }
 
 func (p *pipeline) events(n int) error {

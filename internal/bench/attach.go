@@ -1,0 +1,301 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/cilium-tracer/tracer/pkg/calls"
+	"github.com/cilium-tracer/tracer/pkg/probe"
+	"github.com/cilium-tracer/tracer/pkg/session"
+	"github.com/cilium-tracer/tracer/pkg/symbols"
+)
+
+// attachFuncs is how many functions the attach benchmark resolves.
+const attachFuncs = 20
+
+// A bigBinary is one build of testdata/big.
+type bigBinary struct {
+	Name string
+	Path string
+	Size int64
+}
+
+// buildBig builds testdata/big stripped, as release cilium-agent images
+// are, and not stripped.
+func buildBig(root, dir string) ([]bigBinary, error) {
+	var out []bigBinary
+	for _, v := range []struct {
+		name  string
+		flags []string
+	}{
+		{"stripped (-s -w)", []string{"-ldflags=-s -w"}},
+		{"not stripped", nil},
+	} {
+		path := filepath.Join(dir, "big-"+strings.Fields(v.name)[0])
+		args := append(append([]string{"build", "-o", path}, v.flags...), "./internal/bench/testdata/big")
+		cmd := exec.Command("go", args...)
+		cmd.Dir = root
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if b, err := cmd.CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("build big: %w\n%s", err, b)
+		}
+		st, err := os.Stat(path)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, bigBinary{Name: v.name, Path: path, Size: st.Size()})
+	}
+	return out, nil
+}
+
+// pickFuncs chooses functions spread over the binary whose bodies decode,
+// as a user tracing a handful of functions would name them.
+func pickFuncs(path string, n int) ([]string, error) {
+	f, err := symbols.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	all, err := f.Funcs("*")
+	if err != nil {
+		return nil, err
+	}
+	var names []string
+	for i := 0; i < len(all) && len(names) < n; i += len(all)/(2*n) + 1 {
+		fn := all[i]
+		if fn.End-fn.Entry < 64 || strings.HasSuffix(fn.Name, ".abi0") {
+			continue
+		}
+		if rets, err := f.ReturnOffsets(fn); err == nil && len(rets) > 0 {
+			names = append(names, fn.Name)
+		}
+	}
+	if len(names) < n {
+		return nil, fmt.Errorf("only %d usable functions in %s", len(names), path)
+	}
+	return names, nil
+}
+
+// attachRun is one fresh process attaching to a big binary.
+type attachRun struct {
+	Resolve   time.Duration // open, resolve the functions, find their RETs
+	Goid      time.Duration // find the offset of runtime.g.goid
+	ResolveKB int64         // peak RSS until then
+	Attach    time.Duration // load the BPF programs, attach every uprobe
+	PeakKB    int64         // peak RSS of the whole process
+	Uprobes   int
+}
+
+// attachChild is what the child process runs: the steps of session.Start
+// that do not need a running target, then probe.Attach with no PID filter.
+// It prints one line for runAttach to parse.
+func attachChild(bin string, names []string, w io.Writer) error {
+	start := time.Now()
+	f, err := symbols.Open(bin)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	probes, refused, err := session.Resolve(f, names, probe.Config{})
+	if err != nil {
+		return err
+	}
+	if len(refused) > 0 {
+		return fmt.Errorf("%s refused: %w", refused[0].Func, refused[0].Reason)
+	}
+	var panics []uint64
+	for _, name := range []string{"runtime.gopanic", "runtime.Goexit"} {
+		fns, err := f.Funcs(name)
+		if err != nil {
+			return err
+		}
+		for _, fn := range fns {
+			panics = append(panics, fn.Offset)
+		}
+	}
+	resolved := time.Since(start)
+	start = time.Now()
+	goid, _ := f.GoidOffset()
+	goidTime := time.Since(start)
+	hwm, err := vmHWM()
+	if err != nil {
+		return err
+	}
+
+	start = time.Now()
+	set, err := probe.Attach(probes, probe.Options{Binary: bin, GoidOffset: goid, Stacks: true, Panics: panics})
+	if err != nil {
+		return err
+	}
+	attached := time.Since(start)
+	uprobes := len(panics)
+	for _, p := range probes {
+		uprobes += 1 + len(p.Returns)
+	}
+	set.Close()
+	peak, err := vmHWM()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "attach resolve_ns=%d goid_ns=%d resolve_kb=%d attach_ns=%d uprobes=%d peak_kb=%d\n",
+		resolved.Nanoseconds(), goidTime.Nanoseconds(), hwm, attached.Nanoseconds(), uprobes, peak)
+	return nil
+}
+
+// vmHWM is the process's peak RSS so far, in KiB.
+func vmHWM() (int64, error) {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			var kb int64
+			_, err := fmt.Sscanf(strings.TrimSpace(v), "%d kB", &kb)
+			return kb, err
+		}
+	}
+	return 0, fmt.Errorf("no VmHWM in /proc/self/status")
+}
+
+// runAttach runs attachChild in a fresh process of this program, so its
+// peak RSS is the attach's alone, not the benchmark's. The child reads its
+// own VmHWM: the rusage of a child started by os/exec also counts the
+// parent's pages, which the child shared until exec (clone with CLONE_VM).
+func runAttach(bin string, names []string) (attachRun, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return attachRun{}, err
+	}
+	cmd := exec.Command(self, "-attach-child", bin)
+	cmd.Stdin = strings.NewReader(strings.Join(names, "\n"))
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return attachRun{}, fmt.Errorf("attach child: %w", err)
+	}
+	var r attachRun
+	var resolveNs, goidNs, attachNs int64
+	if _, err := fmt.Sscanf(string(out), "attach resolve_ns=%d goid_ns=%d resolve_kb=%d attach_ns=%d uprobes=%d peak_kb=%d",
+		&resolveNs, &goidNs, &r.ResolveKB, &attachNs, &r.Uprobes, &r.PeakKB); err != nil {
+		return attachRun{}, fmt.Errorf("attach child printed %q: %w", out, err)
+	}
+	r.Resolve, r.Goid, r.Attach = time.Duration(resolveNs), time.Duration(goidNs), time.Duration(attachNs)
+	return r, nil
+}
+
+func readNames(r io.Reader) []string {
+	var names []string
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		if s := strings.TrimSpace(sc.Text()); s != "" {
+			names = append(names, s)
+		}
+	}
+	return names
+}
+
+// attachResult is the attach benchmark for one build of the big binary:
+// the median of its runs.
+type attachResult struct {
+	Binary bigBinary
+	Runs   []attachRun
+	// Symbolization rates over distinct PCs: the first time each is seen
+	// (symbols.File.Frames on a fresh File), and again through a
+	// calls.Builder's cache, as a tracing session sees a stack repeat.
+	UncachedPCs, CachedPCs   int
+	UncachedRate, CachedRate float64 // PCs/s
+}
+
+func (a attachResult) median(f func(attachRun) float64) float64 {
+	xs := make([]float64, len(a.Runs))
+	for i, r := range a.Runs {
+		xs[i] = f(r)
+	}
+	return median(xs)
+}
+
+// benchAttach measures every build of the big binary: runs fresh attach
+// processes each, and the symbolization rates.
+func benchAttach(bins []bigBinary, runs int, symbolizePCs int, log io.Writer) ([]attachResult, error) {
+	var out []attachResult
+	for _, b := range bins {
+		names, err := pickFuncs(b.Path, attachFuncs)
+		if err != nil {
+			return nil, err
+		}
+		res := attachResult{Binary: b}
+		for range runs {
+			r, err := runAttach(b.Path, names)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", b.Name, err)
+			}
+			fmt.Fprintf(log, "  %-18s resolve %v, goid offset %v (peak %d MiB), BPF load + %d uprobes %v, peak RSS %d MiB\n",
+				b.Name, r.Resolve.Round(time.Millisecond), r.Goid.Round(time.Millisecond), r.ResolveKB>>10, r.Uprobes, r.Attach.Round(time.Millisecond), r.PeakKB>>10)
+			res.Runs = append(res.Runs, r)
+		}
+		if err := benchSymbolize(&res, symbolizePCs); err != nil {
+			return nil, fmt.Errorf("%s: %w", b.Name, err)
+		}
+		fmt.Fprintf(log, "  %-18s symbolize %.0f PCs/s uncached, %.0f PCs/s cached\n", b.Name, res.UncachedRate, res.CachedRate)
+		out = append(out, res)
+	}
+	return out, nil
+}
+
+// benchSymbolize measures how fast distinct PCs spread over the binary's
+// functions are symbolized, first uncached, then through a Builder.
+func benchSymbolize(res *attachResult, n int) error {
+	f, err := symbols.Open(res.Binary.Path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	all, err := f.Funcs("*")
+	if err != nil {
+		return err
+	}
+	var pcs []uint64
+	for i := 0; i < len(all) && len(pcs) < n; i += max(len(all)/n, 1) {
+		fn := all[i]
+		pcs = append(pcs, fn.Entry+(fn.End-fn.Entry)/2)
+	}
+	// Parse the line tables before the clock starts: that is the
+	// attach's cost, measured above.
+	f.Frames(all[0].Entry)
+
+	start := time.Now()
+	for _, pc := range pcs {
+		if len(f.Frames(pc)) == 0 {
+			return fmt.Errorf("no frames at %#x", pc)
+		}
+	}
+	res.UncachedPCs, res.UncachedRate = len(pcs), float64(len(pcs))/time.Since(start).Seconds()
+
+	// Stacks of 16 PCs; the first pass fills the Builder's cache.
+	b := calls.Builder{File: f}
+	symbolize := func() int {
+		frames := 0
+		for i := 0; i+16 <= len(pcs); i += 16 {
+			frames += len(b.Symbolize(pcs[i:i+16], 0))
+		}
+		return frames
+	}
+	symbolize()
+	const passes = 20
+	start = time.Now()
+	for range passes {
+		if symbolize() == 0 {
+			return fmt.Errorf("no frames")
+		}
+	}
+	res.CachedPCs = len(pcs) / 16 * 16
+	res.CachedRate = float64(passes*res.CachedPCs) / time.Since(start).Seconds()
+	return nil
+}
