@@ -640,6 +640,7 @@ func (d *Daemon) Reload(cfg Config) error {
 		oldPipe := a.pipe
 		a.pipe = d.pipeline(cfg, a, exps)
 		go d.retirePipeline(oldPipe)
+		d.log.Info("reload: exporters replaced", "exporters", sortedKeys(exps))
 	}
 	d.poke()
 	return nil

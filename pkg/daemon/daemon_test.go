@@ -668,3 +668,70 @@ governor: {budget_percent: 50, hit_cost: 40us}
 		t.Errorf("spans carry sample rate %d", sampled)
 	}
 }
+
+// A reload that changes the exporters starts the new pipeline before it
+// flushes the old one: together they hold every call.
+func TestReloadExporters(t *testing.T) {
+	bin := testagent.Build(t, testagent.Variant{})
+	agent := testagent.Start(t, bin, "-wait-start", "-workers", "2", "-interval", "5ms", "-policy-depth", "0")
+	dir := t.TempDir()
+	config := func(file string) string {
+		return fmt.Sprintf(`
+target: {pid: %d}
+probes: [{func: %q}]
+exporters: [{json: {path: %q}}]
+governor: {hit_cost: 40us, budget_percent: 50}
+metrics: {listen: "127.0.0.1:0"}
+pipeline: {batch_timeout: 1h}
+`, agent.PID, regenerateBPF, filepath.Join(dir, file))
+	}
+	cfg, err := Parse("a.yaml", []byte(config("a.json")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(testLog{t}, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Run(ctx) }()
+	r := &running{d: d, url: "http://" + d.MetricsAddr().String(), done: done, cancel: cancel}
+	r.waitTracing(t, agent.PID, 30*time.Second)
+	agent.Begin(t)
+	time.Sleep(2 * time.Second)
+
+	next, err := Parse("b.yaml", []byte(config("b.json")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Reload(next); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second)
+	report := agent.Stop(t)
+	r.waitDetached(t)
+	r.stop(t)
+
+	var spans []export.JSONSpan
+	for _, file := range []string{"a.json", "b.json"} {
+		b, err := os.ReadFile(filepath.Join(dir, file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, line := range bytes.Split(bytes.TrimSpace(b), []byte("\n")) {
+			var s export.JSONSpan
+			if err := json.Unmarshal(line, &s); err != nil {
+				t.Fatalf("%s: %v", file, err)
+			}
+			spans = append(spans, s)
+			n++
+		}
+		t.Logf("%s: %d spans", file, n)
+		if n == 0 {
+			t.Errorf("%s: no spans", file)
+		}
+	}
+	checkAll(t, spans, regenerateBPF, report.Counts[regenerateBPF], nil)
+}
