@@ -28,6 +28,8 @@ test:
 	$(GO) test -count=1 -p 1 -timeout 60m ./...
 	cd examples/agent && $(GO) test -count=1 ./...
 
+# Overhead side by side with bpftrace, pipeline throughput, attach cost;
+# prints a table and rewrites BENCHMARKS.md. Needs root and bpftrace.
 bench:
 	$(GO) run ./internal/bench
 
