@@ -164,6 +164,24 @@ func vmHWM() (int64, error) {
 	return 0, fmt.Errorf("no VmHWM in /proc/self/status")
 }
 
+// attachChildEnv names the binary a child process started by runAttach
+// attaches to.
+const attachChildEnv = "TRACER_BENCH_ATTACH_CHILD"
+
+// maybeAttachChild runs attachChild and exits if this process is a child
+// started by runAttach (the bench program or its test binary).
+func maybeAttachChild() {
+	bin := os.Getenv(attachChildEnv)
+	if bin == "" {
+		return
+	}
+	if err := attachChild(bin, readNames(os.Stdin), os.Stdout); err != nil {
+		fmt.Fprintf(os.Stderr, "bench: attach: %v\n", err)
+		os.Exit(1)
+	}
+	os.Exit(0)
+}
+
 // runAttach runs attachChild in a fresh process of this program, so its
 // peak RSS is the attach's alone, not the benchmark's. The child reads its
 // own VmHWM: the rusage of a child started by os/exec also counts the
@@ -173,7 +191,8 @@ func runAttach(bin string, names []string) (attachRun, error) {
 	if err != nil {
 		return attachRun{}, err
 	}
-	cmd := exec.Command(self, "-attach-child", bin)
+	cmd := exec.Command(self)
+	cmd.Env = append(os.Environ(), attachChildEnv+"="+bin)
 	cmd.Stdin = strings.NewReader(strings.Join(names, "\n"))
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()

@@ -7,6 +7,11 @@ import (
 	"testing"
 )
 
+func TestMain(m *testing.M) {
+	maybeAttachChild()
+	os.Exit(m.Run())
+}
+
 // TestQuick runs the whole benchmark program with tiny runs and checks
 // that every row comes out; it asserts nothing about the numbers, which
 // mean nothing at this size.

@@ -22,16 +22,9 @@ func main() {
 		out    = flag.String("out", "", "write the report here (default: BENCHMARKS.md at the repository root; none with -quick)")
 		rounds = flag.Int("rounds", 5, "overhead rounds; each runs every mode once")
 		record = flag.Bool("record", false, "record the pipeline's test data from a traced run of the example agent, then exit")
-		child  = flag.String("attach-child", "", "internal: attach to this binary, functions on stdin, and print the costs")
 	)
 	flag.Parse()
-	if *child != "" {
-		if err := attachChild(*child, readNames(os.Stdin), os.Stdout); err != nil {
-			fmt.Fprintf(os.Stderr, "bench: attach: %v\n", err)
-			os.Exit(1)
-		}
-		return
-	}
+	maybeAttachChild()
 	if err := run(*quick, *out, *rounds, *record, os.Stdout); err != nil {
 		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
 		os.Exit(1)
@@ -57,7 +50,7 @@ func run(quick bool, out string, rounds int, record bool, w io.Writer) error {
 	}
 
 	r := report{Machine: describeMachine(), Quick: quick}
-	ocfg := overheadConfig{Rounds: rounds, PlainCalls: 20_000_000, TraceCalls: 20_000}
+	ocfg := overheadConfig{Rounds: rounds, PlainCalls: 50_000_000, TraceCalls: 50_000}
 	if quick {
 		ocfg = overheadConfig{Rounds: 1, PlainCalls: 10_000, TraceCalls: 200}
 	}
