@@ -134,10 +134,15 @@ type governed struct {
 	emitted  uint64
 	since    time.Time
 
-	// offAt is when the governor last switched the probe off, on the BPF
-	// clock (CLOCK_MONOTONIC ns); 0 if never.
-	offAt uint64
+	// offs are the times the governor switched the probe off, on the BPF
+	// clock (CLOCK_MONOTONIC ns), oldest first, the last maxOffs only.
+	offs []uint64
 }
+
+// maxOffs bounds the switch-off times a probe remembers: at least 100 s of
+// them at the shortest period (2 windows), and calls in flight longer than
+// that are reported unfinished by the probes' own expiry.
+const maxOffs = 1024
 
 // NewGovernor returns a governor with no probes.
 func NewGovernor(p Policy, log *slog.Logger) *Governor {
@@ -268,20 +273,29 @@ func (g *Governor) Tick(now time.Time, set probeSet) error {
 
 func (p *governed) switchOff(set probeSet) {
 	set.Pause(p.id)
-	p.offAt = monotonicNow()
+	if len(p.offs) == maxOffs {
+		p.offs = append(p.offs[:0], p.offs[1:]...)
+	}
+	p.offs = append(p.offs, monotonicNow())
 }
 
 // InFlightWhenOff reports whether a call of fn that started at start and
 // ended at end (BPF clock) was in flight when the governor switched the
-// probe off and outlived the grace period. Its return was not seen: a
-// return paired with it belongs to a later call, entered when the probe was
-// back on at the same depth and taken for a re-entry.
+// probe off, and outlived the grace period, and returns when that was. Its
+// return was not seen: a return paired with it may belong to a later call,
+// entered at the same depth when the probe was back on and taken for a
+// re-entry.
 func (g *Governor) InFlightWhenOff(fn string, start, end uint64) (offAt uint64, ok bool) {
 	p := g.probes[fn]
-	if p == nil || p.offAt == 0 {
+	if p == nil {
 		return 0, false
 	}
-	return p.offAt, start < p.offAt && end > p.offAt+uint64(grace)
+	// The first switch-off after the call started.
+	i, _ := slices.BinarySearch(p.offs, start+1)
+	if i == len(p.offs) {
+		return 0, false
+	}
+	return p.offs[i], end > p.offs[i]+uint64(grace)
 }
 
 // monotonicNow reads the clock of bpf_ktime_get_ns.
