@@ -121,5 +121,7 @@ type machine struct {
 	Kernel    string
 	GoVersion string
 	Bpftrace  string
-	Date      time.Time
+	// UprobeMulti: the kernel has uprobe_multi links (Linux 6.6+).
+	UprobeMulti bool
+	Date        time.Time
 }

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
@@ -200,8 +201,18 @@ func attachBare(t *target, rets bool) (func() error, error) {
 	p := probes[0]
 
 	_ = rlimit.RemoveMemlock()
+	spec, err := emptybpf.LoadEmpty()
+	if err != nil {
+		return nil, err
+	}
+	multi := uprobeMulti()
+	if multi {
+		for _, p := range spec.Programs {
+			p.AttachType = ebpf.AttachTraceUprobeMulti
+		}
+	}
 	var objs emptybpf.EmptyObjects
-	if err := emptybpf.LoadEmptyObjects(&objs, nil); err != nil {
+	if err := spec.LoadAndAssign(&objs, nil); err != nil {
 		return nil, fmt.Errorf("load empty programs: %w", err)
 	}
 	ex, err := link.OpenExecutable(t.bin)
@@ -216,25 +227,35 @@ func attachBare(t *target, rets bool) (func() error, error) {
 		}
 		objs.Close()
 	}
-	attach := func(prog *ebpf.Program, off uint64) error {
-		l, err := ex.Uprobe(p.Func.Name, prog, &link.UprobeOptions{Address: off, PID: t.pid, Cookie: 0})
-		if err != nil {
-			return err
+	// As probe.Set attaches: one uprobe_multi link per program where the
+	// kernel has them, else one uprobe per site.
+	attach := func(prog *ebpf.Program, offs []uint64) error {
+		if multi {
+			l, err := ex.UprobeMulti(nil, prog, &link.UprobeMultiOptions{Addresses: offs, Cookies: make([]uint64, len(offs)), PID: uint32(t.pid)})
+			if err != nil {
+				return err
+			}
+			links = append(links, l)
+			return nil
 		}
-		links = append(links, l)
+		for _, off := range offs {
+			l, err := ex.Uprobe(p.Func.Name, prog, &link.UprobeOptions{Address: off, PID: t.pid, Cookie: 0})
+			if err != nil {
+				return err
+			}
+			links = append(links, l)
+		}
 		return nil
 	}
 	progs := map[string]*ebpf.Program{"entry": objs.EmptyEntry}
 	if rets {
 		progs["return"] = objs.EmptyReturn
-		for _, off := range p.Returns {
-			if err := attach(objs.EmptyReturn, off); err != nil {
-				closeAll()
-				return nil, err
-			}
+		if err := attach(objs.EmptyReturn, p.Returns); err != nil {
+			closeAll()
+			return nil, err
 		}
 	}
-	if err := attach(objs.EmptyEntry, p.Func.Offset); err != nil {
+	if err := attach(objs.EmptyEntry, []uint64{p.Func.Offset}); err != nil {
 		closeAll()
 		return nil, err
 	}
@@ -374,6 +395,10 @@ func attachBpftrace(t *target) (func() error, error) {
 		return nil
 	}, nil
 }
+
+// uprobeMulti reports whether the kernel has uprobe_multi links, which
+// probe.Set then attaches through.
+func uprobeMulti() bool { return features.HaveBPFLinkUprobeMulti() == nil }
 
 // buildHot builds testdata/hot into dir.
 func buildHot(root, dir string) (string, error) {

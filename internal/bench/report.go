@@ -30,6 +30,7 @@ func describeMachine() machine {
 	if unix.Uname(&u) == nil {
 		m.Kernel = unix.ByteSliceToString(u.Release[:]) + " " + unix.ByteSliceToString(u.Machine[:])
 	}
+	m.UprobeMulti = uprobeMulti()
 	if b, err := exec.Command("bpftrace", "--version").Output(); err == nil {
 		m.Bpftrace = strings.TrimSpace(string(b))
 	}
@@ -92,12 +93,12 @@ func (r report) sections() []section {
 	if p := r.Pipeline; len(p.Stages) > 0 {
 		s := section{Title: fmt.Sprintf("Pipeline, one core (%d recorded samples, %d stacks, replayed)", p.Samples, p.Stacks)}
 		for _, st := range p.Stages {
-			s.Rows = append(s.Rows, row{Name: st.Name, Value: fmt.Sprintf("%.0f events/s, %s ns, %.1f allocs (%.0f B) per event",
-				st.EventsPerSec, fmtNs(1e9/st.EventsPerSec), st.AllocsPerEvent, st.BytesPerEvent)})
+			s.Rows = append(s.Rows, row{Name: st.Name, Value: fmt.Sprintf("%s events/s, %s ns, %.1f allocs (%.0f B) per event",
+				fmtCount(st.EventsPerSec), fmtNs(1e9/st.EventsPerSec), st.AllocsPerEvent, st.BytesPerEvent)})
 		}
 		full := p.full()
 		s.Rows = append(s.Rows,
-			row{Name: "full pipeline events/s", Value: fmt.Sprintf("%.0f", full.EventsPerSec), Target: ">= 1,000,000", Met: verdict(full.EventsPerSec >= 1e6)},
+			row{Name: "full pipeline events/s", Value: fmtCount(full.EventsPerSec), Target: ">= 1,000,000", Met: verdict(full.EventsPerSec >= 1e6)},
 			row{Name: "compressed bytes/event sent to ClickHouse", Value: fmt.Sprintf("%.0f", p.WirePerEvent)},
 		)
 		if full.EventsPerSec < 1e6 {
@@ -111,9 +112,9 @@ func (r report) sections() []section {
 					worst, worstNs = i, ns
 				}
 			}
-			s.Missed = append(s.Missed, fmt.Sprintf("The pipeline handles %.0f events/s on one core (target 1M): %s ns and %.0f allocations per event. "+
+			s.Missed = append(s.Missed, fmt.Sprintf("The pipeline handles %s events/s on one core (target 1M): %s ns and %.0f allocations per event. "+
 				"The largest share is \"%s\", %s ns per event: %s",
-				full.EventsPerSec, fmtNs(1e9/full.EventsPerSec), full.AllocsPerEvent, p.Stages[worst].Name, fmtNs(worstNs), stageCosts[worst]))
+				fmtCount(full.EventsPerSec), fmtNs(1e9/full.EventsPerSec), full.AllocsPerEvent, p.Stages[worst].Name, fmtNs(worstNs), stageCosts[worst]))
 		}
 		out = append(out, s)
 	}
@@ -146,14 +147,14 @@ func (r report) sections() []section {
 				row{Name: fmt.Sprintf("%s: load BPF, attach %d uprobes", name, a.Runs[0].Uprobes), Value: ms(bpf)},
 				row{Name: name + ": whole attach", Value: ms(total), Target: "< 300 ms", Met: verdict(total < 300*time.Millisecond)},
 				row{Name: name + ": peak RSS of the whole attach", Value: fmt.Sprintf("%.1f MiB", peakMiB), Target: "< 80 MiB", Met: verdict(peakMiB < 80)},
-				row{Name: fmt.Sprintf("%s: symbolize, uncached (%d distinct PCs)", name, a.UncachedPCs), Value: fmt.Sprintf("%.0f PCs/s", a.UncachedRate)},
-				row{Name: name + ": symbolize, calls.Builder cache", Value: fmt.Sprintf("%.0f PCs/s", a.CachedRate)},
+				row{Name: fmt.Sprintf("%s: symbolize, uncached (%d distinct PCs)", name, a.UncachedPCs), Value: fmtCount(a.UncachedRate) + " PCs/s"},
+				row{Name: name + ": symbolize, calls.Builder cache", Value: fmtCount(a.CachedRate) + " PCs/s"},
 			)
 			if symbolSide >= 300*time.Millisecond {
 				why := "the machine's load (compare the overhead rounds)"
 				if goid > symbolSide/2 {
 					why = "finding the goroutine ID's offset: with DWARF present, symbols.File.GoidOffset reads runtime.g's type from DWARF, " +
-						"which is most of the time; stripped builds use a table by Go version"
+						"which is most of the time; stripped builds use a table by Go version (taking the table whenever the version is in it would avoid the DWARF read)"
 				}
 				s.Missed = append(s.Missed, fmt.Sprintf("%s: the symbol side took %s (target 300 ms). Likely reason: %s.", name, ms(symbolSide), why))
 			}
@@ -201,6 +202,11 @@ func (r report) markdown() string {
 	fmt.Fprintf(&b, "- Go: %s\n", m.GoVersion)
 	if m.Bpftrace != "" {
 		fmt.Fprintf(&b, "- %s\n", m.Bpftrace)
+	}
+	if m.UprobeMulti {
+		b.WriteString("- The kernel has uprobe_multi links: the tracer and the bare programs attach through them (bpftrace through perf uprobes).\n")
+	} else {
+		b.WriteString("- The kernel has no uprobe_multi links: everything attaches through perf uprobes.\n")
 	}
 	b.WriteString("\nThe machine is small and shared: other builds and tests may run at the same time, so absolute times drift " +
 		"from run to run. The overhead modes run interleaved, each round in rotation, and the ratios compare medians " +
@@ -259,10 +265,19 @@ const methods = `
   then as 16-PC stacks through a calls.Builder whose cache is warm.
 `
 
+// fmtCount formats a large number with thousands separators.
+func fmtCount(x float64) string {
+	s := fmt.Sprintf("%.0f", x)
+	for i := len(s) - 3; i > 0; i -= 3 {
+		s = s[:i] + "," + s[i:]
+	}
+	return s
+}
+
 func fmtNs(ns float64) string {
 	switch {
 	case ns >= 100:
-		return fmt.Sprintf("%.0f", ns)
+		return fmtCount(ns)
 	case ns >= 10:
 		return fmt.Sprintf("%.1f", ns)
 	}
