@@ -20,7 +20,7 @@ func main() {
 	var (
 		quick  = flag.Bool("quick", false, "tiny runs that only check every benchmark works; the numbers mean nothing")
 		out    = flag.String("out", "", "write the report here (default: BENCHMARKS.md at the repository root; none with -quick)")
-		rounds = flag.Int("rounds", 5, "overhead rounds; each runs every mode once")
+		rounds = flag.Int("rounds", 7, "overhead rounds; each runs every mode once")
 		record = flag.Bool("record", false, "record the pipeline's test data from a traced run of the example agent, then exit")
 	)
 	flag.Parse()

@@ -46,9 +46,11 @@ type mode struct {
 
 var modes = []mode{
 	{name: "untraced", attach: func(*target) (func() error, error) { return func() error { return nil }, nil }},
-	{name: "bare entry (empty BPF)", traced: true, attach: func(t *target) (func() error, error) { return attachBare(t, false) }},
-	{name: "bare entry+RET pair (empty BPF)", traced: true, attach: func(t *target) (func() error, error) { return attachBare(t, true) }},
-	{name: "tracer: full (pairing, stack, event)", traced: true, attach: attachFull},
+	{name: "bare entry (empty BPF, perf uprobe)", traced: true, attach: func(t *target) (func() error, error) { return attachBare(t, false, true) }},
+	{name: "bare entry (empty BPF)", traced: true, attach: func(t *target) (func() error, error) { return attachBare(t, false, false) }},
+	{name: "bare entry+RET pair (empty BPF)", traced: true, attach: func(t *target) (func() error, error) { return attachBare(t, true, false) }},
+	{name: "tracer: full without stacks (pairing, event)", traced: true, attach: func(t *target) (func() error, error) { return attachFull(t, false) }},
+	{name: "tracer: full (pairing, stack, event)", traced: true, attach: func(t *target) (func() error, error) { return attachFull(t, true) }},
 	{name: "tracer: entry-only (stack + count)", traced: true, attach: attachEntryOnly},
 	{name: "bpftrace @s[ustack] = count()", traced: true, attach: attachBpftrace},
 }
@@ -56,8 +58,10 @@ var modes = []mode{
 // Indexes into modes, for the ratios.
 const (
 	modeUntraced = iota
+	modeBarePerfEntry
 	modeBareEntry
 	modeBare
+	modeFullNoStacks
 	modeFull
 	modeEntryOnly
 	modeBpftrace
@@ -76,6 +80,15 @@ type overheadResult struct {
 }
 
 func (r overheadResult) median(m int) float64 { return median(r.NsPerCall[m]) }
+
+// overlap says so when the rounds of mode a and mode b overlap: the
+// difference of their medians is then within this run's noise.
+func (r overheadResult) overlap(a, b int) string {
+	if minOf(r.NsPerCall[a]) <= maxOf(r.NsPerCall[b]) && minOf(r.NsPerCall[b]) <= maxOf(r.NsPerCall[a]) {
+		return ", but their per-round ranges overlap: the difference is within this run's noise"
+	}
+	return ""
+}
 
 // runOverhead runs every mode once per round, the modes in rotation so that
 // none always runs first or last: drift of the machine's load spreads over
@@ -182,10 +195,11 @@ func runMode(bin string, m mode, calls int) (float64, error) {
 }
 
 // attachBare attaches the empty programs where the tracer attaches its
-// own: the entry and, with rets, every RET, the probe ID as cookie. Kernel
-// BPF stats, on only meanwhile, count the runs, so a probe that did not
-// fire is seen.
-func attachBare(t *target, rets bool) (func() error, error) {
+// own: the entry and, with rets, every RET, the probe ID as cookie, through
+// the same kind of link unless perf forces perf uprobes (as bpftrace
+// uses). Kernel BPF stats, on only meanwhile, count the runs, so a probe
+// that did not fire is seen.
+func attachBare(t *target, rets, perf bool) (func() error, error) {
 	f, err := symbols.Open(t.bin)
 	if err != nil {
 		return nil, err
@@ -205,7 +219,7 @@ func attachBare(t *target, rets bool) (func() error, error) {
 	if err != nil {
 		return nil, err
 	}
-	multi := uprobeMulti()
+	multi := uprobeMulti() && !perf
 	if multi {
 		for _, p := range spec.Programs {
 			p.AttachType = ebpf.AttachTraceUprobeMulti
@@ -279,10 +293,10 @@ func attachBare(t *target, rets bool) (func() error, error) {
 	}, nil
 }
 
-// attachFull traces the function as `tracer trace --stacks` does: a session
-// whose reader builds every call while the target runs.
-func attachFull(t *target) (func() error, error) {
-	s, err := session.Start(session.Config{PID: t.pid, Binary: t.bin, Funcs: []string{hotFunc}, Stacks: true})
+// attachFull traces the function as `tracer trace [--stacks]` does: a
+// session whose reader builds every call while the target runs.
+func attachFull(t *target, stacks bool) (func() error, error) {
+	s, err := session.Start(session.Config{PID: t.pid, Binary: t.bin, Funcs: []string{hotFunc}, Stacks: stacks})
 	if err != nil {
 		return nil, err
 	}
@@ -294,7 +308,7 @@ func attachFull(t *target) (func() error, error) {
 	)
 	wg.Go(func() {
 		runErr = s.Run(ctx, func(c *calls.Call) {
-			if !c.Unfinished && len(c.Stack) > 0 {
+			if !c.Unfinished && (len(c.Stack) > 0) == stacks {
 				got++
 			}
 		})
@@ -308,7 +322,7 @@ func attachFull(t *target) (func() error, error) {
 		}
 		if got != t.calls {
 			cs, _ := s.Set.Counters()
-			return fmt.Errorf("%d calls with stacks read for %d made (counters %+v)", got, t.calls, cs)
+			return fmt.Errorf("%d calls read for %d made (stacks %v; counters %+v)", got, t.calls, stacks, cs)
 		}
 		return nil
 	}, nil
