@@ -176,7 +176,7 @@ func (r report) sections() []section {
 			if resolveMiB >= 80 || peakMiB >= 80 {
 				why := "the memory-mapped file's pages read count as RSS, and so does what is parsed from them"
 				if resolveMiB >= 80 && goid > resolve {
-					why = "the DWARF read for the goid offset (see above)"
+					why = fmt.Sprintf("reading runtime.g's type from DWARF for the goid offset (%s, see its row)", ms(goid))
 				}
 				s.Missed = append(s.Missed, fmt.Sprintf("%s: peak RSS %.0f MiB (target 80 MiB). Likely reason: %s.", name, max(resolveMiB, peakMiB), why))
 			}
