@@ -13,6 +13,7 @@ import (
 
 	"github.com/ClickHouse/clickhouse-go/v2"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"go.opentelemetry.io/otel/sdk/resource"
 	"go.opentelemetry.io/otel/trace"
 )
 
@@ -229,18 +230,9 @@ func (e *ClickHouseExporter) exportOnce(ctx context.Context, spans []Span) error
 	// Abort is a no-op after a successful Send, and releases the
 	// connection after a failed Append.
 	defer batch.Abort()
-	for i := range spans {
-		r := NewClickHouseRow(&spans[i])
-		if err := batch.Append(
-			r.Timestamp, r.TraceID, r.SpanID, r.ParentSpanID, r.TraceState,
-			r.SpanName, r.SpanKind, r.ServiceName, r.ResourceAttributes,
-			r.ScopeName, r.ScopeVersion, r.SpanAttributes, r.Duration,
-			r.StatusCode, r.StatusMessage,
-			[]time.Time(nil), []string(nil), []map[string]string(nil),
-			[]string(nil), []string(nil), []string(nil), []map[string]string(nil),
-		); err != nil {
-			return fmt.Errorf("append span %s: %w: %w", r.SpanID, errPermanent, err)
-		}
+	appendColumn := func(i int, col any) error { return batch.Column(i).Append(col) }
+	if err := AppendClickHouseColumns(spans, appendColumn); err != nil {
+		return fmt.Errorf("append %d spans: %w: %w", len(spans), errPermanent, err)
 	}
 	if err := batch.Send(); err != nil {
 		return fmt.Errorf("insert: %w", err)
@@ -298,16 +290,76 @@ type ClickHouseRow struct {
 	StatusMessage      string
 }
 
+// AppendClickHouseColumns renders spans as the columns of
+// TracesSchema.InsertStatement and hands each, in order, to appendColumn
+// (a batch's Column(i).Append, or a block's). Filling a column at a time
+// takes one typed slice per column instead of a reflective conversion per
+// value, and the spans of one builder share one resource map.
+func AppendClickHouseColumns(spans []Span, appendColumn func(i int, column any) error) error {
+	n := len(spans)
+	var (
+		ts                         = make([]time.Time, n)
+		traceID, spanID, parentID  = make([]string, n), make([]string, n), make([]string, n)
+		empty                      = make([]string, n)
+		name, kind, service, scope = make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		resAttrs, spanAttrs        = make([]map[string]string, n), make([]map[string]string, n)
+		duration                   = make([]uint64, n)
+		statusCode, statusMessage  = make([]string, n), make([]string, n)
+		noTimes                    = make([][]time.Time, n)
+		noStrings                  = make([][]string, n)
+		noMaps                     = make([][]map[string]string, n)
+		lastRes                    *resource.Resource
+		lastResMap                 map[string]string
+	)
+	for i := range spans {
+		sp := &spans[i]
+		if sp.Resource != lastRes || lastResMap == nil {
+			lastRes, lastResMap = sp.Resource, resourceMap(sp.Resource)
+		}
+		r := newClickHouseRow(sp, lastResMap)
+		ts[i], traceID[i], spanID[i], parentID[i] = r.Timestamp, r.TraceID, r.SpanID, r.ParentSpanID
+		name[i], kind[i], service[i], scope[i] = r.SpanName, r.SpanKind, r.ServiceName, r.ScopeName
+		resAttrs[i], spanAttrs[i], duration[i] = r.ResourceAttributes, r.SpanAttributes, r.Duration
+		statusCode[i], statusMessage[i] = r.StatusCode, r.StatusMessage
+	}
+	// In the order of InsertStatement's columns.
+	for i, col := range []any{
+		ts, traceID, spanID, parentID, empty, name, kind, service, resAttrs,
+		scope, empty, spanAttrs, duration, statusCode, statusMessage,
+		noTimes, noStrings, noMaps, noStrings, noStrings, noStrings, noMaps,
+	} {
+		if err := appendColumn(i, col); err != nil {
+			return fmt.Errorf("column %d: %w", i, err)
+		}
+	}
+	return nil
+}
+
+func resourceMap(res *resource.Resource) map[string]string {
+	m := map[string]string{}
+	if res != nil {
+		for _, kv := range res.Attributes() {
+			m[string(kv.Key)] = kv.Value.Emit()
+		}
+	}
+	return m
+}
+
 // NewClickHouseRow returns the row of s, formatted as the collector formats
 // OTLP spans.
 func NewClickHouseRow(s *Span) ClickHouseRow {
+	return newClickHouseRow(s, resourceMap(s.Resource))
+}
+
+func newClickHouseRow(s *Span, res map[string]string) ClickHouseRow {
 	r := ClickHouseRow{
 		Timestamp:          s.Start,
 		TraceID:            s.TraceID.String(),
 		SpanID:             s.SpanID.String(),
 		SpanName:           s.Name,
 		SpanKind:           spanKindName(s.Kind),
-		ResourceAttributes: map[string]string{},
+		ResourceAttributes: res,
+		ServiceName:        res["service.name"],
 		ScopeName:          ScopeName,
 		SpanAttributes:     make(map[string]string, len(s.Attributes)),
 		Duration:           uint64(max(s.End.Sub(s.Start), 0)),
@@ -319,12 +371,6 @@ func NewClickHouseRow(s *Span) ClickHouseRow {
 	}
 	if s.StatusCode != 0 {
 		r.StatusCode = s.StatusCode.String()
-	}
-	if s.Resource != nil {
-		for _, kv := range s.Resource.Attributes() {
-			r.ResourceAttributes[string(kv.Key)] = kv.Value.Emit()
-		}
-		r.ServiceName = r.ResourceAttributes["service.name"]
 	}
 	for _, kv := range s.Attributes {
 		r.SpanAttributes[string(kv.Key)] = kv.Value.Emit()
