@@ -35,8 +35,8 @@ const hotFunc = "main.(*table).lookup"
 // A mode is one way of running the hot loop: untraced or under some probes.
 type mode struct {
 	name string
-	// traced modes run traceCalls calls, the untraced one plainCalls: a
-	// call costs 1000 times more under a uprobe.
+	// Traced modes run TraceCalls calls, the untraced one PlainCalls: a
+	// call costs thousands of times more under a uprobe.
 	traced bool
 	// attach sets the mode up on the waiting target and returns the
 	// function that takes it down again and checks that every call was

@@ -33,8 +33,9 @@ import (
 )
 
 // The pipeline's test data: ring-buffer samples recorded from a traced run
-// of the example agent (records.bin, the exact bytes the BPF programs
-// wrote, one fixed-size sample after the other) and what they refer to
+// of the example agent (records.bin, one fixed-size sample after the
+// other, in the BPF programs' layout: Set.Read's records encoded back, which
+// loses nothing for probes without captures) and what they refer to
 // (pipeline.json: the probes, the stacks, and every address as a function
 // and an offset in it). Addresses are rebased onto an agent built from the
 // current sources when the benchmark runs, so symbolization works on a
@@ -121,6 +122,7 @@ func recordPipeline(root, tmp string, w io.Writer) error {
 		samples bytes.Buffer
 		rec     probe.Record
 		meta    = pipelineMeta{GoVersion: s.File.GoVersion, Stacks: map[int32][]uint64{}, Addrs: map[uint64]funcAddr{}}
+		callers []uint64
 		n       int
 		noStack int
 	)
@@ -144,6 +146,7 @@ func recordPipeline(root, tmp string, w io.Writer) error {
 			noStack++
 		}
 		binary.Write(&samples, binary.LittleEndian, encodeRecord(&rec))
+		callers = append(callers, rec.Caller)
 		n++
 	}
 	for _, p := range s.Set.Probes() {
@@ -164,9 +167,8 @@ func recordPipeline(root, tmp string, w io.Writer) error {
 		meta.Addrs[pc] = funcAddr{Func: funcs[i-1].Name, Offset: pc - funcs[i-1].Entry}
 		return nil
 	}
-	for off := 0; off < samples.Len(); off += recordSize {
-		probe.Decode(samples.Bytes()[off:], &rec)
-		if err := name(rec.Caller); err != nil {
+	for _, pc := range callers {
+		if err := name(pc); err != nil {
 			return err
 		}
 	}
@@ -200,7 +202,8 @@ func recordPipeline(root, tmp string, w io.Writer) error {
 // recordSize is the size of a sample without captured values.
 const recordSize = int(unsafe.Sizeof(uprobes.UprobesEvent{}))
 
-// encodeRecord is the sample the BPF programs wrote for r.
+// encodeRecord is the sample the BPF programs wrote for r, a record of a
+// probe without captures.
 func encodeRecord(r *probe.Record) uprobes.UprobesEvent {
 	return uprobes.UprobesEvent{
 		Id: r.ID, ParentId: r.ParentID, RootId: r.RootID,

@@ -259,7 +259,7 @@ const methods = `
   *Entry-only*: the session's entry-only mode with stacks; the per-stack counts must add up to the calls.
   *bpftrace*: ` + "`bpftrace -p PID -e 'uprobe:BIN:\"FUNC\" { @s[ustack] = count(); }'`" + `; its counts must add up to the calls.
 - **Pipeline.** internal/bench/testdata/pipeline holds 4000 ring-buffer samples recorded from the example agent's regenerations traced with stacks
-  (the exact bytes the BPF programs wrote), the stacks they name, and every address as function+offset.
+  (in the BPF programs' event layout), the stacks they name, and every address as function+offset.
   The benchmark builds the agent from the current sources and rebases the addresses onto it, so symbolization runs on a real binary that is not in git
   (` + "`go run ./internal/bench -record`" + ` records again when the agent changes).
   Each event goes through probe.Decode, calls.Builder (symbolization with its cache), export.SpanBuilder and the ClickHouse exporter's row,
