@@ -19,14 +19,14 @@ import (
 // attachFuncs is how many functions the attach benchmark resolves.
 const attachFuncs = 20
 
-// A bigBinary is one build of testdata/big.
+// A bigBinary is one build of internal/bench/big.
 type bigBinary struct {
 	Name string
 	Path string
 	Size int64
 }
 
-// buildBig builds testdata/big stripped, as release cilium-agent images
+// buildBig builds internal/bench/big stripped, as release cilium-agent images
 // are, and not stripped.
 func buildBig(root, dir string) ([]bigBinary, error) {
 	var out []bigBinary
@@ -38,7 +38,7 @@ func buildBig(root, dir string) ([]bigBinary, error) {
 		{"not stripped", nil},
 	} {
 		path := filepath.Join(dir, "big-"+strings.Fields(v.name)[0])
-		args := append(append([]string{"build", "-o", path}, v.flags...), "./internal/bench/testdata/big")
+		args := append(append([]string{"build", "-o", path}, v.flags...), "./internal/bench/big")
 		cmd := exec.Command("go", args...)
 		cmd.Dir = root
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")

@@ -267,7 +267,7 @@ const methods = `
   No server or network. GOMAXPROCS=1, after one warm-up pass over the samples (a long-running session has its caches warm).
   Each stage row runs the pipeline up to that stage, so the differences between rows are the stages' own costs.
   Profile it with ` + "`go test -run=^$ -bench=Pipeline -cpuprofile=cpu.out ./internal/bench`" + `.
-- **Attach.** internal/bench/testdata/big links the tracer's dependencies and every Kubernetes API group, built stripped (as release cilium-agent images are) and not.
+- **Attach.** internal/bench/big links the tracer's dependencies and every Kubernetes API group, built stripped (as release cilium-agent images are) and not.
   20 functions spread over the binary are chosen by name. A fresh process then does what ` + "`tracer trace`" + ` does before tracing:
   open the binary, resolve the functions, find their RETs and runtime.gopanic/Goexit, find the goroutine ID offset, then load the BPF programs and attach every uprobe (no PID filter; nothing runs the binary).
   Peak RSS is the process's own VmHWM: the rusage of a child started by Go's os/exec also counts the parent's memory, shared until exec.

@@ -1,7 +1,8 @@
 // Command big links the tracer's dependency graph and every Kubernetes API
 // group, registered in a scheme as Kubernetes components do: a binary of
 // the size class of cilium-agent (100+ MB) for the attach benchmark,
-// without downloading one. It is built, never run for real.
+// without downloading one. It is built, never run for real. It is not
+// under testdata so that go mod tidy keeps the modules it needs.
 package main
 
 import (
