@@ -49,7 +49,7 @@ func run(quick bool, out string, rounds int, record bool, w io.Writer) error {
 		return recordPipeline(root, tmp, w)
 	}
 
-	r := report{Machine: describeMachine(), Quick: quick}
+	r := report{Machine: describeMachine(root), Quick: quick}
 	ocfg := overheadConfig{Rounds: rounds, PlainCalls: 50_000_000, TraceCalls: 50_000}
 	if quick {
 		ocfg = overheadConfig{Rounds: 1, PlainCalls: 10_000, TraceCalls: 200}
@@ -116,6 +116,7 @@ func repoRoot() (string, error) {
 
 // machine describes where the numbers were measured.
 type machine struct {
+	Commit    string
 	CPU       string
 	Cores     int
 	Kernel    string

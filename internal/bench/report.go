@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"os"
@@ -14,8 +15,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-func describeMachine() machine {
-	m := machine{CPU: "unknown", Cores: runtime.NumCPU(), GoVersion: runtime.Version(), Date: time.Now().UTC()}
+func describeMachine(root string) machine {
+	m := machine{Commit: describeCommit(root), CPU: "unknown", Cores: runtime.NumCPU(), GoVersion: runtime.Version(), Date: time.Now().UTC()}
 	if f, err := os.Open("/proc/cpuinfo"); err == nil {
 		sc := bufio.NewScanner(f)
 		for sc.Scan() {
@@ -35,6 +36,21 @@ func describeMachine() machine {
 		m.Bpftrace = strings.TrimSpace(string(b))
 	}
 	return m
+}
+
+// describeCommit names the commit measured, and says whether the work tree
+// differed from it (BENCHMARKS.md aside); empty outside a git checkout.
+func describeCommit(root string) string {
+	b, err := exec.Command("git", "-C", root, "rev-parse", "--short=12", "HEAD").Output()
+	if err != nil {
+		return ""
+	}
+	c := strings.TrimSpace(string(b))
+	st, err := exec.Command("git", "-C", root, "status", "--porcelain", "--untracked-files=no", "--", ".", ":!BENCHMARKS.md").Output()
+	if err != nil || len(bytes.TrimSpace(st)) > 0 {
+		c += " with uncommitted changes"
+	}
+	return c
 }
 
 type report struct {
@@ -207,6 +223,9 @@ func (r report) markdown() string {
 		b.WriteString("**Quick mode: tiny runs that only check the benchmarks work; these numbers mean nothing.**\n\n")
 	}
 	fmt.Fprintf(&b, "- Date: %s\n", m.Date.Format("2006-01-02 15:04 MST"))
+	if m.Commit != "" {
+		fmt.Fprintf(&b, "- Commit: %s\n", m.Commit)
+	}
 	fmt.Fprintf(&b, "- CPU: %s, %d cores\n", m.CPU, m.Cores)
 	fmt.Fprintf(&b, "- Kernel: %s\n", m.Kernel)
 	fmt.Fprintf(&b, "- Go: %s\n", m.GoVersion)
