@@ -62,6 +62,9 @@ struct probe_cfg {
 	__u32 sample_every;    // 1-in-N sampling at entry; 0 or 1: every call
 	__u32 flags;
 	__u32 ncaptures;
+	// gen changes each time the entry probe is attached again: a frame
+	// pushed before a detach is not the call a later RET returns from.
+	__u32 gen;
 	struct capture_spec captures[MAX_CAPTURES];
 };
 
@@ -94,6 +97,8 @@ struct frame {
 	__s32 stack_id;
 	__u32 panics; // value of gstate.panics when the frame was pushed
 	__u32 captured; // values are in the captures map under id
+	__u32 gen;    // probe_cfg.gen when the frame was pushed
+	__u32 _pad;
 };
 
 struct gstate {
@@ -500,7 +505,7 @@ int go_entry(struct pt_regs *ctx)
 			// morestack and jumped back to the entry (one call, keep
 			// the first entry), or the frame is what a panic or Goexit
 			// left behind and this is a new call.
-			if (top->probe_id == probe_id && top->panics == gs->panics) {
+			if (top->probe_id == probe_id && top->panics == gs->panics && top->gen == cfg->gen) {
 				c->reentered++;
 				return 0;
 			}
@@ -524,6 +529,7 @@ int go_entry(struct pt_regs *ctx)
 	f->probe_id = probe_id;
 	f->stack_id = capture_stacks ? bpf_get_stackid(ctx, &stacks, BPF_F_USER_STACK) : -1;
 	f->panics = gs->panics;
+	f->gen = cfg->gen;
 	f->captured = cfg->ncaptures ? capture(ctx, cfg, f->id) : 0;
 	gs->n = n + 1;
 	return 0;
@@ -549,9 +555,15 @@ int go_return(struct pt_regs *ctx)
 	if (n > 0 && n <= MAX_FRAMES) {
 		__u32 i = (n - 1) & (MAX_FRAMES - 1);
 		struct frame *top = &gs->frames[i];
-		if (top->depth == w.depth && top->probe_id == probe_id) {
+		struct probe_cfg *cfg = bpf_map_lookup_elem(&probe_cfgs, &probe_id);
+		if (cfg && top->depth == w.depth && top->probe_id == probe_id && top->gen != cfg->gen) {
+			// Entered before the probe was detached and attached again:
+			// this RET ends a later call, whose entry was not sampled.
+			emit(gs, i, EVENT_SUPERSEDED, now, tgid);
+			n--;
+			gs->n = n;
+		} else if (top->depth == w.depth && top->probe_id == probe_id) {
 			struct counters *c = counters_of(probe_id);
-			struct probe_cfg *cfg = bpf_map_lookup_elem(&probe_cfgs, &probe_id);
 			COUNT(c, returns);
 			if (cfg && now - top->start_ns < cfg->min_duration_ns) {
 				COUNT(c, filtered);

@@ -87,6 +87,8 @@ type UprobesGstate struct {
 		StackId  int32
 		Panics   uint32
 		Captured uint32
+		Gen      uint32
+		Pad      uint32
 	}
 }
 
@@ -96,8 +98,8 @@ type UprobesProbeCfg struct {
 	SampleEvery   uint32
 	Flags         uint32
 	Ncaptures     uint32
+	Gen           uint32
 	Captures      [4]UprobesCaptureSpec
-	_             [4]byte
 }
 
 // Names of all BPF objects in the ELF.

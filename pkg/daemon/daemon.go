@@ -480,11 +480,6 @@ func (d *Daemon) emit(a *attachment, r *probe.Record) {
 	if err != nil && c.Func == "" {
 		return
 	}
-	if off, ok := d.gov.InFlightWhenOff(c.Func, r.Start, r.End); ok {
-		c.Unfinished = true
-		c.Reason = "in flight when the governor detached the probe"
-		c.Duration = time.Duration(off - r.Start)
-	}
 	a.pipe.Enqueue(c)
 }
 

@@ -8,8 +8,6 @@ import (
 	"slices"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/cilium-tracer/tracer/pkg/probe"
 )
 
@@ -133,16 +131,7 @@ type governed struct {
 	hits     uint64
 	emitted  uint64
 	since    time.Time
-
-	// offs are the times the governor switched the probe off, on the BPF
-	// clock (CLOCK_MONOTONIC ns), oldest first, the last maxOffs only.
-	offs []uint64
 }
-
-// maxOffs bounds the switch-off times a probe remembers: at least 100 s of
-// them at the shortest period (2 windows), and calls in flight longer than
-// that are reported unfinished by the probes' own expiry.
-const maxOffs = 1024
 
 // NewGovernor returns a governor with no probes.
 func NewGovernor(p Policy, log *slog.Logger) *Governor {
@@ -243,7 +232,7 @@ func (g *Governor) Tick(now time.Time, set probeSet) error {
 		switch p.phase {
 		case on:
 			p.measure(c, now)
-			p.switchOff(set)
+			set.Pause(p.id)
 			p.phase, p.next = pausing, now.Add(grace)
 		case pausing:
 			set.Detach(p.id)
@@ -269,42 +258,6 @@ func (g *Governor) Tick(now time.Time, set probeSet) error {
 	g.decide(now, set)
 	g.nextDecision = now.Add(g.Interval)
 	return nil
-}
-
-func (p *governed) switchOff(set probeSet) {
-	set.Pause(p.id)
-	if len(p.offs) == maxOffs {
-		p.offs = append(p.offs[:0], p.offs[1:]...)
-	}
-	p.offs = append(p.offs, monotonicNow())
-}
-
-// InFlightWhenOff reports whether a call of fn that started at start and
-// ended at end (BPF clock) was in flight when the governor switched the
-// probe off, and outlived the grace period, and returns when that was. Its
-// return was not seen: a return paired with it may belong to a later call,
-// entered at the same depth when the probe was back on and taken for a
-// re-entry.
-func (g *Governor) InFlightWhenOff(fn string, start, end uint64) (offAt uint64, ok bool) {
-	p := g.probes[fn]
-	if p == nil {
-		return 0, false
-	}
-	// The first switch-off after the call started.
-	i, _ := slices.BinarySearch(p.offs, start+1)
-	if i == len(p.offs) {
-		return 0, false
-	}
-	return p.offs[i], end > p.offs[i]+uint64(grace)
-}
-
-// monotonicNow reads the clock of bpf_ktime_get_ns.
-func monotonicNow() uint64 {
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
-		return 0
-	}
-	return uint64(ts.Nano())
 }
 
 func (p *governed) reset(c probe.Counters, now time.Time) {
@@ -382,7 +335,7 @@ func (g *Governor) decide(now time.Time, set probeSet) {
 			"window", g.Window, "period", p.period.Round(time.Millisecond))
 		p.state = Throttled
 		g.decisions.Throttled++
-		p.switchOff(set)
+		set.Pause(p.id)
 		p.phase, p.next = pausing, now.Add(grace)
 	}
 	over := g.estimate > g.Budget*1.0001

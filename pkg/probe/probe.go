@@ -74,6 +74,7 @@ type Set struct {
 	opts   Options
 	probes []Probe
 	links  [][]link.Link // per probe: entry first, then the RETs
+	gens   []uint32      // per probe: how often it was attached again
 	panics []link.Link
 	reader *ringbuf.Reader
 	// multi attaches through uprobe_multi links (Linux 6.6+): one link per
@@ -111,7 +112,7 @@ func Attach(probes []Probe, opts Options) (_ *Set, err error) {
 		return nil, fmt.Errorf("set capture_stacks: %w", err)
 	}
 
-	s := &Set{opts: opts, probes: probes, links: make([][]link.Link, len(probes))}
+	s := &Set{opts: opts, probes: probes, links: make([][]link.Link, len(probes)), gens: make([]uint32, len(probes))}
 	if features.HaveBPFLinkUprobeMulti() == nil {
 		s.multi = true
 		for _, p := range spec.Programs {
@@ -219,12 +220,13 @@ func (s *Set) Add(p Probe) (int, error) {
 	}
 	s.probes = append(s.probes, p)
 	s.links = append(s.links, nil)
+	s.gens = append(s.gens, 0)
 	err := s.SetConfig(id, p.Config)
 	if err == nil {
 		err = s.attach(id)
 	}
 	if err != nil {
-		s.probes, s.links = s.probes[:id], s.links[:id]
+		s.probes, s.links, s.gens = s.probes[:id], s.links[:id], s.gens[:id]
 		return 0, err
 	}
 	return id, nil
@@ -262,12 +264,18 @@ func (s *Set) Reattach(id int) error {
 		}
 		s.Detach(id)
 	}
+	// A new generation: calls entered before the detach whose RETs went
+	// unseen are not paired with the returns of calls entered from now on.
+	s.gens[id]++
+	if err := s.SetConfig(id, s.probes[id].Config); err != nil {
+		return err
+	}
 	return s.attach(id)
 }
 
 // SetConfig changes the filters of probe id.
 func (s *Set) SetConfig(id int, c Config) error {
-	cfg := uprobes.UprobesProbeCfg{MinDurationNs: uint64(c.MinDuration), SampleEvery: c.SampleEvery}
+	cfg := uprobes.UprobesProbeCfg{MinDurationNs: uint64(c.MinDuration), SampleEvery: c.SampleEvery, Gen: s.gens[id]}
 	if c.EntryOnly {
 		cfg.Flags |= 1
 	}

@@ -19,11 +19,13 @@ type Kind uint32
 const (
 	// Returned: the call returned through a RET.
 	Returned Kind = iota
-	// Unwound: the goroutine went on above the call without a RET (a
-	// panic unwound it, or runtime.Goexit ended the goroutine).
+	// Unwound: the goroutine went on above the call without a RET seen (a
+	// panic unwound it, runtime.Goexit ended the goroutine, or its RET
+	// probes were detached while it ran).
 	Unwound
 	// Superseded: a new call started at the same depth after a panic or
-	// Goexit on the goroutine, so this one ended without a RET.
+	// Goexit on the goroutine, or after the probe was attached again, so
+	// this one ended without a RET seen.
 	Superseded
 	// InFlight: the call had not returned when the probes were removed.
 	InFlight
@@ -37,9 +39,9 @@ func (k Kind) String() string {
 	case Returned:
 		return "returned"
 	case Unwound:
-		return "unwound without return (panic or Goexit)"
+		return "unwound without a return (panic or Goexit, or its probe was detached)"
 	case Superseded:
-		return "ended without return (panic or Goexit)"
+		return "ended without a return (panic or Goexit, or its probe was detached)"
 	case InFlight:
 		return "in flight when tracing stopped"
 	case Expired:
