@@ -12,6 +12,7 @@ import (
 
 	"github.com/cilium-tracer/tracer/pkg/calls"
 	"github.com/cilium-tracer/tracer/pkg/container"
+	"github.com/cilium-tracer/tracer/pkg/daemon"
 	"github.com/cilium-tracer/tracer/pkg/export"
 	"github.com/cilium-tracer/tracer/pkg/session"
 )
@@ -30,6 +31,9 @@ type traceFlags struct {
 	offsets  string
 	pprof    string
 	folded   string
+
+	clickhouse daemon.ClickHouseExporterConfig
+	otlp       daemon.OTLPExporterConfig
 }
 
 func traceCmd() *cobra.Command {
@@ -54,6 +58,14 @@ func traceCmd() *cobra.Command {
 	fl.StringVar(&f.output, "output", "text", "live output: text, json or none")
 	fl.BoolVar(&f.stacks, "stacks", false, "capture and print the caller stack of each call")
 	fl.BoolVar(&f.follow, "follow", true, "when the target exits, wait for it to restart and attach again")
+	fl.StringArrayVar(&f.clickhouse.Addrs, "clickhouse", nil, "also export spans to this ClickHouse (host:port, native protocol), repeatable for a cluster; password from $CLICKHOUSE_PASSWORD or --clickhouse-password-file")
+	fl.StringVar(&f.clickhouse.Database, "clickhouse-database", "", "ClickHouse database (default otel)")
+	fl.StringVar(&f.clickhouse.Table, "clickhouse-table", "", "ClickHouse table (default otel_traces)")
+	fl.StringVar(&f.clickhouse.Username, "clickhouse-user", "", "ClickHouse user (default default)")
+	fl.StringVar(&f.clickhouse.PasswordFile, "clickhouse-password-file", "", "file holding the ClickHouse password")
+	fl.StringVar(&f.otlp.Endpoint, "otlp", "", "also export spans to this OTLP receiver (host:port)")
+	fl.StringVar(&f.otlp.Protocol, "otlp-protocol", "grpc", "OTLP protocol: grpc or http")
+	fl.BoolVar(&f.otlp.Insecure, "otlp-insecure", false, "OTLP without TLS")
 	fl.StringVar(&f.pprof, "pprof", "", "write a pprof profile of the traced calls' time per stack to this file at the end (implies stack capture)")
 	fl.StringVar(&f.folded, "folded", "", "write folded stacks (flame graph input) with nanoseconds per stack to this file at the end (implies stack capture)")
 	fl.StringArrayVar(&f.captures, "capture", nil, "`NAME=EXPR` to record as a span attribute, read at entry: an argument or field path (endpoint_id=e.ID, rev=e.desiredPolicy.Revision) or, without DWARF, argN+OFFSET:TYPE; repeatable")
@@ -84,7 +96,20 @@ func runTrace(ctx context.Context, cmd *cobra.Command, f traceFlags) error {
 		return err
 	}
 
-	exporters := map[string]export.Exporter{}
+	if f.otlp.Protocol != "grpc" && f.otlp.Protocol != "http" {
+		return fmt.Errorf("unknown --otlp-protocol %q: want grpc or http", f.otlp.Protocol)
+	}
+	var remote []daemon.ExporterConfig
+	if len(f.clickhouse.Addrs) > 0 {
+		remote = append(remote, daemon.ExporterConfig{ClickHouse: &f.clickhouse})
+	}
+	if f.otlp.Endpoint != "" {
+		remote = append(remote, daemon.ExporterConfig{OTLP: &f.otlp})
+	}
+	exporters, err := daemon.BuildExporters(ctx, remote, cmd.OutOrStdout())
+	if err != nil {
+		return err
+	}
 	if live != nil {
 		exporters["terminal"] = live
 	}

@@ -10,9 +10,9 @@ import (
 	"github.com/cilium-tracer/tracer/pkg/export"
 )
 
-// buildExporters makes the configured exporters, named by kind ("otlp",
+// BuildExporters makes the configured exporters, named by kind ("otlp",
 // then "otlp-2" for a second one). Nothing is left open on error.
-func buildExporters(ctx context.Context, cfgs []ExporterConfig, stdout io.Writer) (_ map[string]export.Exporter, err error) {
+func BuildExporters(ctx context.Context, cfgs []ExporterConfig, stdout io.Writer) (_ map[string]export.Exporter, err error) {
 	out := map[string]export.Exporter{}
 	defer func() {
 		if err != nil {
