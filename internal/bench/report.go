@@ -170,7 +170,7 @@ func (r report) sections() []section {
 				row{Name: name + ": goid offset", Value: ms(goid)},
 				row{Name: name + ": symbol side in all", Value: ms(symbolSide), Target: "< 300 ms", Met: verdict(symbolSide < 300*time.Millisecond)},
 				row{Name: name + ": peak RSS by then", Value: fmt.Sprintf("%.1f MiB", resolveMiB), Target: "< 80 MiB", Met: verdict(resolveMiB < 80)},
-				row{Name: fmt.Sprintf("%s: load BPF, attach %d uprobes", name, a.Runs[0].Uprobes), Value: ms(bpf)},
+				row{Name: fmt.Sprintf("%s: load BPF, attach %d uprobe sites", name, a.Runs[0].Uprobes), Value: ms(bpf)},
 				row{Name: name + ": whole attach", Value: ms(total), Target: "< 300 ms", Met: verdict(total < 300*time.Millisecond)},
 				row{Name: name + ": peak RSS of the whole attach", Value: fmt.Sprintf("%.1f MiB", peakMiB), Target: "< 80 MiB", Met: verdict(peakMiB < 80)},
 				row{Name: fmt.Sprintf("%s: symbolize, uncached (%d distinct PCs)", name, a.UncachedPCs), Value: fmtCount(a.UncachedRate) + " PCs/s"},
