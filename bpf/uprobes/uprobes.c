@@ -21,6 +21,7 @@
 #define MAX_FRAMES 16 // in-flight traced calls per goroutine; a power of two
 #define MAX_STACK_DEPTH 64
 #define WAKEUP_BYTES (64 << 10)
+#define EEXIST_ 17 // errno, without the libc headers
 #define MAX_CAPTURES 4    // captured values per probe
 #define CAPTURE_BYTES 64  // per value: a scalar, or a string's first bytes
 
@@ -197,12 +198,27 @@ struct {
 	__type(value, struct capture_vals);
 } capture_scratch SEC(".maps");
 
+struct stack_trace {
+	__u64 pcs[MAX_STACK_DEPTH]; // innermost first, zero after the last
+};
+
+// Stacks by a hash of their PCs, each stored once. Not a
+// BPF_MAP_TYPE_STACK_TRACE: that one drops a stack whose bucket holds
+// another (seen with 42 stacks in 16384 buckets), and reusing the bucket
+// would change what an ID already read means.
 struct {
-	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
+	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
-	__uint(key_size, sizeof(__u32));
-	__uint(value_size, MAX_STACK_DEPTH * sizeof(__u64));
+	__type(key, __s32);
+	__type(value, struct stack_trace);
 } stacks SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct stack_trace);
+} stack_scratch SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -215,6 +231,34 @@ struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 4 << 20);
 } events SEC(".maps");
+
+// stack_id walks the user stack and stores it under a 31-bit FNV-1a hash
+// of its PCs; -1 when there is none or the table is full. Two distinct
+// stacks share an ID with odds of about n^2/2^32 for n stacks in a session.
+static __always_inline __s32 stack_id(struct pt_regs *ctx)
+{
+	__u32 zero = 0;
+	struct stack_trace *st = bpf_map_lookup_elem(&stack_scratch, &zero);
+	if (!st)
+		return -1;
+	long n = bpf_get_stack(ctx, st->pcs, sizeof(st->pcs), BPF_F_USER_STACK);
+	if (n <= 0)
+		return -1;
+	__u64 h = 14695981039346656037ULL;
+	for (int i = 0; i < MAX_STACK_DEPTH; i++) {
+		if (i < n / 8) {
+			h ^= st->pcs[i];
+			h *= 1099511628211ULL;
+		} else {
+			st->pcs[i] = 0;
+		}
+	}
+	__s32 id = (h ^ (h >> 32)) & 0x7fffffff;
+	long err = bpf_map_update_elem(&stacks, &id, st, BPF_NOEXIST);
+	if (err && err != -EEXIST_) // already stored
+		return -1;
+	return id;
+}
 
 static __always_inline struct counters *counters_of(__u32 probe_id)
 {
@@ -444,7 +488,7 @@ int go_entry(struct pt_regs *ctx)
 	if (cfg->flags & PROBE_ENTRY_ONLY) {
 		struct entry_key k = {.probe_id = probe_id, .stack_id = -1};
 		if (capture_stacks)
-			k.stack_id = bpf_get_stackid(ctx, &stacks, BPF_F_USER_STACK);
+			k.stack_id = stack_id(ctx);
 		__u64 *cnt = bpf_map_lookup_elem(&entry_counts, &k);
 		if (cnt) {
 			__sync_fetch_and_add(cnt, 1);
@@ -527,7 +571,7 @@ int go_entry(struct pt_regs *ctx)
 	f->depth = w.depth;
 	f->caller = GO_RETURN_ADDRESS(ctx);
 	f->probe_id = probe_id;
-	f->stack_id = capture_stacks ? bpf_get_stackid(ctx, &stacks, BPF_F_USER_STACK) : -1;
+	f->stack_id = capture_stacks ? stack_id(ctx) : -1;
 	f->panics = gs->panics;
 	f->gen = cfg->gen;
 	f->captured = cfg->ncaptures ? capture(ctx, cfg, f->id) : 0;

@@ -102,6 +102,11 @@ type UprobesProbeCfg struct {
 	Captures      [4]UprobesCaptureSpec
 }
 
+type UprobesStackTrace struct {
+	_   structs.HostLayout
+	Pcs [64]uint64
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -114,6 +119,7 @@ const (
 	UprobesMapGstates           = "gstates"
 	UprobesMapProbeCfgs         = "probe_cfgs"
 	UprobesMapProbeCounters     = "probe_counters"
+	UprobesMapStackScratch      = "stack_scratch"
 	UprobesMapStacks            = "stacks"
 	UprobesProgGoEntry          = "go_entry"
 	UprobesProgGoPanic          = "go_panic"
@@ -183,6 +189,7 @@ type UprobesMapSpecs struct {
 	Gstates        *ebpf.MapSpec `ebpf:"gstates"`
 	ProbeCfgs      *ebpf.MapSpec `ebpf:"probe_cfgs"`
 	ProbeCounters  *ebpf.MapSpec `ebpf:"probe_counters"`
+	StackScratch   *ebpf.MapSpec `ebpf:"stack_scratch"`
 	Stacks         *ebpf.MapSpec `ebpf:"stacks"`
 }
 
@@ -224,6 +231,7 @@ type UprobesMaps struct {
 	Gstates        *ebpf.Map `ebpf:"gstates"`
 	ProbeCfgs      *ebpf.Map `ebpf:"probe_cfgs"`
 	ProbeCounters  *ebpf.Map `ebpf:"probe_counters"`
+	StackScratch   *ebpf.Map `ebpf:"stack_scratch"`
 	Stacks         *ebpf.Map `ebpf:"stacks"`
 }
 
@@ -237,6 +245,7 @@ func (m *UprobesMaps) Close() error {
 		m.Gstates,
 		m.ProbeCfgs,
 		m.ProbeCounters,
+		m.StackScratch,
 		m.Stacks,
 	)
 }

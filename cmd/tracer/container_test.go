@@ -14,8 +14,6 @@ import (
 	"github.com/cilium-tracer/tracer/internal/testagent"
 )
 
-const regenerateBPF = "github.com/cilium/cilium/pkg/endpoint.(*Endpoint).regenerateBPF"
-
 func docker(t *testing.T, args ...string) string {
 	t.Helper()
 	out, err := exec.Command("docker", args...).CombinedOutput()
@@ -91,7 +89,7 @@ func TestContainer(t *testing.T) {
 
 	t.Run("trace by container name", func(t *testing.T) {
 		runAgentContainer(t, image, "-start-delay", "2s", "-workers", "4", "-iterations", "25", "-interval", "10ms")
-		r := startTracer(t, nil, "trace", "--container", "cilium-agent", "--func", regenerateBPF, "--output", "json", "--follow=false")
+		r := startTracer(t, nil, "trace", "--container", "cilium-agent", "--func", testagent.RegenerateBPF, "--output", "json", "--follow=false")
 		select {
 		case <-r.done:
 		case <-time.After(time.Minute):
@@ -107,11 +105,11 @@ func TestContainer(t *testing.T) {
 		}
 		got := 0
 		for _, c := range parseCalls(t, r.stdout.String()) {
-			if c.Function == regenerateBPF && !c.Unfinished {
+			if c.Function == testagent.RegenerateBPF && !c.Unfinished {
 				got++
 			}
 		}
-		if want := int(reports[0].Counts[regenerateBPF]); got != want || want != 100 {
+		if want := int(reports[0].Counts[testagent.RegenerateBPF]); got != want || want != 100 {
 			t.Errorf("traced %d regenerateBPF calls, the agent made %d (want 100)", got, want)
 		}
 	})
@@ -120,7 +118,7 @@ func TestContainer(t *testing.T) {
 		// The start delay gives the tracer time to re-attach before the
 		// restarted agent works, so every completed call is seen.
 		runAgentContainer(t, image, "-start-delay", "3s", "-workers", "4", "-interval", "10ms")
-		r := startTracer(t, nil, "trace", "--container", "cilium-agent", "--func", regenerateBPF, "--output", "json")
+		r := startTracer(t, nil, "trace", "--container", "cilium-agent", "--func", testagent.RegenerateBPF, "--output", "json")
 		r.waitFor(t, "tracing 1 functions", 30*time.Second)
 		firstPID := docker(t, "inspect", "-f", "{{.State.Pid}}", "cilium-agent")
 		time.Sleep(4 * time.Second)
@@ -151,7 +149,7 @@ func TestContainer(t *testing.T) {
 		for i, pid := range []string{firstPID, secondPID} {
 			var done, unfinished int
 			for _, c := range calls {
-				if c.Function != regenerateBPF || strconv.Itoa(c.PID) != pid {
+				if c.Function != testagent.RegenerateBPF || strconv.Itoa(c.PID) != pid {
 					continue
 				}
 				if c.Unfinished {
@@ -162,7 +160,7 @@ func TestContainer(t *testing.T) {
 			}
 			// The agent counts a call at entry; calls in flight when
 			// it was stopped never return and are reported unfinished.
-			want := int(reports[i].Counts[regenerateBPF])
+			want := int(reports[i].Counts[testagent.RegenerateBPF])
 			if done+unfinished != want || done == 0 || unfinished > 4 {
 				t.Errorf("run %d (PID %s): traced %d completed + %d unfinished, the agent made %d",
 					i+1, pid, done, unfinished, want)
@@ -174,8 +172,8 @@ func TestContainer(t *testing.T) {
 		exec.Command("docker", "rm", "-f", "cilium-agent-stopped").Run()
 		docker(t, "create", "--name", "cilium-agent-stopped", image)
 		t.Cleanup(func() { exec.Command("docker", "rm", "-f", "cilium-agent-stopped").Run() })
-		mustFail(t, tracer(t, nil, "trace", "--container", "cilium-agent-stopped", "--func", regenerateBPF), "not running")
-		mustFail(t, tracer(t, nil, "trace", "--container", "no-such-container-"+strconv.Itoa(os.Getpid()), "--func", regenerateBPF), "no such container")
+		mustFail(t, tracer(t, nil, "trace", "--container", "cilium-agent-stopped", "--func", testagent.RegenerateBPF), "not running")
+		mustFail(t, tracer(t, nil, "trace", "--container", "no-such-container-"+strconv.Itoa(os.Getpid()), "--func", testagent.RegenerateBPF), "no such container")
 	})
 }
 
@@ -183,7 +181,7 @@ func TestContainer(t *testing.T) {
 // falls back to scanning /proc.
 func TestNoDocker(t *testing.T) {
 	noDocker := []string{"DOCKER_HOST=unix:///nonexistent/docker.sock"}
-	mustFail(t, tracer(t, noDocker, "trace", "--container", "cilium-agent", "--func", regenerateBPF), "docker")
+	mustFail(t, tracer(t, noDocker, "trace", "--container", "cilium-agent", "--func", testagent.RegenerateBPF), "docker")
 
 	bin := testagent.Build(t, testagent.Variant{})
 	a := testagent.Start(t, bin, "-workers", "1", "-interval", "20ms")
@@ -193,7 +191,7 @@ func TestNoDocker(t *testing.T) {
 	}
 	// Other tests may run agents too: discovery then asks to choose,
 	// listing this one.
-	r = tracer(t, noDocker, "trace", "--func", regenerateBPF, "--duration", "1s", "--output", "none")
+	r = tracer(t, noDocker, "trace", "--func", testagent.RegenerateBPF, "--duration", "1s", "--output", "none")
 	if r.code == 0 {
 		if !strings.Contains(r.stderr, fmt.Sprintf("pid %d", a.PID)) {
 			t.Errorf("discovery traced something else: %s", r.stderr)
@@ -222,7 +220,7 @@ func TestOwnNamespaces(t *testing.T) {
 	cmd.Env = append(os.Environ(), "AGENT="+tmp)
 	testagent.StartCmd(t, cmd)
 
-	r := tracer(t, nil, "trace", "--process", name, "--func", regenerateBPF, "--duration", "2s", "--output", "json")
+	r := tracer(t, nil, "trace", "--process", name, "--func", testagent.RegenerateBPF, "--duration", "2s", "--output", "json")
 	if r.code != 0 {
 		t.Fatalf("trace --process %s: %s", name, r.stderr)
 	}
@@ -231,7 +229,7 @@ func TestOwnNamespaces(t *testing.T) {
 	}
 	n := 0
 	for _, c := range parseCalls(t, r.stdout) {
-		if c.Function == regenerateBPF && !c.Unfinished && c.DurationNS > int64(2*time.Millisecond) {
+		if c.Function == testagent.RegenerateBPF && !c.Unfinished && c.DurationNS > int64(2*time.Millisecond) {
 			n++
 		}
 	}

@@ -211,30 +211,13 @@ func parseCalls(t *testing.T, out string) []jsonCall {
 // A running tracer process.
 type running struct {
 	cmd            *exec.Cmd
-	stdout, stderr *syncBuffer
+	stdout, stderr *testagent.Buffer
 	done           chan struct{}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func startTracer(t *testing.T, env []string, args ...string) *running {
 	t.Helper()
-	r := &running{cmd: exec.Command(tracerBin, args...), stdout: &syncBuffer{}, stderr: &syncBuffer{}, done: make(chan struct{})}
+	r := &running{cmd: exec.Command(tracerBin, args...), stdout: &testagent.Buffer{}, stderr: &testagent.Buffer{}, done: make(chan struct{})}
 	r.cmd.Env = append(os.Environ(), env...)
 	r.cmd.Stdout, r.cmd.Stderr = r.stdout, r.stderr
 	if err := r.cmd.Start(); err != nil {
@@ -340,13 +323,13 @@ func TestTraceOTLP(t *testing.T) {
 	bin := testagent.Build(t, testagent.Variant{})
 	a := testagent.Start(t, bin, "-workers", "2", "-iterations", "10", "-interval", "5ms", "-start-delay", "2s")
 	r := tracer(t, nil, "trace", "--pid", strconv.Itoa(a.PID), "--follow=false", "--output", "json",
-		"--otlp", lis.Addr().String(), "--otlp-insecure", "--func", regenerateBPF)
+		"--otlp", lis.Addr().String(), "--otlp-insecure", "--func", testagent.RegenerateBPF)
 	if r.code != 0 {
 		t.Fatalf("trace: %s", r.stderr)
 	}
 	terminal := 0
 	for _, c := range parseCalls(t, r.stdout) {
-		if c.Function == regenerateBPF {
+		if c.Function == testagent.RegenerateBPF {
 			terminal++
 		}
 	}

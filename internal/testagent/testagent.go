@@ -244,3 +244,42 @@ func (a *Agent) report(tb testing.TB) Report {
 
 // Output returns everything the agent printed, one line each.
 func (a *Agent) Output() string { return strings.Join(a.Lines(), "\n") }
+
+// Symbol names of the functions the agent counts, as the tracer resolves
+// them.
+const (
+	Regenerate     = "github.com/cilium/cilium/pkg/endpoint.(*Endpoint).regenerate"
+	RegenerateBPF  = "github.com/cilium/cilium/pkg/endpoint.(*Endpoint).regenerateBPF"
+	SyncPolicyMap  = "github.com/cilium/cilium/pkg/endpoint.(*Endpoint).syncPolicyMapWithDump"
+	ResolvePolicy  = "github.com/cilium/cilium/pkg/policy.(*Repository).resolvePolicyLocked"
+	Upsert         = "github.com/cilium/cilium/pkg/ipcache.(*IPCache).upsertLocked"
+	Allocate       = "github.com/cilium/cilium/pkg/identity/cache.(*CachingIdentityAllocator).AllocateIdentity"
+	DumpToSlice    = "github.com/cilium/cilium/pkg/maps/policymap.(*PolicyMap).DumpToSlice"
+	CompileAndLoad = "github.com/cilium/cilium/pkg/datapath/loader.(*loader).compileAndLoad"
+	CTLookup       = "github.com/cilium/cilium/pkg/maps/ctmap.(*Map).lookup"
+	// RealizeBPFState is inlined into Regenerate, around its call of
+	// RegenerateBPF.
+	RealizeBPFState = "github.com/cilium/cilium/pkg/endpoint.(*Endpoint).realizeBPFState"
+)
+
+// Counted lists every function the agent counts.
+var Counted = []string{Regenerate, RegenerateBPF, SyncPolicyMap, ResolvePolicy, Upsert, Allocate, DumpToSlice, CompileAndLoad, CTLookup}
+
+// A Buffer is a bytes.Buffer that one goroutine may write while another
+// reads it: a test's view of a tracer's output.
+type Buffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *Buffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *Buffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}

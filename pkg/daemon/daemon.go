@@ -318,7 +318,7 @@ func (d *Daemon) attach(proc container.Process) (_ *attachment, err error) {
 		PID:        proc.PID,
 		GoidOffset: goid,
 		Stacks:     cfg.Stacks,
-		Panics:     panicOffsets(f),
+		Panics:     session.PanicOffsets(f),
 	})
 	if err != nil {
 		return nil, err
@@ -391,20 +391,6 @@ func (d *Daemon) resolve(f *symbols.File, cfgs []ProbeConfig) ([]probe.Probe, ma
 		}
 	}
 	return probes, maxEPS
-}
-
-// panicOffsets are runtime.gopanic and runtime.Goexit, which tell the
-// probes a traced call may end without a RET.
-func panicOffsets(f *symbols.File) []uint64 {
-	var offs []uint64
-	for _, name := range []string{"runtime.gopanic", "runtime.Goexit"} {
-		if fns, err := f.Funcs(name); err == nil {
-			for _, fn := range fns {
-				offs = append(offs, fn.Offset)
-			}
-		}
-	}
-	return offs
 }
 
 func (d *Daemon) poke() {
@@ -507,7 +493,7 @@ func (d *Daemon) finish(a *attachment) {
 	}
 	if cs, err := a.set.Counters(); err == nil {
 		for id, c := range cs {
-			d.base[a.set.Probes()[id].Func.Name] = addCounters(d.base[a.set.Probes()[id].Func.Name], c)
+			d.base[a.set.Probes()[id].Func.Name] = d.base[a.set.Probes()[id].Func.Name].Add(c)
 		}
 	}
 	d.gov.Reset()
@@ -545,19 +531,6 @@ func (d *Daemon) retirePipeline(p *export.Pipeline) {
 		r.Failed += e.Failed
 		d.retired.Exporters[name] = r
 	}
-}
-
-func addCounters(a, b probe.Counters) probe.Counters {
-	a.Hits += b.Hits
-	a.Returns += b.Returns
-	a.Emitted += b.Emitted
-	a.Dropped += b.Dropped
-	a.Unfinished += b.Unfinished
-	a.Skipped += b.Skipped
-	a.Filtered += b.Filtered
-	a.Reentered += b.Reentered
-	a.Untracked += b.Untracked
-	return a
 }
 
 // Reload applies a new configuration. Probes whose function and filters

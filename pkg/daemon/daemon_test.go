@@ -16,7 +16,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -30,40 +29,11 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-const cilium = "github.com/cilium/cilium/pkg/"
-
-var (
-	regenerate    = cilium + "endpoint.(*Endpoint).regenerate"
-	regenerateBPF = cilium + "endpoint.(*Endpoint).regenerateBPF"
-	syncPolicyMap = cilium + "endpoint.(*Endpoint).syncPolicyMapWithDump"
-	upsert        = cilium + "ipcache.(*IPCache).upsertLocked"
-	resolvePolicy = cilium + "policy.(*Repository).resolvePolicyLocked"
-	lookup        = cilium + "maps/ctmap.(*Map).lookup"
-)
-
-// syncBuffer is a bytes.Buffer safe for the exporter and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // running is a daemon started by a test.
 type running struct {
 	d      *Daemon
-	spans  *syncBuffer // JSON exporter output
-	logs   *syncBuffer
+	spans  *testagent.Buffer // JSON exporter output
+	logs   *testagent.Buffer
 	cancel context.CancelFunc
 	done   chan error
 	url    string
@@ -81,7 +51,7 @@ func startDaemon(t *testing.T, yaml string, pid int) *running {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &running{spans: &syncBuffer{}, logs: &syncBuffer{}, done: make(chan error, 1)}
+	r := &running{spans: &testagent.Buffer{}, logs: &testagent.Buffer{}, done: make(chan error, 1)}
 	log := slog.New(slog.NewTextHandler(io.MultiWriter(r.logs, testLog{t}), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	r.d, err = New(cfg, Options{Logger: log, Stdout: r.spans, Rand: rand.New(rand.NewPCG(uint64(pid), 7))})
 	if err != nil {
@@ -283,13 +253,13 @@ func TestGovernorOnAgent(t *testing.T) {
 		"-workers", "1", "-interval", "20ms", "-policy-depth", "2")
 	r := startDaemon(t, `
 probes:
-  - func: "`+regenerateBPF+`"
-  - func: "`+lookup+`"
+  - func: "`+testagent.RegenerateBPF+`"
+  - func: "`+testagent.CTLookup+`"
 governor: {budget_percent: 1, interval: 1s, window: 100ms, max_period: 20s}
 `, agent.PID)
 	agent.Begin(t)
 
-	hotState := `tracer_probe_governor_state{function="` + lookup + `",state="throttled"}`
+	hotState := `tracer_probe_governor_state{function="` + testagent.CTLookup + `",state="throttled"}`
 	_, took := r.waitMetric(t, hotState, 15*time.Second, func(v float64) bool { return v == 1 })
 	t.Logf("lookup throttled %v after the loop started", took)
 	if took > 10*time.Second {
@@ -299,11 +269,11 @@ governor: {budget_percent: 1, interval: 1s, window: 100ms, max_period: 20s}
 	if est := r.metric(t, "tracer_overhead_estimated_cpus"); est > budget*1.001 || est <= 0 {
 		t.Errorf("estimated overhead %v CPUs, budget %v", est, budget)
 	}
-	if n := countLines(r.logs.String(), `msg="governor: throttling probe" func=`+lookup); n != 1 {
+	if n := countLines(r.logs.String(), `msg="governor: throttling probe" func=`+testagent.CTLookup); n != 1 {
 		t.Errorf("%d throttling log lines for lookup, want 1", n)
 	}
 	// The cold probe stays admitted and attached.
-	coldState := `tracer_probe_governor_state{function="` + regenerateBPF + `",state="admitted"}`
+	coldState := `tracer_probe_governor_state{function="` + testagent.RegenerateBPF + `",state="admitted"}`
 	if v := r.metric(t, coldState); v != 1 {
 		t.Errorf("%s = %v", coldState, v)
 	}
@@ -317,10 +287,10 @@ governor: {budget_percent: 1, interval: 1s, window: 100ms, max_period: 20s}
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	admitted := `tracer_probe_governor_state{function="` + lookup + `",state="admitted"}`
+	admitted := `tracer_probe_governor_state{function="` + testagent.CTLookup + `",state="admitted"}`
 	_, took = r.waitMetric(t, admitted, 25*time.Second, func(v float64) bool { return v == 1 })
 	t.Logf("lookup re-admitted %v after the loop ended", took)
-	if n := countLines(r.logs.String(), `msg="governor: re-admitting probe" func=`+lookup); n != 1 {
+	if n := countLines(r.logs.String(), `msg="governor: re-admitting probe" func=`+testagent.CTLookup); n != 1 {
 		t.Errorf("%d re-admitting log lines for lookup, want 1", n)
 	}
 	metrics := r.get(t, "/metrics")
@@ -329,11 +299,11 @@ governor: {budget_percent: 1, interval: 1s, window: 100ms, max_period: 20s}
 	r.waitDetached(t)
 	r.stop(t)
 	spans := r.parseSpans(t)
-	checkAll(t, spans, regenerateBPF, report.Counts[regenerateBPF], nil)
-	done, unfinished := tally(spans, lookup, nil)
-	t.Logf("lookup: %d spans of %d calls", done, report.Counts[lookup])
-	if done == 0 || uint64(done) >= report.Counts[lookup]/100 {
-		t.Errorf("lookup: %d spans of %d calls, want some, from the windows only", done, report.Counts[lookup])
+	checkAll(t, spans, testagent.RegenerateBPF, report.Counts[testagent.RegenerateBPF], nil)
+	done, unfinished := tally(spans, testagent.CTLookup, nil)
+	t.Logf("lookup: %d spans of %d calls", done, report.Counts[testagent.CTLookup])
+	if done == 0 || uint64(done) >= report.Counts[testagent.CTLookup]/100 {
+		t.Errorf("lookup: %d spans of %d calls, want some, from the windows only", done, report.Counts[testagent.CTLookup])
 	}
 	// Switching the probe off lets calls in flight return first.
 	if unfinished > 2 {
@@ -341,14 +311,14 @@ governor: {budget_percent: 1, interval: 1s, window: 100ms, max_period: 20s}
 	}
 
 	for _, series := range []string{
-		`tracer_probe_hits_total{function="` + lookup + `"}`,
-		`tracer_probe_emitted_total{function="` + regenerateBPF + `"}`,
-		`tracer_probe_dropped_total{function="` + regenerateBPF + `"}`,
-		`tracer_probe_unfinished_total{function="` + regenerateBPF + `"}`,
-		`tracer_probe_attached{function="` + lookup + `"}`,
-		`tracer_probe_hit_rate{function="` + lookup + `"}`,
-		`tracer_probe_duty_cycle{function="` + lookup + `"}`,
-		`tracer_probe_overhead_cpus{function="` + lookup + `"}`,
+		`tracer_probe_hits_total{function="` + testagent.CTLookup + `"}`,
+		`tracer_probe_emitted_total{function="` + testagent.RegenerateBPF + `"}`,
+		`tracer_probe_dropped_total{function="` + testagent.RegenerateBPF + `"}`,
+		`tracer_probe_unfinished_total{function="` + testagent.RegenerateBPF + `"}`,
+		`tracer_probe_attached{function="` + testagent.CTLookup + `"}`,
+		`tracer_probe_hit_rate{function="` + testagent.CTLookup + `"}`,
+		`tracer_probe_duty_cycle{function="` + testagent.CTLookup + `"}`,
+		`tracer_probe_overhead_cpus{function="` + testagent.CTLookup + `"}`,
 		`tracer_export_queue_pending`,
 		`tracer_exporter_spans_total{exporter="json",outcome="exported"}`,
 		`tracer_exporter_spans_total{exporter="json",outcome="failed"}`,
@@ -372,9 +342,9 @@ func TestReload(t *testing.T) {
 	agent := testagent.Start(t, bin, "-wait-start", "-workers", "2", "-interval", "10ms", "-policy-depth", "2")
 	r := startDaemon(t, `
 probes:
-  - func: "`+regenerateBPF+`"
-  - func: "`+upsert+`"
-  - func: "`+regenerate+`"
+  - func: "`+testagent.RegenerateBPF+`"
+  - func: "`+testagent.Upsert+`"
+  - func: "`+testagent.Regenerate+`"
 governor: {hit_cost: 40us, budget_percent: 50}
 `, agent.PID)
 	agent.Begin(t)
@@ -382,9 +352,9 @@ governor: {hit_cost: 40us, budget_percent: 50}
 	next, err := Parse("test.yaml", []byte(`
 target: {pid: `+strconv.Itoa(agent.PID)+`}
 probes:
-  - func: "`+regenerateBPF+`"
-  - func: "`+syncPolicyMap+`"
-  - func: "`+regenerate+`"
+  - func: "`+testagent.RegenerateBPF+`"
+  - func: "`+testagent.SyncPolicyMap+`"
+  - func: "`+testagent.Regenerate+`"
     min_duration: 1h
 governor: {hit_cost: 40us, budget_percent: 50}
 exporters: [{json: {}}]
@@ -405,34 +375,34 @@ pipeline: {batch_timeout: 50ms}
 	r.stop(t)
 
 	spans := r.parseSpans(t)
-	checkAll(t, spans, regenerateBPF, report.Counts[regenerateBPF], nil)
+	checkAll(t, spans, testagent.RegenerateBPF, report.Counts[testagent.RegenerateBPF], nil)
 
 	before := func(s export.JSONSpan) bool { return s.Time.Before(reloaded) }
 	after := func(s export.JSONSpan) bool { return s.Time.After(reloadAt) }
-	if done, _ := tally(spans, upsert, nil); done == 0 || uint64(done) >= report.Counts[upsert] {
-		t.Errorf("%s: %d spans of %d calls, want some, before the reload", upsert, done, report.Counts[upsert])
+	if done, _ := tally(spans, testagent.Upsert, nil); done == 0 || uint64(done) >= report.Counts[testagent.Upsert] {
+		t.Errorf("%s: %d spans of %d calls, want some, before the reload", testagent.Upsert, done, report.Counts[testagent.Upsert])
 	}
-	if done, _ := tally(spans, upsert, func(s export.JSONSpan) bool { return !before(s) }); done > 0 {
-		t.Errorf("%s: %d calls traced after it was removed", upsert, done)
+	if done, _ := tally(spans, testagent.Upsert, func(s export.JSONSpan) bool { return !before(s) }); done > 0 {
+		t.Errorf("%s: %d calls traced after it was removed", testagent.Upsert, done)
 	}
-	if done, _ := tally(spans, syncPolicyMap, nil); done == 0 || uint64(done) >= report.Counts[syncPolicyMap] {
-		t.Errorf("%s: %d spans of %d calls, want some, after the reload", syncPolicyMap, done, report.Counts[syncPolicyMap])
+	if done, _ := tally(spans, testagent.SyncPolicyMap, nil); done == 0 || uint64(done) >= report.Counts[testagent.SyncPolicyMap] {
+		t.Errorf("%s: %d spans of %d calls, want some, after the reload", testagent.SyncPolicyMap, done, report.Counts[testagent.SyncPolicyMap])
 	}
-	if done, _ := tally(spans, syncPolicyMap, func(s export.JSONSpan) bool { return !after(s) }); done > 0 {
-		t.Errorf("%s: %d calls traced before it was added", syncPolicyMap, done)
+	if done, _ := tally(spans, testagent.SyncPolicyMap, func(s export.JSONSpan) bool { return !after(s) }); done > 0 {
+		t.Errorf("%s: %d calls traced before it was added", testagent.SyncPolicyMap, done)
 	}
 	// regenerate's new min_duration filters every call after the reload.
-	if done, _ := tally(spans, regenerate, nil); done == 0 {
-		t.Errorf("%s: no spans before the reload", regenerate)
+	if done, _ := tally(spans, testagent.Regenerate, nil); done == 0 {
+		t.Errorf("%s: no spans before the reload", testagent.Regenerate)
 	}
-	if done, _ := tally(spans, regenerate, func(s export.JSONSpan) bool { return !before(s) }); done > 2 {
-		t.Errorf("%s: %d spans after min_duration 1h was set", regenerate, done)
+	if done, _ := tally(spans, testagent.Regenerate, func(s export.JSONSpan) bool { return !before(s) }); done > 2 {
+		t.Errorf("%s: %d spans after min_duration 1h was set", testagent.Regenerate, done)
 	}
 	logs := r.logs.String()
 	for _, line := range []string{
-		`msg="reload: probe removed" func=` + upsert,
-		`msg="reload: probe added" func=` + syncPolicyMap,
-		`msg="reload: probe reconfigured" func=` + regenerate,
+		`msg="reload: probe removed" func=` + testagent.Upsert,
+		`msg="reload: probe added" func=` + testagent.SyncPolicyMap,
+		`msg="reload: probe reconfigured" func=` + testagent.Regenerate,
 	} {
 		if countLines(logs, line) != 1 {
 			t.Errorf("log lacks %s", line)
@@ -469,7 +439,7 @@ target:
   process: `+name+`
   restart_backoff: {base: 100ms, max: 1s}
 probes:
-  - func: "`+regenerateBPF+`"
+  - func: "`+testagent.RegenerateBPF+`"
 governor: {hit_cost: 40us}
 jitter: {reattach: 500ms}
 `, agents[0].PID)
@@ -510,7 +480,7 @@ jitter: {reattach: 500ms}
 	}
 	spans := r.parseSpans(t)
 	for i, a := range agents {
-		checkAll(t, spans, regenerateBPF, reports[i].Counts[regenerateBPF], func(s export.JSONSpan) bool { return s.PID == a.PID })
+		checkAll(t, spans, testagent.RegenerateBPF, reports[i].Counts[testagent.RegenerateBPF], func(s export.JSONSpan) bool { return s.PID == a.PID })
 	}
 }
 
@@ -549,7 +519,7 @@ func TestStartJitter(t *testing.T) {
 	agent := testagent.Start(t, bin, "-workers", "1", "-interval", "50ms")
 	const window = 3 * time.Second
 	yaml := `
-probes: [{func: "` + regenerateBPF + `"}]
+probes: [{func: "` + testagent.RegenerateBPF + `"}]
 governor: {hit_cost: 40us}
 jitter: {start: 3s}
 `
@@ -590,11 +560,11 @@ func TestGovernorLongCalls(t *testing.T) {
 		"-policy-depth", "10", "-policy-sleep", sleep.String())
 	r := startDaemon(t, `
 probes:
-  - func: "`+resolvePolicy+`"
+  - func: "`+testagent.ResolvePolicy+`"
 governor: {budget_percent: 2, interval: 1s, window: 200ms, max_period: 3s, hit_cost: 40us}
 `, agent.PID)
 	agent.Begin(t)
-	state := `tracer_probe_governor_state{function="` + resolvePolicy + `",state="throttled"}`
+	state := `tracer_probe_governor_state{function="` + testagent.ResolvePolicy + `",state="throttled"}`
 	r.waitMetric(t, state, 15*time.Second, func(v float64) bool { return v == 1 })
 	time.Sleep(10 * time.Second)
 	agent.Stop(t)
@@ -604,7 +574,7 @@ governor: {budget_percent: 2, interval: 1s, window: 200ms, max_period: 3s, hit_c
 	var longest time.Duration
 	var offUnfinished int
 	for _, s := range r.parseSpans(t) {
-		if s.Function != resolvePolicy {
+		if s.Function != testagent.ResolvePolicy {
 			continue
 		}
 		if s.Unfinished {
@@ -631,18 +601,18 @@ func TestMaxEventsPerSecond(t *testing.T) {
 	agent := testagent.Start(t, bin, "-wait-start", "-workers", "2", "-interval", "2ms", "-policy-depth", "0")
 	r := startDaemon(t, `
 probes:
-  - func: "`+upsert+`"
+  - func: "`+testagent.Upsert+`"
     max_events_per_second: 50
 governor: {budget_percent: 50, hit_cost: 40us}
 `, agent.PID)
 	agent.Begin(t)
-	sample := `tracer_probe_sample_every{function="` + upsert + `"}`
+	sample := `tracer_probe_sample_every{function="` + testagent.Upsert + `"}`
 	r.waitMetric(t, sample, 10*time.Second, func(v float64) bool { return v > 1 })
 	time.Sleep(2 * time.Second)
 	from := time.Now()
 	time.Sleep(3 * time.Second)
 	to := time.Now()
-	rate := r.metric(t, `tracer_probe_hit_rate{function="`+upsert+`"}`)
+	rate := r.metric(t, `tracer_probe_hit_rate{function="`+testagent.Upsert+`"}`)
 	agent.Stop(t)
 	r.waitDetached(t)
 	r.stop(t)
@@ -650,7 +620,7 @@ governor: {budget_percent: 50, hit_cost: 40us}
 	var n int
 	var sampled uint32
 	for _, s := range r.parseSpans(t) {
-		if s.Function == upsert && s.Time.After(from) && s.Time.Before(to) {
+		if s.Function == testagent.Upsert && s.Time.After(from) && s.Time.Before(to) {
 			n++
 			sampled = max(sampled, s.SampleRate)
 		}
@@ -682,7 +652,7 @@ exporters: [{json: {path: %q}}]
 governor: {hit_cost: 40us, budget_percent: 50}
 metrics: {listen: "127.0.0.1:0"}
 pipeline: {batch_timeout: 1h}
-`, agent.PID, regenerateBPF, filepath.Join(dir, file))
+`, agent.PID, testagent.RegenerateBPF, filepath.Join(dir, file))
 	}
 	cfg, err := Parse("a.yaml", []byte(config("a.json")))
 	if err != nil {
@@ -732,5 +702,5 @@ pipeline: {batch_timeout: 1h}
 			t.Errorf("%s: no spans", file)
 		}
 	}
-	checkAll(t, spans, regenerateBPF, report.Counts[regenerateBPF], nil)
+	checkAll(t, spans, testagent.RegenerateBPF, report.Counts[testagent.RegenerateBPF], nil)
 }

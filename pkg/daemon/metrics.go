@@ -92,7 +92,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		if cs, err := a.set.Counters(); err == nil {
 			for id, cnt := range cs {
 				fn := a.set.Probes()[id].Func.Name
-				totals[fn] = addCounters(totals[fn], cnt)
+				totals[fn] = totals[fn].Add(cnt)
 			}
 		}
 		cur := a.pipe.Stats()

@@ -124,7 +124,7 @@ func (s *Set) Stack(id int32) ([]uint64, error) {
 		return nil, nil
 	}
 	var pcs [64]uint64
-	if err := s.objs.Stacks.Lookup(uint32(id), &pcs); err != nil {
+	if err := s.objs.Stacks.Lookup(id, &pcs); err != nil {
 		return nil, fmt.Errorf("stack %d: %w", id, err)
 	}
 	n := 0
@@ -214,8 +214,23 @@ func (s *Set) InFlight() (int, error) {
 	return n, it.Err()
 }
 
-// Counters are the per-probe counts kept in BPF, summed over CPUs.
-type Counters = uprobes.UprobesCounters
+// Counters are the per-probe counts kept in BPF, summed over CPUs: see
+// struct counters in bpf/uprobes/uprobes.c for each field.
+type Counters uprobes.UprobesCounters
+
+// Add returns the sum of c and o.
+func (c Counters) Add(o Counters) Counters {
+	c.Hits += o.Hits
+	c.Returns += o.Returns
+	c.Emitted += o.Emitted
+	c.Dropped += o.Dropped
+	c.Unfinished += o.Unfinished
+	c.Skipped += o.Skipped
+	c.Filtered += o.Filtered
+	c.Reentered += o.Reentered
+	c.Untracked += o.Untracked
+	return c
+}
 
 // Counters returns the counters of every probe, indexed by probe ID.
 func (s *Set) Counters() ([]Counters, error) {
@@ -226,16 +241,7 @@ func (s *Set) Counters() ([]Counters, error) {
 			return nil, fmt.Errorf("counters of probe %d: %w", id, err)
 		}
 		for _, c := range perCPU {
-			o := &out[id]
-			o.Hits += c.Hits
-			o.Returns += c.Returns
-			o.Emitted += c.Emitted
-			o.Dropped += c.Dropped
-			o.Unfinished += c.Unfinished
-			o.Skipped += c.Skipped
-			o.Filtered += c.Filtered
-			o.Reentered += c.Reentered
-			o.Untracked += c.Untracked
+			out[id] = out[id].Add(c)
 		}
 	}
 	return out, nil

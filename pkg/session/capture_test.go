@@ -42,7 +42,7 @@ func offsetsFor(t *testing.T, v testagent.Variant, captures []string) *symbols.O
 	}
 	defer f.Close()
 	var fns []symbols.Func
-	for _, name := range []string{regenerateBPF, allocate, resolvePolicy} {
+	for _, name := range []string{testagent.RegenerateBPF, testagent.Allocate, testagent.ResolvePolicy} {
 		fs, err := f.Funcs(name)
 		if err != nil {
 			t.Fatal(err)
@@ -75,7 +75,7 @@ func TestCaptureAgent(t *testing.T) {
 		{Toolchain: "go1.22.12", Stripped: true, PIE: true},
 	} {
 		t.Run(v.String(), func(t *testing.T) {
-			cfg := session.Config{Funcs: []string{regenerateBPF, allocate, resolvePolicy}, Captures: captures}
+			cfg := session.Config{Funcs: []string{testagent.RegenerateBPF, testagent.Allocate, testagent.ResolvePolicy}, Captures: captures}
 			if v.Stripped {
 				cfg.Offsets = offsetsFor(t, v, captures)
 			}
@@ -125,20 +125,20 @@ func checkCaptures(t *testing.T, got []calls.Call, agent *testagent.Agent) {
 			keys = append(keys, a.Key)
 		}
 		switch c.Func {
-		case regenerateBPF:
+		case testagent.RegenerateBPF:
 			if strings.Join(keys, ",") != "endpoint_id,pod,policy_revision,fault" || attrs["fault"] != "" {
 				t.Fatalf("regenerateBPF attributes %v", c.Attrs)
 			}
 			traced = append(traced, fmt.Sprintf("endpoint_id=%s pod=%s policy_revision=%s",
 				attrs["endpoint_id"], attrs["pod"], attrs["policy_revision"]))
-		case allocate:
+		case testagent.Allocate:
 			if attrs["panic_every"] != fmt.Sprint(capturePanicEvery) || strings.Join(keys, ",") != "panic_every,fault" {
 				t.Errorf("AllocateIdentity attributes %v (unfinished %v), want panic_every=%d", c.Attrs, c.Unfinished, capturePanicEvery)
 			}
 			if c.Unfinished {
 				panicked++
 			}
-		case resolvePolicy:
+		case testagent.ResolvePolicy:
 			depths[attrs["depth"]]++
 		}
 	}
@@ -160,7 +160,7 @@ func checkCaptures(t *testing.T, got []calls.Call, agent *testagent.Agent) {
 func TestCaptureInFlight(t *testing.T) {
 	bin := testagent.Build(t, testagent.Variant{})
 	agent := testagent.Start(t, bin, "-wait-start", "-workers", "2", "-iterations", "1", "-bpf-sleep", "5s", "-policy-depth", "0")
-	s, err := session.Start(session.Config{PID: agent.PID, Funcs: []string{regenerateBPF}, Captures: captures[:2]})
+	s, err := session.Start(session.Config{PID: agent.PID, Funcs: []string{testagent.RegenerateBPF}, Captures: captures[:2]})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,13 +190,13 @@ func TestCaptureRefused(t *testing.T) {
 		capture string
 		want    string
 	}{
-		{"id=ep.ID", `capture "ep.ID": no argument "ep" in ` + regenerateBPF + ` (available: e, ctx)`},
+		{"id=ep.ID", `capture "ep.ID": no argument "ep" in ` + testagent.RegenerateBPF + ` (available: e, ctx)`},
 		{"id=e.Id", `no field "Id" in github.com/cilium/cilium/pkg/endpoint.Endpoint (available: mutex, owner, ID, K8sPodName,`},
 		{"rev=e.desiredPolicy.Rev", `(available: Identity, Rules, Revision)`},
 		{"labels=lbls", "supported: integers, bool, pointers, strings"},
 		{"x", "want NAME=EXPR"},
 	} {
-		_, err := session.Start(session.Config{PID: agent.PID, Funcs: []string{regenerateBPF, allocate}, Captures: []string{tc.capture}})
+		_, err := session.Start(session.Config{PID: agent.PID, Funcs: []string{testagent.RegenerateBPF, testagent.Allocate}, Captures: []string{tc.capture}})
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v, want an error containing %q", tc.capture, err, tc.want)
 		}
@@ -206,12 +206,12 @@ func TestCaptureRefused(t *testing.T) {
 	stripped := testagent.Build(t, testagent.Variant{Stripped: true})
 	other := offsetsFor(t, testagent.Variant{Toolchain: "go1.22.12"}, captures[:1])
 	agent2 := testagent.Start(t, stripped, "-workers", "1", "-interval", "10ms")
-	_, err := session.Start(session.Config{PID: agent2.PID, Funcs: []string{regenerateBPF}, Captures: captures[:1], Offsets: other})
+	_, err := session.Start(session.Config{PID: agent2.PID, Funcs: []string{testagent.RegenerateBPF}, Captures: captures[:1], Offsets: other})
 	if !errors.Is(err, symbols.ErrOffsetsMismatch) {
 		t.Errorf("offsets of another build: %v, want ErrOffsetsMismatch", err)
 	}
 	// A stripped binary without offsets: the raw form or an offsets file.
-	_, err = session.Start(session.Config{PID: agent2.PID, Funcs: []string{regenerateBPF}, Captures: captures[:1]})
+	_, err = session.Start(session.Config{PID: agent2.PID, Funcs: []string{testagent.RegenerateBPF}, Captures: captures[:1]})
 	if !errors.Is(err, symbols.ErrNoDWARF) {
 		t.Errorf("stripped without offsets: %v, want ErrNoDWARF", err)
 	}

@@ -129,21 +129,12 @@ func Start(cfg Config) (_ *Session, err error) {
 	// does not need it.
 	goid, _ := f.GoidOffset()
 
-	var panics []uint64
-	for _, name := range []string{"runtime.gopanic", "runtime.Goexit"} {
-		if fns, err := f.Funcs(name); err == nil {
-			for _, fn := range fns {
-				panics = append(panics, fn.Offset)
-			}
-		}
-	}
-
 	set, err := probe.Attach(probes, probe.Options{
 		Binary:     bin,
 		PID:        cfg.PID,
 		GoidOffset: goid,
 		Stacks:     cfg.Stacks,
-		Panics:     panics,
+		Panics:     PanicOffsets(f),
 	})
 	if err != nil {
 		return nil, err
@@ -154,6 +145,20 @@ func Start(cfg Config) (_ *Session, err error) {
 		s.builder.Stack = set.Stack
 	}
 	return s, nil
+}
+
+// PanicOffsets returns the file offsets of runtime.gopanic and
+// runtime.Goexit, which tell the probes a traced call may end without a RET.
+func PanicOffsets(f *symbols.File) []uint64 {
+	var offs []uint64
+	for _, name := range []string{"runtime.gopanic", "runtime.Goexit"} {
+		if fns, err := f.Funcs(name); err == nil {
+			for _, fn := range fns {
+				offs = append(offs, fn.Offset)
+			}
+		}
+	}
+	return offs
 }
 
 func alive(pid int) error {

@@ -22,23 +22,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-const cilium = "github.com/cilium/cilium/pkg/"
-
-var (
-	regenerate     = cilium + "endpoint.(*Endpoint).regenerate"
-	regenerateBPF  = cilium + "endpoint.(*Endpoint).regenerateBPF"
-	syncPolicyMap  = cilium + "endpoint.(*Endpoint).syncPolicyMapWithDump"
-	resolvePolicy  = cilium + "policy.(*Repository).resolvePolicyLocked"
-	upsert         = cilium + "ipcache.(*IPCache).upsertLocked"
-	allocate       = cilium + "identity/cache.(*CachingIdentityAllocator).AllocateIdentity"
-	dumpToSlice    = cilium + "maps/policymap.(*PolicyMap).DumpToSlice"
-	compileAndLoad = cilium + "datapath/loader.(*loader).compileAndLoad"
-	ctLookup       = cilium + "maps/ctmap.(*Map).lookup"
-	realizeBPF     = cilium + "endpoint.(*Endpoint).realizeBPFState"
-
-	traced = []string{regenerate, regenerateBPF, syncPolicyMap, resolvePolicy, upsert, allocate, dumpToSlice, compileAndLoad, ctLookup}
-)
-
 const (
 	policyDepth = 10
 	policySleep = 2 * time.Millisecond
@@ -53,7 +36,7 @@ const (
 func run(t *testing.T, bin string, args ...string) ([]calls.Call, testagent.Report, *session.Session, *testagent.Agent) {
 	t.Helper()
 	agent := testagent.Start(t, bin, append([]string{"-wait-start"}, args...)...)
-	s, err := session.Start(session.Config{PID: agent.PID, Funcs: traced, Stacks: true})
+	s, err := session.Start(session.Config{PID: agent.PID, Funcs: testagent.Counted, Stacks: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,10 +73,10 @@ func TestTraceAgent(t *testing.T) {
 			}
 
 			t.Run("counts", func(t *testing.T) { checkCounts(t, byFunc, report) })
-			t.Run("recursion", func(t *testing.T) { checkRecursion(t, byFunc[resolvePolicy], 0) })
+			t.Run("recursion", func(t *testing.T) { checkRecursion(t, byFunc[testagent.ResolvePolicy], 0) })
 			t.Run("stack growth", func(t *testing.T) { checkStackGrowth(t, s, byFunc) })
-			t.Run("panic", func(t *testing.T) { checkPanics(t, s, byFunc[allocate], report) })
-			t.Run("stacks", func(t *testing.T) { checkStacks(t, byFunc[regenerateBPF]) })
+			t.Run("panic", func(t *testing.T) { checkPanics(t, s, byFunc[testagent.Allocate], report) })
+			t.Run("stacks", func(t *testing.T) { checkStacks(t, byFunc[testagent.RegenerateBPF]) })
 
 			// 50 goroutines on two CPUs wait for a CPU after each sleep;
 			// durations are compared with the sleeps on a quiet agent.
@@ -102,7 +85,7 @@ func TestTraceAgent(t *testing.T) {
 					"-policy-depth", "10", "-policy-sleep", quietSleep.String())
 				var cs []calls.Call
 				for _, c := range got {
-					if c.Func == resolvePolicy {
+					if c.Func == testagent.ResolvePolicy {
 						cs = append(cs, c)
 					}
 				}
@@ -120,8 +103,8 @@ func checkCounts(t *testing.T, byFunc map[string][]calls.Call, r testagent.Repor
 		names = append(names, name)
 	}
 	sort.Strings(names)
-	if strings.Join(names, ",") != strings.Join(sortedCopy(traced), ",") {
-		t.Fatalf("agent counts %v, the test traces %v", names, traced)
+	if strings.Join(names, ",") != strings.Join(sortedCopy(testagent.Counted), ",") {
+		t.Fatalf("agent counts %v, the test traces %v", names, testagent.Counted)
 	}
 	for _, name := range names {
 		var done, unfinished uint64
@@ -217,10 +200,10 @@ func checkStackGrowth(t *testing.T, s *session.Session, byFunc map[string][]call
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := counters[dumpToSlice].Reentered; n == 0 {
-		t.Errorf("DumpToSlice: no entry re-fired after morestack (hits %d)", counters[dumpToSlice].Hits)
+	if n := counters[testagent.DumpToSlice].Reentered; n == 0 {
+		t.Errorf("DumpToSlice: no entry re-fired after morestack (hits %d)", counters[testagent.DumpToSlice].Hits)
 	}
-	for _, c := range byFunc[compileAndLoad] {
+	for _, c := range byFunc[testagent.CompileAndLoad] {
 		if c.Duration < time.Millisecond || c.Unfinished {
 			t.Errorf("compileAndLoad lasted %v (unfinished %v), want >= its 1ms sleep", c.Duration, c.Unfinished)
 			break
@@ -230,7 +213,7 @@ func checkStackGrowth(t *testing.T, s *session.Session, byFunc map[string][]call
 
 // Panicked calls are reported unfinished, and nothing stays in flight.
 func checkPanics(t *testing.T, s *session.Session, cs []calls.Call, r testagent.Report) {
-	if r.Panics[allocate] == 0 {
+	if r.Panics[testagent.Allocate] == 0 {
 		t.Fatal("the agent made no panicking call")
 	}
 	for _, c := range cs {
@@ -254,8 +237,8 @@ func checkStacks(t *testing.T, cs []calls.Call) {
 		for _, f := range c.Stack {
 			names = append(names, f.Func)
 		}
-		if len(c.Stack) < 4 || c.Stack[0].Func != regenerateBPF ||
-			c.Stack[1].Func != realizeBPF || !c.Stack[1].Inlined || c.Stack[2].Func != regenerate {
+		if len(c.Stack) < 4 || c.Stack[0].Func != testagent.RegenerateBPF ||
+			c.Stack[1].Func != testagent.RealizeBPFState || !c.Stack[1].Inlined || c.Stack[2].Func != testagent.Regenerate {
 			t.Fatalf("stack %q, want regenerateBPF, realizeBPFState (inlined), regenerate, ...", names)
 		}
 	}
@@ -286,17 +269,17 @@ func TestOutputUnchanged(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c := counters[ctLookup]; c.Hits != n || c.Returns != n || c.Dropped != 0 {
+	if c := counters[testagent.CTLookup]; c.Hits != n || c.Returns != n || c.Dropped != 0 {
 		t.Errorf("BPF counted %d entries, %d returns, %d dropped; want %d calls", c.Hits, c.Returns, c.Dropped, n)
 	}
 	done := 0
 	for _, c := range got {
-		if c.Func == ctLookup && !c.Unfinished {
+		if c.Func == testagent.CTLookup && !c.Unfinished {
 			done++
 		}
 	}
-	if done != n || report.Counts[ctLookup] != n {
-		t.Errorf("traced %d calls, the agent made %d, want %d", done, report.Counts[ctLookup], n)
+	if done != n || report.Counts[testagent.CTLookup] != n {
+		t.Errorf("traced %d calls, the agent made %d, want %d", done, report.Counts[testagent.CTLookup], n)
 	}
 	if a, b := withoutReady(plain.Output()), withoutReady(traced.Output()); a != b {
 		t.Errorf("output changed by tracing:\nuntraced:\n%s\ntraced:\n%s", a, b)
@@ -322,7 +305,7 @@ func TestFilters(t *testing.T) {
 		"-interval", "1ms", "-policy-depth", "10", "-policy-sleep", "1ms", "-bpf-sleep", "1ms")
 
 	const minDuration = 5 * time.Millisecond
-	cfg := session.Config{PID: agent.PID, Funcs: []string{resolvePolicy}}
+	cfg := session.Config{PID: agent.PID, Funcs: []string{testagent.ResolvePolicy}}
 	cfg.MinDuration = minDuration
 	s, err := session.Start(cfg)
 	if err != nil {
@@ -330,7 +313,7 @@ func TestFilters(t *testing.T) {
 	}
 	defer s.Close()
 	// A second set on the same process samples upsertLocked.
-	cfg = session.Config{PID: agent.PID, Funcs: []string{upsert}}
+	cfg = session.Config{PID: agent.PID, Funcs: []string{testagent.Upsert}}
 	cfg.SampleEvery = 4
 	sampled, err := session.Start(cfg)
 	if err != nil {
@@ -363,20 +346,20 @@ func TestFilters(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := counters[resolvePolicy]
-	if short != 0 || long == 0 || c.Filtered == 0 || uint64(long)+c.Filtered != report.Counts[resolvePolicy] {
+	c := counters[testagent.ResolvePolicy]
+	if short != 0 || long == 0 || c.Filtered == 0 || uint64(long)+c.Filtered != report.Counts[testagent.ResolvePolicy] {
 		t.Errorf("min duration: %d short and %d long calls reported, %d filtered in BPF, the agent made %d",
-			short, long, c.Filtered, report.Counts[resolvePolicy])
+			short, long, c.Filtered, report.Counts[testagent.ResolvePolicy])
 	}
 	sc, err := sampled.Counters()
 	if err != nil {
 		t.Fatal(err)
 	}
-	n := report.Counts[upsert]
+	n := report.Counts[testagent.Upsert]
 	// 800 calls sampled 1 in 4: 200 expected, outside [120, 280] has
 	// odds below one in a million.
-	if upserts < 120 || upserts > 280 || sc[upsert].Hits != n || sc[upsert].Skipped+uint64(upserts) != n {
-		t.Errorf("sampling 1 in 4 of %d calls: %d reported, counters %+v", n, upserts, sc[upsert])
+	if upserts < 120 || upserts > 280 || sc[testagent.Upsert].Hits != n || sc[testagent.Upsert].Skipped+uint64(upserts) != n {
+		t.Errorf("sampling 1 in 4 of %d calls: %d reported, counters %+v", n, upserts, sc[testagent.Upsert])
 	}
 }
 
@@ -385,7 +368,7 @@ func TestFilters(t *testing.T) {
 func TestExpire(t *testing.T) {
 	bin := testagent.Build(t, testagent.Variant{})
 	agent := testagent.Start(t, bin, "-wait-start", "-workers", "2", "-iterations", "1", "-bpf-sleep", "4s", "-policy-depth", "0")
-	s, err := session.Start(session.Config{PID: agent.PID, Funcs: []string{regenerateBPF}, ExpireAfter: time.Second})
+	s, err := session.Start(session.Config{PID: agent.PID, Funcs: []string{testagent.RegenerateBPF}, ExpireAfter: time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

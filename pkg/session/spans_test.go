@@ -23,7 +23,7 @@ import (
 func TestTraceToSpans(t *testing.T) {
 	bin := testagent.Build(t, testagent.Variant{})
 	agent := testagent.Start(t, bin, "-wait-start", "-workers", "8", "-iterations", "3", "-interval", "5ms")
-	s, err := session.Start(session.Config{PID: agent.PID, Funcs: traced, Stacks: true})
+	s, err := session.Start(session.Config{PID: agent.PID, Funcs: testagent.Counted, Stacks: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +75,7 @@ func TestTraceToSpans(t *testing.T) {
 
 		if !sp.ParentSpanID.IsValid() {
 			roots++
-			if sp.Call.Func != regenerate && sp.Call.Func != ctLookup && sp.Call.Func != dumpToSlice && sp.Call.Func != compileAndLoad {
+			if sp.Call.Func != testagent.Regenerate && sp.Call.Func != testagent.CTLookup && sp.Call.Func != testagent.DumpToSlice && sp.Call.Func != testagent.CompileAndLoad {
 				// DumpToSlice and compileAndLoad run on goroutines
 				// of their own: roots of their own traces.
 				t.Errorf("root span %s", sp.Call.Func)
@@ -93,7 +93,7 @@ func TestTraceToSpans(t *testing.T) {
 			t.Errorf("span %s [%v, %v] not inside its parent %s [%v, %v]", sp.Name, sp.Start, sp.End, parent.Name, parent.Start, parent.End)
 		}
 		childSum[sp.ParentSpanID] += sp.End.Sub(sp.Start)
-		want := map[string]string{regenerateBPF: regenerate, syncPolicyMap: regenerateBPF, upsert: regenerate, allocate: regenerate}
+		want := map[string]string{testagent.RegenerateBPF: testagent.Regenerate, testagent.SyncPolicyMap: testagent.RegenerateBPF, testagent.Upsert: testagent.Regenerate, testagent.Allocate: testagent.Regenerate}
 		if w, ok := want[sp.Call.Func]; ok && parent.Call.Func != w {
 			t.Errorf("%s's parent is %s, want %s", sp.Call.Func, parent.Call.Func, w)
 		}
@@ -104,7 +104,7 @@ func TestTraceToSpans(t *testing.T) {
 			t.Errorf("children of %s last %v, more than its %v", p.Name, sum, d)
 		}
 	}
-	if want := int(report.Counts[regenerate]); roots < want {
+	if want := int(report.Counts[testagent.Regenerate]); roots < want {
 		t.Errorf("%d root spans, want at least one per regenerate call (%d)", roots, want)
 	}
 }
