@@ -35,10 +35,10 @@ bench:
 
 # Regenerates the BPF objects; needs clang, llvm and libbpf-dev.
 generate:
-	$(GO) generate ./bpf/...
+	$(GO) generate ./bpf/... ./internal/bench/bpf/...
 
 check-generate: generate
-	git diff --exit-code -- bpf/
+	git diff --exit-code -- bpf/ internal/bench/bpf/
 
 clean:
 	rm -rf $(BIN)
