@@ -108,14 +108,5 @@ func readOffsets(path string) (*symbols.Offsets, error) {
 	if path == "" {
 		return nil, nil
 	}
-	fh, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer fh.Close()
-	o, err := symbols.ReadOffsets(fh)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return o, nil
+	return symbols.OpenOffsets(path)
 }

@@ -16,6 +16,8 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/cilium-tracer/tracer/pkg/container"
+
+	"github.com/cilium-tracer/tracer/pkg/symbols"
 )
 
 // Config is the daemon's configuration file. Durations are Go durations
@@ -24,6 +26,9 @@ type Config struct {
 	Target TargetConfig `yaml:"target"`
 	// Probes are the functions to trace.
 	Probes []ProbeConfig `yaml:"probes"`
+	// Offsets is a file `tracer offsets` wrote from an unstripped build of
+	// the target's version: it resolves captures on a stripped binary.
+	Offsets string `yaml:"offsets"`
 	// Stacks captures the caller stack of every traced call.
 	Stacks    bool             `yaml:"stacks"`
 	Exporters []ExporterConfig `yaml:"exporters"`
@@ -67,6 +72,9 @@ type ProbeConfig struct {
 	// MaxEventsPerSecond caps the spans exported for this probe by raising
 	// its sampling while the rate is above it; 0: no cap.
 	MaxEventsPerSecond float64 `yaml:"max_events_per_second"`
+	// Captures are NAME=EXPR values read at each entry and put on the
+	// spans, as for `tracer trace --capture`.
+	Captures []string `yaml:"captures"`
 }
 
 // ExporterConfig is one exporter: exactly one of its fields is set.
@@ -284,6 +292,11 @@ func (c *Config) Validate() error {
 		}
 		if p.MaxEventsPerSecond < 0 {
 			bad(key+".max_events_per_second", "%v is negative", p.MaxEventsPerSecond)
+		}
+		for j, c := range p.Captures {
+			if _, _, err := symbols.ParseCaptureFlag(c); err != nil {
+				bad(fmt.Sprintf("%s.captures[%d]", key, j), "%v", err)
+			}
 		}
 	}
 

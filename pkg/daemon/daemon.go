@@ -304,7 +304,10 @@ func (d *Daemon) attach(proc container.Process) (_ *attachment, err error) {
 			f.Close()
 		}
 	}()
-	probes, maxEPS := d.resolve(f, cfg.Probes)
+	probes, maxEPS, err := d.resolve(f, cfg)
+	if err != nil {
+		return nil, err
+	}
 	if len(probes) == 0 {
 		return nil, fmt.Errorf("%s: %w", bin, ErrNoProbes)
 	}
@@ -370,10 +373,17 @@ func (d *Daemon) pipeline(cfg Config, a *attachment, exps map[string]export.Expo
 // filters. A function matched by several patterns takes the first one's.
 // Patterns that match nothing are logged, not fatal: one configuration
 // serves agents of several versions.
-func (d *Daemon) resolve(f *symbols.File, cfgs []ProbeConfig) ([]probe.Probe, map[string]float64) {
+func (d *Daemon) resolve(f *symbols.File, cfg Config) ([]probe.Probe, map[string]float64, error) {
+	var offsets *symbols.Offsets
+	if cfg.Offsets != "" {
+		var err error
+		if offsets, err = symbols.OpenOffsets(cfg.Offsets); err != nil {
+			return nil, nil, &ConfigError{Key: "offsets", Msg: err.Error()}
+		}
+	}
 	var probes []probe.Probe
 	maxEPS := map[string]float64{}
-	for _, pc := range cfgs {
+	for i, pc := range cfg.Probes {
 		ps, refused, err := session.Resolve(f, []string{pc.Func}, probe.Config{MinDuration: pc.MinDuration, SampleEvery: pc.Sample})
 		for _, r := range refused {
 			d.log.Warn("not probing", "func", r.Func, "reason", r.Reason)
@@ -381,6 +391,13 @@ func (d *Daemon) resolve(f *symbols.File, cfgs []ProbeConfig) ([]probe.Probe, ma
 		if err != nil {
 			d.log.Warn("probe matches no function that can be probed", "func", pc.Func, "err", err)
 			continue
+		}
+		if len(pc.Captures) > 0 || offsets != nil {
+			// A capture that names what the function lacks is an
+			// error, not a warning: it would silently trace nothing.
+			if err := session.ResolveCaptures(f, ps, pc.Captures, offsets); err != nil {
+				return nil, nil, &ConfigError{Key: fmt.Sprintf("probes[%d].captures", i), Msg: err.Error()}
+			}
 		}
 		for _, p := range ps {
 			if _, dup := maxEPS[p.Func.Name]; dup {
@@ -390,7 +407,7 @@ func (d *Daemon) resolve(f *symbols.File, cfgs []ProbeConfig) ([]probe.Probe, ma
 			probes = append(probes, p)
 		}
 	}
-	return probes, maxEPS
+	return probes, maxEPS, nil
 }
 
 func (d *Daemon) poke() {
@@ -576,7 +593,13 @@ func (d *Daemon) Reload(cfg Config) error {
 		maxEPS map[string]float64
 	)
 	if a != nil {
-		probes, maxEPS = d.resolve(a.file, cfg.Probes)
+		var err error
+		if probes, maxEPS, err = d.resolve(a.file, cfg); err != nil {
+			for _, e := range exps {
+				e.Shutdown(context.Background())
+			}
+			return err
+		}
 	}
 
 	d.mu.Lock()

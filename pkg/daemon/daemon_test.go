@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -703,4 +704,59 @@ pipeline: {batch_timeout: 1h}
 		}
 	}
 	checkAll(t, spans, testagent.RegenerateBPF, report.Counts[testagent.RegenerateBPF], nil)
+}
+
+// Captures in the config put the endpoint ID on each regenerateBPF span; a
+// capture naming a field the receiver lacks stops the daemon from starting.
+func TestDaemonCaptures(t *testing.T) {
+	bin := testagent.Build(t, testagent.Variant{})
+	agent := testagent.Start(t, bin, "-wait-start", "-workers", "2", "-iterations", "5", "-interval", "2ms",
+		"-policy-depth", "0", "-log-regenerations")
+	r := startDaemon(t, `
+probes:
+  - func: "`+testagent.RegenerateBPF+`"
+    captures: ["endpoint_id=e.ID"]
+`, agent.PID)
+	agent.Begin(t)
+	agent.Wait(t, 30*time.Second)
+	r.waitDetached(t)
+	r.stop(t)
+
+	var want, got []string
+	for _, l := range agent.Lines() {
+		if id, ok := strings.CutPrefix(l, "regenerated endpoint_id="); ok {
+			want = append(want, strings.Fields(id)[0])
+		}
+	}
+	for _, s := range r.parseSpans(t) {
+		if s.Function == testagent.RegenerateBPF {
+			got = append(got, s.Attrs["endpoint_id"])
+		}
+	}
+	slices.Sort(want)
+	slices.Sort(got)
+	if len(want) != 10 || !slices.Equal(got, want) {
+		t.Errorf("endpoint IDs on the spans %v, the agent regenerated %v", got, want)
+	}
+
+	cfg, err := Parse("bad.yaml", []byte(fmt.Sprintf(`
+target: {pid: %d}
+probes:
+  - func: "%s"
+    captures: ["endpoint_id=e.NoSuchField"]
+exporters: [{json: {}}]
+metrics: {listen: "127.0.0.1:0"}
+`, agent.PID, testagent.RegenerateBPF)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := testagent.Start(t, bin, "-workers", "1")
+	cfg.Target.PID = bad.PID
+	d, err := New(cfg, Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Stdout: io.Discard})
+	if err == nil {
+		err = d.Run(context.Background())
+	}
+	if err == nil || !strings.Contains(err.Error(), "probes[0].captures") || !strings.Contains(err.Error(), "ID") {
+		t.Errorf("a capture of a missing field: %v, want an error naming the key and the fields that exist", err)
+	}
 }

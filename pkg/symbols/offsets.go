@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sort"
 	"strings"
 )
@@ -181,4 +182,18 @@ func (c Capture) Validate() error {
 		return fmt.Errorf("capture %s: offset out of range", c.Name)
 	}
 	return nil
+}
+
+// OpenOffsets reads the offsets file at path.
+func OpenOffsets(path string) (*Offsets, error) {
+	fh, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer fh.Close()
+	o, err := ReadOffsets(fh)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return o, nil
 }
