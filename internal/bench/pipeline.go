@@ -348,10 +348,12 @@ var otelTracesColumns = []struct{ name, typ string }{
 }
 
 // A chEncoder does the exporter's CPU work for an INSERT without a
-// server: clickhouse-go's block append per row, then the block's native
-// encoding and LZ4 compression, as the driver sends it.
+// server: the exporter's column fill (export.AppendClickHouseColumns) into
+// clickhouse-go's block, then the block's native encoding and LZ4
+// compression, as the driver sends it.
 type chEncoder struct {
 	block *clickproto.Block
+	spans []export.Span
 	buf   chproto.Buffer
 	lz4   *compress.Writer
 	Bytes int // compressed bytes produced
@@ -367,29 +369,27 @@ func newCHEncoder() (*chEncoder, error) {
 	return e, nil
 }
 
-// Append adds the row of s, exactly as ClickHouseExporter appends it.
+// Append adds s to the batch; a full batch is encoded.
 func (e *chEncoder) Append(s *export.Span) error {
-	r := export.NewClickHouseRow(s)
-	if err := e.block.Append(
-		r.Timestamp, r.TraceID, r.SpanID, r.ParentSpanID, r.TraceState,
-		r.SpanName, r.SpanKind, r.ServiceName, r.ResourceAttributes,
-		r.ScopeName, r.ScopeVersion, r.SpanAttributes, r.Duration,
-		r.StatusCode, r.StatusMessage,
-		[]time.Time(nil), []string(nil), []map[string]string(nil),
-		[]string(nil), []string(nil), []string(nil), []map[string]string(nil),
-	); err != nil {
-		return err
-	}
-	if e.block.Rows() >= chBatchRows {
+	e.spans = append(e.spans, *s)
+	if len(e.spans) >= chBatchRows {
 		return e.Flush()
 	}
 	return nil
 }
 
-// Flush encodes and compresses the block and starts a new one.
+// Flush fills, encodes and compresses the block and starts a new one.
 func (e *chEncoder) Flush() error {
-	if e.block.Rows() == 0 {
+	if len(e.spans) == 0 {
 		return nil
+	}
+	err := export.AppendClickHouseColumns(e.spans, func(i int, col any) error {
+		_, err := e.block.Columns[i].Append(col)
+		return err
+	})
+	e.spans = e.spans[:0]
+	if err != nil {
+		return err
 	}
 	e.buf.Reset()
 	if err := e.block.Encode(&e.buf, clickproto.DBMS_TCP_PROTOCOL_VERSION); err != nil {
