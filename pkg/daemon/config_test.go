@@ -72,12 +72,12 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "unknown top-level key",
 			yaml: "probes: [{func: f}]\nexporters: [{json: {}}]\nsampling: 3\n",
-			want: []string{`daemon.yaml:3: sampling: unknown key (want one of target, probes, stacks, exporters, pipeline, governor, jitter, metrics)`},
+			want: []string{`daemon.yaml:3: sampling: unknown key (want one of target, probes, offsets, stacks, exporters, pipeline, governor, jitter, metrics)`},
 		},
 		{
 			name: "unknown probe key",
 			yaml: "probes:\n  - func: f\n    sample_rate: 3\nexporters: [{json: {}}]\n",
-			want: []string{`daemon.yaml:3: probes[0].sample_rate: unknown key (want one of func, sample, min_duration, max_events_per_second)`},
+			want: []string{`daemon.yaml:3: probes[0].sample_rate: unknown key (want one of func, sample, min_duration, max_events_per_second, captures)`},
 		},
 		{
 			name: "unknown exporter",
