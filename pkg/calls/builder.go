@@ -26,6 +26,14 @@ type Builder struct {
 	clock  probe.Clock
 	frames map[uint64][]symbols.Frame // by runtime PC, adjusted for return addresses
 	stacks map[int32][]uint64
+	// symbolized holds each distinct stack once: the stack walk at entry
+	// skips the immediate caller, so the caller is part of the key.
+	symbolized map[stackKey][]Frame
+}
+
+type stackKey struct {
+	id     int32
+	caller uint64
 }
 
 // Build converts one record.
@@ -66,7 +74,17 @@ func (b *Builder) Build(r *probe.Record) (Call, error) {
 		if err != nil {
 			return c, err
 		}
-		c.Stack = b.Symbolize(pcs, r.Caller)
+		key := stackKey{r.StackID, r.Caller}
+		st, ok := b.symbolized[key]
+		if !ok {
+			st = b.Symbolize(pcs, r.Caller)
+			if b.symbolized == nil {
+				b.symbolized = make(map[stackKey][]Frame)
+			}
+			b.symbolized[key] = st
+		}
+		// Shared by every call with this stack: read-only.
+		c.Stack = st
 	}
 	return c, nil
 }

@@ -30,7 +30,8 @@ type Call struct {
 
 	// Stack is the caller stack at entry, innermost first: the traced
 	// function itself, then its immediate caller, with inlined frames
-	// expanded.
+	// expanded. Calls with the same stack share the slice: do not modify
+	// it.
 	Stack []symbols.Frame
 
 	// Unfinished is set for calls that never returned through a RET: the

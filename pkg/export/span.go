@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -96,6 +97,30 @@ type Span struct {
 type SpanBuilder struct {
 	prefix   [8]byte
 	resource *resource.Resource
+
+	mu sync.Mutex
+	// stacks renders each distinct stack once. calls.Builder gives the
+	// calls of one stack the same frames, so the first frame's address
+	// names the stack.
+	stacks map[*symbols.Frame]string
+}
+
+// maxStacks bounds the rendered stacks kept; past it the cache starts over.
+const maxStacks = 1 << 14
+
+func (b *SpanBuilder) formatStack(frames []symbols.Frame) string {
+	key := &frames[0]
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if s, ok := b.stacks[key]; ok {
+		return s
+	}
+	if b.stacks == nil || len(b.stacks) >= maxStacks {
+		b.stacks = make(map[*symbols.Frame]string)
+	}
+	s := FormatStack(frames)
+	b.stacks[key] = s
+	return s
 }
 
 // NewSpanBuilder returns a builder whose spans carry res.
@@ -146,7 +171,7 @@ func (b *SpanBuilder) Build(c calls.Call) Span {
 		attrs = append(attrs,
 			AttrFile.String(c.Stack[0].File),
 			AttrLine.Int(c.Stack[0].Line),
-			AttrStacktrace.String(FormatStack(c.Stack)))
+			AttrStacktrace.String(b.formatStack(c.Stack)))
 	}
 	attrs = append(attrs,
 		AttrGoroutine.Int64(int64(c.Goroutine)),
