@@ -232,21 +232,29 @@ struct {
 	__uint(max_entries, 4 << 20);
 } events SEC(".maps");
 
-// stack_id walks the user stack and stores it under a 31-bit FNV-1a hash
-// of its PCs; -1 when there is none or the table is full. Two distinct
-// stacks share an ID with odds of about n^2/2^32 for n stacks in a session.
-static __always_inline __s32 stack_id(struct pt_regs *ctx)
+// stack_id walks the user stack at a function's entry and stores it under a
+// 31-bit FNV-1a hash of its PCs; -1 when there is none or the table is
+// full. Two distinct stacks share an ID with odds of about n^2/2^32 for n
+// stacks in a session.
+//
+// At the entry the frame pointer still belongs to the caller, so the walk
+// goes from the function's PC straight to the caller's caller (bpftrace's
+// ustack has this gap). The return address read at entry, caller, is put
+// back in second place.
+static __always_inline __s32 stack_id(struct pt_regs *ctx, __u64 caller)
 {
 	__u32 zero = 0;
 	struct stack_trace *st = bpf_map_lookup_elem(&stack_scratch, &zero);
 	if (!st)
 		return -1;
-	long n = bpf_get_stack(ctx, st->pcs, sizeof(st->pcs), BPF_F_USER_STACK);
+	long n = bpf_get_stack(ctx, &st->pcs[1], sizeof(st->pcs) - sizeof(st->pcs[0]), BPF_F_USER_STACK);
 	if (n <= 0)
 		return -1;
+	st->pcs[0] = st->pcs[1];
+	st->pcs[1] = caller;
 	__u64 h = 14695981039346656037ULL;
 	for (int i = 0; i < MAX_STACK_DEPTH; i++) {
-		if (i < n / 8) {
+		if (i < n / 8 + 1) {
 			h ^= st->pcs[i];
 			h *= 1099511628211ULL;
 		} else {
@@ -488,7 +496,7 @@ int go_entry(struct pt_regs *ctx)
 	if (cfg->flags & PROBE_ENTRY_ONLY) {
 		struct entry_key k = {.probe_id = probe_id, .stack_id = -1};
 		if (capture_stacks)
-			k.stack_id = stack_id(ctx);
+			k.stack_id = stack_id(ctx, GO_RETURN_ADDRESS(ctx));
 		__u64 *cnt = bpf_map_lookup_elem(&entry_counts, &k);
 		if (cnt) {
 			__sync_fetch_and_add(cnt, 1);
@@ -571,7 +579,7 @@ int go_entry(struct pt_regs *ctx)
 	f->depth = w.depth;
 	f->caller = GO_RETURN_ADDRESS(ctx);
 	f->probe_id = probe_id;
-	f->stack_id = capture_stacks ? stack_id(ctx) : -1;
+	f->stack_id = capture_stacks ? stack_id(ctx, f->caller) : -1;
 	f->panics = gs->panics;
 	f->gen = cfg->gen;
 	f->captured = cfg->ncaptures ? capture(ctx, cfg, f->id) : 0;

@@ -26,14 +26,7 @@ type Builder struct {
 	clock  probe.Clock
 	frames map[uint64][]symbols.Frame // by runtime PC, adjusted for return addresses
 	stacks map[int32][]uint64
-	// symbolized holds each distinct stack once: the stack walk at entry
-	// skips the immediate caller, so the caller is part of the key.
-	symbolized map[stackKey][]Frame
-}
-
-type stackKey struct {
-	id     int32
-	caller uint64
+	symbolized map[int32][]Frame // each distinct stack once
 }
 
 // Build converts one record.
@@ -74,14 +67,13 @@ func (b *Builder) Build(r *probe.Record) (Call, error) {
 		if err != nil {
 			return c, err
 		}
-		key := stackKey{r.StackID, r.Caller}
-		st, ok := b.symbolized[key]
+		st, ok := b.symbolized[r.StackID]
 		if !ok {
-			st = b.Symbolize(pcs, r.Caller)
+			st = b.Symbolize(pcs)
 			if b.symbolized == nil {
-				b.symbolized = make(map[stackKey][]Frame)
+				b.symbolized = make(map[int32][]Frame)
 			}
-			b.symbolized[key] = st
+			b.symbolized[r.StackID] = st
 		}
 		// Shared by every call with this stack: read-only.
 		c.Stack = st
@@ -105,19 +97,12 @@ func (b *Builder) stack(id int32) ([]uint64, error) {
 	return pcs, nil
 }
 
-// Symbolize turns a stack walked at a function's entry into frames. At the
-// entry the frame pointer still belongs to the caller, so the walk skips the
-// immediate caller; caller, the return address read at entry, is put back.
-func (b *Builder) Symbolize(pcs []uint64, caller uint64) []Frame {
-	if len(pcs) == 0 {
-		return nil
-	}
-	out := append([]Frame(nil), b.frames1(pcs[0], false)...)
-	if caller != 0 {
-		out = append(out, b.frames1(caller, true)...)
-	}
-	for _, pc := range pcs[1:] {
-		out = append(out, b.frames1(pc, true)...)
+// Symbolize turns a stack recorded at a function's entry into frames: the
+// function's own PC first, then return addresses.
+func (b *Builder) Symbolize(pcs []uint64) []Frame {
+	var out []Frame
+	for i, pc := range pcs {
+		out = append(out, b.frames1(pc, i > 0)...)
 	}
 	return out
 }
