@@ -498,13 +498,17 @@ int go_entry(struct pt_regs *ctx)
 		if (capture_stacks)
 			k.stack_id = stack_id(ctx, GO_RETURN_ADDRESS(ctx));
 		__u64 *cnt = bpf_map_lookup_elem(&entry_counts, &k);
-		if (cnt) {
-			__sync_fetch_and_add(cnt, 1);
-		} else {
-			__u64 one = 1;
-			if (bpf_map_update_elem(&entry_counts, &k, &one, BPF_NOEXIST))
-				c->untracked++;
+		if (!cnt) {
+			// Another CPU may insert the same stack meanwhile: insert
+			// zero if absent, then add to whichever entry is there.
+			__u64 zero = 0;
+			bpf_map_update_elem(&entry_counts, &k, &zero, BPF_NOEXIST);
+			cnt = bpf_map_lookup_elem(&entry_counts, &k);
 		}
+		if (cnt)
+			__sync_fetch_and_add(cnt, 1);
+		else
+			c->untracked++; // table full
 		return 0;
 	}
 

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -337,5 +338,35 @@ func TestTraceOTLP(t *testing.T) {
 	defer recv.mu.Unlock()
 	if got := recv.names["endpoint.(*Endpoint).regenerateBPF"]; got != terminal || got != 20 {
 		t.Errorf("OTLP receiver got %d regenerateBPF spans, the terminal showed %d, the agent made 20", got, terminal)
+	}
+}
+
+// --entry-only counts calls per stack without RET probes: the counts add up
+// to the agent's, and the stacks keep the immediate caller and the inlined
+// frame that bpftrace's ustack at entry loses.
+func TestEntryOnly(t *testing.T) {
+	bin := testagent.Build(t, testagent.Variant{Stripped: true})
+	a := testagent.Start(t, bin, "-workers", "4", "-iterations", "10", "-interval", "1ms", "-start-delay", "2s")
+	r := tracer(t, nil, "trace", "--pid", strconv.Itoa(a.PID), "--entry-only", "--follow=false", "--func", testagent.RegenerateBPF)
+	if r.code != 0 {
+		t.Fatalf("trace --entry-only: %s", r.stderr)
+	}
+	report := a.Wait(t, 10*time.Second)
+	total := 0
+	for _, l := range strings.Split(r.stdout, "\n") {
+		if n, fn, ok := strings.Cut(l, " calls of "); ok && fn == testagent.RegenerateBPF {
+			c, err := strconv.Atoi(n)
+			if err != nil {
+				t.Fatalf("bad count line %q", l)
+			}
+			total += c
+		}
+	}
+	if want := int(report.Counts[testagent.RegenerateBPF]); total != want || want != 40 {
+		t.Errorf("entry-only counted %d calls, the agent made %d (want 40):\n%s", total, want, r.stdout)
+	}
+	stack := regexp.MustCompile(`(?s)regenerateBPF\n.*\n    \S+realizeBPFState \(inlined\)\n.*\n    \S+\.\(\*Endpoint\)\.regenerate\n`)
+	if !stack.MatchString(r.stdout) {
+		t.Errorf("stack lacks the inlined realizeBPFState and the caller regenerate:\n%s", r.stdout)
 	}
 }

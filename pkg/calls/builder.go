@@ -63,22 +63,32 @@ func (b *Builder) Build(r *probe.Record) (Call, error) {
 		c.Reason = r.Kind.String()
 	}
 	if b.Stack != nil && r.StackID >= 0 {
-		pcs, err := b.stack(r.StackID)
+		st, err := b.StackFrames(r.StackID)
 		if err != nil {
 			return c, err
-		}
-		st, ok := b.symbolized[r.StackID]
-		if !ok {
-			st = b.Symbolize(pcs)
-			if b.symbolized == nil {
-				b.symbolized = make(map[int32][]Frame)
-			}
-			b.symbolized[r.StackID] = st
 		}
 		// Shared by every call with this stack: read-only.
 		c.Stack = st
 	}
 	return c, nil
+}
+
+// StackFrames returns the symbolized stack recorded under id, shared with
+// the calls that have it: do not modify it.
+func (b *Builder) StackFrames(id int32) ([]Frame, error) {
+	if st, ok := b.symbolized[id]; ok {
+		return st, nil
+	}
+	pcs, err := b.stack(id)
+	if err != nil {
+		return nil, err
+	}
+	st := b.Symbolize(pcs)
+	if b.symbolized == nil {
+		b.symbolized = make(map[int32][]Frame)
+	}
+	b.symbolized[id] = st
+	return st, nil
 }
 
 func (b *Builder) stack(id int32) ([]uint64, error) {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/cilium-tracer/tracer/pkg/calls"
@@ -253,4 +254,36 @@ func (s *Session) Counters() (map[string]probe.Counters, error) {
 // Close detaches the probes and closes the executable.
 func (s *Session) Close() error {
 	return errors.Join(s.Set.Close(), s.File.Close())
+}
+
+// A StackCount is how often an entry-only probe's function was called from
+// one stack.
+type StackCount struct {
+	Func  string
+	Count uint64
+	Stack []calls.Frame // nil without stacks
+}
+
+// EntryCounts returns the counts of the entry-only probes, most frequent
+// first.
+func (s *Session) EntryCounts() ([]StackCount, error) {
+	ecs, err := s.Set.EntryCounts()
+	if err != nil {
+		return nil, err
+	}
+	probes := s.Set.Probes()
+	out := make([]StackCount, 0, len(ecs))
+	for _, ec := range ecs {
+		if ec.Probe < 0 || ec.Probe >= len(probes) {
+			continue
+		}
+		sc := StackCount{Func: probes[ec.Probe].Func.Name, Count: ec.Count}
+		if ec.StackID >= 0 && s.builder.Stack != nil {
+			// A stack that cannot be read still counts.
+			sc.Stack, _ = s.builder.StackFrames(ec.StackID)
+		}
+		out = append(out, sc)
+	}
+	slices.SortFunc(out, func(a, b StackCount) int { return cmp.Compare(b.Count, a.Count) })
+	return out, nil
 }
