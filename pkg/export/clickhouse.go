@@ -12,7 +12,9 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
+	"github.com/ClickHouse/clickhouse-go/v2/lib/column"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/sdk/resource"
 	"go.opentelemetry.io/otel/trace"
 )
@@ -302,7 +304,7 @@ func AppendClickHouseColumns(spans []Span, appendColumn func(i int, column any) 
 		traceID, spanID, parentID  = make([]string, n), make([]string, n), make([]string, n)
 		empty                      = make([]string, n)
 		name, kind, service, scope = make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-		resAttrs, spanAttrs        = make([]map[string]string, n), make([]map[string]string, n)
+		resAttrs, spanAttrs        = make([]kvList, n), make([]kvList, n)
 		duration                   = make([]uint64, n)
 		statusCode, statusMessage  = make([]string, n), make([]string, n)
 		noTimes                    = make([][]time.Time, n)
@@ -310,16 +312,20 @@ func AppendClickHouseColumns(spans []Span, appendColumn func(i int, column any) 
 		noMaps                     = make([][]map[string]string, n)
 		lastRes                    *resource.Resource
 		lastResMap                 map[string]string
+		lastResList                kvList
 	)
 	for i := range spans {
 		sp := &spans[i]
 		if sp.Resource != lastRes || lastResMap == nil {
 			lastRes, lastResMap = sp.Resource, resourceMap(sp.Resource)
+			if sp.Resource != nil {
+				lastResList = sp.Resource.Attributes()
+			}
 		}
-		r := newClickHouseRow(sp, lastResMap)
+		r := newClickHouseRow(sp, lastResMap, false)
 		ts[i], traceID[i], spanID[i], parentID[i] = r.Timestamp, r.TraceID, r.SpanID, r.ParentSpanID
 		name[i], kind[i], service[i], scope[i] = r.SpanName, r.SpanKind, r.ServiceName, r.ScopeName
-		resAttrs[i], spanAttrs[i], duration[i] = r.ResourceAttributes, r.SpanAttributes, r.Duration
+		resAttrs[i], spanAttrs[i], duration[i] = lastResList, sp.Attributes, r.Duration
 		statusCode[i], statusMessage[i] = r.StatusCode, r.StatusMessage
 	}
 	// In the order of InsertStatement's columns.
@@ -348,10 +354,12 @@ func resourceMap(res *resource.Resource) map[string]string {
 // NewClickHouseRow returns the row of s, formatted as the collector formats
 // OTLP spans.
 func NewClickHouseRow(s *Span) ClickHouseRow {
-	return newClickHouseRow(s, resourceMap(s.Resource))
+	return newClickHouseRow(s, resourceMap(s.Resource), true)
 }
 
-func newClickHouseRow(s *Span, res map[string]string) ClickHouseRow {
+// newClickHouseRow fills r.SpanAttributes only with spanAttrs: the column
+// path hands the attributes over as a kvList.
+func newClickHouseRow(s *Span, res map[string]string, spanAttrs bool) ClickHouseRow {
 	r := ClickHouseRow{
 		Timestamp:          s.Start,
 		TraceID:            s.TraceID.String(),
@@ -361,7 +369,6 @@ func newClickHouseRow(s *Span, res map[string]string) ClickHouseRow {
 		ResourceAttributes: res,
 		ServiceName:        res["service.name"],
 		ScopeName:          ScopeName,
-		SpanAttributes:     make(map[string]string, len(s.Attributes)),
 		Duration:           uint64(max(s.End.Sub(s.Start), 0)),
 		StatusCode:         "Unset",
 		StatusMessage:      s.StatusMessage,
@@ -372,11 +379,33 @@ func newClickHouseRow(s *Span, res map[string]string) ClickHouseRow {
 	if s.StatusCode != 0 {
 		r.StatusCode = s.StatusCode.String()
 	}
-	for _, kv := range s.Attributes {
-		r.SpanAttributes[string(kv.Key)] = kv.Value.Emit()
+	if spanAttrs {
+		r.SpanAttributes = make(map[string]string, len(s.Attributes))
+		for _, kv := range s.Attributes {
+			r.SpanAttributes[string(kv.Key)] = kv.Value.Emit()
+		}
 	}
 	return r
 }
+
+// kvList feeds attributes to a Map(LowCardinality(String), String) column
+// through clickhouse-go's IterableOrderedMap, which it reads without the
+// reflection (and the map) a map[string]string costs per row.
+type kvList []attribute.KeyValue
+
+// Put is part of IterableOrderedMap; columns only read.
+func (l kvList) Put(any, any) {}
+
+func (l kvList) Iterator() column.MapIterator { return &kvIter{l: l, i: -1} }
+
+type kvIter struct {
+	l kvList
+	i int
+}
+
+func (it *kvIter) Next() bool { it.i++; return it.i < len(it.l) }
+func (it *kvIter) Key() any   { return string(it.l[it.i].Key) }
+func (it *kvIter) Value() any { return it.l[it.i].Value.Emit() }
 
 // spanKindName spells kinds as pdata's SpanKind.String does, which is what
 // the collector stores.
