@@ -263,9 +263,10 @@ var stageCosts = [nStages]string{
 	"reading the fixed-size record.",
 	"calls.Builder looks up the stack, symbolized once per distinct stack.",
 	"SpanBuilder builds the attribute slice; each distinct stack is rendered once.",
-	"clickhouse-go appends the Map(LowCardinality(String), String) attribute columns row by row through reflection " +
-		"(about 40% of a CPU profile), and export builds two maps and two hex IDs per row. Feeding the Map columns " +
-		"through clickhouse-go's IterableOrderedMap, or appending to typed ch-go columns directly, would remove most of it.",
+	"clickhouse-go appends the Map(LowCardinality(String), String) attribute columns row by row, boxing every key and " +
+		"value and looking each key up in the LowCardinality dictionary (about 40% of a CPU profile), then encodes and " +
+		"LZ4-compresses the block (about 10%). Appending to typed ch-go columns directly, with the attribute keys " +
+		"interned once per batch, would remove most of it.",
 }
 
 const methods = `
