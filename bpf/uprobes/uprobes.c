@@ -252,18 +252,24 @@ static __always_inline __s32 stack_id(struct pt_regs *ctx, __u64 caller)
 		return -1;
 	st->pcs[0] = st->pcs[1];
 	st->pcs[1] = caller;
+	__u32 cnt = n / 8 + 1;
 	__u64 h = 14695981039346656037ULL;
 	for (int i = 0; i < MAX_STACK_DEPTH; i++) {
-		if (i < n / 8 + 1) {
-			h ^= st->pcs[i];
-			h *= 1099511628211ULL;
-		} else {
-			st->pcs[i] = 0;
-		}
+		if (i >= cnt)
+			break;
+		h ^= st->pcs[i];
+		h *= 1099511628211ULL;
 	}
 	__s32 id = (h ^ (h >> 32)) & 0x7fffffff;
+	if (bpf_map_lookup_elem(&stacks, &id))
+		return id; // the common case: a stack seen before
+	// The scratch buffer still holds the tail of earlier, longer stacks.
+	for (int i = 0; i < MAX_STACK_DEPTH; i++) {
+		if (i >= cnt)
+			st->pcs[i] = 0;
+	}
 	long err = bpf_map_update_elem(&stacks, &id, st, BPF_NOEXIST);
-	if (err && err != -EEXIST_) // already stored
+	if (err && err != -EEXIST_) // another CPU stored it meanwhile
 		return -1;
 	return id;
 }
