@@ -160,7 +160,7 @@ func runTrace(ctx context.Context, cmd *cobra.Command, f traceFlags) error {
 		Attached: func(s *session.Session, p container.Process, restarted bool) {
 			if pipe == nil {
 				res := export.Resource{PID: p.PID, ContainerID: p.ContainerID, GoVersion: s.File.GoVersion}
-				res.HostName, _ = os.Hostname()
+				res.HostName = export.NodeName()
 				pipe = export.NewPipeline(export.NewSpanBuilder(res), exporters, export.PipelineConfig{BatchTimeout: 100 * time.Millisecond})
 			}
 			for _, r := range s.Refused {

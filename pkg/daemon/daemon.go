@@ -358,7 +358,7 @@ func (d *Daemon) attach(proc container.Process) (_ *attachment, err error) {
 
 func (d *Daemon) pipeline(cfg Config, a *attachment, exps map[string]export.Exporter) *export.Pipeline {
 	res := export.Resource{PID: a.proc.PID, ContainerID: a.proc.ContainerID, GoVersion: a.file.GoVersion}
-	res.HostName, _ = os.Hostname()
+	res.HostName = export.NodeName()
 	return export.NewPipeline(export.NewSpanBuilder(res), exps, export.PipelineConfig{
 		QueueSize:    cfg.Pipeline.QueueSize,
 		BatchSize:    cfg.Pipeline.BatchSize,

@@ -3,6 +3,7 @@ package export
 import (
 	"crypto/rand"
 	"encoding/binary"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -44,6 +45,17 @@ type Resource struct {
 	PID           int    // process.pid, as seen from the host
 	CiliumVersion string // cilium.version
 	GoVersion     string // process.runtime.version of the traced binary
+}
+
+// NodeName is host.name for spans: $NODE_NAME when set (a Kubernetes
+// DaemonSet sets it from spec.nodeName, since its pods' hostname is the pod
+// name), else the host name.
+func NodeName() string {
+	if n := os.Getenv("NODE_NAME"); n != "" {
+		return n
+	}
+	n, _ := os.Hostname()
+	return n
 }
 
 // Attributes returns the resource as OpenTelemetry attributes, in a stable

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"math/rand/v2"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -194,5 +195,16 @@ func TestTree(t *testing.T) {
 	}
 	if roots < 2 || len(childSum) < 10 {
 		t.Fatalf("degenerate tree: %d roots, %d parents", roots, len(childSum))
+	}
+}
+
+func TestNodeName(t *testing.T) {
+	t.Setenv("NODE_NAME", "node-7")
+	if got := NodeName(); got != "node-7" {
+		t.Errorf("NodeName() = %q with NODE_NAME set, want node-7", got)
+	}
+	t.Setenv("NODE_NAME", "")
+	if host, _ := os.Hostname(); NodeName() != host {
+		t.Errorf("NodeName() = %q without NODE_NAME, want the host name %q", NodeName(), host)
 	}
 }
