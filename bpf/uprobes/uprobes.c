@@ -518,10 +518,9 @@ int go_entry(struct pt_regs *ctx)
 		return 0;
 	}
 
-	if (cfg->sample_every > 1 && bpf_get_prandom_u32() % cfg->sample_every) {
-		c->skipped++;
-		return 0;
-	}
+	// An unsampled call is not tracked, but still clears what a panic left
+	// at its depth: otherwise its RET could be paired with that frame.
+	int sampled = cfg->sample_every <= 1 || bpf_get_prandom_u32() % cfg->sample_every == 0;
 
 	struct where w;
 	if (locate(ctx, &w)) {
@@ -537,6 +536,10 @@ int go_entry(struct pt_regs *ctx)
 
 	struct gkey key = {.g = w.g, .tgid = tgid};
 	struct gstate *gs = bpf_map_lookup_elem(&gstates, &key);
+	if (!gs && !sampled) {
+		c->skipped++;
+		return 0;
+	}
 	if (!gs) {
 		__u32 zero = 0;
 		struct gstate *z = bpf_map_lookup_elem(&gstate_zero, &zero);
@@ -575,6 +578,10 @@ int go_entry(struct pt_regs *ctx)
 			n--;
 			gs->n = n;
 		}
+	}
+	if (!sampled) {
+		c->skipped++;
+		return 0;
 	}
 	drop_dead(gs, w.hi, now, tgid);
 	n = gs->n;

@@ -399,3 +399,38 @@ func TestExpire(t *testing.T) {
 		t.Errorf("%d goroutines still in the table after expiry", inFlight)
 	}
 }
+
+// A call left behind by a panic is not paired with the return of a later,
+// unsampled call at the same depth: AllocateIdentity takes microseconds,
+// a wrong pairing would last a whole regeneration interval.
+func TestSamplingAfterPanic(t *testing.T) {
+	bin := testagent.Build(t, testagent.Variant{})
+	agent := testagent.Start(t, bin, "-wait-start", "-workers", "8", "-iterations", "40", "-interval", "5ms",
+		"-policy-depth", "0", "-panic-every", "3")
+	cfg := session.Config{PID: agent.PID, Funcs: []string{testagent.Allocate}}
+	cfg.SampleEvery = 2
+	s, err := session.Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	agent.Begin(t)
+	var done, unfinished int
+	err = s.Run(context.Background(), func(c *calls.Call) {
+		if c.Unfinished {
+			unfinished++
+			return
+		}
+		done++
+		if c.Duration > 2*time.Millisecond {
+			t.Errorf("AllocateIdentity call lasted %v: paired with a later call's return", c.Duration)
+		}
+	})
+	if !errors.Is(err, session.ErrTargetExited) {
+		t.Fatal(err)
+	}
+	report := agent.Wait(t, 10*time.Second)
+	if done == 0 || unfinished == 0 || uint64(done+unfinished) > report.Counts[testagent.Allocate] {
+		t.Errorf("%d completed and %d unfinished calls reported of %d made", done, unfinished, report.Counts[testagent.Allocate])
+	}
+}
