@@ -23,10 +23,9 @@ type Builder struct {
 	// nil leaves stacks out.
 	Stack func(id int32) ([]uint64, error)
 
-	clock  probe.Clock
-	frames map[uint64][]symbols.Frame // by runtime PC, adjusted for return addresses
-	stacks map[int32][]uint64
-	symbolized map[int32][]Frame // each distinct stack once
+	clock      probe.Clock
+	frames     map[uint64][]symbols.Frame // by runtime PC, adjusted for return addresses
+	symbolized map[int32][]Frame          // each distinct stack once
 }
 
 // Build converts one record.
@@ -79,7 +78,9 @@ func (b *Builder) StackFrames(id int32) ([]Frame, error) {
 	if st, ok := b.symbolized[id]; ok {
 		return st, nil
 	}
-	pcs, err := b.stack(id)
+	// Stack IDs are stable (the table is never cleared while attached):
+	// each is read and symbolized once.
+	pcs, err := b.Stack(id)
 	if err != nil {
 		return nil, err
 	}
@@ -89,22 +90,6 @@ func (b *Builder) StackFrames(id int32) ([]Frame, error) {
 	}
 	b.symbolized[id] = st
 	return st, nil
-}
-
-func (b *Builder) stack(id int32) ([]uint64, error) {
-	if pcs, ok := b.stacks[id]; ok {
-		return pcs, nil
-	}
-	pcs, err := b.Stack(id)
-	if err != nil {
-		return nil, err
-	}
-	if b.stacks == nil {
-		b.stacks = make(map[int32][]uint64)
-	}
-	// Stack IDs are stable: the map is never cleared while attached.
-	b.stacks[id] = pcs
-	return pcs, nil
 }
 
 // Symbolize turns a stack recorded at a function's entry into frames: the
