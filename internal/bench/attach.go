@@ -302,7 +302,7 @@ func benchSymbolize(res *attachResult, n int) error {
 	symbolize := func() int {
 		frames := 0
 		for i := 0; i+16 <= len(pcs); i += 16 {
-			frames += len(b.Symbolize(pcs[i:i+16]))
+			frames += len(b.Symbolize(pcs[i : i+16]))
 		}
 		return frames
 	}
