@@ -177,34 +177,22 @@ func TestResolveSelf(t *testing.T) {
 // Other sessions may run their own, so the test only asks for ours among
 // them.
 func TestListCiliumAgent(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), DefaultProcess)
-	data, err := os.ReadFile(agentBin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(bin, data, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	}()
-	var ps []Process
+	pid, bin := runAgentNamed(t, DefaultProcess)
+	var (
+		ps  []Process
+		err error
+	)
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		if ps, err = List(context.Background()); err != nil {
 			t.Fatal(err)
 		}
-		if find(ps, cmd.Process.Pid) != nil {
+		if find(ps, pid) != nil {
 			break
 		}
 	}
-	p := find(ps, cmd.Process.Pid)
+	p := find(ps, pid)
 	if p == nil {
-		t.Fatalf("List = %v, want pid %d among them", ps, cmd.Process.Pid)
+		t.Fatalf("List = %v, want pid %d among them", ps, pid)
 	}
 	checkBinary(t, *p, bin)
 
@@ -212,14 +200,14 @@ func TestListCiliumAgent(t *testing.T) {
 	var amb *AmbiguousError
 	switch {
 	case errors.As(err, &amb):
-		if !errors.Is(err, ErrAmbiguous) || find(amb.Candidates, cmd.Process.Pid) == nil {
+		if !errors.Is(err, ErrAmbiguous) || find(amb.Candidates, pid) == nil {
 			t.Errorf("ambiguous without our agent: %v", err)
 		}
 		oneLine(t, err)
 	case err != nil:
 		t.Fatal(err)
-	case got.PID != cmd.Process.Pid:
-		t.Errorf("auto-discovery found %v, want pid %d", got, cmd.Process.Pid)
+	case got.PID != pid:
+		t.Errorf("auto-discovery found %v, want pid %d", got, pid)
 	}
 }
 
@@ -227,24 +215,9 @@ func TestListCiliumAgent(t *testing.T) {
 // comm, by the executable's full base name.
 func TestResolveLongName(t *testing.T) {
 	long := fmt.Sprintf("ctest-agent-with-a-long-name-%d", os.Getpid())
-	bin := filepath.Join(t.TempDir(), long)
-	data, err := os.ReadFile(agentBin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(bin, data, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-	}()
+	pid, _ := runAgentNamed(t, long)
 	p := waitResolve(t, Selector{Process: long}, Process{})
-	if p.PID != cmd.Process.Pid || p.Comm != long[:commLen] {
+	if p.PID != pid || p.Comm != long[:commLen] {
 		t.Errorf("Resolve(%s) = %v", long, p)
 	}
 	// The truncated name alone matches no executable.
@@ -299,4 +272,27 @@ func TestPermission(t *testing.T) {
 		t.Fatalf("as nobody: %v\n%s", err, out)
 	}
 	t.Logf("%s", out)
+}
+
+// runAgentNamed runs a copy of the test agent whose executable is called
+// name, until the test ends, and returns its PID and path.
+func runAgentNamed(t *testing.T, name string) (int, string) {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), name)
+	data, err := os.ReadFile(agentBin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bin, data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	return cmd.Process.Pid, bin
 }
