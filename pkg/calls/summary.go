@@ -3,6 +3,7 @@ package calls
 import (
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"text/tabwriter"
@@ -53,14 +54,19 @@ func (s *Summary) Add(c *Call) {
 }
 
 // Percentile returns the q-th quantile (0 <= q <= 1) of the completed calls'
-// durations.
+// durations by nearest rank: of n durations in increasing order, the one at
+// rank ceil(q*n), counted from 1. It is always a duration that was seen, and
+// p99 of fewer than 100 calls is their maximum.
 func (f *FuncStats) Percentile(q float64) time.Duration {
-	if len(f.durations) == 0 {
+	n := len(f.durations)
+	if n == 0 {
 		return 0
 	}
 	slices.Sort(f.durations)
-	i := int(q * float64(len(f.durations)-1))
-	return f.durations[i]
+	// q is a decimal fraction such as 0.99 that float64 holds only
+	// approximately: an exact integer q*n must not round up a rank.
+	rank := int(math.Ceil(q*float64(n) - 1e-9))
+	return f.durations[min(max(rank, 1), n)-1]
 }
 
 // Funcs returns the statistics in the order functions were first seen.
