@@ -82,16 +82,26 @@ func (s *Summary) Funcs() []*FuncStats {
 func (s *Summary) Func(name string) *FuncStats { return s.funcs[name] }
 
 // Dropped holds the per-function counts only BPF knows: records lost to a
-// full ring buffer, calls not sampled or under the threshold.
+// full ring buffer, calls not sampled or under the threshold, and calls not
+// followed at all.
 type Dropped struct {
 	Dropped, Skipped, Filtered, Untracked uint64
 }
+
+// Legends of the columns that count calls missing from the others, printed
+// under the table when the column is not all zero.
+const (
+	droppedLegend   = "dropped: calls traced but lost on the way to user space (ring buffer full)"
+	untrackedLegend = "untracked: calls never followed, so neither timed nor counted as unfinished: " +
+		"their goroutine already had as many traced calls in flight as the tracer follows (deep nesting or recursion), " +
+		"or the goroutine table was full"
+)
 
 // Print writes the summary as a table; extra adds BPF-side counts per
 // function name (may be nil).
 func (s *Summary) Print(w io.Writer, extra map[string]Dropped) error {
 	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "calls\tp50\tp90\tp99\tmax\tunfinished\tdropped\tnot sampled\tfiltered\t\tfunction")
+	fmt.Fprintln(tw, "calls\tp50\tp90\tp99\tmax\tunfinished\tdropped\tuntracked\tnot sampled\tfiltered\t\tfunction")
 	names := slices.Clone(s.order)
 	for name := range extra {
 		if s.funcs[name] == nil {
@@ -99,6 +109,7 @@ func (s *Summary) Print(w io.Writer, extra map[string]Dropped) error {
 		}
 	}
 	idle := 0
+	var total Dropped
 	for _, name := range names {
 		f := s.funcs[name]
 		d := extra[name]
@@ -109,14 +120,25 @@ func (s *Summary) Print(w io.Writer, extra map[string]Dropped) error {
 			}
 			f = &FuncStats{Func: name}
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t\t%s\n", f.Calls,
+		total.Dropped += d.Dropped
+		total.Untracked += d.Untracked
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t\t%s\n", f.Calls,
 			round(f.Percentile(0.5)), round(f.Percentile(0.9)), round(f.Percentile(0.99)), round(f.Max),
-			f.Unfinished, d.Dropped+d.Untracked, d.Skipped, d.Filtered, name)
+			f.Unfinished, d.Dropped, d.Untracked, d.Skipped, d.Filtered, name)
 	}
 	if idle > 0 {
 		fmt.Fprintf(tw, "(%d more probed functions were not called)\n", idle)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if total.Dropped > 0 {
+		fmt.Fprintln(w, droppedLegend)
+	}
+	if total.Untracked > 0 {
+		fmt.Fprintln(w, untrackedLegend)
+	}
+	return nil
 }
 
 func round(d time.Duration) time.Duration {

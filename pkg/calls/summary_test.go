@@ -1,6 +1,8 @@
 package calls
 
 import (
+	"regexp"
+	"strings"
 	"testing"
 	"time"
 )
@@ -35,5 +37,45 @@ func TestPercentileNearestRank(t *testing.T) {
 	}
 	if got := (&FuncStats{}).Percentile(0.5); got != 0 {
 		t.Errorf("percentile of no calls = %v, want 0", got)
+	}
+}
+
+// Untracked calls have their own column, apart from the dropped ones, and
+// a legend says why they were not followed.
+func TestPrintUntracked(t *testing.T) {
+	var s Summary
+	s.Add(&Call{Func: "deep", Duration: time.Millisecond})
+	s.Add(&Call{Func: "deep", Unfinished: true})
+	var b strings.Builder
+	if err := s.Print(&b, map[string]Dropped{"deep": {Dropped: 3, Untracked: 44, Skipped: 5, Filtered: 6}}); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSuffix(b.String(), "\n"), "\n")
+	if len(lines) != 4 {
+		t.Fatalf("want a header, one row and two legend lines:\n%s", b.String())
+	}
+	header := regexp.MustCompile(`\s\s+`).Split(strings.TrimSpace(lines[0]), -1)
+	row := strings.Fields(lines[1])
+	want := map[string]string{"calls": "1", "unfinished": "1", "dropped": "3", "untracked": "44", "not sampled": "5", "filtered": "6", "function": "deep"}
+	if len(header) != len(row) {
+		t.Fatalf("header %q, row %q", header, row)
+	}
+	for i, h := range header {
+		if w, ok := want[h]; ok && row[i] != w {
+			t.Errorf("column %q = %s, want %s", h, row[i], w)
+		}
+		delete(want, h)
+	}
+	if len(want) != 0 {
+		t.Errorf("columns %v missing from header %q", want, header)
+	}
+	if !strings.HasPrefix(lines[2], "dropped: ") || !strings.HasPrefix(lines[3], "untracked: ") || !strings.Contains(lines[3], "in flight") {
+		t.Errorf("legend:\n%s", strings.Join(lines[2:], "\n"))
+	}
+
+	b.Reset()
+	s.Print(&b, nil)
+	if strings.Contains(b.String(), "untracked: ") || strings.Contains(b.String(), "dropped: ") {
+		t.Errorf("legend printed with nothing dropped or untracked:\n%s", b.String())
 	}
 }
