@@ -2,7 +2,8 @@
 // for the tracer's tests, demo and benchmarks: the same symbol names, a
 // concurrent regeneration workload with known sleeps, recursion, stack
 // growth and a panic+recover path, and its own count of every traced call
-// as ground truth. See README.md.
+// as ground truth, and with -measure its own clock around each call of
+// some of them. See README.md.
 package main
 
 import (
@@ -49,6 +50,7 @@ type config struct {
 	logRegenerations bool
 	startDelay       time.Duration
 	waitStart        bool
+	measure          bool
 }
 
 var errBadFlag = errors.New("invalid flag value")
@@ -69,6 +71,7 @@ func parseFlags(args []string) (config, error) {
 	fs.BoolVar(&c.logRegenerations, "log-regenerations", false, "print one line per regeneration with the endpoint's fields")
 	fs.DurationVar(&c.startDelay, "start-delay", 0, "wait this long after printing ready before starting, so a tracer can attach")
 	fs.BoolVar(&c.waitStart, "wait-start", false, "after printing ready, wait for SIGUSR2 before starting (then -start-delay), so a tracer can attach first")
+	fs.BoolVar(&c.measure, "measure", false, "measure each call of resolvePolicyLocked, compileAndLoad and AllocateIdentity and print the durations in the report")
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
 	}
@@ -128,6 +131,9 @@ func main() {
 		os.Exit(2)
 	}
 	out := &printer{w: os.Stdout}
+	if cfg.measure {
+		groundtruth.Measure()
+	}
 
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGUSR1, syscall.SIGTERM, syscall.SIGINT)

@@ -285,3 +285,53 @@ func TestInlining(t *testing.T) {
 		t.Errorf("calls to regenerateBPF in regenerate: %q, want one at policy.go:%d", calls, line)
 	}
 }
+
+// With -measure the report has the duration of every call of the measured
+// functions that returned, each under its own sequence number; without it,
+// none.
+func TestMeasure(t *testing.T) {
+	const workers, iterations, depth, panicEvery = 3, 4, 3, 3
+	const levelSleep, compileSleep = 200 * time.Microsecond, 300 * time.Microsecond
+	args := []string{"-workers", fmt.Sprint(workers), "-iterations", fmt.Sprint(iterations), "-interval", "0",
+		"-policy-depth", fmt.Sprint(depth), "-policy-sleep", levelSleep.String(),
+		"-compile-sleep", compileSleep.String(), "-panic-every", fmt.Sprint(panicEvery)}
+	report := func(args ...string) (r groundtruth.Report, line string) {
+		out, err := exec.Command(agentBinary, args...).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		lines := strings.Split(strings.TrimSuffix(string(out), "\n"), "\n")
+		line = lines[len(lines)-1]
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatalf("last line %q: %v", line, err)
+		}
+		return r, line
+	}
+
+	r, _ := report(append(args, "-measure")...)
+	// Each measured call sleeps at least its own sleep, on its own clock.
+	least := map[string]time.Duration{fnResolve: levelSleep, fnCompile: compileSleep, fnAllocate: 0}
+	if len(r.Durations) != len(least) {
+		t.Errorf("durations of %d functions, want %d", len(r.Durations), len(least))
+	}
+	seqs := map[uint64]string{}
+	for fn, min := range least {
+		ds := r.Durations[fn]
+		if want := r.Counts[fn] - r.Panics[fn]; uint64(len(ds)) != want || want == 0 {
+			t.Errorf("%s: %d durations, %d calls returned", fn, len(ds), want)
+		}
+		for seq, ns := range ds {
+			if other, dup := seqs[seq]; dup {
+				t.Errorf("sequence number %d measured for %s and %s", seq, fn, other)
+			}
+			seqs[seq] = fn
+			if time.Duration(ns) < min {
+				t.Errorf("%s call %d measured %v, less than its %v sleep", fn, seq, time.Duration(ns), min)
+			}
+		}
+	}
+
+	if _, line := report(args...); strings.Contains(line, "durations_ns") {
+		t.Errorf("durations without -measure: %s", line)
+	}
+}

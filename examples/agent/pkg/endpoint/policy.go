@@ -71,6 +71,6 @@ func (e *Endpoint) identityLabelsChanged() (id identity.NumericIdentity) {
 			}
 		}
 	}()
-	id, _ = e.owner.Allocator.AllocateIdentity(e.labels)
+	id, _ = e.owner.Allocator.AllocateIdentity(groundtruth.Next(), e.labels)
 	return id
 }

@@ -1,13 +1,15 @@
 // Package groundtruth counts the calls of every function the tracer is
-// expected to trace, so tests can compare the tracer's view with the
-// program's own.
+// expected to trace, and measures the duration of each call of some of
+// them, so tests can compare the tracer's view with the program's own.
 package groundtruth
 
 import (
 	"encoding/json"
+	"fmt"
 	"sort"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Counter counts the calls of one function and how many of them panicked.
@@ -39,6 +41,77 @@ func (c *Counter) Call() { c.calls.Add(1) }
 // Panic records that the current call ends in a panic.
 func (c *Counter) Panic() { c.panics.Add(1) }
 
+// A measured function takes a sequence number from Next as its first
+// argument after the receiver, so a tracer can capture it at entry (in the
+// first integer argument register after the receiver's) and tests can find
+// the function's own measurement of that very call. Its first statement is
+// Start(seq) and its last before returning is Stop(seq): the interval they
+// measure lies inside the one between the tracer's entry and RET probes.
+//
+// Each call has its own slot, reserved by Next before the call, so Start and
+// Stop only read the clock and store into it.
+const (
+	chunkBits = 12
+	maxChunks = 1 << 14
+)
+
+type slot struct {
+	fn          atomic.Pointer[Counter]
+	start, stop atomic.Int64 // clock readings; 0: not read
+}
+
+var (
+	measuring bool
+	seq       atomic.Uint64
+	chunks    [maxChunks]atomic.Pointer[[1 << chunkBits]slot]
+	epoch     = time.Now()
+)
+
+// Measure turns the measurement of each call on; call it before the
+// workload starts. Off, Start only counts and Stop does nothing, so a
+// long-running agent keeps no per-call memory.
+func Measure() { measuring = true }
+
+// Next returns a sequence number, unique in the process, for one call of a
+// measured function.
+func Next() uint64 {
+	n := seq.Add(1)
+	if !measuring {
+		return n
+	}
+	i := n >> chunkBits
+	if i >= maxChunks {
+		panic(fmt.Sprintf("groundtruth: more than %d measured calls", maxChunks<<chunkBits))
+	}
+	if chunks[i].Load() == nil {
+		chunks[i].CompareAndSwap(nil, new([1 << chunkBits]slot))
+	}
+	return n
+}
+
+// clock reads the monotonic clock, the one the tracer's probes read too;
+// the +1 keeps 0 for a clock never read.
+func clock() int64 { return int64(time.Since(epoch)) + 1 }
+
+// Start counts a call of c's function and, measuring, reads the clock at
+// the top of call n.
+func (c *Counter) Start(n uint64) {
+	now := clock()
+	c.calls.Add(1)
+	if measuring {
+		s := &chunks[n>>chunkBits].Load()[n&(1<<chunkBits-1)]
+		s.start.Store(now)
+		s.fn.Store(c)
+	}
+}
+
+// Stop reads the clock at the bottom of call n.
+func (c *Counter) Stop(n uint64) {
+	if measuring {
+		chunks[n>>chunkBits].Load()[n&(1<<chunkBits-1)].stop.Store(clock())
+	}
+}
+
 // Report is the line the agent prints on SIGUSR1 and on exit.
 type Report struct {
 	// Counts maps each traced function's symbol name to its calls,
@@ -48,6 +121,10 @@ type Report struct {
 	// ended in a panic instead of returning.
 	Panics   map[string]uint64 `json:"panics"`
 	Checksum uint64            `json:"checksum"`
+	// Durations maps each measured function's symbol name to the
+	// duration in ns of each of its calls that returned, by sequence
+	// number; only with Measure.
+	Durations map[string]map[uint64]int64 `json:"durations_ns,omitempty"`
 }
 
 // Snapshot reads every registered counter.
@@ -62,6 +139,25 @@ func Snapshot(checksum uint64) Report {
 	for _, c := range counters {
 		r.Counts[c.name] = c.calls.Load()
 		r.Panics[c.name] = c.panics.Load()
+	}
+	if !measuring {
+		return r
+	}
+	r.Durations = make(map[string]map[uint64]int64)
+	for n := uint64(1); n <= seq.Load(); n++ {
+		chunk := chunks[n>>chunkBits].Load()
+		if chunk == nil {
+			continue
+		}
+		s := &chunk[n&(1<<chunkBits-1)]
+		fn, start, stop := s.fn.Load(), s.start.Load(), s.stop.Load()
+		if fn == nil || stop == 0 {
+			continue // not started yet, panicked or still running
+		}
+		if r.Durations[fn.name] == nil {
+			r.Durations[fn.name] = make(map[uint64]int64)
+		}
+		r.Durations[fn.name][n] = stop - start
 	}
 	return r
 }

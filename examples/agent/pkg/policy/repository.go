@@ -47,23 +47,25 @@ func (r *Repository) GetSelectorPolicy(id identity.NumericIdentity) *EndpointPol
 	if r.Depth <= 0 {
 		return &EndpointPolicy{Revision: rev, Identity: id}
 	}
-	p := r.resolvePolicyLocked(id, r.Depth)
+	p := r.resolvePolicyLocked(groundtruth.Next(), id, r.Depth)
 	p.Revision = rev
 	return p
 }
 
 // resolvePolicyLocked recurses depth levels deep; the caller holds r.mutex.
+// It measures each of its calls, numbered seq.
 //
 //go:noinline
-func (r *Repository) resolvePolicyLocked(id identity.NumericIdentity, depth int) *EndpointPolicy {
-	resolvePolicyLockedCalls.Call()
+func (r *Repository) resolvePolicyLocked(seq uint64, id identity.NumericIdentity, depth int) *EndpointPolicy {
+	resolvePolicyLockedCalls.Start(seq)
 	time.Sleep(r.LevelSleep)
 	var p *EndpointPolicy
 	if depth > 1 {
-		p = r.resolvePolicyLocked(id, depth-1)
+		p = r.resolvePolicyLocked(groundtruth.Next(), id, depth-1)
 	} else {
 		p = &EndpointPolicy{Identity: id, Rules: make([]identity.NumericIdentity, 0, r.Depth)}
 	}
 	p.Rules = append(p.Rules, identity.MinimalAllocationIdentity+identity.NumericIdentity(depth)*7+id%13)
+	resolvePolicyLockedCalls.Stop(seq)
 	return p
 }

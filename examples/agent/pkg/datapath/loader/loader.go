@@ -35,18 +35,20 @@ func (l *loader) ReloadDatapath(epID uint16, rev uint64) uint64 {
 	done := make(chan uint64, 1)
 	// A new goroutine starts on the smallest stack whatever ran before, so
 	// the stack growth inside compileAndLoad happens on every call.
-	go func() { done <- l.compileAndLoad(epID, rev) }()
+	go func() { done <- l.compileAndLoad(groundtruth.Next(), epID, rev) }()
 	return <-done
 }
 
 // compileAndLoad grows (and so moves) its goroutine's stack in the middle
-// of the call, then sleeps l.compileSleep and returns on the new stack.
+// of the call, then sleeps l.compileSleep and returns on the new stack. It
+// measures each of its calls, numbered seq.
 //
 //go:noinline
-func (l *loader) compileAndLoad(epID uint16, rev uint64) uint64 {
-	compileAndLoadCalls.Call()
+func (l *loader) compileAndLoad(seq uint64, epID uint16, rev uint64) uint64 {
+	compileAndLoadCalls.Start(seq)
 	hash := compile(compileDepth, uint64(epID)<<32|rev)
 	time.Sleep(l.compileSleep)
+	compileAndLoadCalls.Stop(seq)
 	return hash
 }
 
