@@ -6,10 +6,12 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -121,6 +123,63 @@ type Report struct {
 	Counts   map[string]uint64 `json:"counts"`
 	Panics   map[string]uint64 `json:"panics"`
 	Checksum uint64            `json:"checksum"`
+	// Durations holds, with -measure, the agent's own measurements of
+	// each call of a Measured function that returned, by the sequence
+	// number SeqCapture captures: in ns, the body's duration, from its
+	// first statement to its last, then the call's as the caller saw it.
+	Durations map[string]map[uint64][2]int64 `json:"durations_ns"`
+}
+
+// SeqCapture captures the sequence number every Measured function takes as
+// its first argument after the receiver, as attribute "seq"; it needs no
+// DWARF.
+const SeqCapture = "seq=arg1:u64"
+
+// Measured lists the functions the agent times itself with -measure.
+var Measured = []string{ResolvePolicy, CompileAndLoad, Allocate}
+
+// Tolerance is how much longer than the agent's own measurement of its body
+// a traced call may last: the entry and RET probes' traps, tens of
+// microseconds, lie outside the body's clock reads.
+func Tolerance(body time.Duration) time.Duration {
+	return time.Millisecond + body/20
+}
+
+// A Checked call is a traced duration set against the agent's own.
+type Checked struct {
+	Body, Call time.Duration // the agent's measurements
+	// HeldUp is set when the caller saw the call last more than
+	// Tolerance beyond the body: the thread was held up outside the body,
+	// e.g. preempted on its way back from the entry probe's trap.
+	HeldUp bool
+}
+
+// CheckDuration compares the duration the tracer saw for the call of fn
+// the agent numbered seq (the captured attribute, in decimal) with the
+// agent's own measurements of that call. The probes fire inside the call
+// and outside the body, so the traced duration lies between the two; and
+// it exceeds the body's by at most Tolerance, unless the agent saw the
+// call itself held up outside the body. It fails when the agent measured
+// no such call returning: it panicked, or the tracer paired the entry with
+// another call's RET.
+func (r Report) CheckDuration(fn, seq string, traced time.Duration) (Checked, error) {
+	n, err := strconv.ParseUint(seq, 10, 64)
+	if err != nil {
+		return Checked{}, fmt.Errorf("%s: captured sequence number %q: %v", fn, seq, err)
+	}
+	d, ok := r.Durations[fn][n]
+	if !ok {
+		return Checked{}, fmt.Errorf("%s call %d: traced %v, but the agent measured no such call returning", fn, n, traced)
+	}
+	c := Checked{Body: time.Duration(d[0]), Call: time.Duration(d[1])}
+	c.HeldUp = c.Call-c.Body > Tolerance(c.Body)
+	switch {
+	case traced < c.Body || traced > c.Call:
+		return c, fmt.Errorf("%s call %d: traced %v, the agent measured its body %v and the call %v", fn, n, traced, c.Body, c.Call)
+	case traced-c.Body > Tolerance(c.Body) && !c.HeldUp:
+		return c, fmt.Errorf("%s call %d: traced %v, the agent measured %v (more than 1ms + 5%% apart)", fn, n, traced, c.Body)
+	}
+	return c, nil
 }
 
 // An Agent is a running example agent.
@@ -156,7 +215,8 @@ func StartCmd(tb testing.TB, cmd *exec.Cmd) *Agent {
 	go func() {
 		defer close(a.done)
 		sc := bufio.NewScanner(stdout)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		// With -measure the report holds every measured call.
+		sc.Buffer(make([]byte, 1<<20), 1<<28)
 		first := true
 		for sc.Scan() {
 			a.mu.Lock()

@@ -21,7 +21,7 @@ var captures = []string{
 	"pod=e.K8sPodName",
 	"policy_revision=e.desiredPolicy.Revision",
 	"panic_every=m.PanicEvery", // only AllocateIdentity has m
-	// resolvePolicyLocked(r, id, depth): the third integer register.
+	// resolvePolicyLocked(r, seq, id, depth): the fourth integer register.
 	"depth=depth",
 	// 2 GiB past the receiver: nothing is mapped there, the read faults.
 	"fault=arg0+0x7fff0000:u64",

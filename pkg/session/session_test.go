@@ -3,8 +3,8 @@ package session_test
 import (
 	"context"
 	"errors"
+	"math"
 	"os"
-	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -22,21 +22,15 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-const (
-	policyDepth = 10
-	policySleep = 2 * time.Millisecond
-	// Each level of the recursion sleeps, then pays the traps of the
-	// traced levels below it (about 0.1ms each): 5ms keeps that well
-	// inside the 10% allowed.
-	quietSleep = 5 * time.Millisecond
-)
+const policyDepth = 10
 
 // run traces the whole workload of an agent started with args and returns
-// every call the tracer reported and the agent's own report.
+// every call the tracer reported and the agent's own report. Each call of
+// a measured function carries its sequence number as attribute "seq".
 func run(t *testing.T, bin string, args ...string) ([]calls.Call, testagent.Report, *session.Session, *testagent.Agent) {
 	t.Helper()
 	agent := testagent.Start(t, bin, append([]string{"-wait-start"}, args...)...)
-	s, err := session.Start(session.Config{PID: agent.PID, Funcs: testagent.Counted, Stacks: true})
+	s, err := session.Start(session.Config{PID: agent.PID, Funcs: testagent.Counted, Stacks: true, Captures: []string{testagent.SeqCapture}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,9 +51,9 @@ func TestTraceAgent(t *testing.T) {
 	for _, v := range testagent.Matrix {
 		t.Run(v.String(), func(t *testing.T) {
 			bin := testagent.Build(t, v)
-			got, report, s, _ := run(t, bin,
+			got, report, s, _ := run(t, bin, "-measure",
 				"-workers", "50", "-iterations", "4", "-interval", "5ms", "-hot", "2000",
-				"-policy-depth", "10", "-policy-sleep", policySleep.String(),
+				"-policy-depth", strconv.Itoa(policyDepth), "-policy-sleep", "2ms",
 				"-panic-every", "7")
 
 			byFunc := map[string][]calls.Call{}
@@ -73,24 +67,11 @@ func TestTraceAgent(t *testing.T) {
 			}
 
 			t.Run("counts", func(t *testing.T) { checkCounts(t, byFunc, report) })
-			t.Run("recursion", func(t *testing.T) { checkRecursion(t, byFunc[testagent.ResolvePolicy], 0) })
+			t.Run("recursion", func(t *testing.T) { checkRecursion(t, byFunc[testagent.ResolvePolicy]) })
+			t.Run("durations", func(t *testing.T) { checkDurations(t, byFunc, report) })
 			t.Run("stack growth", func(t *testing.T) { checkStackGrowth(t, s, byFunc) })
 			t.Run("panic", func(t *testing.T) { checkPanics(t, s, byFunc[testagent.Allocate], report) })
 			t.Run("stacks", func(t *testing.T) { checkStacks(t, byFunc[testagent.RegenerateBPF]) })
-
-			// 50 goroutines on two CPUs wait for a CPU after each sleep;
-			// durations are compared with the sleeps on a quiet agent.
-			t.Run("durations", func(t *testing.T) {
-				got, _, _, _ := run(t, bin, "-workers", "1", "-iterations", "5", "-interval", "5ms",
-					"-policy-depth", "10", "-policy-sleep", quietSleep.String())
-				var cs []calls.Call
-				for _, c := range got {
-					if c.Func == testagent.ResolvePolicy {
-						cs = append(cs, c)
-					}
-				}
-				checkRecursion(t, cs, quietSleep)
-			})
 		})
 	}
 }
@@ -126,16 +107,10 @@ func checkCounts(t *testing.T, byFunc map[string][]calls.Call, r testagent.Repor
 	}
 }
 
-// Each level of the recursion is its own call, nested in the one above, and
-// lasts at least its own share of the known sleeps: level k (1 innermost)
-// sleeps k times. With sleep set, the median call of each level lasts within
-// 10% or 2ms above that: a single call can be held up by the scheduler, which
-// says nothing about the tracer.
-func checkRecursion(t *testing.T, cs []calls.Call, sleep time.Duration) {
-	exact := sleep != 0
-	if !exact {
-		sleep = policySleep
-	}
+// Each level of the recursion is its own call, nested in the one above: a
+// deeper stack, and a shorter duration, since the parent's probes fire
+// before and after the child's.
+func checkRecursion(t *testing.T, cs []calls.Call) {
 	byID := map[uint64]calls.Call{}
 	children := map[uint64][]calls.Call{}
 	for _, c := range cs {
@@ -146,7 +121,6 @@ func checkRecursion(t *testing.T, cs []calls.Call, sleep time.Duration) {
 			children[c.ParentID] = append(children[c.ParentID], c)
 		}
 	}
-	levels := map[int][]time.Duration{}
 	chains := 0
 	for _, c := range cs {
 		if _, nested := byID[c.ParentID]; nested {
@@ -155,11 +129,6 @@ func checkRecursion(t *testing.T, cs []calls.Call, sleep time.Duration) {
 		chains++
 		level := policyDepth
 		for cur := c; ; level-- {
-			want := time.Duration(level) * sleep
-			if cur.Duration < want {
-				t.Errorf("level %d lasted %v, less than its sleeps %v", level, cur.Duration, want)
-			}
-			levels[level] = append(levels[level], cur.Duration)
 			kids := children[cur.ID]
 			if len(kids) > 1 {
 				t.Fatalf("call %#x has %d children", cur.ID, len(kids))
@@ -170,6 +139,9 @@ func checkRecursion(t *testing.T, cs []calls.Call, sleep time.Duration) {
 			if kids[0].Depth <= cur.Depth {
 				t.Errorf("nested call at depth %d, its parent at %d", kids[0].Depth, cur.Depth)
 			}
+			if kids[0].Duration >= cur.Duration {
+				t.Errorf("level %d lasted %v, its nested call %v", level, cur.Duration, kids[0].Duration)
+			}
 			cur = kids[0]
 		}
 		if level != 1 {
@@ -179,22 +151,63 @@ func checkRecursion(t *testing.T, cs []calls.Call, sleep time.Duration) {
 	if chains == 0 || chains*policyDepth != len(cs) {
 		t.Errorf("%d calls in %d chains, want chains of %d", len(cs), chains, policyDepth)
 	}
-	if !exact {
-		return
-	}
-	for level, ds := range levels {
-		slices.Sort(ds)
-		median := ds[len(ds)/2]
-		want := time.Duration(level) * sleep
-		if median > want+max(want/10, 2*time.Millisecond) {
-			t.Errorf("level %d: median %v of %v, want %v (+10%% or 2ms)", level, median, ds, want)
+}
+
+// Every call the agent measured itself was traced, under its own sequence
+// number, and lasted what the agent measured, give or take the probes'
+// traps; a call that panicked was traced unfinished.
+func checkDurations(t *testing.T, byFunc map[string][]calls.Call, r testagent.Report) {
+	for _, fn := range testagent.Measured {
+		measured := r.Durations[fn]
+		if len(measured) == 0 {
+			t.Errorf("%s: the agent measured no call", fn)
 		}
+		seen := map[string]bool{}
+		lo, hi, heldUp := time.Duration(math.MaxInt64), time.Duration(0), 0
+		for _, c := range byFunc[fn] {
+			seq := attr(c, "seq")
+			if seen[seq] {
+				t.Errorf("%s: sequence number %s traced twice", fn, seq)
+			}
+			seen[seq] = true
+			if c.Unfinished {
+				if n, _ := strconv.ParseUint(seq, 10, 64); measured[n] != [2]int64{} {
+					t.Errorf("%s call %s: unfinished, but the agent measured it returning", fn, seq)
+				}
+				continue
+			}
+			m, err := r.CheckDuration(fn, seq, c.Duration)
+			if err != nil {
+				t.Error(err)
+			}
+			if m.HeldUp {
+				heldUp++
+			}
+			lo, hi = min(lo, c.Duration-m.Body), max(hi, c.Duration-m.Body)
+		}
+		for n := range measured {
+			if !seen[strconv.FormatUint(n, 10)] {
+				t.Errorf("%s call %d: measured by the agent, not traced", fn, n)
+			}
+		}
+		t.Logf("%s: %d calls, traced minus body in [%v, %v], %d held up outside the body", fn, len(measured), lo, hi, heldUp)
 	}
 }
 
-// compileAndLoad grows its goroutine's stack while in flight; DumpToSlice's
-// 64 KiB frame makes its own prologue call morestack, so its entry fires
-// twice per call.
+// attr returns the value of a captured attribute, "" if absent.
+func attr(c calls.Call, key string) string {
+	for _, a := range c.Attrs {
+		if a.Key == key {
+			return a.Value
+		}
+	}
+	return ""
+}
+
+// compileAndLoad grows its goroutine's stack while in flight, and still
+// returns through a probed RET (its duration is checked with the others);
+// DumpToSlice's 64 KiB frame makes its own prologue call morestack, so its
+// entry fires twice per call.
 func checkStackGrowth(t *testing.T, s *session.Session, byFunc map[string][]calls.Call) {
 	counters, err := s.Counters()
 	if err != nil {
@@ -204,8 +217,8 @@ func checkStackGrowth(t *testing.T, s *session.Session, byFunc map[string][]call
 		t.Errorf("DumpToSlice: no entry re-fired after morestack (hits %d)", counters[testagent.DumpToSlice].Hits)
 	}
 	for _, c := range byFunc[testagent.CompileAndLoad] {
-		if c.Duration < time.Millisecond || c.Unfinished {
-			t.Errorf("compileAndLoad lasted %v (unfinished %v), want >= its 1ms sleep", c.Duration, c.Unfinished)
+		if c.Unfinished {
+			t.Errorf("compileAndLoad unfinished (%s)", c.Reason)
 			break
 		}
 	}
@@ -401,13 +414,15 @@ func TestExpire(t *testing.T) {
 }
 
 // A call left behind by a panic is not paired with the return of a later,
-// unsampled call at the same depth: AllocateIdentity takes microseconds,
-// a wrong pairing would last a whole regeneration interval.
+// unsampled call at the same depth: every completed call is one the agent
+// measured returning, and lasted what the agent measured. A wrong pairing
+// would carry the panicked call's sequence number and last a whole
+// regeneration interval.
 func TestSamplingAfterPanic(t *testing.T) {
 	bin := testagent.Build(t, testagent.Variant{})
-	agent := testagent.Start(t, bin, "-wait-start", "-workers", "8", "-iterations", "40", "-interval", "5ms",
+	agent := testagent.Start(t, bin, "-wait-start", "-measure", "-workers", "8", "-iterations", "40", "-interval", "5ms",
 		"-policy-depth", "0", "-panic-every", "3")
-	cfg := session.Config{PID: agent.PID, Funcs: []string{testagent.Allocate}}
+	cfg := session.Config{PID: agent.PID, Funcs: []string{testagent.Allocate}, Captures: []string{testagent.SeqCapture}}
 	cfg.SampleEvery = 2
 	s, err := session.Start(cfg)
 	if err != nil {
@@ -416,20 +431,24 @@ func TestSamplingAfterPanic(t *testing.T) {
 	defer s.Close()
 	agent.Begin(t)
 	var done, unfinished int
+	var completed []calls.Call
 	err = s.Run(context.Background(), func(c *calls.Call) {
 		if c.Unfinished {
 			unfinished++
 			return
 		}
 		done++
-		if c.Duration > 2*time.Millisecond {
-			t.Errorf("AllocateIdentity call lasted %v: paired with a later call's return", c.Duration)
-		}
+		completed = append(completed, *c)
 	})
 	if !errors.Is(err, session.ErrTargetExited) {
 		t.Fatal(err)
 	}
 	report := agent.Wait(t, 10*time.Second)
+	for _, c := range completed {
+		if _, err := report.CheckDuration(c.Func, attr(c, "seq"), c.Duration); err != nil {
+			t.Error(err)
+		}
+	}
 	if done == 0 || unfinished == 0 || uint64(done+unfinished) > report.Counts[testagent.Allocate] {
 		t.Errorf("%d completed and %d unfinished calls reported of %d made", done, unfinished, report.Counts[testagent.Allocate])
 	}

@@ -71,6 +71,8 @@ func (e *Endpoint) identityLabelsChanged() (id identity.NumericIdentity) {
 			}
 		}
 	}()
-	id, _ = e.owner.Allocator.AllocateIdentity(groundtruth.Next(), e.labels)
+	seq := groundtruth.Next()
+	id, _ = e.owner.Allocator.AllocateIdentity(seq, e.labels)
+	groundtruth.Returned(seq)
 	return id
 }

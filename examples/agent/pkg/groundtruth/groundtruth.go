@@ -44,21 +44,31 @@ func (c *Counter) Panic() { c.panics.Add(1) }
 // A measured function takes a sequence number from Next as its first
 // argument after the receiver, so a tracer can capture it at entry (in the
 // first integer argument register after the receiver's) and tests can find
-// the function's own measurement of that very call. Its first statement is
-// Start(seq) and its last before returning is Stop(seq): the interval they
-// measure lies inside the one between the tracer's entry and RET probes.
+// the agent's own measurement of that very call. Its first statement is
+// Start(seq) and its last before returning is Stop(seq); the caller calls
+// Next right before the call and Returned(seq) right after it. So each call
+// is timed twice on the clock the tracer's probes read: the body, which the
+// tracer's entry and RET probes enclose, and the call as the caller saw it,
+// which encloses them. The two differ by the probes' traps, tens of
+// microseconds, unless the thread was held up around the body: preempted
+// on its way back from the entry probe's trap, or the goroutine rescheduled
+// in the prologue.
 //
-// Each call has its own slot, reserved by Next before the call, so Start and
-// Stop only read the clock and store into it.
+// Each call has its own slot, reserved by Next before the call, so the
+// others only read the clock and store into it.
 const (
 	chunkBits = 12
 	maxChunks = 1 << 14
 )
 
 type slot struct {
-	fn          atomic.Pointer[Counter]
-	start, stop atomic.Int64 // clock readings; 0: not read
+	fn atomic.Pointer[Counter]
+	// Clock readings, 0 when not read: before and after the call in the
+	// caller, at the top and bottom of the body.
+	called, returned, start, stop atomic.Int64
 }
+
+func slotOf(n uint64) *slot { return &chunks[n>>chunkBits].Load()[n&(1<<chunkBits-1)] }
 
 var (
 	measuring bool
@@ -73,7 +83,8 @@ var (
 func Measure() { measuring = true }
 
 // Next returns a sequence number, unique in the process, for one call of a
-// measured function.
+// measured function, and measuring, reads the clock last thing before the
+// call.
 func Next() uint64 {
 	n := seq.Add(1)
 	if !measuring {
@@ -86,7 +97,15 @@ func Next() uint64 {
 	if chunks[i].Load() == nil {
 		chunks[i].CompareAndSwap(nil, new([1 << chunkBits]slot))
 	}
+	slotOf(n).called.Store(clock())
 	return n
+}
+
+// Returned reads the clock first thing after call n returned to its caller.
+func Returned(n uint64) {
+	if measuring {
+		slotOf(n).returned.Store(clock())
+	}
 }
 
 // clock reads the monotonic clock, the one the tracer's probes read too;
@@ -99,7 +118,7 @@ func (c *Counter) Start(n uint64) {
 	now := clock()
 	c.calls.Add(1)
 	if measuring {
-		s := &chunks[n>>chunkBits].Load()[n&(1<<chunkBits-1)]
+		s := slotOf(n)
 		s.start.Store(now)
 		s.fn.Store(c)
 	}
@@ -108,7 +127,7 @@ func (c *Counter) Start(n uint64) {
 // Stop reads the clock at the bottom of call n.
 func (c *Counter) Stop(n uint64) {
 	if measuring {
-		chunks[n>>chunkBits].Load()[n&(1<<chunkBits-1)].stop.Store(clock())
+		slotOf(n).stop.Store(clock())
 	}
 }
 
@@ -122,10 +141,14 @@ type Report struct {
 	Panics   map[string]uint64 `json:"panics"`
 	Checksum uint64            `json:"checksum"`
 	// Durations maps each measured function's symbol name to the
-	// duration in ns of each of its calls that returned, by sequence
-	// number; only with Measure.
-	Durations map[string]map[uint64]int64 `json:"durations_ns,omitempty"`
+	// durations of each of its calls that returned, by sequence number;
+	// only with Measure.
+	Durations map[string]map[uint64]Duration `json:"durations_ns,omitempty"`
 }
+
+// Duration is one call's duration in ns twice: its body's, top to bottom,
+// and the call's as its caller saw it.
+type Duration [2]int64
 
 // Snapshot reads every registered counter.
 func Snapshot(checksum uint64) Report {
@@ -143,21 +166,21 @@ func Snapshot(checksum uint64) Report {
 	if !measuring {
 		return r
 	}
-	r.Durations = make(map[string]map[uint64]int64)
+	r.Durations = make(map[string]map[uint64]Duration)
 	for n := uint64(1); n <= seq.Load(); n++ {
 		chunk := chunks[n>>chunkBits].Load()
 		if chunk == nil {
 			continue
 		}
 		s := &chunk[n&(1<<chunkBits-1)]
-		fn, start, stop := s.fn.Load(), s.start.Load(), s.stop.Load()
-		if fn == nil || stop == 0 {
+		fn, returned := s.fn.Load(), s.returned.Load()
+		if fn == nil || returned == 0 {
 			continue // not started yet, panicked or still running
 		}
 		if r.Durations[fn.name] == nil {
-			r.Durations[fn.name] = make(map[uint64]int64)
+			r.Durations[fn.name] = make(map[uint64]Duration)
 		}
-		r.Durations[fn.name][n] = stop - start
+		r.Durations[fn.name][n] = Duration{s.stop.Load() - s.start.Load(), returned - s.called.Load()}
 	}
 	return r
 }

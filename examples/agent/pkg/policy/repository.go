@@ -47,7 +47,9 @@ func (r *Repository) GetSelectorPolicy(id identity.NumericIdentity) *EndpointPol
 	if r.Depth <= 0 {
 		return &EndpointPolicy{Revision: rev, Identity: id}
 	}
-	p := r.resolvePolicyLocked(groundtruth.Next(), id, r.Depth)
+	seq := groundtruth.Next()
+	p := r.resolvePolicyLocked(seq, id, r.Depth)
+	groundtruth.Returned(seq)
 	p.Revision = rev
 	return p
 }
@@ -61,7 +63,9 @@ func (r *Repository) resolvePolicyLocked(seq uint64, id identity.NumericIdentity
 	time.Sleep(r.LevelSleep)
 	var p *EndpointPolicy
 	if depth > 1 {
-		p = r.resolvePolicyLocked(groundtruth.Next(), id, depth-1)
+		next := groundtruth.Next()
+		p = r.resolvePolicyLocked(next, id, depth-1)
+		groundtruth.Returned(next)
 	} else {
 		p = &EndpointPolicy{Identity: id, Rules: make([]identity.NumericIdentity, 0, r.Depth)}
 	}

@@ -35,7 +35,12 @@ func (l *loader) ReloadDatapath(epID uint16, rev uint64) uint64 {
 	done := make(chan uint64, 1)
 	// A new goroutine starts on the smallest stack whatever ran before, so
 	// the stack growth inside compileAndLoad happens on every call.
-	go func() { done <- l.compileAndLoad(groundtruth.Next(), epID, rev) }()
+	go func() {
+		seq := groundtruth.Next()
+		hash := l.compileAndLoad(seq, epID, rev)
+		groundtruth.Returned(seq)
+		done <- hash
+	}()
 	return <-done
 }
 
