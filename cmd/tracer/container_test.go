@@ -229,7 +229,7 @@ func TestOwnNamespaces(t *testing.T) {
 	}
 	n := 0
 	for _, c := range parseCalls(t, r.stdout) {
-		if c.Function == testagent.RegenerateBPF && !c.Unfinished && c.DurationNS > int64(2*time.Millisecond) {
+		if c.Function == testagent.RegenerateBPF && !c.Unfinished {
 			n++
 		}
 	}
