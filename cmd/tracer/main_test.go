@@ -187,26 +187,65 @@ func TestBadInput(t *testing.T) {
 
 // jsonCall is what `trace --output json` prints per call.
 type jsonCall struct {
-	Function   string `json:"function"`
-	PID        int    `json:"pid"`
-	Unfinished bool   `json:"unfinished"`
-	DurationNS int64  `json:"duration_ns"`
+	Function   string            `json:"function"`
+	PID        int               `json:"pid"`
+	Unfinished bool              `json:"unfinished"`
+	DurationNS int64             `json:"duration_ns"`
+	Attrs      map[string]string `json:"attrs"`
 }
 
+// parseCalls parses the stdout of `trace --output json`: every line is one
+// call.
 func parseCalls(t *testing.T, out string) []jsonCall {
 	t.Helper()
+	if out == "" {
+		return nil
+	}
 	var cs []jsonCall
-	for _, line := range strings.Split(out, "\n") {
-		if !strings.HasPrefix(line, "{") {
-			continue
-		}
+	for _, line := range strings.Split(strings.TrimSuffix(out, "\n"), "\n") {
 		var c jsonCall
-		if err := json.Unmarshal([]byte(line), &c); err != nil {
-			t.Fatalf("bad JSON line %q: %v", line, err)
+		if err := json.Unmarshal([]byte(line), &c); err != nil || c.Function == "" {
+			t.Fatalf("stdout line %q is not a call in JSON (%v)", line, err)
 		}
 		cs = append(cs, c)
 	}
 	return cs
+}
+
+// With --output json every stdout line is a call in JSON, each lasting
+// what the agent measured for the call it numbered, and the summary goes
+// to stderr with the agent's count of calls.
+func TestTraceJSON(t *testing.T) {
+	bin := testagent.Build(t, testagent.Variant{Stripped: true})
+	a := testagent.Start(t, bin, "-wait-start", "-measure", "-workers", "4", "-iterations", "5", "-interval", "1ms",
+		"-policy-depth", "3", "-policy-sleep", "1ms")
+	r := startTracer(t, nil, "trace", "--pid", strconv.Itoa(a.PID), "--follow=false", "--output", "json",
+		"--capture", testagent.SeqCapture, "--func", testagent.ResolvePolicy)
+	r.waitFor(t, "tracing 1 functions", 30*time.Second)
+	a.Begin(t)
+	report := a.Wait(t, 30*time.Second)
+	select {
+	case <-r.done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("tracer still running 30s after the target exited")
+	}
+	if !r.cmd.ProcessState.Success() {
+		t.Fatalf("trace: %v: %s", r.cmd.ProcessState, r.stderr)
+	}
+	cs := parseCalls(t, r.stdout.String())
+	for _, c := range cs {
+		if _, err := report.CheckDuration(c.Function, c.Attrs["seq"], time.Duration(c.DurationNS)); err != nil {
+			t.Error(err)
+		}
+	}
+	n := report.Counts[testagent.ResolvePolicy]
+	if uint64(len(cs)) != n || n != 4*5*3 {
+		t.Errorf("%d calls on stdout, the agent made %d (want 60)", len(cs), n)
+	}
+	row := regexp.MustCompile(`(?m)^\s*(\d+)\s.*` + regexp.QuoteMeta(testagent.ResolvePolicy) + `$`).FindStringSubmatch(r.stderr.String())
+	if !strings.Contains(r.stderr.String(), "untracked") || row == nil || row[1] != strconv.FormatUint(n, 10) {
+		t.Errorf("stderr has no summary with %d calls:\n%s", n, r.stderr.String())
+	}
 }
 
 // A running tracer process.

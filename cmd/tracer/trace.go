@@ -42,6 +42,20 @@ func traceCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "trace [--pid PID | --container NAME | --process NAME] --func PATTERN...",
 		Short: "Trace calls live and print a per-function summary at the end",
+		Long: `Trace calls live and print a per-function summary at the end.
+
+The summary has, per function: completed calls; p50, p90 and p99 of their
+durations by nearest rank (of n durations sorted in increasing order, the
+one at rank ceil(q*n), counted from 1: always a duration that was seen, and
+p99 of fewer than 100 calls is their max); max; unfinished calls (panic,
+Goexit, expired, target gone); and the calls BPF counted but did not
+report: dropped (ring buffer full), untracked (never followed: too many
+traced calls in flight on their goroutine, or the goroutine table full),
+not sampled (--sample) and filtered (--min-duration).
+
+With --output json, stdout carries only JSON, one object per call and line,
+and the summary (or the --entry-only counts) goes to stderr, so
+'tracer trace --output json | jq .' reads the whole stream.`,
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runTrace(cmd.Context(), cmd, f)
@@ -56,7 +70,7 @@ func traceCmd() *cobra.Command {
 	fl.DurationVar(&f.duration, "duration", 0, "stop after this long (default: until interrupted or the target exits)")
 	fl.DurationVar(&f.minDur, "min-duration", 0, "report only calls at least this long (filtered in BPF)")
 	fl.Uint32Var(&f.sample, "sample", 1, "trace one call in N, chosen at random in BPF")
-	fl.StringVar(&f.output, "output", "text", "live output: text, json or none")
+	fl.StringVar(&f.output, "output", "text", "live output: text, json (one object per call and line; the summary goes to stderr) or none")
 	fl.BoolVar(&f.stacks, "stacks", false, "capture and print the caller stack of each call")
 	fl.BoolVar(&f.entry, "entry-only", false, "count calls per caller stack at entry only: no RET probes, no durations or spans, about half the cost per call, for hot functions; prints the counts at the end")
 	fl.BoolVar(&f.follow, "follow", true, "when the target exits, wait for it to restart and attach again")
@@ -222,12 +236,17 @@ func runTrace(ctx context.Context, cmd *cobra.Command, f traceFlags) error {
 	if st := pipe.Stats(); st.Dropped > 0 {
 		fmt.Fprintf(stderr, "tracer: %d calls dropped by the export queue\n", st.Dropped)
 	}
-	fmt.Fprintln(cmd.OutOrStdout())
+	// Keep a JSON stream all JSON.
+	end := cmd.OutOrStdout()
+	if f.output == "json" {
+		end = stderr
+	}
+	fmt.Fprintln(end)
 	if f.entry {
-		printStackCounts(cmd.OutOrStdout(), stackCounts)
+		printStackCounts(end, stackCounts)
 		return errors.Join(runErr, pipeErr)
 	}
-	if err := summary.Print(cmd.OutOrStdout(), extra); err != nil {
+	if err := summary.Print(end, extra); err != nil {
 		return err
 	}
 	return errors.Join(runErr, pipeErr)
