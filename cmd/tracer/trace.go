@@ -56,7 +56,7 @@ not sampled (--sample) and filtered (--min-duration).
 With --output json, stdout carries only JSON, one object per call and line,
 and the summary (or the --entry-only counts) goes to stderr, so
 'tracer trace --output json | jq .' reads the whole stream.`,
-		Args:  cobra.NoArgs,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runTrace(cmd.Context(), cmd, f)
 		},
