@@ -23,8 +23,10 @@ demo: build
 # Runs every test: real uprobes, real Docker. Needs root and a Docker engine.
 test:
 	$(GO) vet ./...
-	# One package at a time: the tests compare durations with known sleeps,
-	# and another package's builds on the same CPUs would stretch them.
+	# One package at a time: a few tests still hold the tracer to wall-clock
+	# limits (the governor throttles within 10s, re-attaching after a
+	# restart takes under 5s), and several packages each running agents
+	# with 50 busy goroutines on the same CPUs would stretch those.
 	$(GO) test -count=1 -p 1 -timeout 60m ./...
 	cd examples/agent && $(GO) test -count=1 ./...
 
