@@ -311,14 +311,15 @@ func withoutReady(out string) string {
 }
 
 // The BPF filters: a minimum duration drops the short calls before they
-// reach user space, and 1-in-N sampling keeps about one call in N.
+// reach user space, never a call whose body alone lasted that long by the
+// agent's own clock; and 1-in-N sampling keeps about one call in N.
 func TestFilters(t *testing.T) {
 	bin := testagent.Build(t, testagent.Variant{})
-	agent := testagent.Start(t, bin, "-wait-start", "-workers", "4", "-iterations", "50",
+	agent := testagent.Start(t, bin, "-wait-start", "-measure", "-workers", "4", "-iterations", "50",
 		"-interval", "1ms", "-policy-depth", "10", "-policy-sleep", "1ms", "-bpf-sleep", "1ms")
 
 	const minDuration = 5 * time.Millisecond
-	cfg := session.Config{PID: agent.PID, Funcs: []string{testagent.ResolvePolicy}}
+	cfg := session.Config{PID: agent.PID, Funcs: []string{testagent.ResolvePolicy}, Captures: []string{testagent.SeqCapture}}
 	cfg.MinDuration = minDuration
 	s, err := session.Start(cfg)
 	if err != nil {
@@ -336,6 +337,7 @@ func TestFilters(t *testing.T) {
 	agent.Begin(t)
 
 	var short, long, upserts int
+	reported := map[string]time.Duration{}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -351,9 +353,23 @@ func TestFilters(t *testing.T) {
 		} else {
 			long++
 		}
+		reported[attr(*c, "seq")] = c.Duration
 	})
 	<-done
 	report := agent.Wait(t, 10*time.Second)
+	for n, d := range report.Durations[testagent.ResolvePolicy] {
+		seq := strconv.FormatUint(n, 10)
+		traced, ok := reported[seq]
+		if !ok {
+			if body := time.Duration(d[0]); body >= minDuration {
+				t.Errorf("call %s filtered out, its body lasted %v", seq, body)
+			}
+			continue
+		}
+		if _, err := report.CheckDuration(testagent.ResolvePolicy, seq, traced); err != nil {
+			t.Error(err)
+		}
+	}
 
 	counters, err := s.Counters()
 	if err != nil {
