@@ -53,9 +53,10 @@ type Session struct {
 }
 
 // Resolve finds the probes for the patterns: every matching function with
-// the offsets of its RETs. Functions whose bodies do not decode cleanly are
-// returned as refused, not probed: a probe off an instruction boundary
-// corrupts the target.
+// the offsets of its RETs. Functions whose bodies do not decode cleanly or
+// disagree with their pc tables are returned as refused, not probed: a probe
+// off an instruction boundary corrupts the target. So are functions without
+// a RET, with the functions they tail-call, if any.
 func Resolve(f *symbols.File, patterns []string, c probe.Config) ([]probe.Probe, []Refused, error) {
 	var (
 		probes  []probe.Probe
@@ -75,9 +76,6 @@ func Resolve(f *symbols.File, patterns []string, c probe.Config) ([]probe.Probe,
 			p := probe.Probe{Func: fn, Config: c}
 			if !c.EntryOnly {
 				rets, err := f.ReturnOffsets(fn)
-				if err == nil && len(rets) == 0 {
-					err = errors.New("no RET instruction (the function never returns)")
-				}
 				if err != nil {
 					refused = append(refused, Refused{Func: fn.Name, Reason: err})
 					continue
