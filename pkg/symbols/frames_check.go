@@ -26,11 +26,7 @@ func (e *FrameError) Error() string {
 // .gopclntab and so are there in stripped executables too: every RET must be
 // where the stack pointer is back at its value on entry, and every point
 // where either table changes value must start an instruction.
-func (f *File) checkFrames(fn Func, b *body) error {
-	t, err := f.pcln()
-	if err != nil {
-		return fmt.Errorf("%s: %w", fn.Name, err)
-	}
+func (t *pclntab) checkFrames(fn Func, b *body) error {
 	fail := func(pc uint64, format string, args ...any) error {
 		return &FrameError{Func: fn.Name, Offset: b.start + pc - fn.Entry, Reason: fmt.Sprintf(format, args...)}
 	}
@@ -44,7 +40,7 @@ func (f *File) checkFrames(fn Func, b *body) error {
 	}
 	rets := b.rets
 	var bad error
-	err = t.pcRuns(r.word(funcPCSP), fn.Entry, fn.End, func(lo, hi uint64, sp int32) bool {
+	err := t.pcRuns(r.word(funcPCSP), fn.Entry, fn.End, func(lo, hi uint64, sp int32) bool {
 		if !b.boundary(lo - fn.Entry) {
 			bad = fail(lo, "pcsp table changes inside an instruction")
 			return false
@@ -141,12 +137,8 @@ func (e *NoReturnError) Error() string {
 }
 
 // noReturn names the functions b jumps to.
-func (f *File) noReturn(fn Func, b *body) error {
+func (t *pclntab) noReturn(fn Func, b *body) error {
 	e := &NoReturnError{Func: fn.Name}
-	t, err := f.pcln()
-	if err != nil {
-		return e
-	}
 	seen := map[uint64]bool{}
 	for _, br := range b.branches {
 		if br.call || seen[br.target] {

@@ -52,11 +52,15 @@ func (f *File) ReturnOffsets(fn Func) (offs []uint64, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := f.checkFrames(fn, b); err != nil {
+	t, err := f.pcln()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", fn.Name, err)
+	}
+	if err := t.checkFrames(fn, b); err != nil {
 		return nil, err
 	}
 	if len(b.rets) == 0 {
-		return nil, f.noReturn(fn, b)
+		return nil, t.noReturn(fn, b)
 	}
 	return b.rets, nil
 }
@@ -112,6 +116,11 @@ func (f *File) decode(fn Func) (*body, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", fn.Name, err)
 	}
+	return decodeCode(f.Arch, fn, start, code)
+}
+
+// decodeCode disassembles code, fn's body found at file offset start.
+func decodeCode(arch string, fn Func, start uint64, code []byte) (*body, error) {
 	decodeErr := func(i int, err error) error {
 		return &DecodeError{Func: fn.Name, Offset: start + uint64(i), Bytes: bytes.Clone(code[i:min(i+16, len(code))]), Err: err}
 	}
@@ -121,7 +130,7 @@ func (f *File) decode(fn Func) (*body, error) {
 			b.branches = append(b.branches, branch{pc: fn.Entry + uint64(i), target: target, call: call})
 		}
 	}
-	switch f.Arch {
+	switch arch {
 	case "amd64":
 		b.starts = make([]uint64, len(code)/64+1)
 		for i := 0; i < len(code); {
@@ -181,7 +190,7 @@ func (f *File) decode(fn Func) (*body, error) {
 			}
 		}
 	default:
-		return nil, fmt.Errorf("%s: return offsets are not supported on %s", fn.Name, f.Arch)
+		return nil, fmt.Errorf("%s: return offsets are not supported on %s", fn.Name, arch)
 	}
 	return b, nil
 }
