@@ -49,6 +49,9 @@ type Session struct {
 	File    *symbols.File
 	Set     *probe.Set
 	Refused []Refused
+	// GoidErr says why goroutine IDs are unknown (nil: known): calls then
+	// have Goroutine 0.
+	GoidErr error
 	builder calls.Builder
 }
 
@@ -124,9 +127,9 @@ func Start(cfg Config) (_ *Session, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("load address of %s in PID %d: %w", bin, cfg.PID, err)
 	}
-	// Without the goid offset goroutines are named by g address; pairing
-	// does not need it.
-	goid, _ := f.GoidOffset()
+	// Without the goid offset the probes pair calls by g address, which
+	// is no goroutine ID: the calls say their goroutine is unknown.
+	goid, goidErr := f.GoidOffsetFrom(cfg.Offsets)
 
 	set, err := probe.Attach(probes, probe.Options{
 		Binary:     bin,
@@ -138,8 +141,8 @@ func Start(cfg Config) (_ *Session, err error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Session{cfg: cfg, PID: cfg.PID, Binary: bin, File: f, Set: set, Refused: refused}
-	s.builder = calls.Builder{File: f, Bias: bias, Probes: set.Probes()}
+	s := &Session{cfg: cfg, PID: cfg.PID, Binary: bin, File: f, Set: set, Refused: refused, GoidErr: goidErr}
+	s.builder = calls.Builder{File: f, Bias: bias, Probes: set.Probes(), GoidUnknown: goidErr != nil}
 	if cfg.Stacks {
 		s.builder.Stack = set.Stack
 	}
