@@ -1,0 +1,116 @@
+package session_test
+
+import (
+	"bytes"
+	"context"
+	"debug/elf"
+	"errors"
+	"os"
+	"path/filepath"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/cilium-tracer/tracer/internal/testagent"
+	"github.com/cilium-tracer/tracer/pkg/calls"
+	"github.com/cilium-tracer/tracer/pkg/session"
+	"github.com/cilium-tracer/tracer/pkg/symbols"
+)
+
+// withGoVersion copies the executable at path into dir with the Go version
+// of its build information replaced by v, of the same length: a build of a
+// Go release the tracer does not know.
+func withGoVersion(t *testing.T, path, dir, v string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ef, err := elf.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := ef.Section(".go.buildinfo")
+	ef.Close()
+	if s == nil {
+		t.Fatalf("%s: no .go.buildinfo", path)
+	}
+	old := runtime.Version()
+	sect := b[s.Offset : s.Offset+s.Size]
+	i := bytes.Index(sect, []byte(old))
+	if i < 0 || len(v) != len(old) {
+		t.Fatalf("%s: cannot replace %s by %s in the build information", path, old, v)
+	}
+	copy(sect[i:], v)
+	out := filepath.Join(dir, filepath.Base(filepath.Dir(path)))
+	if err := os.WriteFile(out, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// A stripped build of a release the goid table does not know: without an
+// offsets file the session says why and its calls have no goroutine ID,
+// not the g address the probes pair by; with the file `tracer offsets`
+// makes from the unstripped build, they have goroutine IDs.
+func TestGoidUnknownRelease(t *testing.T) {
+	// go1.26.8 -> go1.99.8
+	future := "go1.99" + runtime.Version()[len("go1.26"):]
+	dir := t.TempDir()
+	unstripped := withGoVersion(t, testagent.Build(t, testagent.Variant{}), dir, future)
+	stripped := withGoVersion(t, testagent.Build(t, testagent.Variant{Stripped: true}), dir, future)
+	f, err := symbols.Open(unstripped)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	offsets, err := symbols.NewOffsets(f, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if offsets.GoidOffset == 0 || f.GoVersion != future {
+		t.Fatalf("offsets file of %s: goid offset %d", f.GoVersion, offsets.GoidOffset)
+	}
+
+	for _, withFile := range []bool{false, true} {
+		cfg := session.Config{Funcs: []string{testagent.RegenerateBPF}}
+		if withFile {
+			cfg.Offsets = offsets
+		}
+		const workers = 4
+		agent := testagent.Start(t, stripped, "-wait-start", "-workers", "4", "-iterations", "5", "-interval", "1ms", "-policy-depth", "1")
+		cfg.PID = agent.PID
+		s, err := session.Start(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if withFile && s.GoidErr != nil || !withFile && !errors.Is(s.GoidErr, symbols.ErrUnknownGoVersion) {
+			t.Errorf("offsets file %v: GoidErr %v", withFile, s.GoidErr)
+		}
+		agent.Begin(t)
+		var got []calls.Call
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		err = s.Run(ctx, func(c *calls.Call) { got = append(got, *c) })
+		cancel()
+		s.Close()
+		if !errors.Is(err, session.ErrTargetExited) {
+			t.Fatalf("Run: %v, want the target to exit", err)
+		}
+		report := agent.Wait(t, 10*time.Second)
+		if n := report.Counts[testagent.RegenerateBPF]; uint64(len(got)) != n || n == 0 {
+			t.Errorf("offsets file %v: %d calls traced, the agent counted %d", withFile, len(got), n)
+		}
+		// Goroutine IDs of this agent are small numbers; g addresses
+		// are heap addresses, far above.
+		goroutines := map[uint64]bool{}
+		for _, c := range got {
+			goroutines[c.Goroutine] = true
+			if withFile && (c.Goroutine == 0 || c.Goroutine >= 1<<20) || !withFile && c.Goroutine != 0 {
+				t.Fatalf("offsets file %v: call on goroutine %#x", withFile, c.Goroutine)
+			}
+		}
+		if withFile && len(goroutines) > workers {
+			t.Errorf("calls on %d goroutines, the agent ran %d workers", len(goroutines), workers)
+		}
+	}
+}
