@@ -1,13 +1,8 @@
 package session_test
 
 import (
-	"bytes"
 	"context"
-	"debug/elf"
 	"errors"
-	"os"
-	"path/filepath"
-	"runtime"
 	"testing"
 	"time"
 
@@ -17,48 +12,14 @@ import (
 	"github.com/cilium-tracer/tracer/pkg/symbols"
 )
 
-// withGoVersion copies the executable at path into dir with the Go version
-// of its build information replaced by v, of the same length: a build of a
-// Go release the tracer does not know.
-func withGoVersion(t *testing.T, path, dir, v string) string {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ef, err := elf.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := ef.Section(".go.buildinfo")
-	ef.Close()
-	if s == nil {
-		t.Fatalf("%s: no .go.buildinfo", path)
-	}
-	old := runtime.Version()
-	sect := b[s.Offset : s.Offset+s.Size]
-	i := bytes.Index(sect, []byte(old))
-	if i < 0 || len(v) != len(old) {
-		t.Fatalf("%s: cannot replace %s by %s in the build information", path, old, v)
-	}
-	copy(sect[i:], v)
-	out := filepath.Join(dir, filepath.Base(filepath.Dir(path)))
-	if err := os.WriteFile(out, b, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return out
-}
-
 // A stripped build of a release the goid table does not know: without an
 // offsets file the session says why and its calls have no goroutine ID,
 // not the g address the probes pair by; with the file `tracer offsets`
 // makes from the unstripped build, they have goroutine IDs.
 func TestGoidUnknownRelease(t *testing.T) {
-	// go1.26.8 -> go1.99.8
-	future := "go1.99" + runtime.Version()[len("go1.26"):]
-	dir := t.TempDir()
-	unstripped := withGoVersion(t, testagent.Build(t, testagent.Variant{}), dir, future)
-	stripped := withGoVersion(t, testagent.Build(t, testagent.Variant{Stripped: true}), dir, future)
+	future := testagent.FutureGoVersion()
+	unstripped := testagent.WithGoVersion(t, testagent.Build(t, testagent.Variant{}), future)
+	stripped := testagent.WithGoVersion(t, testagent.Build(t, testagent.Variant{Stripped: true}), future)
 	f, err := symbols.Open(unstripped)
 	if err != nil {
 		t.Fatal(err)
