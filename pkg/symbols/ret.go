@@ -80,8 +80,8 @@ type body struct {
 }
 
 type branch struct {
-	pc, target uint64 // virtual addresses
-	call       bool
+	target uint64 // virtual address
+	call   bool
 }
 
 // boundary reports whether off bytes from the entry is an instruction
@@ -125,9 +125,9 @@ func decodeCode(arch string, fn Func, start uint64, code []byte) (*body, error) 
 		return &DecodeError{Func: fn.Name, Offset: start + uint64(i), Bytes: bytes.Clone(code[i:min(i+16, len(code))]), Err: err}
 	}
 	b := &body{start: start, size: uint64(len(code))}
-	out := func(i int, target uint64, call bool) {
+	out := func(target uint64, call bool) {
 		if target < fn.Entry || target >= fn.End {
-			b.branches = append(b.branches, branch{pc: fn.Entry + uint64(i), target: target, call: call})
+			b.branches = append(b.branches, branch{target: target, call: call})
 		}
 	}
 	switch arch {
@@ -156,7 +156,7 @@ func decodeCode(arch string, fn Func, start uint64, code []byte) (*body, error) 
 				b.rets = append(b.rets, start+uint64(i))
 			case x86asm.JMP, x86asm.CALL:
 				if rel, ok := inst.Args[0].(x86asm.Rel); ok {
-					out(i, fn.Entry+uint64(i+inst.Len)+uint64(int64(rel)), inst.Op == x86asm.CALL)
+					out(fn.Entry+uint64(i+inst.Len)+uint64(int64(rel)), inst.Op == x86asm.CALL)
 				}
 			}
 			i += inst.Len
@@ -185,7 +185,7 @@ func decodeCode(arch string, fn Func, start uint64, code []byte) (*body, error) 
 				b.rets = append(b.rets, start+uint64(i))
 			case arm64asm.B, arm64asm.BL:
 				if rel, ok := inst.Args[0].(arm64asm.PCRel); ok {
-					out(i, fn.Entry+uint64(i)+uint64(int64(rel)), inst.Op == arm64asm.BL)
+					out(fn.Entry+uint64(i)+uint64(int64(rel)), inst.Op == arm64asm.BL)
 				}
 			}
 		}
