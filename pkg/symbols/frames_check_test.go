@@ -266,3 +266,45 @@ func BenchmarkReturnOffsets(b *testing.B) {
 		perFunc(b)
 	})
 }
+
+// FuzzCheckFrames feeds a function body and raw pcsp and pcfile tables
+// through the decoder and the check: tables from an untrusted binary must
+// give an error, never a panic or a hang.
+//
+//	go test -run '^$' -fuzz FuzzCheckFrames -fuzztime 60s ./pkg/symbols
+func FuzzCheckFrames(f *testing.F) {
+	x86 := []byte{0x48, 0x83, 0xec, 0x10, 0x48, 0x83, 0xc4, 0x10, 0xc3}
+	sp := craftTable(0, 9, 1, []run{{4, 0}, {4, 16}, {1, 0}}, []run{{9, 1}})
+	f.Add(false, x86, sp.pctab, uint32(1), uint32(8))
+	arm := words(0xd10043ff, 0x910043ff, 0xd65f03c0, 0xd65f03c0)
+	sp = craftTable(0, 16, 4, []run{{4, 0}, {4, 16}, {4, 0}, {4, 16}}, []run{{16, 1}})
+	f.Add(true, arm, sp.pctab, uint32(1), uint32(10))
+	f.Fuzz(func(t *testing.T, arm64 bool, code, pctab []byte, spOff, fileOff uint32) {
+		const entry, start = 0x401000, 0x1000
+		arch, quantum := "amd64", uint64(1)
+		if arm64 {
+			arch, quantum = "arm64", 4
+		}
+		if len(code) == 0 {
+			return
+		}
+		fn := Func{Name: "f", Entry: entry, End: entry + uint64(len(code)), Offset: start}
+		tab := craftTable(entry, uint64(len(code)), quantum, nil, nil)
+		tab.pctab = pctab
+		rec := tab.funcs[12:]
+		binary.LittleEndian.PutUint32(rec[funcPCSP:], spOff)
+		binary.LittleEndian.PutUint32(rec[funcPCFile:], fileOff)
+		b, err := decodeCode(arch, fn, start, code)
+		if err != nil {
+			return
+		}
+		if err := tab.checkFrames(fn, b); err == nil {
+			for _, r := range b.rets {
+				if !b.boundary(r - start) {
+					t.Fatalf("RET at %#x off an instruction boundary", r)
+				}
+			}
+		}
+		tab.noReturn(fn, b)
+	})
+}
