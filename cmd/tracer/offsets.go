@@ -20,13 +20,15 @@ type offsetsFlags struct {
 func offsetsCmd() *cobra.Command {
 	var f offsetsFlags
 	cmd := &cobra.Command{
-		Use:   "offsets --binary UNSTRIPPED --func PATTERN... --capture NAME=EXPR... [-o FILE]",
+		Use:   "offsets --binary UNSTRIPPED [--func PATTERN... --capture NAME=EXPR...] [-o FILE]",
 		Short: "Resolve --capture expressions on an unstripped build, for tracing the stripped build of the same code",
 		Long: `Release cilium-agent images are stripped: no DWARF, so no argument or field
 names. Build the same version unstripped (NOSTRIP=1), run this on it, and pass
 the file to 'tracer trace --offsets'. The file is tied to the build by a
 fingerprint that stripping does not change; a file from another build is
-refused.`,
+refused. It also records the offset of the goroutine ID in runtime.g, which
+gives goroutine IDs on a stripped build of a Go release the tracer does not
+know (without captures, that is all it holds).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return runOffsets(cmd, f)
@@ -44,10 +46,10 @@ func runOffsets(cmd *cobra.Command, f offsetsFlags) error {
 	switch {
 	case f.binary == "":
 		return errors.New("--binary is required")
-	case len(f.funcs) == 0:
-		return errors.New("--func is required")
-	case len(f.captures) == 0:
-		return errors.New("--capture is required")
+	case len(f.captures) > 0 && len(f.funcs) == 0:
+		return errors.New("--capture needs --func")
+	case len(f.funcs) > 0 && len(f.captures) == 0:
+		return errors.New("--func needs --capture")
 	}
 	bin, err := symbols.Open(f.binary)
 	if err != nil {
@@ -91,7 +93,7 @@ func runOffsets(cmd *cobra.Command, f offsetsFlags) error {
 	if err := out.Close(); err != nil {
 		return err
 	}
-	fmt.Fprintf(cmd.ErrOrStderr(), "tracer: wrote %d captures for %d functions to %s\n", countCaptures(o), len(o.Funcs), f.output)
+	fmt.Fprintf(cmd.ErrOrStderr(), "tracer: wrote %d captures for %d functions and goid offset %d to %s\n", countCaptures(o), len(o.Funcs), o.GoidOffset, f.output)
 	return nil
 }
 

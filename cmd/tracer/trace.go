@@ -180,6 +180,9 @@ func runTrace(ctx context.Context, cmd *cobra.Command, f traceFlags) error {
 			for _, r := range s.Refused {
 				fmt.Fprintf(stderr, "tracer: not probing %s: %v\n", r.Func, r.Reason)
 			}
+			if s.GoidErr != nil {
+				fmt.Fprintf(stderr, "tracer: warning: goroutine IDs unknown (g=?): %v; 'tracer offsets' on an unstripped build of the same code records it\n", s.GoidErr)
+			}
 			verb := "tracing"
 			if restarted {
 				verb = "target restarted, re-attached:"

@@ -22,6 +22,10 @@ type Builder struct {
 	// Stack returns the runtime addresses recorded under a stack ID;
 	// nil leaves stacks out.
 	Stack func(id int32) ([]uint64, error)
+	// GoidUnknown is set when the probes were attached without the goid
+	// offset: they then report g addresses, which are not goroutine IDs,
+	// and calls say their goroutine is unknown.
+	GoidUnknown bool
 
 	clock      probe.Clock
 	frames     map[uint64][]symbols.Frame // by runtime PC, adjusted for return addresses
@@ -47,6 +51,9 @@ func (b *Builder) Build(r *probe.Record) (Call, error) {
 		Depth:       r.Depth,
 		SampleRate:  max(p.SampleEvery, 1),
 		MinDuration: p.MinDuration,
+	}
+	if b.GoidUnknown {
+		c.Goroutine = 0
 	}
 	if len(p.Captures) > 0 {
 		c.Attrs = make([]Attr, len(p.Captures))

@@ -19,7 +19,7 @@ type Call struct {
 	ID, ParentID, RootID uint64
 
 	PID       int    // host PID of the traced process
-	Goroutine uint64 // goroutine ID (goid); the g address when the goid offset is unknown
+	Goroutine uint64 // goroutine ID (goid); 0 when unknown (see Builder.GoidUnknown)
 
 	Start    time.Time     // wall clock
 	Duration time.Duration // for unfinished calls: time until the call was given up

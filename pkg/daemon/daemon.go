@@ -90,6 +90,8 @@ type attachment struct {
 	builder calls.Builder
 	ids     map[string]int // function -> probe ID, removed ones included
 	pipe    *export.Pipeline
+	// goidKnown: the probes report goroutine IDs, not g addresses.
+	goidKnown bool
 
 	// setMu lets the reader Read without d.mu while Add changes the
 	// set's probe list, which Read consults.
@@ -304,7 +306,11 @@ func (d *Daemon) attach(proc container.Process) (_ *attachment, err error) {
 			f.Close()
 		}
 	}()
-	probes, maxEPS, err := d.resolve(f, cfg)
+	offsets, err := loadOffsets(cfg)
+	if err != nil {
+		return nil, err
+	}
+	probes, maxEPS, err := d.resolve(f, cfg, offsets)
 	if err != nil {
 		return nil, err
 	}
@@ -315,7 +321,12 @@ func (d *Daemon) attach(proc container.Process) (_ *attachment, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("load address of %s in PID %d: %w", bin, proc.PID, err)
 	}
-	goid, _ := f.GoidOffset()
+	// Without the goid offset the probes pair calls by g address, which
+	// is no goroutine ID: the spans leave goroutine.id out.
+	goid, goidErr := f.GoidOffsetFrom(offsets)
+	if goidErr != nil {
+		d.log.Warn("goroutine IDs unknown", "err", goidErr)
+	}
 	set, err := probe.Attach(probes, probe.Options{
 		Binary:     bin,
 		PID:        proc.PID,
@@ -337,8 +348,8 @@ func (d *Daemon) attach(proc container.Process) (_ *attachment, err error) {
 			return nil, err
 		}
 	}
-	a := &attachment{proc: proc, file: f, set: set, ids: map[string]int{}}
-	a.builder = calls.Builder{File: f, Bias: bias, Probes: set.Probes()}
+	a := &attachment{proc: proc, file: f, set: set, ids: map[string]int{}, goidKnown: goidErr == nil}
+	a.builder = calls.Builder{File: f, Bias: bias, Probes: set.Probes(), GoidUnknown: goidErr != nil}
 	if cfg.Stacks {
 		a.builder.Stack = set.Stack
 	}
@@ -373,14 +384,7 @@ func (d *Daemon) pipeline(cfg Config, a *attachment, exps map[string]export.Expo
 // filters. A function matched by several patterns takes the first one's.
 // Patterns that match nothing are logged, not fatal: one configuration
 // serves agents of several versions.
-func (d *Daemon) resolve(f *symbols.File, cfg Config) ([]probe.Probe, map[string]float64, error) {
-	var offsets *symbols.Offsets
-	if cfg.Offsets != "" {
-		var err error
-		if offsets, err = symbols.OpenOffsets(cfg.Offsets); err != nil {
-			return nil, nil, &ConfigError{Key: "offsets", Msg: err.Error()}
-		}
-	}
+func (d *Daemon) resolve(f *symbols.File, cfg Config, offsets *symbols.Offsets) ([]probe.Probe, map[string]float64, error) {
 	var probes []probe.Probe
 	maxEPS := map[string]float64{}
 	for i, pc := range cfg.Probes {
@@ -408,6 +412,18 @@ func (d *Daemon) resolve(f *symbols.File, cfg Config) ([]probe.Probe, map[string
 		}
 	}
 	return probes, maxEPS, nil
+}
+
+// loadOffsets reads the configured offsets file, if any.
+func loadOffsets(cfg Config) (*symbols.Offsets, error) {
+	if cfg.Offsets == "" {
+		return nil, nil
+	}
+	o, err := symbols.OpenOffsets(cfg.Offsets)
+	if err != nil {
+		return nil, &ConfigError{Key: "offsets", Msg: err.Error()}
+	}
+	return o, nil
 }
 
 func (d *Daemon) poke() {
@@ -593,8 +609,11 @@ func (d *Daemon) Reload(cfg Config) error {
 		maxEPS map[string]float64
 	)
 	if a != nil {
-		var err error
-		if probes, maxEPS, err = d.resolve(a.file, cfg); err != nil {
+		offsets, err := loadOffsets(cfg)
+		if err == nil {
+			probes, maxEPS, err = d.resolve(a.file, cfg, offsets)
+		}
+		if err != nil {
 			for _, e := range exps {
 				e.Shutdown(context.Background())
 			}

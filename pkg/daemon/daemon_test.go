@@ -22,6 +22,7 @@ import (
 
 	"github.com/cilium-tracer/tracer/internal/testagent"
 	"github.com/cilium-tracer/tracer/pkg/export"
+	"github.com/cilium-tracer/tracer/pkg/symbols"
 )
 
 func TestMain(m *testing.M) {
@@ -328,6 +329,7 @@ governor: {budget_percent: 1, interval: 1s, window: 100ms, max_period: 20s}
 		`tracer_governor_decisions_total{action="throttle"} 1`,
 		`tracer_governor_decisions_total{action="readmit"} 1`,
 		`tracer_target_attached 1`,
+		`tracer_target_goid_known 1`,
 	} {
 		if !strings.Contains(metrics, series) {
 			t.Errorf("/metrics lacks %s", series)
@@ -759,5 +761,60 @@ metrics: {listen: "127.0.0.1:0"}
 	}
 	if err == nil || !strings.Contains(err.Error(), "probes[0].captures") || !strings.Contains(err.Error(), "ID") {
 		t.Errorf("a capture of a missing field: %v, want an error naming the key and the fields that exist", err)
+	}
+}
+
+// A stripped agent of a Go release the tracer does not know: one warning,
+// tracer_target_goid_known 0 and spans without a goroutine; with the
+// offsets file made from its unstripped build: 1, and goroutine IDs.
+func TestDaemonGoidUnknown(t *testing.T) {
+	future := testagent.FutureGoVersion()
+	stripped := testagent.WithGoVersion(t, testagent.Build(t, testagent.Variant{Stripped: true}), future)
+	f, err := symbols.Open(testagent.WithGoVersion(t, testagent.Build(t, testagent.Variant{}), future))
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := symbols.NewOffsets(f, nil, nil)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	offsets := filepath.Join(t.TempDir(), "offsets.json")
+	out, err := os.Create(offsets)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Write(out); err != nil {
+		t.Fatal(err)
+	}
+	out.Close()
+
+	for _, withFile := range []bool{false, true} {
+		agent := testagent.Start(t, stripped, "-wait-start", "-workers", "2", "-iterations", "5", "-interval", "2ms", "-policy-depth", "0")
+		yaml := "probes: [{func: \"" + testagent.RegenerateBPF + "\"}]\n"
+		if withFile {
+			yaml += "offsets: " + offsets + "\n"
+		}
+		r := startDaemon(t, yaml, agent.PID)
+		if v := r.metric(t, "tracer_target_goid_known"); v != b2f(withFile) {
+			t.Errorf("offsets file %v: tracer_target_goid_known %v", withFile, v)
+		}
+		agent.Begin(t)
+		report := agent.Wait(t, 30*time.Second)
+		r.waitDetached(t)
+		r.stop(t)
+		if n := countLines(r.logs.String(), `msg="goroutine IDs unknown"`); n != 1-int(b2f(withFile)) {
+			t.Errorf("offsets file %v: %d warnings", withFile, n)
+		}
+		spans := r.parseSpans(t)
+		if uint64(len(spans)) != report.Counts[testagent.RegenerateBPF] {
+			t.Errorf("offsets file %v: %d spans, the agent counted %d calls", withFile, len(spans), report.Counts[testagent.RegenerateBPF])
+		}
+		for _, s := range spans {
+			// Goroutine IDs here are small; g addresses far larger.
+			if withFile && (s.Goroutine == 0 || s.Goroutine >= 1<<20) || !withFile && s.Goroutine != 0 {
+				t.Fatalf("offsets file %v: span on goroutine %#x", withFile, s.Goroutine)
+			}
+		}
 	}
 }

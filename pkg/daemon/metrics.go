@@ -37,6 +37,7 @@ var (
 	targetAttached = desc("target_attached", "Whether the daemon is attached to its target.")
 	targetPID      = desc("target_pid", "Host PID of the traced process; 0 while waiting for it.")
 	reattaches     = desc("target_reattaches_total", "Times the daemon re-attached to a restarted target.")
+	targetGoid     = desc("target_goid_known", "Whether goroutine IDs of the attached target are known: 0 when the goid offset of its Go release is in neither the tracer's table, DWARF, nor the offsets file; spans then have no goroutine.id.")
 
 	exportReceived = desc("export_received_total", "Calls offered to the export pipeline.")
 	exportRefused  = desc("export_refused_total", "Calls refused by the export pipeline: queue full.")
@@ -133,6 +134,9 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 
 	gauge(targetAttached, b2f(d.cur != nil))
 	gauge(targetPID, float64(pid))
+	if d.cur != nil {
+		gauge(targetGoid, b2f(d.cur.goidKnown))
+	}
 	counter(reattaches, float64(d.reattaches))
 
 	if d.gov == nil {

@@ -185,8 +185,10 @@ func (b *SpanBuilder) Build(c calls.Call) Span {
 			AttrLine.Int(c.Stack[0].Line),
 			AttrStacktrace.String(b.formatStack(c.Stack)))
 	}
+	if c.Goroutine != 0 { // 0: unknown
+		attrs = append(attrs, AttrGoroutine.Int64(int64(c.Goroutine)))
+	}
 	attrs = append(attrs,
-		AttrGoroutine.Int64(int64(c.Goroutine)),
 		AttrSampleRate.Int64(int64(c.SampleRate)),
 		AttrMinDuration.Int64(c.MinDuration.Nanoseconds()))
 	for _, a := range c.Attrs {

@@ -6,12 +6,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strconv"
 	"sync"
 	"time"
 )
 
-// TextExporter writes one line per call: start time, duration, goroutine,
-// function, captured attributes, and why the call is unfinished if it is.
+// TextExporter writes one line per call: start time, duration, goroutine
+// ("g=?" when unknown), function, captured attributes, and why the call is unfinished if it is.
 // With Stacks set, the call's stack follows, one indented frame per line.
 type TextExporter struct {
 	w      io.Writer
@@ -34,8 +35,12 @@ func (e *TextExporter) Export(_ context.Context, spans []Span) error {
 	for i := range spans {
 		s := &spans[i]
 		c := &s.Call
-		fmt.Fprintf(&buf, "%s %12s g=%-6d %s",
-			s.Start.Format("15:04:05.000000"), c.Duration.Round(time.Microsecond), c.Goroutine, s.Name)
+		g := "?"
+		if c.Goroutine != 0 {
+			g = strconv.FormatUint(c.Goroutine, 10)
+		}
+		fmt.Fprintf(&buf, "%s %12s g=%-6s %s",
+			s.Start.Format("15:04:05.000000"), c.Duration.Round(time.Microsecond), g, s.Name)
 		for _, a := range c.Attrs {
 			fmt.Fprintf(&buf, " %s=%s", a.Key, a.Value)
 		}
@@ -98,7 +103,7 @@ type JSONSpan struct {
 	Name         string            `json:"name"`
 	Function     string            `json:"function"`
 	PID          int               `json:"pid"`
-	Goroutine    uint64            `json:"goroutine"`
+	Goroutine    uint64            `json:"goroutine,omitempty"` // absent when unknown
 	Unfinished   bool              `json:"unfinished,omitempty"`
 	Reason       string            `json:"reason,omitempty"`
 	SampleRate   uint32            `json:"sample_rate,omitempty"`

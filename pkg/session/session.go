@@ -49,13 +49,17 @@ type Session struct {
 	File    *symbols.File
 	Set     *probe.Set
 	Refused []Refused
+	// GoidErr says why goroutine IDs are unknown (nil: known): calls then
+	// have Goroutine 0.
+	GoidErr error
 	builder calls.Builder
 }
 
 // Resolve finds the probes for the patterns: every matching function with
-// the offsets of its RETs. Functions whose bodies do not decode cleanly are
-// returned as refused, not probed: a probe off an instruction boundary
-// corrupts the target.
+// the offsets of its RETs. Functions whose bodies do not decode cleanly or
+// disagree with their pc tables are returned as refused, not probed: a probe
+// off an instruction boundary corrupts the target. So are functions without
+// a RET, with the functions they tail-call, if any.
 func Resolve(f *symbols.File, patterns []string, c probe.Config) ([]probe.Probe, []Refused, error) {
 	var (
 		probes  []probe.Probe
@@ -75,9 +79,6 @@ func Resolve(f *symbols.File, patterns []string, c probe.Config) ([]probe.Probe,
 			p := probe.Probe{Func: fn, Config: c}
 			if !c.EntryOnly {
 				rets, err := f.ReturnOffsets(fn)
-				if err == nil && len(rets) == 0 {
-					err = errors.New("no RET instruction (the function never returns)")
-				}
 				if err != nil {
 					refused = append(refused, Refused{Func: fn.Name, Reason: err})
 					continue
@@ -126,9 +127,9 @@ func Start(cfg Config) (_ *Session, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("load address of %s in PID %d: %w", bin, cfg.PID, err)
 	}
-	// Without the goid offset goroutines are named by g address; pairing
-	// does not need it.
-	goid, _ := f.GoidOffset()
+	// Without the goid offset the probes pair calls by g address, which
+	// is no goroutine ID: the calls say their goroutine is unknown.
+	goid, goidErr := f.GoidOffsetFrom(cfg.Offsets)
 
 	set, err := probe.Attach(probes, probe.Options{
 		Binary:     bin,
@@ -140,8 +141,8 @@ func Start(cfg Config) (_ *Session, err error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Session{cfg: cfg, PID: cfg.PID, Binary: bin, File: f, Set: set, Refused: refused}
-	s.builder = calls.Builder{File: f, Bias: bias, Probes: set.Probes()}
+	s := &Session{cfg: cfg, PID: cfg.PID, Binary: bin, File: f, Set: set, Refused: refused, GoidErr: goidErr}
+	s.builder = calls.Builder{File: f, Bias: bias, Probes: set.Probes(), GoidUnknown: goidErr != nil}
 	if cfg.Stacks {
 		s.builder.Stack = set.Stack
 	}

@@ -21,6 +21,9 @@ type target struct {
 	pie       bool
 	stripped  bool
 	external  bool // cgo and the external linker
+	// randlayout shuffles the functions (-ldflags=-randlayout, Go 1.23+):
+	// an ABI0 wrapper can then come before its body.
+	randlayout bool
 
 	path string
 }
@@ -32,6 +35,9 @@ func (t *target) String() string {
 	}
 	if t.external {
 		s += "/external"
+	}
+	if t.randlayout {
+		s += "/randlayout"
 	}
 	if t.stripped {
 		s += "/stripped"
@@ -92,7 +98,7 @@ func lookupTarget(t testing.TB, toolchain, goarch string, pie, stripped bool) *t
 // lookup returns the build with want's properties, or nil.
 func lookup(t testing.TB, want target) *target {
 	for _, tg := range allTargets(t) {
-		if tg.toolchain == want.toolchain && tg.goarch == want.goarch && tg.pie == want.pie && tg.stripped == want.stripped && tg.external == want.external {
+		if tg.toolchain == want.toolchain && tg.goarch == want.goarch && tg.pie == want.pie && tg.stripped == want.stripped && tg.external == want.external && tg.randlayout == want.randlayout {
 			return tg
 		}
 	}
@@ -157,6 +163,11 @@ func buildTargets() error {
 			targets = append(targets, &target{toolchain: tc, goarch: "amd64", pie: v.pie, stripped: v.stripped, external: true})
 		}
 	}
+	for _, arch := range []string{"amd64", "arm64"} {
+		for _, stripped := range []bool{false, true} {
+			targets = append(targets, &target{toolchain: "local", goarch: arch, stripped: stripped, randlayout: true})
+		}
+	}
 	for _, tc := range plainToolchains {
 		for _, arch := range []string{"amd64", "arm64"} {
 			targets = append(targets, &target{toolchain: tc, goarch: arch})
@@ -195,6 +206,9 @@ func buildTargets() error {
 			if tg.external {
 				ldflags = append(ldflags, "-linkmode=external")
 				cgo = "1"
+			}
+			if tg.randlayout {
+				ldflags = append(ldflags, "-randlayout=1")
 			}
 			if len(ldflags) > 0 {
 				args = append(args, "-ldflags="+strings.Join(ldflags, " "))

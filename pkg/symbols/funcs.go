@@ -148,8 +148,14 @@ func (f *File) pclnFuncs(p pattern) ([]Func, error) {
 	var fns []Func
 	for _, i := range idx {
 		name := string(t.funcName(i))
-		if twins := byName[name]; len(twins) == 2 && t.isABI0(i, twins) {
-			name += abi0Suffix
+		if twins := byName[name]; len(twins) == 2 {
+			abi0, err := f.isABI0(t, i, twins)
+			if err != nil {
+				return nil, err
+			}
+			if abi0 {
+				name += abi0Suffix
+			}
 		}
 		if !p.match([]byte(name)) {
 			continue
@@ -169,24 +175,73 @@ func (f *File) pclnFuncs(p pattern) ([]Func, error) {
 
 // isABI0 tells which of two bodies sharing a name is the ABI0 one: an
 // assembly function is ABI0 and gets an ABIInternal wrapper; a Go function
-// is ABIInternal and gets an ABI0 wrapper.
-func (t *pclntab) isABI0(i int, twins []int) bool {
+// is ABIInternal and gets an ABI0 wrapper, which the linker marks with the
+// release's FuncIDWrapper. A probe on the ABI0 wrapper would not find g in
+// R14, so a release whose FuncIDWrapper is not known is an error, not a
+// guess. A few Go functions are wrappers themselves (reflect.callMethod);
+// their ABI0 wrapper is the body that branches to the other.
+func (f *File) isABI0(t *pclntab, i int, twins []int) (bool, error) {
 	other := twins[0]
 	if other == i {
 		other = twins[1]
 	}
+	name := string(t.funcName(i))
 	ri, ok1 := t.record(i)
 	ro, ok2 := t.record(other)
 	if !ok1 || !ok2 {
-		return false
+		return false, fmt.Errorf("%s: malformed function record", name)
 	}
 	asmI, asmO := ri.flag()&funcFlagAsm != 0, ro.flag()&funcFlagAsm != 0
 	if asmI != asmO {
-		return asmI
+		return asmI, nil
 	}
-	wrapI, wrapO := ri.funcID() == funcIDWrapper, ro.funcID() == funcIDWrapper
+	wrapper, ok := wrapperFuncID(f.GoVersion)
+	if !ok {
+		return false, &ABIError{Func: name, GoVersion: f.GoVersion}
+	}
+	wrapI, wrapO := ri.funcID() == wrapper, ro.funcID() == wrapper
 	if wrapI != wrapO {
-		return wrapI
+		return wrapI, nil
 	}
-	return i > other
+	callsI, callsO := f.branchesTo(t, i, t.entry(other)), f.branchesTo(t, other, t.entry(i))
+	if callsI == callsO {
+		return false, &ABIError{Func: name, GoVersion: f.GoVersion}
+	}
+	return callsI, nil
+}
+
+// branchesTo reports whether function i has a direct call or jump to target.
+func (f *File) branchesTo(t *pclntab, i int, target uint64) bool {
+	entry := t.entry(i)
+	off, ok := f.fileOffset(entry)
+	if !ok {
+		return false
+	}
+	b, err := f.decode(Func{Name: string(t.funcName(i)), Entry: entry, End: t.codeEnd(i), Offset: off})
+	if err != nil {
+		return false
+	}
+	for _, br := range b.branches {
+		if br.target == target {
+			return true
+		}
+	}
+	return false
+}
+
+// An ABIError reports a function with two bodies, one of them the ABI0
+// wrapper of the other, that cannot be told apart: the executable's Go
+// release is not one whose wrapper marking is known, or neither body bears
+// it.
+type ABIError struct {
+	Func      string
+	GoVersion string
+}
+
+func (e *ABIError) Error() string {
+	if _, ok := wrapperFuncID(e.GoVersion); !ok {
+		return fmt.Sprintf("%s: cannot tell its ABI0 wrapper from its body without a symbol table on Go %q (known: go1.%d to go1.%d)",
+			e.Func, e.GoVersion, minGoMinor, maxGoMinor)
+	}
+	return fmt.Sprintf("%s: cannot tell its ABI0 wrapper from its body without a symbol table", e.Func)
 }

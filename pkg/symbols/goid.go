@@ -5,26 +5,21 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strings"
-
-	"golang.org/x/mod/semver"
 )
 
-// goidOffsets is the offset of runtime.g.goid per Go release (the same for
-// amd64 and arm64, whose g layouts match field for field). Tests check each
-// entry against the DWARF of real builds, except Go 1.19, whose toolchain
-// cannot be downloaded and run here: its g is the same as 1.18's and 1.20's
-// up to goid.
-var goidOffsets = map[string]uint64{
-	"go1.18": 152,
-	"go1.19": 152,
-	"go1.20": 152,
-	"go1.21": 152,
-	"go1.22": 152,
-	"go1.23": 160,
-	"go1.24": 160,
-	"go1.25": 152,
-	"go1.26": 152,
+// goidOffsets is the offset of runtime.g.goid per Go minor release (the same
+// for amd64 and arm64, whose g layouts match field for field). Tests check
+// each entry against the DWARF of real builds.
+var goidOffsets = map[int]uint64{
+	18: 152,
+	19: 152,
+	20: 152,
+	21: 152,
+	22: 152,
+	23: 160,
+	24: 160,
+	25: 152,
+	26: 152,
 }
 
 // ErrUnknownGoVersion is returned by GoidOffset for a stripped executable of
@@ -32,22 +27,19 @@ var goidOffsets = map[string]uint64{
 var ErrUnknownGoVersion = errors.New("unknown Go version")
 
 // GoidOffset returns the offset of the goid field in runtime.g: from a table
-// of known Go releases, else from DWARF when the executable has it. The
-// table comes first because reading runtime.g from DWARF costs hundreds of
-// milliseconds and of megabytes on a large binary; the tests check every
-// entry against DWARF.
+// of known Go releases (release candidates and betas included), else from
+// DWARF when the executable has it. The table comes first because reading
+// runtime.g from DWARF costs hundreds of milliseconds and of megabytes on a
+// large binary; the tests check every entry against DWARF.
 func (f *File) GoidOffset() (uint64, error) {
 	if f.closed.Load() {
 		return 0, os.ErrClosed
 	}
 	if f.Arch == "amd64" || f.Arch == "arm64" {
-		v := f.GoVersion
-		if i := strings.IndexAny(v, " +-"); i >= 0 {
-			v = v[:i]
-		}
-		release := semver.MajorMinor("v" + strings.TrimPrefix(v, "go"))
-		if off, ok := goidOffsets["go"+strings.TrimPrefix(release, "v")]; ok {
-			return off, nil
+		if minor, ok := goMinor(f.GoVersion); ok {
+			if off, ok := goidOffsets[minor]; ok {
+				return off, nil
+			}
 		}
 	}
 	if f.HasDWARF {
@@ -58,7 +50,24 @@ func (f *File) GoidOffset() (uint64, error) {
 	if f.Arch != "amd64" && f.Arch != "arm64" {
 		return 0, fmt.Errorf("goid offset: unsupported architecture %s", f.Arch)
 	}
-	return 0, fmt.Errorf("goid offset for %q: %w", f.GoVersion, ErrUnknownGoVersion)
+	return 0, fmt.Errorf("goid offset for %q without DWARF: %w", f.GoVersion, ErrUnknownGoVersion)
+}
+
+// GoidOffsetFrom is GoidOffset, falling back to the goid offset that
+// `tracer offsets` recorded from an unstripped build of the same code in o
+// (nil: no offsets file).
+func (f *File) GoidOffsetFrom(o *Offsets) (uint64, error) {
+	off, err := f.GoidOffset()
+	if err == nil || o == nil {
+		return off, err
+	}
+	if o.GoidOffset == 0 {
+		return 0, fmt.Errorf("%w, nor does the offsets file have it", err)
+	}
+	if cerr := o.Check(f); cerr != nil {
+		return 0, fmt.Errorf("%w, and the offsets file cannot supply it: %v", err, cerr)
+	}
+	return o.GoidOffset, nil
 }
 
 // dwarfFieldOffset returns the byte offset of a member of a struct type.

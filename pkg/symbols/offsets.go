@@ -21,6 +21,9 @@ type Offsets struct {
 	GoVersion   string `json:"go_version"`
 	Arch        string `json:"arch"`
 	Fingerprint string `json:"fingerprint"` // see File.Fingerprint
+	// GoidOffset is the offset of runtime.g.goid, for Go releases whose
+	// offset the tracer does not know; 0 if it could not be found.
+	GoidOffset uint64 `json:"goid_offset,omitempty"`
 	// Funcs holds the resolved captures per function name.
 	Funcs map[string][]Capture `json:"funcs"`
 }
@@ -69,6 +72,9 @@ func NewOffsets(f *File, fns []Func, captures [][2]string) (*Offsets, error) {
 		return nil, err
 	}
 	o := &Offsets{GoVersion: f.GoVersion, Arch: f.Arch, Fingerprint: fp, Funcs: map[string][]Capture{}}
+	if off, err := f.GoidOffset(); err == nil {
+		o.GoidOffset = off
+	}
 	r := f.NewCaptureResolver()
 	for _, nc := range captures {
 		var missing error
@@ -105,6 +111,10 @@ func ReadOffsets(r io.Reader) (*Offsets, error) {
 	}
 	if o.Fingerprint == "" {
 		return nil, errors.New("offsets file: no fingerprint")
+	}
+	// runtime.g is a few hundred bytes, its fields 8-byte aligned.
+	if o.GoidOffset%8 != 0 || o.GoidOffset >= 4096 {
+		return nil, fmt.Errorf("offsets file: bad goid_offset %d", o.GoidOffset)
 	}
 	for fn, cs := range o.Funcs {
 		for _, c := range cs {

@@ -34,7 +34,6 @@ const (
 	funcFlagBack      = 3
 	funcNFuncDataBack = 1
 
-	funcIDWrapper   = 21 // abi.FuncIDWrapper
 	funcFlagAsm     = 1 << 2
 	pcdataInlTree   = 2 // abi.PCDATA_InlTreeIndex
 	funcdataInlTree = 3 // abi.FUNCDATA_InlTree

@@ -36,7 +36,9 @@ var endbr64 = []byte{0xf3, 0x0f, 0x1e, 0xfa}
 // body, in ascending order. A uprobe at each of them observes every normal
 // return; uretprobes cannot be used on Go code because the runtime moves
 // goroutine stacks. If any instruction of the body fails to decode the
-// result is a *DecodeError and no offsets.
+// result is a *DecodeError; if the instructions disagree with the
+// compiler's pc tables, a *FrameError; if there is no RET, a
+// *NoReturnError. There are no offsets then.
 func (f *File) ReturnOffsets(fn Func) (offs []uint64, err error) {
 	defer func() {
 		if !catchPanics {
@@ -46,6 +48,57 @@ func (f *File) ReturnOffsets(fn Func) (offs []uint64, err error) {
 			offs, err = nil, &DecodeError{Func: fn.Name, Offset: fn.Offset, Err: fmt.Errorf("disassembler panic: %v", p)}
 		}
 	}()
+	b, err := f.decode(fn)
+	if err != nil {
+		return nil, err
+	}
+	t, err := f.pcln()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", fn.Name, err)
+	}
+	if err := t.checkFrames(fn, b); err != nil {
+		return nil, err
+	}
+	if len(b.rets) == 0 {
+		return nil, t.noReturn(fn, b)
+	}
+	return b.rets, nil
+}
+
+// A body is what decoding a function's instructions found.
+type body struct {
+	start uint64   // file offset of the entry
+	size  uint64   // bytes covered: the function's bounds
+	rets  []uint64 // file offsets of the RETs
+	// starts has a bit set for each offset from the entry where an
+	// instruction starts, and for size; nil on arm64, where every
+	// instruction is 4 bytes.
+	starts []uint64
+	// branches are the direct jumps and calls whose target is outside
+	// the body.
+	branches []branch
+}
+
+type branch struct {
+	target uint64 // virtual address
+	call   bool
+}
+
+// boundary reports whether off bytes from the entry is an instruction
+// boundary.
+func (b *body) boundary(off uint64) bool {
+	if off > b.size {
+		return false
+	}
+	if b.starts == nil {
+		return off%4 == 0
+	}
+	return b.starts[off/64]&(1<<(off%64)) != 0
+}
+
+// decode disassembles fn's body. Any instruction that fails to decode makes
+// it a *DecodeError.
+func (f *File) decode(fn Func) (*body, error) {
 	if f.closed.Load() {
 		return nil, os.ErrClosed
 	}
@@ -63,12 +116,25 @@ func (f *File) ReturnOffsets(fn Func) (offs []uint64, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", fn.Name, err)
 	}
+	return decodeCode(f.Arch, fn, start, code)
+}
+
+// decodeCode disassembles code, fn's body found at file offset start.
+func decodeCode(arch string, fn Func, start uint64, code []byte) (*body, error) {
 	decodeErr := func(i int, err error) error {
 		return &DecodeError{Func: fn.Name, Offset: start + uint64(i), Bytes: bytes.Clone(code[i:min(i+16, len(code))]), Err: err}
 	}
-	switch f.Arch {
+	b := &body{start: start, size: uint64(len(code))}
+	out := func(target uint64, call bool) {
+		if target < fn.Entry || target >= fn.End {
+			b.branches = append(b.branches, branch{target: target, call: call})
+		}
+	}
+	switch arch {
 	case "amd64":
+		b.starts = make([]uint64, len(code)/64+1)
 		for i := 0; i < len(code); {
+			b.starts[i/64] |= 1 << (i % 64)
 			// x86asm does not know ENDBR64 (emitted with GOAMD64 and
 			// CET-enabled C code in cgo binaries).
 			if bytes.HasPrefix(code[i:], endbr64) {
@@ -85,11 +151,17 @@ func (f *File) ReturnOffsets(fn Func) (offs []uint64, err error) {
 			if err != nil {
 				return nil, decodeErr(i, err)
 			}
-			if inst.Op == x86asm.RET {
-				offs = append(offs, start+uint64(i))
+			switch inst.Op {
+			case x86asm.RET:
+				b.rets = append(b.rets, start+uint64(i))
+			case x86asm.JMP, x86asm.CALL:
+				if rel, ok := inst.Args[0].(x86asm.Rel); ok {
+					out(fn.Entry+uint64(i+inst.Len)+uint64(int64(rel)), inst.Op == x86asm.CALL)
+				}
 			}
 			i += inst.Len
 		}
+		b.starts[len(code)/64] |= 1 << (len(code) % 64)
 	case "arm64":
 		// The arm64 assembler pads function bodies to 16 bytes with zero
 		// words, which are included in the symbol size and the pc tables; a
@@ -108,14 +180,19 @@ func (f *File) ReturnOffsets(fn Func) (offs []uint64, err error) {
 			if err != nil {
 				return nil, decodeErr(i, err)
 			}
-			if inst.Op == arm64asm.RET {
-				offs = append(offs, start+uint64(i))
+			switch inst.Op {
+			case arm64asm.RET:
+				b.rets = append(b.rets, start+uint64(i))
+			case arm64asm.B, arm64asm.BL:
+				if rel, ok := inst.Args[0].(arm64asm.PCRel); ok {
+					out(fn.Entry+uint64(i)+uint64(int64(rel)), inst.Op == arm64asm.BL)
+				}
 			}
 		}
 	default:
-		return nil, fmt.Errorf("%s: return offsets are not supported on %s", fn.Name, f.Arch)
+		return nil, fmt.Errorf("%s: return offsets are not supported on %s", fn.Name, arch)
 	}
-	return offs, nil
+	return b, nil
 }
 
 // errVEX refuses VEX and EVEX (AVX) instructions: x86asm decodes some of

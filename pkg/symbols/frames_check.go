@@ -1,0 +1,155 @@
+package symbols
+
+import (
+	"encoding/binary"
+	"fmt"
+	"strings"
+)
+
+// A FrameError reports a function whose decoded instructions disagree with
+// the compiler's pc tables: a RET where the pcsp table says the frame is not
+// popped, or a table whose value changes inside an instruction. Either means
+// the disassembler is not seeing the instructions the compiler emitted (data
+// in text, such as an arm64 literal pool word that decodes as RET), and a
+// probe placed from it could corrupt the target.
+type FrameError struct {
+	Func   string
+	Offset uint64 // file offset of the disagreement
+	Reason string
+}
+
+func (e *FrameError) Error() string {
+	return fmt.Sprintf("%s: %s at file offset %#x", e.Func, e.Reason, e.Offset)
+}
+
+// checkFrames checks b against fn's pcsp and pcfile tables, which come from
+// .gopclntab and so are there in stripped executables too: every RET must be
+// where the stack pointer is back at its value on entry, and every point
+// where either table changes value must start an instruction.
+func (t *pclntab) checkFrames(fn Func, b *body) error {
+	fail := func(pc uint64, format string, args ...any) error {
+		return &FrameError{Func: fn.Name, Offset: b.start + pc - fn.Entry, Reason: fmt.Sprintf(format, args...)}
+	}
+	i, ok := t.find(fn.Entry)
+	if !ok || t.entry(i) != fn.Entry {
+		return fail(fn.Entry, "no Go function starts here in the pclntab")
+	}
+	r, ok := t.record(i)
+	if !ok {
+		return fail(fn.Entry, "malformed pclntab function record")
+	}
+	rets := b.rets
+	var bad error
+	err := t.pcRuns(r.word(funcPCSP), fn.Entry, fn.End, func(lo, hi uint64, sp int32) bool {
+		if !b.boundary(lo - fn.Entry) {
+			bad = fail(lo, "pcsp table changes inside an instruction")
+			return false
+		}
+		for ; len(rets) > 0 && fn.Entry+rets[0]-b.start < hi; rets = rets[1:] {
+			if sp != 0 {
+				bad = fail(fn.Entry+rets[0]-b.start, "RET where the pcsp table says the frame is not popped (SP delta %d)", sp)
+				return false
+			}
+		}
+		return true
+	})
+	switch {
+	case err != nil:
+		return fail(fn.Entry, "pcsp table: %v", err)
+	case bad != nil:
+		return bad
+	case len(rets) > 0:
+		return fail(fn.Entry+rets[0]-b.start, "RET outside the pcsp table")
+	}
+	err = t.pcRuns(r.word(funcPCFile), fn.Entry, fn.End, func(lo, _ uint64, _ int32) bool {
+		if !b.boundary(lo - fn.Entry) {
+			bad = fail(lo, "pcfile table changes inside an instruction")
+			return false
+		}
+		return true
+	})
+	if err != nil {
+		return fail(fn.Entry, "pcfile table: %v", err)
+	}
+	return bad
+}
+
+// pcRuns calls run for each run of the pc-value table at off, in order: the
+// pcs in [lo, hi) have value val. The runs start at entry and must end
+// within end; the end of the last run must be an instruction boundary too,
+// which run checks as the lo of a final call with hi == lo. It stops early
+// when run returns false.
+func (t *pclntab) pcRuns(off uint32, entry, end uint64, run func(lo, hi uint64, val int32) bool) error {
+	if off == 0 || uint64(off) >= uint64(len(t.pctab)) {
+		return fmt.Errorf("missing (offset %d)", off)
+	}
+	p := t.pctab[off:]
+	val := int32(-1)
+	lo := entry
+	for first := true; ; first = false {
+		uv, n := binary.Uvarint(p)
+		if n <= 0 {
+			return fmt.Errorf("truncated")
+		}
+		if uv == 0 && !first {
+			run(lo, lo, val)
+			return nil
+		}
+		p = p[n:]
+		if uv&1 != 0 {
+			val += int32(-(uv >> 1) - 1)
+		} else {
+			val += int32(uv >> 1)
+		}
+		pcd, n := binary.Uvarint(p)
+		if n <= 0 {
+			return fmt.Errorf("truncated")
+		}
+		p = p[n:]
+		if pcd > (end-lo)/t.quantum {
+			return fmt.Errorf("runs past the function's end %#x", end)
+		}
+		hi := lo + pcd*t.quantum
+		if !run(lo, hi, val) {
+			return nil
+		}
+		lo = hi
+	}
+}
+
+// A NoReturnError reports a function without a RET instruction. Either it
+// never returns, or it ends in tail calls: compiler-generated wrappers of a
+// method promoted through an embedded pointer jump to the method itself.
+// The callees' returns are then the function's, so they are what to trace.
+type NoReturnError struct {
+	Func      string
+	TailCalls []string // the functions it jumps to, if any
+}
+
+func (e *NoReturnError) Error() string {
+	switch len(e.TailCalls) {
+	case 0:
+		return fmt.Sprintf("%s: no RET instruction (the function never returns)", e.Func)
+	case 1:
+		return fmt.Sprintf("%s: no RET instruction: it ends in a tail call to %s; trace %s instead", e.Func, e.TailCalls[0], e.TailCalls[0])
+	}
+	return fmt.Sprintf("%s: no RET instruction: it ends in tail calls to %s; trace those instead", e.Func, strings.Join(e.TailCalls, ", "))
+}
+
+// noReturn names the functions b jumps to.
+func (t *pclntab) noReturn(fn Func, b *body) error {
+	e := &NoReturnError{Func: fn.Name}
+	seen := map[uint64]bool{}
+	for _, br := range b.branches {
+		if br.call || seen[br.target] {
+			continue
+		}
+		seen[br.target] = true
+		name := fmt.Sprintf("%#x", br.target)
+		if i, ok := t.find(br.target); ok && t.entry(i) == br.target {
+			name = string(t.funcName(i))
+		}
+		e.TailCalls = append(e.TailCalls, name)
+	}
+	return e
+}
