@@ -267,9 +267,14 @@ governor: {budget_percent: 1, interval: 1s, window: 100ms, max_period: 20s}
 	if took > 10*time.Second {
 		t.Errorf("throttled %v after the loop started, want within 10s", took)
 	}
+	// The hot probe at its longest period costs its rate × the trap cost
+	// measured on this node × window/max_period; on a loaded node that can
+	// exceed the budget, and then the governor must say so.
 	budget := r.metric(t, "tracer_overhead_budget_cpus")
-	if est := r.metric(t, "tracer_overhead_estimated_cpus"); est > budget*1.001 || est <= 0 {
-		t.Errorf("estimated overhead %v CPUs, budget %v", est, budget)
+	est := r.metric(t, "tracer_overhead_estimated_cpus")
+	overBudget := countLines(r.logs.String(), `msg="governor: over budget even with the longest period"`) > 0
+	if est <= 0 || est > budget*1.001 && !overBudget {
+		t.Errorf("estimated overhead %v CPUs, budget %v, and no over-budget warning", est, budget)
 	}
 	if n := countLines(r.logs.String(), `msg="governor: throttling probe" func=`+testagent.CTLookup); n != 1 {
 		t.Errorf("%d throttling log lines for lookup, want 1", n)
