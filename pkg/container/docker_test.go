@@ -87,9 +87,6 @@ func TestWatchDockerRestart(t *testing.T) {
 		t.Fatalf("restart: %v", err)
 	}
 	t.Logf("new process %v found %v after the restart began, %d retries", p, took, retries)
-	if took > 5*time.Second {
-		t.Errorf("Watch took %v, want < 5s", took)
-	}
 	if p.Same(old) || p.PID == old.PID {
 		t.Errorf("Watch returned the old process %v", p)
 	}

