@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"os"
 	"reflect"
@@ -290,8 +291,11 @@ func (c *Config) Validate() error {
 		if p.MinDuration < 0 {
 			bad(key+".min_duration", "%v is negative", p.MinDuration)
 		}
-		if p.MaxEventsPerSecond < 0 {
-			bad(key+".max_events_per_second", "%v is negative", p.MaxEventsPerSecond)
+		switch m := p.MaxEventsPerSecond; {
+		case m < 0:
+			bad(key+".max_events_per_second", "%v is negative", m)
+		case math.IsNaN(m) || math.IsInf(m, 0):
+			bad(key+".max_events_per_second", "%v is not a number of events", m)
 		}
 		for j, c := range p.Captures {
 			if _, _, err := symbols.ParseCaptureFlag(c); err != nil {
@@ -341,7 +345,8 @@ func (c *Config) Validate() error {
 	if g.BudgetPercent == 0 {
 		g.BudgetPercent = DefaultBudgetPercent
 	}
-	if g.BudgetPercent < 0 || g.BudgetPercent > 100 {
+	// Written so that NaN, which fails every comparison, is refused.
+	if !(g.BudgetPercent > 0 && g.BudgetPercent <= 100) {
 		bad("governor.budget_percent", "%v not in (0, 100]", g.BudgetPercent)
 	}
 	for _, d := range []struct {
