@@ -63,10 +63,24 @@ func (f *File) ReturnOffsets(fn Func) (offs []uint64, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", fn.Name, err)
 	}
-	decodeErr := func(i int, err error) error {
-		return &DecodeError{Func: fn.Name, Offset: start + uint64(i), Bytes: bytes.Clone(code[i:min(i+16, len(code))]), Err: err}
+	if f.Arch != "amd64" && f.Arch != "arm64" {
+		return nil, fmt.Errorf("%s: return offsets are not supported on %s", fn.Name, f.Arch)
 	}
-	switch f.Arch {
+	rets, bad, err := scanReturns(f.Arch, code)
+	if err != nil {
+		return nil, &DecodeError{Func: fn.Name, Offset: start + uint64(bad), Bytes: bytes.Clone(code[bad:min(bad+16, len(code))]), Err: err}
+	}
+	for _, r := range rets {
+		offs = append(offs, start+uint64(r))
+	}
+	return offs, nil
+}
+
+// scanReturns returns the offsets in code, a function body of arch (amd64
+// or arm64), of its return instructions, in ascending order. If an
+// instruction does not decode, it returns its offset and why.
+func scanReturns(arch string, code []byte) (rets []int, bad int, err error) {
+	switch arch {
 	case "amd64":
 		for i := 0; i < len(code); {
 			// x86asm does not know ENDBR64 (emitted with GOAMD64 and
@@ -76,17 +90,17 @@ func (f *File) ReturnOffsets(fn Func) (offs []uint64, err error) {
 				continue
 			}
 			if isVEX(code[i:]) {
-				return nil, decodeErr(i, errVEX)
+				return nil, i, errVEX
 			}
 			inst, err := x86asm.Decode(code[i:], 64)
 			if err == nil && inst.Len <= 0 {
 				err = fmt.Errorf("zero-length instruction")
 			}
 			if err != nil {
-				return nil, decodeErr(i, err)
+				return nil, i, err
 			}
 			if inst.Op == x86asm.RET {
-				offs = append(offs, start+uint64(i))
+				rets = append(rets, i)
 			}
 			i += inst.Len
 		}
@@ -98,7 +112,7 @@ func (f *File) ReturnOffsets(fn Func) (offs []uint64, err error) {
 			code = code[:len(code)-4]
 		}
 		if len(code)%4 != 0 {
-			return nil, decodeErr(len(code)&^3, fmt.Errorf("body size %d is not a multiple of 4", len(code)))
+			return nil, len(code) &^ 3, fmt.Errorf("body size %d is not a multiple of 4", len(code))
 		}
 		for i := 0; i < len(code); i += 4 {
 			inst, err := arm64asm.Decode(code[i:])
@@ -106,16 +120,16 @@ func (f *File) ReturnOffsets(fn Func) (offs []uint64, err error) {
 				continue
 			}
 			if err != nil {
-				return nil, decodeErr(i, err)
+				return nil, i, err
 			}
 			if inst.Op == arm64asm.RET {
-				offs = append(offs, start+uint64(i))
+				rets = append(rets, i)
 			}
 		}
 	default:
-		return nil, fmt.Errorf("%s: return offsets are not supported on %s", fn.Name, f.Arch)
+		return nil, 0, fmt.Errorf("unsupported architecture %s", arch)
 	}
-	return offs, nil
+	return rets, 0, nil
 }
 
 // errVEX refuses VEX and EVEX (AVX) instructions: x86asm decodes some of
