@@ -38,15 +38,32 @@ func mainTable(tb testing.TB, tg *target) smallTable {
 	return cutPCLNTab(tb, f, first, n)
 }
 
-// seedTables are the main package of the local toolchain's amd64 and arm64
-// builds and of a Go 1.18 build, whose pclntab layout differs.
+var seedBuilds = []struct{ name, toolchain, goarch string }{
+	{"amd64", "local", "amd64"},
+	{"arm64", "local", "arm64"},
+	{"go1.18", "go1.18.10", "amd64"},
+}
+
+// funcTable cuts the function named name out of tg's pclntab.
+func funcTable(tb testing.TB, tg *target, name string) smallTable {
+	tb.Helper()
+	f := openTarget(tb, tg)
+	return cutPCLNTab(tb, f, funcIndex(tb, f, name), 1)
+}
+
+// seedTables are two functions, one with an inlined call, of the local
+// toolchain's amd64 and arm64 builds and of a Go 1.18 build, whose pclntab
+// layout differs. Small seeds keep the minimization of each new input
+// short.
 func seedTables(tb testing.TB) map[string]smallTable {
 	tb.Helper()
-	return map[string]smallTable{
-		"amd64":  mainTable(tb, findTarget(tb, "local", "amd64", false, true)),
-		"arm64":  mainTable(tb, findTarget(tb, "local", "arm64", false, true)),
-		"go1.18": mainTable(tb, findTarget(tb, "go1.18.10", "amd64", false, true)),
+	seeds := map[string]smallTable{}
+	for _, b := range seedBuilds {
+		tg := findTarget(tb, b.toolchain, b.goarch, false, true)
+		seeds[b.name+"/inlined"] = funcTable(tb, tg, "main.(*Endpoint).regenerateBPF")
+		seeds[b.name+"/recursive"] = funcTable(tb, tg, "main.recurse")
 	}
+	return seeds
 }
 
 func uncaught(f *testing.F) {
@@ -71,7 +88,7 @@ func oneLine(t *testing.T, err error) {
 func FuzzNewFile(f *testing.F) {
 	for name, st := range seedTables(f) {
 		machine := elf.EM_X86_64
-		if name == "arm64" {
+		if strings.HasPrefix(name, "arm64/") {
 			machine = elf.EM_AARCH64
 		}
 		f.Add(tinyELF(st, machine, "go1.26.8"))
@@ -296,14 +313,15 @@ var errOutside = errors.New("outside go:func.*")
 //
 //	go test -run '^$' -fuzz '^FuzzScanReturns$' -fuzztime 10m ./pkg/symbols
 func FuzzScanReturns(f *testing.F) {
-	for name, st := range seedTables(f) {
+	// The bodies of the main package's functions.
+	for _, b := range seedBuilds {
+		st := mainTable(f, findTarget(f, b.toolchain, b.goarch, false, true))
 		tab, _, err := parsePCLNTab(st.pclntab)
 		if err != nil {
 			f.Fatal(err)
 		}
-		tab.textStart = st.textStart
 		for i := range tab.nfunc {
-			f.Add(st.text[tab.entryOff(i):tab.entryOff(i+1)], name == "arm64")
+			f.Add(st.text[tab.entryOff(i):tab.entryOff(i+1)], b.goarch == "arm64")
 		}
 	}
 	f.Add(append(bytes.Clone(endbr64), 0x55, 0xc3), false)              // ENDBR64; PUSH RBP; RET
