@@ -13,9 +13,10 @@ import (
 
 // FuzzParse loads configuration files. A rejected file gets one line per
 // problem, each naming the file; an accepted one is valid as loaded, and
-// written back as YAML it loads to the same configuration.
+// written back as YAML it loads to the same configuration. (On the count
+// bounding minimization, see pkg/symbols/fuzz_test.go.)
 //
-//	go test -run '^$' -fuzz '^FuzzParse$' -fuzztime 10m ./pkg/daemon
+//	go test -run '^$' -fuzz '^FuzzParse$' -fuzztime 10m -fuzzminimizetime 1000x ./pkg/daemon
 func FuzzParse(f *testing.F) {
 	f.Add([]byte(validConfig))
 	f.Add([]byte("probes: [{func: f, captures: [id=arg0.ID:u16]}]\nexporters:\n  - clickhouse: {addrs: [a:9000], compression: zstd, ttl: 72h}\n  - terminal: {stacks: true}\ntarget: {pid: 1, restart_backoff: {base: 1s, max: 1m}}\npipeline: {queue_size: 10}\nmetrics: {listen: none}\n"))

@@ -15,9 +15,13 @@ import (
 )
 
 // Each parser has a fuzz target of its own, seeded with small real inputs:
-// the main package's functions cut out of the test target's pclntab, their
-// code and their inline trees. Panics are not caught while fuzzing: the
-// bounds checks, not the recover, must hold.
+// functions cut out of the test target's pclntab, with their code and their
+// inline trees. Panics are not caught while fuzzing: the bounds checks, not
+// the recover, must hold.
+//
+// The commands bound minimization by a count: by default each new input is
+// minimized for up to a minute, during which the fuzzer explores nothing
+// and reports 0 execs/sec; a kilobyte input easily takes that long.
 
 // mainTable cuts the main package's functions out of tg's pclntab.
 func mainTable(tb testing.TB, tg *target) smallTable {
@@ -84,7 +88,7 @@ func oneLine(t *testing.T, err error) {
 // stripped executables (tinyELF) holding the main package of real builds,
 // whose text start comes from the moduledata.
 //
-//	go test -run '^$' -fuzz '^FuzzNewFile$' -fuzztime 10m ./pkg/symbols
+//	go test -run '^$' -fuzz '^FuzzNewFile$' -fuzztime 10m -fuzzminimizetime 1000x ./pkg/symbols
 func FuzzNewFile(f *testing.F) {
 	for name, st := range seedTables(f) {
 		machine := elf.EM_X86_64
@@ -151,7 +155,7 @@ func checkFrames(t *testing.T, frames []Frame, pc uint64) {
 // names, records, code ends and the pc search. textStart stands for the
 // moduledata's text field, which Go 1.26 tables need.
 //
-//	go test -run '^$' -fuzz '^FuzzPCLNTab$' -fuzztime 10m ./pkg/symbols
+//	go test -run '^$' -fuzz '^FuzzPCLNTab$' -fuzztime 10m -fuzzminimizetime 1000x ./pkg/symbols
 func FuzzPCLNTab(f *testing.F) {
 	for _, st := range seedTables(f) {
 		f.Add(st.pclntab, st.textStart)
@@ -217,7 +221,7 @@ func FuzzPCLNTab(f *testing.F) {
 // FuzzPCValue decodes one pc-value table: its ranges must follow each other
 // without gaps or wrapping, and pcvalue must agree with them.
 //
-//	go test -run '^$' -fuzz '^FuzzPCValue$' -fuzztime 10m ./pkg/symbols
+//	go test -run '^$' -fuzz '^FuzzPCValue$' -fuzztime 10m -fuzzminimizetime 1000x ./pkg/symbols
 func FuzzPCValue(f *testing.F) {
 	for _, st := range seedTables(f) {
 		tab, _, err := parsePCLNTab(st.pclntab)
@@ -264,7 +268,7 @@ func FuzzPCValue(f *testing.F) {
 // inline trees in go:func.*: the inline-tree walk and the line, file and
 // inline-index tables.
 //
-//	go test -run '^$' -fuzz '^FuzzFrames$' -fuzztime 10m ./pkg/symbols
+//	go test -run '^$' -fuzz '^FuzzFrames$' -fuzztime 10m -fuzzminimizetime 1000x ./pkg/symbols
 func FuzzFrames(f *testing.F) {
 	for _, st := range seedTables(f) {
 		f.Add(st.pclntab, st.textStart, st.gofunc)
@@ -311,7 +315,7 @@ var errOutside = errors.New("outside go:func.*")
 // the body, decode as a RET, and be an instruction boundary: the body cut
 // there scans to the RETs before it, and the rest to the RETs after it.
 //
-//	go test -run '^$' -fuzz '^FuzzScanReturns$' -fuzztime 10m ./pkg/symbols
+//	go test -run '^$' -fuzz '^FuzzScanReturns$' -fuzztime 10m -fuzzminimizetime 1000x ./pkg/symbols
 func FuzzScanReturns(f *testing.F) {
 	// The bodies of the main package's functions.
 	for _, b := range seedBuilds {
@@ -378,7 +382,7 @@ func isRET(arch string, b []byte) bool {
 // FuzzReadOffsets reads an offsets file: a file it accepts must write back
 // to a file that reads the same, and every capture in it must be found.
 //
-//	go test -run '^$' -fuzz '^FuzzReadOffsets$' -fuzztime 10m ./pkg/symbols
+//	go test -run '^$' -fuzz '^FuzzReadOffsets$' -fuzztime 10m -fuzzminimizetime 1000x ./pkg/symbols
 func FuzzReadOffsets(f *testing.F) {
 	o := &Offsets{GoVersion: "go1.26.8", Arch: "amd64", Fingerprint: strings.Repeat("ab", 32), Funcs: map[string][]Capture{
 		"github.com/cilium/cilium/pkg/endpoint.(*Endpoint).regenerateBPF": {
