@@ -313,7 +313,7 @@ var errOutside = errors.New("outside go:func.*")
 
 // FuzzScanReturns scans a function body for RETs. Each offset must be in
 // the body, decode as a RET, and be an instruction boundary: the body cut
-// there scans to the RETs before it, and the rest to the RETs after it.
+// at one scans to the RETs before it, and the rest to the RETs after it.
 //
 //	go test -run '^$' -fuzz '^FuzzScanReturns$' -fuzztime 10m -fuzzminimizetime 1000x ./pkg/symbols
 func FuzzScanReturns(f *testing.F) {
@@ -352,20 +352,23 @@ func FuzzScanReturns(f *testing.F) {
 			if !isRET(arch, code[r:]) {
 				t.Fatalf("RET at %d does not decode as one: % x", r, code[r:min(r+16, len(code))])
 			}
-			if k >= 8 {
-				continue
-			}
-			before, _, err := scanReturns(arch, code[:r])
-			if err != nil || !slices.Equal(before, rets[:k]) {
-				t.Fatalf("RETs %d; the body cut at %d scans to %d, %v", rets, r, before, err)
-			}
-			after, _, err := scanReturns(arch, code[r:])
-			for j := range after {
-				after[j] += r
-			}
-			if err != nil || !slices.Equal(after, rets[k:]) {
-				t.Fatalf("RETs %d; the body from %d scans to %d, %v", rets, r, after, err)
-			}
+		}
+		if len(rets) == 0 {
+			return
+		}
+		// Cut before the last RET, the body scans to the others; from the
+		// first, to all of them: both are instruction boundaries.
+		last := rets[len(rets)-1]
+		before, _, err := scanReturns(arch, code[:last])
+		if err != nil || !slices.Equal(before, rets[:len(rets)-1]) {
+			t.Fatalf("RETs %d; the body cut at %d scans to %d, %v", rets, last, before, err)
+		}
+		after, _, err := scanReturns(arch, code[rets[0]:])
+		for j := range after {
+			after[j] += rets[0]
+		}
+		if err != nil || !slices.Equal(after, rets) {
+			t.Fatalf("RETs %d; the body from %d scans to %d, %v", rets, rets[0], after, err)
 		}
 	})
 }
