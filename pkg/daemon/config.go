@@ -455,10 +455,12 @@ func indexKeys(root *yaml.Node) keyIndex {
 	return idx
 }
 
+// A value in yaml's messages may span lines: (?s) lets the patterns match
+// it, and the messages built from them quote it.
 var (
-	lineRE    = regexp.MustCompile(`^line (\d+): (.*)$`)
+	lineRE    = regexp.MustCompile(`(?s)^line (\d+): (.*)$`)
 	unknownRE = regexp.MustCompile(`^field (\S+) not found in type \S+$`)
-	typeRE    = regexp.MustCompile("^cannot unmarshal !!\\w+ `(.*)` into (\\S+)$")
+	typeRE    = regexp.MustCompile("(?s)^cannot unmarshal !!\\w+ `(.*)` into (\\S+)$")
 )
 
 // explain rewrites one of yaml's decoding errors to name the key.
