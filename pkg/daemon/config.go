@@ -196,9 +196,13 @@ func (e *ConfigError) Error() string {
 	if e.Key != "" {
 		b.WriteString(e.Key + ": ")
 	}
-	b.WriteString(e.Msg)
+	// yaml's messages quote values, which may span lines; each error is
+	// one line of the joined ones.
+	b.WriteString(lineBreaks.Replace(e.Msg))
 	return b.String()
 }
+
+var lineBreaks = strings.NewReplacer("\n", `\n`, "\r", `\r`)
 
 // ErrConfig is wrapped by every error of Load and Validate.
 var ErrConfig = errors.New("invalid configuration")
@@ -460,7 +464,7 @@ func indexKeys(root *yaml.Node) keyIndex {
 var (
 	lineRE    = regexp.MustCompile(`(?s)^line (\d+): (.*)$`)
 	unknownRE = regexp.MustCompile(`^field (\S+) not found in type \S+$`)
-	typeRE    = regexp.MustCompile("(?s)^cannot unmarshal !!\\w+ `(.*)` into (\\S+)$")
+	typeRE    = regexp.MustCompile("(?s)^cannot unmarshal \\S+ `(.*)` into (\\S+)$")
 )
 
 // explain rewrites one of yaml's decoding errors to name the key.
