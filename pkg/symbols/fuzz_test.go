@@ -175,8 +175,8 @@ func FuzzPCLNTab(f *testing.F) {
 		if headerText != 0 {
 			tab.textStart = headerText
 		}
-		// loadPCLNTab refuses entries beyond the text segment.
-		if tab.entry(tab.nfunc) < tab.entry(0) {
+		// As loadPCLNTab, with a text segment spanning the address space.
+		if !tab.within(0, ^uint64(0)) {
 			return
 		}
 		sorted := true
@@ -282,6 +282,9 @@ func FuzzFrames(f *testing.F) {
 		tab.textStart = textStart
 		if headerText != 0 {
 			tab.textStart = headerText
+		}
+		if !tab.within(0, ^uint64(0)) {
+			return
 		}
 		const base = 0x7f0000
 		gofuncAddr := func() (uint64, bool) { return base, true }

@@ -126,6 +126,13 @@ func (t *pclntab) entryOff(i int) uint64 {
 
 func (t *pclntab) entry(i int) uint64 { return t.textStart + t.entryOff(i) }
 
+// within reports whether the functions lie in [start, end), their entries
+// not wrapping past 2⁶⁴: find subtracts textStart from a pc.
+func (t *pclntab) within(start, end uint64) bool {
+	lo, hi := t.entry(0), t.entry(t.nfunc)
+	return lo >= t.textStart && lo >= start && hi >= lo && hi <= end
+}
+
 // record returns function i's _func record and its pcdata/funcdata arrays.
 func (t *pclntab) record(i int) (funcRecord, bool) {
 	off, ok := u32(t.funcs, uint64(i)*8+4)
