@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"os"
 	"reflect"
@@ -195,9 +196,13 @@ func (e *ConfigError) Error() string {
 	if e.Key != "" {
 		b.WriteString(e.Key + ": ")
 	}
-	b.WriteString(e.Msg)
+	// yaml's messages quote values, which may span lines; each error is
+	// one line of the joined ones.
+	b.WriteString(lineBreaks.Replace(e.Msg))
 	return b.String()
 }
+
+var lineBreaks = strings.NewReplacer("\n", `\n`, "\r", `\r`)
 
 // ErrConfig is wrapped by every error of Load and Validate.
 var ErrConfig = errors.New("invalid configuration")
@@ -290,8 +295,11 @@ func (c *Config) Validate() error {
 		if p.MinDuration < 0 {
 			bad(key+".min_duration", "%v is negative", p.MinDuration)
 		}
-		if p.MaxEventsPerSecond < 0 {
-			bad(key+".max_events_per_second", "%v is negative", p.MaxEventsPerSecond)
+		switch m := p.MaxEventsPerSecond; {
+		case m < 0:
+			bad(key+".max_events_per_second", "%v is negative", m)
+		case math.IsNaN(m) || math.IsInf(m, 0):
+			bad(key+".max_events_per_second", "%v is not a number of events", m)
 		}
 		for j, c := range p.Captures {
 			if _, _, err := symbols.ParseCaptureFlag(c); err != nil {
@@ -341,7 +349,8 @@ func (c *Config) Validate() error {
 	if g.BudgetPercent == 0 {
 		g.BudgetPercent = DefaultBudgetPercent
 	}
-	if g.BudgetPercent < 0 || g.BudgetPercent > 100 {
+	// Written so that NaN, which fails every comparison, is refused.
+	if !(g.BudgetPercent > 0 && g.BudgetPercent <= 100) {
 		bad("governor.budget_percent", "%v not in (0, 100]", g.BudgetPercent)
 	}
 	for _, d := range []struct {
@@ -450,10 +459,12 @@ func indexKeys(root *yaml.Node) keyIndex {
 	return idx
 }
 
+// A value in yaml's messages may span lines: (?s) lets the patterns match
+// it, and the messages built from them quote it.
 var (
-	lineRE    = regexp.MustCompile(`^line (\d+): (.*)$`)
+	lineRE    = regexp.MustCompile(`(?s)^line (\d+): (.*)$`)
 	unknownRE = regexp.MustCompile(`^field (\S+) not found in type \S+$`)
-	typeRE    = regexp.MustCompile("^cannot unmarshal !!\\w+ `(.*)` into (\\S+)$")
+	typeRE    = regexp.MustCompile("(?s)^cannot unmarshal \\S+ `(.*)` into (\\S+)$")
 )
 
 // explain rewrites one of yaml's decoding errors to name the key.

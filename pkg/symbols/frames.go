@@ -42,7 +42,13 @@ func (f *File) Frames(pc uint64) []Frame {
 	return slices.Clone(fr)
 }
 
-func (f *File) frames1(t *pclntab, pc uint64) (frames []Frame) {
+func (f *File) frames1(t *pclntab, pc uint64) []Frame {
+	return t.frames(pc, f.gofuncAddr, f.readVaddr)
+}
+
+// frames symbolizes pc. gofunc returns the address of go:func.*, the base of
+// inline tree offsets, and read reads n bytes at a virtual address.
+func (t *pclntab) frames(pc uint64, gofunc func() (uint64, bool), read func(v, n uint64) ([]byte, error)) (frames []Frame) {
 	defer func() {
 		if !catchPanics {
 			return
@@ -75,7 +81,7 @@ func (f *File) frames1(t *pclntab, pc uint64) (frames []Frame) {
 		return Frame{PC: pc, Func: string(name), File: t.file(cu, fileIdx), Line: int(line), Inlined: inlined}
 	}
 	at := pc
-	if tree, ok := f.inlineTree(r); ok {
+	if tree, ok := inlineTree(r, gofunc); ok {
 		inlIdx := r.pcdata(pcdataInlTree)
 		layout := t.inlLayout()
 		for depth := 0; depth < maxInlineDepth; depth++ {
@@ -83,7 +89,7 @@ func (f *File) frames1(t *pclntab, pc uint64) (frames []Frame) {
 			if !ok || ix < 0 {
 				break
 			}
-			call, err := f.readVaddr(tree+uint64(ix)*layout.size, layout.size)
+			call, err := read(tree+uint64(ix)*layout.size, layout.size)
 			if err != nil {
 				break
 			}
@@ -99,12 +105,12 @@ func (f *File) frames1(t *pclntab, pc uint64) (frames []Frame) {
 // inlineTree returns the address of the function's inline tree: its
 // FUNCDATA_InlTree offset is relative to go:func.*, which stripped binaries
 // only reveal through the moduledata.
-func (f *File) inlineTree(r funcRecord) (uint64, bool) {
+func inlineTree(r funcRecord, gofunc func() (uint64, bool)) (uint64, bool) {
 	off, ok := r.funcdata(funcdataInlTree)
 	if !ok || r.pcdata(pcdataInlTree) == 0 {
 		return 0, false
 	}
-	base, ok := f.gofuncAddr()
+	base, ok := gofunc()
 	if !ok {
 		return 0, false
 	}

@@ -1,7 +1,6 @@
 package symbols
 
 import (
-	"encoding/binary"
 	"fmt"
 	"strings"
 )
@@ -80,41 +79,23 @@ func (t *pclntab) checkFrames(fn Func, b *body) error {
 // which run checks as the lo of a final call with hi == lo. It stops early
 // when run returns false.
 func (t *pclntab) pcRuns(off uint32, entry, end uint64, run func(lo, hi uint64, val int32) bool) error {
-	if off == 0 || uint64(off) >= uint64(len(t.pctab)) {
+	it := t.pcIter(off, entry)
+	if it.p == nil {
 		return fmt.Errorf("missing (offset %d)", off)
 	}
-	p := t.pctab[off:]
-	val := int32(-1)
-	lo := entry
-	for first := true; ; first = false {
-		uv, n := binary.Uvarint(p)
-		if n <= 0 {
-			return fmt.Errorf("truncated")
-		}
-		if uv == 0 && !first {
-			run(lo, lo, val)
-			return nil
-		}
-		p = p[n:]
-		if uv&1 != 0 {
-			val += int32(-(uv >> 1) - 1)
-		} else {
-			val += int32(uv >> 1)
-		}
-		pcd, n := binary.Uvarint(p)
-		if n <= 0 {
-			return fmt.Errorf("truncated")
-		}
-		p = p[n:]
-		if pcd > (end-lo)/t.quantum {
+	for it.next() {
+		if it.end > end {
 			return fmt.Errorf("runs past the function's end %#x", end)
 		}
-		hi := lo + pcd*t.quantum
-		if !run(lo, hi, val) {
+		if !run(it.start, it.end, it.val) {
 			return nil
 		}
-		lo = hi
 	}
+	if it.err != nil {
+		return it.err
+	}
+	run(it.end, it.end, it.val)
+	return nil
 }
 
 // A NoReturnError reports a function without a RET instruction. Either it

@@ -6,6 +6,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"unicode"
 )
 
 // A Func is one function body in the executable.
@@ -77,7 +78,7 @@ func (f *File) symtabFuncs(p pattern) ([]Func, error) {
 	abi0 := make(map[string]bool) // base names of matched ".abi0" symbols
 	f.candidates(p, &f.symIndex, st.n(), st.baseName, func(i int) {
 		name, value, size, ok := st.fn(i)
-		if !ok {
+		if !ok || !goName(name) {
 			return
 		}
 		base, isABI0 := bytes.CutSuffix(name, []byte(abi0Suffix))
@@ -134,6 +135,9 @@ func (f *File) pclnFuncs(p pattern) ([]Func, error) {
 	var idx []int
 	f.candidates(p, &f.pclnIndex, t.nfunc, t.funcName, func(i int) {
 		name := t.funcName(i)
+		if !goName(name) {
+			return
+		}
 		if p.match(name) || (abi0 && p.match(append(name[:len(name):len(name)], abi0Suffix...))) {
 			idx = append(idx, i)
 		}
@@ -171,6 +175,12 @@ func (f *File) pclnFuncs(p pattern) ([]Func, error) {
 	// wrote; sorting again costs little and holds for the others.
 	sort.Slice(fns, func(i, j int) bool { return fns[i].Entry < fns[j].Entry })
 	return fns, nil
+}
+
+// goName rejects names with control characters: no Go name has one, so
+// the table is corrupt there, and the name would break error lines.
+func goName(name []byte) bool {
+	return !bytes.ContainsFunc(name, unicode.IsControl)
 }
 
 // isABI0 tells which of two bodies sharing a name is the ABI0 one: an

@@ -62,9 +62,8 @@ func (f *File) loadPCLNTab() (t *pclntab, err error) {
 	}
 	// Every entry must lie in the executable segment, or the text start is
 	// wrong.
-	lo, hi := t.entry(0), t.entry(t.nfunc)
-	if lo < f.text.Vaddr || hi < lo || hi > f.text.Vaddr+f.text.Memsz {
-		return nil, fmt.Errorf("pclntab: functions [%#x, %#x) outside the text segment", lo, hi)
+	if !t.within(f.text.Vaddr, f.text.Vaddr+f.text.Memsz) {
+		return nil, fmt.Errorf("pclntab: functions [%#x, %#x) outside the text segment", t.entry(0), t.entry(t.nfunc))
 	}
 	return t, nil
 }

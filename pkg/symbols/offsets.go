@@ -12,6 +12,7 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"unicode"
 )
 
 // Offsets are captures resolved on an unstripped build, for use on a
@@ -119,7 +120,7 @@ func ReadOffsets(r io.Reader) (*Offsets, error) {
 	for fn, cs := range o.Funcs {
 		for _, c := range cs {
 			if err := c.Validate(); err != nil {
-				return nil, fmt.Errorf("offsets file: %s: %w", fn, err)
+				return nil, fmt.Errorf("offsets file: %q: %w", fn, err)
 			}
 		}
 	}
@@ -177,6 +178,11 @@ func (o *Offsets) Lookup(fn, name string) (Capture, error) {
 func (c Capture) Validate() error {
 	if c.Name == "" {
 		return errors.New("capture without a name")
+	}
+	// The name becomes an attribute key and appears in errors, which are
+	// one line.
+	if strings.ContainsFunc(c.Name, unicode.IsControl) {
+		return fmt.Errorf("capture %q: control character in the name", c.Name)
 	}
 	switch {
 	case c.Kind != KindUint && c.Kind != KindInt && c.Kind != KindBool && c.Kind != KindPtr && c.Kind != KindString:

@@ -125,6 +125,13 @@ func (t *pclntab) entryOff(i int) uint64 {
 
 func (t *pclntab) entry(i int) uint64 { return t.textStart + t.entryOff(i) }
 
+// within reports whether the functions lie in [start, end), their entries
+// not wrapping past 2⁶⁴: find subtracts textStart from a pc.
+func (t *pclntab) within(start, end uint64) bool {
+	lo, hi := t.entry(0), t.entry(t.nfunc)
+	return lo >= t.textStart && lo >= start && hi >= lo && hi <= end
+}
+
 // record returns function i's _func record and its pcdata/funcdata arrays.
 func (t *pclntab) record(i int) (funcRecord, bool) {
 	off, ok := u32(t.funcs, uint64(i)*8+4)
@@ -212,37 +219,71 @@ func (t *pclntab) file(cuOff uint32, idx int32) string {
 	return "?"
 }
 
-// pcvalue evaluates the pc-value table at off for pc, following the
-// runtime's encoding: pairs of a zig-zag value delta and a pc delta in units
-// of the instruction quantum, terminated by a zero value delta.
-func (t *pclntab) pcvalue(off uint32, entry, pc uint64) (int32, bool) {
-	if off == 0 || uint64(off) >= uint64(len(t.pctab)) {
-		return -1, false
+// A pcIter steps through a pc-value table, following the runtime's
+// encoding: pairs of a zig-zag value delta and a pc delta in units of the
+// instruction quantum, terminated by a zero value delta.
+type pcIter struct {
+	p       []byte
+	quantum uint64
+	first   bool
+	// The current range: val holds for start <= pc < end.
+	start, end uint64
+	val        int32
+	// err says why next stopped before the table's terminator.
+	err error
+}
+
+// pcIter returns an iterator over the table at off for a function starting
+// at entry; a zero off means the function has no such table.
+func (t *pclntab) pcIter(off uint32, entry uint64) pcIter {
+	it := pcIter{quantum: t.quantum, first: true, end: entry, val: -1}
+	if off != 0 && uint64(off) < uint64(len(t.pctab)) {
+		it.p = t.pctab[off:]
 	}
-	p := t.pctab[off:]
-	val := int32(-1)
-	cur := entry
-	for first := true; ; first = false {
-		uv, n := binary.Uvarint(p)
-		if n <= 0 || (uv == 0 && !first) {
-			return -1, false
-		}
-		p = p[n:]
-		if uv&1 != 0 {
-			val += int32(-(uv >> 1) - 1)
-		} else {
-			val += int32(uv >> 1)
-		}
-		pcd, n := binary.Uvarint(p)
+	return it
+}
+
+// next advances to the next range. It returns false at the end of the table
+// or when the table is malformed, including a pc past 2⁶⁴.
+func (it *pcIter) next() bool {
+	if it.p == nil {
+		return false
+	}
+	uv, n := binary.Uvarint(it.p)
+	if n <= 0 || (uv == 0 && !it.first) {
 		if n <= 0 {
-			return -1, false
+			it.err = errors.New("truncated")
 		}
-		p = p[n:]
-		cur += pcd * t.quantum
-		if pc < cur {
-			return val, true
+		it.p = nil
+		return false
+	}
+	it.first = false
+	p := it.p[n:]
+	pcd, n := binary.Uvarint(p)
+	if n <= 0 || pcd > (^uint64(0)-it.end)/it.quantum {
+		it.err = errors.New("truncated, or past 2^64")
+		it.p = nil
+		return false
+	}
+	it.p = p[n:]
+	if uv&1 != 0 {
+		it.val += int32(-(uv >> 1) - 1)
+	} else {
+		it.val += int32(uv >> 1)
+	}
+	it.start, it.end = it.end, it.end+pcd*it.quantum
+	return true
+}
+
+// pcvalue evaluates the pc-value table at off for pc.
+func (t *pclntab) pcvalue(off uint32, entry, pc uint64) (int32, bool) {
+	it := t.pcIter(off, entry)
+	for it.next() {
+		if pc < it.end {
+			return it.val, true
 		}
 	}
+	return -1, false
 }
 
 // codeEnd returns the end of function i's instructions: the pc range the
@@ -254,29 +295,13 @@ func (t *pclntab) codeEnd(i int) uint64 {
 	if !ok {
 		return next
 	}
-	off := r.word(funcPCSP)
-	if off == 0 || uint64(off) >= uint64(len(t.pctab)) {
+	it := t.pcIter(r.word(funcPCSP), r.entry)
+	for it.next() {
+	}
+	if it.end <= r.entry || it.end > next {
 		return next
 	}
-	p := t.pctab[off:]
-	cur := r.entry
-	for first := true; ; first = false {
-		uv, n := binary.Uvarint(p)
-		if n <= 0 || (uv == 0 && !first) {
-			break
-		}
-		p = p[n:]
-		pcd, n := binary.Uvarint(p)
-		if n <= 0 {
-			break
-		}
-		p = p[n:]
-		cur += pcd * t.quantum
-	}
-	if cur <= r.entry || cur > next {
-		return next
-	}
-	return cur
+	return it.end
 }
 
 // find returns the index of the function containing pc.
