@@ -1,0 +1,160 @@
+package session_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cilium-tracer/tracer/internal/testagent"
+	"github.com/cilium-tracer/tracer/pkg/calls"
+	"github.com/cilium-tracer/tracer/pkg/probe"
+	"github.com/cilium-tracer/tracer/pkg/session"
+)
+
+// Calls that return while the probes are being removed are reported, none
+// lost: every call of resolvePolicyLocked the agent made comes back,
+// completed or unfinished. The agent's 4000 goroutines each hold 15 nested
+// calls, and are frozen (SIGSTOP) until the detach starts, so their 60,000
+// returns (5 MB of records, more than the 4 MiB ring buffer holds) all come
+// while or after the uprobes of about 400 functions are being removed.
+func TestDetachWhileReturning(t *testing.T) {
+	const (
+		workers = 4000
+		depth   = 15
+		made    = workers * depth
+		// Long enough for every goroutine to enter the next level
+		// before the first one leaves it.
+		levelSleep = 500 * time.Millisecond
+	)
+	bin := testagent.Build(t, testagent.Variant{Stripped: true, PIE: true})
+	agent := testagent.Start(t, bin, "-wait-start", "-workers", strconv.Itoa(workers), "-iterations", "1",
+		"-policy-depth", strconv.Itoa(depth), "-policy-sleep", levelSleep.String(), "-panic-every", "0")
+
+	// Functions the workload does not call, for a detach that takes time.
+	funcs := []string{testagent.ResolvePolicy, "encoding/json.*", "flag.*", "reflect.*", "strconv.*", "unicode/*", "errors.*", "os.*", "slices.*"}
+	var uprobes int
+	cfg := session.Config{PID: agent.PID, Funcs: funcs}
+	cfg.Detaching = func(n int) func() {
+		uprobes = n
+		// The calls return from now on.
+		if err := syscall.Kill(agent.PID, syscall.SIGCONT); err != nil {
+			t.Error(err)
+		}
+		return func() {}
+	}
+	s, err := session.Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	resolve := -1
+	for id, p := range s.Set.Probes() {
+		if p.Func.Name == testagent.ResolvePolicy {
+			resolve = id
+		}
+	}
+	agent.Begin(t)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var done, unfinished uint64
+	ran := make(chan error, 1)
+	go func() {
+		ran <- s.Run(ctx, func(c *calls.Call) {
+			if c.Func != testagent.ResolvePolicy {
+				return
+			}
+			if c.Unfinished {
+				unfinished++
+			} else {
+				done++
+			}
+		})
+	}()
+
+	// Every call entered, the innermost ones still asleep: freeze them.
+	// The counters are read again once every thread has stopped, as a
+	// re-entry may have been half counted the first time.
+	deadline := time.Now().Add(time.Minute)
+	var before probe.Counters
+	for frozen := false; !frozen; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d calls entered after a minute", before.Hits-before.Reentered, made)
+		}
+		time.Sleep(5 * time.Millisecond)
+		if before = counters(t, s, resolve); before.Hits-before.Reentered != made {
+			continue
+		}
+		if err := syscall.Kill(agent.PID, syscall.SIGSTOP); err != nil {
+			t.Fatal(err)
+		}
+		waitStopped(t, agent.PID)
+		if before = counters(t, s, resolve); before.Hits-before.Reentered == made {
+			frozen = true
+		} else if err := syscall.Kill(agent.PID, syscall.SIGCONT); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Their sleeps end while frozen: they all return as soon as the
+	// agent runs again.
+	time.Sleep(levelSleep)
+	cancel()
+	if err := <-ran; err != nil {
+		t.Fatal(err)
+	}
+	report := agent.Wait(t, time.Minute)
+
+	if uprobes < 900 {
+		t.Errorf("%d uprobes detached, want many", uprobes)
+	}
+	after := counters(t, s, resolve)
+	if n := report.Counts[testagent.ResolvePolicy]; n != made || done+unfinished != n || after.Dropped != 0 {
+		t.Errorf("agent made %d calls (want %d); traced %d completed + %d unfinished, %d records dropped",
+			n, made, done, unfinished, after.Dropped)
+	}
+	// Those that had not returned when the agent froze returned during
+	// the detach or after it.
+	during := done - before.Returns
+	if during == 0 {
+		t.Errorf("no call completed during the detach (%d before, %d unfinished): the test did not test it", before.Returns, unfinished)
+	}
+	t.Logf("%d uprobes; calls completed: %d before the detach, %d during it; %d unfinished", uprobes, before.Returns, during, unfinished)
+}
+
+func counters(t *testing.T, s *session.Session, id int) probe.Counters {
+	t.Helper()
+	cs, err := s.Set.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cs[id]
+}
+
+// waitStopped waits until every thread of pid is stopped by a signal.
+func waitStopped(t *testing.T, pid int) {
+	t.Helper()
+	for start := time.Now(); time.Since(start) < 10*time.Second; time.Sleep(time.Millisecond) {
+		stats, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", pid))
+		if err != nil || len(stats) == 0 {
+			t.Fatalf("threads of %d: %v", pid, err)
+		}
+		running := 0
+		for _, st := range stats {
+			b, err := os.ReadFile(st)
+			// The state follows the command name in parentheses.
+			if i := bytes.LastIndexByte(b, ')'); err != nil || i < 0 || i+2 >= len(b) || b[i+2] != 'T' {
+				running++
+			}
+		}
+		if running == 0 {
+			return
+		}
+	}
+	t.Fatalf("%d not stopped after 10s", pid)
+}
