@@ -149,7 +149,7 @@ func runTrace(ctx context.Context, cmd *cobra.Command, f traceFlags) error {
 		Once:    !f.follow,
 	}
 	cfg.MinDuration, cfg.SampleEvery = f.minDur, f.sample
-	cfg.Detaching = detachProgress(stderr)
+	cfg.Detaching = detachProgress(stderr, time.Second)
 	if f.entry {
 		cfg.EntryOnly, cfg.Stacks = true, true
 	}
@@ -235,16 +235,16 @@ func runTrace(ctx context.Context, cmd *cobra.Command, f traceFlags) error {
 	return errors.Join(runErr, pipeErr)
 }
 
-// detachProgress says on w when removing the probes takes long enough to
-// look like a hang, and then how long it took.
-func detachProgress(w io.Writer) func(int) func() {
+// detachProgress says on w when removing the probes takes longer than
+// after, long enough to look like a hang, and then how long it took.
+func detachProgress(w io.Writer, after time.Duration) func(int) func() {
 	return func(uprobes int) func() {
 		var (
 			mu        sync.Mutex
 			announced bool
 			start     = time.Now()
 		)
-		t := time.AfterFunc(time.Second, func() {
+		t := time.AfterFunc(after, func() {
 			mu.Lock()
 			defer mu.Unlock()
 			announced = true
