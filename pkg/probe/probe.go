@@ -6,6 +6,7 @@ import (
 	"os"
 	"runtime"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -439,16 +440,19 @@ func (s *Set) SetConfig(id int, c Config) error {
 }
 
 // detachAll closes every link: every entry first, so no call starts
-// while the RETs are being removed, then the RETs. Each group is closed
-// once, whichever probes it serves.
+// while the RETs are being removed, then the RETs.
 func (s *Set) detachAll() {
 	for _, of := range [][]*group{s.entryOf, s.retsOf} {
+		var ls []link.Link
 		for id, g := range of {
 			if g != nil {
-				g.close()
+				// A group serving several probes is closed once.
+				ls = append(ls, g.links...)
+				g.links = nil
 			}
 			of[id] = nil
 		}
+		closeAll(ls)
 	}
 }
 
@@ -512,12 +516,27 @@ func (s *Set) Close() error {
 	return s.objs.Close()
 }
 
+// closeAll closes links, many at a time: closing one waits until no CPU
+// may still run its program, about 100 ms for a perf uprobe on Linux 6.18,
+// and concurrent waits partly overlap (338 perf uprobes: 33 s instead of
+// 46 s).
 func closeAll(ls []link.Link) {
+	work := make(chan link.Link)
+	var wg sync.WaitGroup
+	for range min(len(ls), 64) {
+		wg.Go(func() {
+			for l := range work {
+				l.Close()
+			}
+		})
+	}
 	for _, l := range ls {
 		if l != nil {
-			l.Close()
+			work <- l
 		}
 	}
+	close(work)
+	wg.Wait()
 }
 
 func boolU32(b bool) uint32 {
