@@ -299,9 +299,9 @@ func (s *Set) uprobes(prog *ebpf.Program, offs, cookies []uint64) ([]link.Link, 
 // on one hit, and the BPF programs make that harmless: the second entry
 // finds its call's frame on top at the same depth, as after morestack, and
 // is counted as reentered; the second RET finds that frame already popped.
-// Only the counters of the overlap's hits see double: hits and reentered,
-// an unsampled entry drawn again, and an entry-only probe's count.
-// On error the probe stays attached.
+// Only counters see double in the overlap: hits, reentered, skipped or
+// untracked, and an entry-only probe's count per stack; an unsampled entry
+// gets a second draw. On error the probe stays attached.
 func (s *Set) unlink(id int, rets bool) error {
 	of := s.entryOf
 	if rets {

@@ -3,10 +3,13 @@ package session_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -160,4 +163,70 @@ func waitStopped(t *testing.T, pid int) {
 		}
 	}
 	t.Fatalf("%d not stopped after 10s", pid)
+}
+
+// Pausing, detaching and attaching again one probe of a group that shares
+// links gives the others new links before the old ones close: the other
+// functions lose no call. Each json function is taken out of the group in
+// turn while the agent's workload runs; the agent's functions are counted
+// exactly.
+func TestRegroupLosesNothing(t *testing.T) {
+	bin := testagent.Build(t, testagent.Variant{})
+	agent := testagent.Start(t, bin, "-wait-start", "-workers", "8", "-iterations", "100", "-interval", "10ms",
+		"-hot", "100000", "-hot-background", "-policy-depth", "3", "-policy-sleep", "1ms", "-panic-every", "0")
+
+	var (
+		mu      sync.Mutex
+		stopped bool
+	)
+	cfg := session.Config{PID: agent.PID, Funcs: append([]string{"encoding/json.*"}, testagent.Counted...)}
+	cfg.Detaching = func(int) func() {
+		mu.Lock()
+		stopped = true
+		mu.Unlock()
+		return func() {}
+	}
+	s, err := session.Start(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var toggle []int
+	for id, p := range s.Set.Probes() {
+		if strings.HasPrefix(p.Func.Name, "encoding/json.") {
+			toggle = append(toggle, id)
+		}
+	}
+	agent.Begin(t)
+
+	var got []calls.Call
+	ran := make(chan error, 1)
+	go func() { ran <- s.Run(context.Background(), func(c *calls.Call) { got = append(got, *c) }) }()
+
+	regrouped := 0
+	for _, id := range toggle {
+		mu.Lock()
+		if !stopped {
+			for _, op := range []func(int) error{s.Set.Pause, s.Set.Detach, s.Set.Reattach} {
+				if err := op(id); err != nil {
+					t.Error(err)
+				}
+			}
+			regrouped++
+		}
+		mu.Unlock()
+	}
+	if err := <-ran; !errors.Is(err, session.ErrTargetExited) {
+		t.Fatalf("Run: %v, want the target to exit", err)
+	}
+	report := agent.Wait(t, time.Minute)
+	if regrouped < 10 {
+		t.Fatalf("only %d probes taken out of the group before the agent exited", regrouped)
+	}
+	byFunc := map[string][]calls.Call{}
+	for _, c := range got {
+		byFunc[c.Func] = append(byFunc[c.Func], c)
+	}
+	checkCounts(t, byFunc, report)
+	t.Logf("%d probes taken out of the group in turn; %d calls", regrouped, len(got))
 }
