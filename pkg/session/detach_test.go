@@ -172,8 +172,8 @@ func waitStopped(t *testing.T, pid int) {
 // exactly.
 func TestRegroupLosesNothing(t *testing.T) {
 	bin := testagent.Build(t, testagent.Variant{})
-	agent := testagent.Start(t, bin, "-wait-start", "-workers", "8", "-iterations", "100", "-interval", "10ms",
-		"-hot", "100000", "-hot-background", "-policy-depth", "3", "-policy-sleep", "1ms", "-panic-every", "0")
+	agent := testagent.Start(t, bin, "-wait-start", "-workers", "8", "-iterations", "300", "-interval", "10ms",
+		"-hot", "300000", "-hot-background", "-policy-depth", "3", "-policy-sleep", "1ms", "-panic-every", "0")
 
 	var (
 		mu      sync.Mutex
@@ -206,12 +206,20 @@ func TestRegroupLosesNothing(t *testing.T) {
 	regrouped := 0
 	for _, id := range toggle {
 		mu.Lock()
-		if !stopped {
-			for _, op := range []func(int) error{s.Set.Pause, s.Set.Detach, s.Set.Reattach} {
-				if err := op(id); err != nil {
+		for _, op := range []func(int) error{s.Set.Pause, s.Set.Detach, s.Set.Reattach} {
+			if stopped {
+				break
+			}
+			if err := op(id); err != nil {
+				// Once the agent is gone its executable cannot be
+				// attached to.
+				if _, gone := os.Stat(fmt.Sprintf("/proc/%d/exe", agent.PID)); gone == nil {
 					t.Error(err)
 				}
+				stopped = true
 			}
+		}
+		if !stopped {
 			regrouped++
 		}
 		mu.Unlock()
