@@ -22,7 +22,7 @@ import (
 
 // Calls that return while the probes are being removed are reported, none
 // lost: every call of resolvePolicyLocked the agent made comes back,
-// completed or unfinished. The agent's 3000 goroutines each hold 10 nested
+// completed or unfinished. The agent's 2000 goroutines each hold 10 nested
 // calls and are frozen (SIGSTOP) until the detach starts; their returns
 // then come while or after the uprobes of about 400 functions are being
 // removed. With a value captured, each record takes 368 bytes: the 4 MiB
@@ -30,7 +30,7 @@ import (
 // that takes long.
 func TestDetachWhileReturning(t *testing.T) {
 	const (
-		workers = 3000
+		workers = 2000
 		depth   = 10
 		made    = workers * depth
 		// Long enough for every goroutine to enter the next level
