@@ -143,6 +143,7 @@ func TestBadInput(t *testing.T) {
 		{"bad output", []string{"trace", "--pid", pid, "--func", bpf, "--output", "xml"}, "--output"},
 		{"bad flag", []string{"trace", "--pid", pid, "--func", bpf, "--duration", "soon"}, "soon"},
 		{"two targets", []string{"trace", "--pid", pid, "--process", "x", "--func", bpf}, "only one"},
+		{"too many uprobes", []string{"trace", "--pid", pid, "--func", "*"}, "uprobes to probe, at most 1024 functions and 4096 uprobes"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			mustFail(t, tracer(t, nil, tc.args...), tc.want)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -162,6 +163,7 @@ func runTrace(ctx context.Context, cmd *cobra.Command, f traceFlags) error {
 		Once:    !f.follow,
 	}
 	cfg.MinDuration, cfg.SampleEvery = f.minDur, f.sample
+	cfg.Detaching = detachProgress(stderr, time.Second)
 	if f.entry {
 		cfg.EntryOnly, cfg.Stacks = true, true
 	}
@@ -253,6 +255,32 @@ func runTrace(ctx context.Context, cmd *cobra.Command, f traceFlags) error {
 		return err
 	}
 	return errors.Join(runErr, pipeErr)
+}
+
+// detachProgress says on w when removing the probes takes longer than
+// after, long enough to look like a hang, and then how long it took.
+func detachProgress(w io.Writer, after time.Duration) func(int) func() {
+	return func(uprobes int) func() {
+		var (
+			mu        sync.Mutex
+			announced bool
+			start     = time.Now()
+		)
+		t := time.AfterFunc(after, func() {
+			mu.Lock()
+			defer mu.Unlock()
+			announced = true
+			fmt.Fprintf(w, "tracer: detaching %d uprobes...\n", uprobes)
+		})
+		return func() {
+			t.Stop()
+			mu.Lock()
+			defer mu.Unlock()
+			if announced {
+				fmt.Fprintf(w, "tracer: detached %d uprobes in %.1fs\n", uprobes, time.Since(start).Seconds())
+			}
+		}
+	}
 }
 
 // printStackCounts prints each stack with its count, most frequent first,

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -18,6 +19,11 @@ import (
 
 // attachFuncs is how many functions the attach benchmark resolves.
 const attachFuncs = 20
+
+// wideFuncs is how many functions the attach and detach benchmark of a broad
+// glob probes: about what pkg/policy.* and pkg/endpoint.* match in
+// cilium-agent (800 functions, 2,141 uprobes).
+const wideFuncs = 1000
 
 // A bigBinary is one build of internal/bench/big.
 type bigBinary struct {
@@ -88,14 +94,15 @@ type attachRun struct {
 	Goid      time.Duration // find the offset of runtime.g.goid
 	ResolveKB int64         // peak RSS until then
 	Attach    time.Duration // load the BPF programs, attach every uprobe
+	Detach    time.Duration // remove every uprobe, as tracing stops
 	PeakKB    int64         // peak RSS of the whole process
 	Uprobes   int
 }
 
 // attachChild is what the child process runs: the steps of session.Start
-// that do not need a running target, then probe.Attach with no PID filter.
-// It prints one line for runAttach to parse.
-func attachChild(bin string, names []string, w io.Writer) error {
+// that do not need a running target, then probe.Attach, filtered on pid
+// (0: none), then probe.Set.Stop. It prints one line for runAttach to parse.
+func attachChild(bin string, pid int, names []string, w io.Writer) error {
 	start := time.Now()
 	f, err := symbols.Open(bin)
 	if err != nil {
@@ -129,22 +136,25 @@ func attachChild(bin string, names []string, w io.Writer) error {
 	}
 
 	start = time.Now()
-	set, err := probe.Attach(probes, probe.Options{Binary: bin, GoidOffset: goid, Stacks: true, Panics: panics})
+	set, err := probe.Attach(probes, probe.Options{Binary: bin, PID: pid, GoidOffset: goid, Stacks: true, Panics: panics})
 	if err != nil {
 		return err
 	}
 	attached := time.Since(start)
-	uprobes := len(panics)
-	for _, p := range probes {
-		uprobes += 1 + len(p.Returns)
-	}
+	uprobes := len(panics) + set.Uprobes()
+	start = time.Now()
+	err = set.Stop(func(*probe.Record) {})
+	detached := time.Since(start)
 	set.Close()
+	if err != nil {
+		return err
+	}
 	peak, err := vmHWM()
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "attach resolve_ns=%d goid_ns=%d resolve_kb=%d attach_ns=%d uprobes=%d peak_kb=%d\n",
-		resolved.Nanoseconds(), goidTime.Nanoseconds(), hwm, attached.Nanoseconds(), uprobes, peak)
+	fmt.Fprintf(w, "attach resolve_ns=%d goid_ns=%d resolve_kb=%d attach_ns=%d detach_ns=%d uprobes=%d peak_kb=%d\n",
+		resolved.Nanoseconds(), goidTime.Nanoseconds(), hwm, attached.Nanoseconds(), detached.Nanoseconds(), uprobes, peak)
 	return nil
 }
 
@@ -165,8 +175,11 @@ func vmHWM() (int64, error) {
 }
 
 // attachChildEnv names the binary a child process started by runAttach
-// attaches to.
-const attachChildEnv = "TRACER_BENCH_ATTACH_CHILD"
+// attaches to, attachPIDEnv the process running it, if any.
+const (
+	attachChildEnv = "TRACER_BENCH_ATTACH_CHILD"
+	attachPIDEnv   = "TRACER_BENCH_ATTACH_PID"
+)
 
 // maybeAttachChild runs attachChild and exits if this process is a child
 // started by runAttach (the bench program or its test binary).
@@ -175,7 +188,8 @@ func maybeAttachChild() {
 	if bin == "" {
 		return
 	}
-	if err := attachChild(bin, readNames(os.Stdin), os.Stdout); err != nil {
+	pid, _ := strconv.Atoi(os.Getenv(attachPIDEnv))
+	if err := attachChild(bin, pid, readNames(os.Stdin), os.Stdout); err != nil {
 		fmt.Fprintf(os.Stderr, "bench: attach: %v\n", err)
 		os.Exit(1)
 	}
@@ -186,13 +200,28 @@ func maybeAttachChild() {
 // peak RSS is the attach's alone, not the benchmark's. The child reads its
 // own VmHWM: the rusage of a child started by os/exec also counts the
 // parent's pages, which the child shared until exec (clone with CLONE_VM).
-func runAttach(bin string, names []string) (attachRun, error) {
+// With live, the probes go into a running process of bin, as they do when
+// tracing: each uprobe is then a breakpoint written into its text.
+func runAttach(bin string, names []string, live bool) (attachRun, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return attachRun{}, err
 	}
 	cmd := exec.Command(self)
 	cmd.Env = append(os.Environ(), attachChildEnv+"="+bin)
+	if live {
+		target := exec.Command(bin, "-wait")
+		stdin, err := target.StdinPipe()
+		if err != nil {
+			return attachRun{}, err
+		}
+		if err := target.Start(); err != nil {
+			return attachRun{}, err
+		}
+		defer target.Wait()
+		defer stdin.Close()
+		cmd.Env = append(cmd.Env, fmt.Sprintf("%s=%d", attachPIDEnv, target.Process.Pid))
+	}
 	cmd.Stdin = strings.NewReader(strings.Join(names, "\n"))
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()
@@ -200,12 +229,12 @@ func runAttach(bin string, names []string) (attachRun, error) {
 		return attachRun{}, fmt.Errorf("attach child: %w", err)
 	}
 	var r attachRun
-	var resolveNs, goidNs, attachNs int64
-	if _, err := fmt.Sscanf(string(out), "attach resolve_ns=%d goid_ns=%d resolve_kb=%d attach_ns=%d uprobes=%d peak_kb=%d",
-		&resolveNs, &goidNs, &r.ResolveKB, &attachNs, &r.Uprobes, &r.PeakKB); err != nil {
+	var resolveNs, goidNs, attachNs, detachNs int64
+	if _, err := fmt.Sscanf(string(out), "attach resolve_ns=%d goid_ns=%d resolve_kb=%d attach_ns=%d detach_ns=%d uprobes=%d peak_kb=%d",
+		&resolveNs, &goidNs, &r.ResolveKB, &attachNs, &detachNs, &r.Uprobes, &r.PeakKB); err != nil {
 		return attachRun{}, fmt.Errorf("attach child printed %q: %w", out, err)
 	}
-	r.Resolve, r.Goid, r.Attach = time.Duration(resolveNs), time.Duration(goidNs), time.Duration(attachNs)
+	r.Resolve, r.Goid, r.Attach, r.Detach = time.Duration(resolveNs), time.Duration(goidNs), time.Duration(attachNs), time.Duration(detachNs)
 	return r, nil
 }
 
@@ -225,6 +254,9 @@ func readNames(r io.Reader) []string {
 type attachResult struct {
 	Binary bigBinary
 	Runs   []attachRun
+	// Wide are runs probing wideFuncs functions, for the time to attach
+	// and detach a broad glob.
+	Wide []attachRun
 	// Symbolization rates over distinct PCs: the first time each is seen
 	// (symbols.File.Frames on a fresh File), and again through a
 	// calls.Builder's cache, as a tracing session sees a stack repeat.
@@ -233,8 +265,12 @@ type attachResult struct {
 }
 
 func (a attachResult) median(f func(attachRun) float64) float64 {
-	xs := make([]float64, len(a.Runs))
-	for i, r := range a.Runs {
+	return medianOf(a.Runs, f)
+}
+
+func medianOf(runs []attachRun, f func(attachRun) float64) float64 {
+	xs := make([]float64, len(runs))
+	for i, r := range runs {
 		xs[i] = f(r)
 	}
 	return median(xs)
@@ -251,13 +287,25 @@ func benchAttach(bins []bigBinary, runs int, symbolizePCs int, log io.Writer) ([
 		}
 		res := attachResult{Binary: b}
 		for range runs {
-			r, err := runAttach(b.Path, names)
+			r, err := runAttach(b.Path, names, false)
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", b.Name, err)
 			}
 			fmt.Fprintf(log, "  %-18s resolve %v, goid offset %v (peak %d MiB), BPF load + %d uprobes %v, peak RSS %d MiB\n",
 				b.Name, r.Resolve.Round(time.Millisecond), r.Goid.Round(time.Millisecond), r.ResolveKB>>10, r.Uprobes, r.Attach.Round(time.Millisecond), r.PeakKB>>10)
 			res.Runs = append(res.Runs, r)
+		}
+		if names, err = pickFuncs(b.Path, wideFuncs); err != nil {
+			return nil, err
+		}
+		for range runs {
+			r, err := runAttach(b.Path, names, true)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %w", b.Name, err)
+			}
+			fmt.Fprintf(log, "  %-18s %d functions: BPF load + %d uprobes %v, detach %v\n",
+				b.Name, wideFuncs, r.Uprobes, r.Attach.Round(time.Millisecond), r.Detach.Round(time.Millisecond))
+			res.Wide = append(res.Wide, r)
 		}
 		if err := benchSymbolize(&res, symbolizePCs); err != nil {
 			return nil, fmt.Errorf("%s: %w", b.Name, err)

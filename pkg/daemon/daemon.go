@@ -506,24 +506,11 @@ func (d *Daemon) emit(a *attachment, r *probe.Record) {
 // unfinished, flushes the pipeline and closes the set.
 func (d *Daemon) finish(a *attachment) {
 	d.mu.Lock()
-	for id := range a.set.Probes() {
-		a.set.Detach(id)
-	}
-	var rec probe.Record
-	for {
-		a.set.SetDeadline(time.Now())
-		if a.set.Read(&rec) != nil {
-			break
-		}
-		d.emit(a, &rec)
-	}
-	recs, err := a.set.Drain()
-	if err != nil {
+	start, n := time.Now(), a.set.Uprobes()
+	if err := a.set.Stop(func(r *probe.Record) { d.emit(a, r) }); err != nil {
 		d.log.Warn("reading the calls in flight", "err", err)
 	}
-	for i := range recs {
-		d.emit(a, &recs[i])
-	}
+	d.log.Info("probes detached", "uprobes", n, "took", time.Since(start).Round(time.Millisecond))
 	if cs, err := a.set.Counters(); err == nil {
 		for id, c := range cs {
 			d.base[a.set.Probes()[id].Func.Name] = d.base[a.set.Probes()[id].Func.Name].Add(c)
@@ -666,7 +653,10 @@ func (d *Daemon) reloadProbes(a *attachment, probes []probe.Probe, maxEPS map[st
 		if _, ok := want[name]; ok || !d.gov.Has(name) {
 			continue
 		}
-		a.set.Detach(a.ids[name])
+		if err := a.set.Detach(a.ids[name]); err != nil {
+			d.log.Warn("reload: cannot detach probe", "func", name, "err", err)
+			continue
+		}
 		d.gov.Remove(name)
 		d.log.Info("reload: probe removed", "func", name)
 	}

@@ -66,8 +66,8 @@ const maxDuty = 0.5
 // probeSet is what the governor needs of a *probe.Set.
 type probeSet interface {
 	Counters() ([]probe.Counters, error)
-	Pause(id int)
-	Detach(id int)
+	Pause(id int) error
+	Detach(id int) error
 	Reattach(id int) error
 	SetConfig(id int, c probe.Config) error
 }
@@ -232,10 +232,13 @@ func (g *Governor) Tick(now time.Time, set probeSet) error {
 		switch p.phase {
 		case on:
 			p.measure(c, now)
-			set.Pause(p.id)
-			p.phase, p.next = pausing, now.Add(grace)
+			g.pause(now, p, set)
 		case pausing:
-			set.Detach(p.id)
+			if err := set.Detach(p.id); err != nil {
+				g.Log.Warn("governor: cannot detach throttled probe", "func", p.fn, "err", err)
+				p.next = now.Add(g.Window)
+				continue
+			}
 			p.phase, p.next = off, now.Add(max(p.period-g.Window-grace, 0))
 		case off:
 			if err := set.Reattach(p.id); err != nil {
@@ -335,8 +338,7 @@ func (g *Governor) decide(now time.Time, set probeSet) {
 			"window", g.Window, "period", p.period.Round(time.Millisecond))
 		p.state = Throttled
 		g.decisions.Throttled++
-		set.Pause(p.id)
-		p.phase, p.next = pausing, now.Add(grace)
+		g.pause(now, p, set)
 	}
 	over := g.estimate > g.Budget*1.0001
 	if over && !g.overBudget {
@@ -349,6 +351,17 @@ func (g *Governor) decide(now time.Time, set probeSet) {
 	for _, p := range ps {
 		g.limitEvents(p, set)
 	}
+}
+
+// pause switches a throttled probe's entry off; its RETs follow after
+// grace. A probe that cannot be paused stays on for another window.
+func (g *Governor) pause(now time.Time, p *governed, set probeSet) {
+	if err := set.Pause(p.id); err != nil {
+		g.Log.Warn("governor: cannot pause throttled probe", "func", p.fn, "err", err)
+		p.next = now.Add(g.Window)
+		return
+	}
+	p.phase, p.next = pausing, now.Add(grace)
 }
 
 func (g *Governor) admit(now time.Time, p *governed, set probeSet) {

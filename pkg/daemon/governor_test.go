@@ -48,8 +48,8 @@ func (s *fakeSet) Counters() ([]probe.Counters, error) {
 	}
 	return out, nil
 }
-func (s *fakeSet) Pause(id int)  { s.entry[id] = false }
-func (s *fakeSet) Detach(id int) { s.entry[id], s.rets[id] = false, false }
+func (s *fakeSet) Pause(id int) error  { s.entry[id] = false; return nil }
+func (s *fakeSet) Detach(id int) error { s.entry[id], s.rets[id] = false, false; return nil }
 func (s *fakeSet) Reattach(id int) error {
 	if !s.entry[id] {
 		s.attaches[id]++

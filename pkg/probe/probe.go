@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -17,8 +19,19 @@ import (
 	"github.com/cilium-tracer/tracer/pkg/symbols"
 )
 
-// MaxProbes is how many functions one Set can trace.
+// MaxProbes is how many functions one Set can trace: the size of the BPF
+// maps indexed by probe ID.
 const MaxProbes = 1024
+
+// MaxUprobes is how many uprobes, entries and RETs, one Set attaches. The
+// cost is per uprobe, not per function: each is a breakpoint the kernel
+// writes into the target's text (a private copy of each page it lands on)
+// and a trap on every hit, and without uprobe_multi (before Linux 6.6) a
+// perf event, attached and removed one at a time. Functions average two to
+// three RETs (cilium-agent's pkg/policy.* and pkg/endpoint.*: 800 functions,
+// 2,141 uprobes), so 4 per function lets MaxProbes functions of usual size
+// through and stops a glob of huge functions with hundreds of RETs each.
+const MaxUprobes = 4 * MaxProbes
 
 // A Probe is one function to trace. Its index in the slice given to Attach
 // is its probe ID in records and counters.
@@ -73,14 +86,32 @@ type Set struct {
 	exe    *link.Executable
 	opts   Options
 	probes []Probe
-	links  [][]link.Link // per probe: entry first, then the RETs
-	gens   []uint32      // per probe: how often it was attached again
-	panics []link.Link
-	reader *ringbuf.Reader
-	// multi attaches through uprobe_multi links (Linux 6.6+): one link per
-	// function's RETs instead of one perf event each, and, on kernels with
-	// the CVE-2025-38466 fix, no CAP_SYS_ADMIN needed.
+	// entryOf and retsOf are, per probe, the group of links its entry and
+	// its RETs are attached through; nil when detached.
+	entryOf, retsOf []*group
+	gens            []uint32 // per probe: how often it was attached again
+	panics          []link.Link
+	reader          *ringbuf.Reader
+	// multi attaches through uprobe_multi links (Linux 6.6+): one link for
+	// the sites of many probes instead of one perf event each, and, on
+	// kernels with the CVE-2025-38466 fix, no CAP_SYS_ADMIN needed.
 	multi bool
+}
+
+// A group is one BPF program attached at the entries, or at the RETs, of
+// several probes. With uprobe_multi it is a single link: closing a link
+// waits for the probes running on every CPU to finish (tens of
+// milliseconds), so a link per function made detaching 800 functions take
+// 84 s. Without uprobe_multi it is one perf uprobe per site, and a group
+// holds one probe.
+type group struct {
+	ids   []int
+	links []link.Link
+}
+
+func (g *group) close() {
+	closeAll(g.links)
+	g.links = nil
 }
 
 // Attach loads the BPF programs and attaches them at the entry and every RET
@@ -89,8 +120,8 @@ func Attach(probes []Probe, opts Options) (_ *Set, err error) {
 	if len(probes) == 0 {
 		return nil, errors.New("no functions to probe")
 	}
-	if len(probes) > MaxProbes {
-		return nil, fmt.Errorf("%d functions to probe, at most %d", len(probes), MaxProbes)
+	if n := countUprobes(probes); len(probes) > MaxProbes || n > MaxUprobes {
+		return nil, fmt.Errorf("%d functions with %d uprobes to probe, at most %d functions and %d uprobes", len(probes), n, MaxProbes, MaxUprobes)
 	}
 	for _, p := range probes {
 		if err := checkCaptures(p, runtime.GOARCH); err != nil {
@@ -112,7 +143,7 @@ func Attach(probes []Probe, opts Options) (_ *Set, err error) {
 		return nil, fmt.Errorf("set capture_stacks: %w", err)
 	}
 
-	s := &Set{opts: opts, probes: probes, links: make([][]link.Link, len(probes)), gens: make([]uint32, len(probes))}
+	s := &Set{opts: opts, probes: probes, entryOf: make([]*group, len(probes)), retsOf: make([]*group, len(probes)), gens: make([]uint32, len(probes))}
 	if features.HaveBPFLinkUprobeMulti() == nil {
 		s.multi = true
 		for _, p := range spec.Programs {
@@ -143,15 +174,28 @@ func Attach(probes []Probe, opts Options) (_ *Set, err error) {
 	}
 	// Panic probes first: a call must not start unseen by them.
 	if len(opts.Panics) > 0 {
-		s.panics, err = s.uprobes("runtime.gopanic", s.objs.GoPanic, opts.Panics, 0)
+		s.panics, err = s.uprobes(s.objs.GoPanic, opts.Panics, make([]uint64, len(opts.Panics)))
 		if err != nil {
 			return nil, fmt.Errorf("attach panic probes: %w", err)
 		}
 	}
-	for id := range probes {
-		if err := s.attach(id); err != nil {
-			return nil, err
+	ids := make([]int, len(probes))
+	for id := range ids {
+		ids[id] = id
+	}
+	if s.multi {
+		err = s.attach(ids)
+	} else {
+		// A perf uprobe per site either way: a group per probe lets one
+		// be detached without touching the others.
+		for _, id := range ids {
+			if err = s.attach([]int{id}); err != nil {
+				break
+			}
 		}
+	}
+	if err != nil {
+		return nil, err
 	}
 
 	s.reader, err = ringbuf.NewReader(s.objs.Events)
@@ -161,37 +205,76 @@ func Attach(probes []Probe, opts Options) (_ *Set, err error) {
 	return s, nil
 }
 
-// attach attaches the RET probes of probe id before its entry probe, so no
-// call is entered that could not be seen returning.
-func (s *Set) attach(id int) error {
-	p := s.probes[id]
-	var rets []link.Link
-	if !p.EntryOnly {
-		if len(p.Returns) == 0 {
-			return fmt.Errorf("%s: no RET instructions to probe", p.Func.Name)
-		}
-		var err error
-		if rets, err = s.uprobes(p.Func.Name, s.objs.GoReturn, p.Returns, uint64(id)); err != nil {
-			return fmt.Errorf("attach %s RETs: %w", p.Func.Name, err)
+// attach attaches probes ids as one group of entries and one of RETs, the
+// RETs first, so no call is entered that could not be seen returning.
+func (s *Set) attach(ids []int) error {
+	var withRets []int
+	for _, id := range ids {
+		if p := s.probes[id]; !p.EntryOnly {
+			if len(p.Returns) == 0 {
+				return fmt.Errorf("%s: no RET instructions to probe", p.Func.Name)
+			}
+			withRets = append(withRets, id)
 		}
 	}
-	entry, err := s.uprobes(p.Func.Name, s.objs.GoEntry, []uint64{p.Func.Offset}, uint64(id))
+	rets, err := s.link(withRets, true)
 	if err != nil {
-		closeAll(rets)
-		return fmt.Errorf("attach %s entry: %w", p.Func.Name, err)
+		return err
 	}
-	s.links[id] = append(entry, rets...)
+	entries, err := s.link(ids, false)
+	if err != nil {
+		rets.close()
+		return err
+	}
+	for _, id := range withRets {
+		s.retsOf[id] = rets
+	}
+	for _, id := range ids {
+		s.entryOf[id] = entries
+	}
 	return nil
 }
 
-// uprobes attaches prog at each file offset, with cookie: one uprobe_multi
-// link for all of them where the kernel has it, else one uprobe each.
-func (s *Set) uprobes(name string, prog *ebpf.Program, offs []uint64, cookie uint64) ([]link.Link, error) {
-	if s.multi {
-		cookies := make([]uint64, len(offs))
-		for i := range cookies {
-			cookies[i] = cookie
+// link attaches the entry program at the entries of probes ids, or the
+// return program at their RETs, with each site's probe ID as its cookie:
+// one uprobe_multi link for all of them where the kernel has it, else one
+// perf uprobe per site. No ids, no links.
+func (s *Set) link(ids []int, rets bool) (*group, error) {
+	g := &group{ids: ids}
+	if len(ids) == 0 {
+		return g, nil
+	}
+	prog, what := s.objs.GoEntry, "entry"
+	if rets {
+		prog, what = s.objs.GoReturn, "RETs"
+	}
+	var offs, cookies []uint64
+	for _, id := range ids {
+		sites := []uint64{s.probes[id].Func.Offset}
+		if rets {
+			sites = s.probes[id].Returns
 		}
+		for _, off := range sites {
+			offs = append(offs, off)
+			cookies = append(cookies, uint64(id))
+		}
+	}
+	ls, err := s.uprobes(prog, offs, cookies)
+	if err != nil {
+		if len(ids) == 1 {
+			return nil, fmt.Errorf("attach %s %s: %w", s.probes[ids[0]].Func.Name, what, err)
+		}
+		return nil, fmt.Errorf("attach the %s of %d functions (%d uprobes): %w", what, len(ids), len(offs), err)
+	}
+	g.links = ls
+	return g, nil
+}
+
+// uprobes attaches prog at each file offset, with its cookie: one
+// uprobe_multi link for all of them where the kernel has it, else one perf
+// uprobe each.
+func (s *Set) uprobes(prog *ebpf.Program, offs, cookies []uint64) ([]link.Link, error) {
+	if s.multi {
 		l, err := s.exe.UprobeMulti(nil, prog, &link.UprobeMultiOptions{Addresses: offs, Cookies: cookies, PID: uint32(s.opts.PID)})
 		if err != nil {
 			return nil, err
@@ -199,8 +282,8 @@ func (s *Set) uprobes(name string, prog *ebpf.Program, offs []uint64, cookie uin
 		return []link.Link{l}, nil
 	}
 	var ls []link.Link
-	for _, off := range offs {
-		l, err := s.exe.Uprobe(name, prog, &link.UprobeOptions{Address: off, PID: s.opts.PID, Cookie: cookie})
+	for i, off := range offs {
+		l, err := s.exe.Uprobe("", prog, &link.UprobeOptions{Address: off, PID: s.opts.PID, Cookie: cookies[i]})
 		if err != nil {
 			closeAll(ls)
 			return nil, fmt.Errorf("at %#x: %w", off, err)
@@ -210,23 +293,71 @@ func (s *Set) uprobes(name string, prog *ebpf.Program, offs []uint64, cookie uin
 	return ls, nil
 }
 
-// Add attaches one more probe and returns its ID. IDs are never reused, so
-// records of a probe detached for good still name its function; the slice
-// Probes returned before may be stale afterwards.
+// unlink takes probe id out of the group serving its entry (rets false) or
+// its RETs. The group's other probes get new links, attached before the old
+// ones close, so none of their calls goes unseen. In the overlap both fire
+// on one hit, and the BPF programs make that harmless: the second entry
+// finds its call's frame on top at the same depth, as after morestack, and
+// is counted as reentered; the second RET finds that frame already popped.
+// Only counters see double in the overlap: hits, reentered, skipped or
+// untracked, and an entry-only probe's count per stack; an unsampled entry
+// gets a second draw. On error the probe stays attached.
+func (s *Set) unlink(id int, rets bool) error {
+	of := s.entryOf
+	if rets {
+		of = s.retsOf
+	}
+	old := of[id]
+	if old == nil {
+		return nil
+	}
+	rest := slices.DeleteFunc(slices.Clone(old.ids), func(x int) bool { return x == id })
+	if len(rest) > 0 {
+		g, err := s.link(rest, rets)
+		if err != nil {
+			return err
+		}
+		for _, r := range rest {
+			of[r] = g
+		}
+	}
+	of[id] = nil
+	old.close()
+	return nil
+}
+
+// countUprobes is how many uprobes probes need: an entry each and their
+// RETs.
+func countUprobes(probes []Probe) int {
+	n := 0
+	for _, p := range probes {
+		n++
+		if !p.EntryOnly {
+			n += len(p.Returns)
+		}
+	}
+	return n
+}
+
+// Add attaches one more probe, through links of its own, and returns its
+// ID. IDs are never reused, so records of a probe detached for good still
+// name its function; the slice Probes returned before may be stale
+// afterwards.
 func (s *Set) Add(p Probe) (int, error) {
 	id := len(s.probes)
-	if id >= MaxProbes {
-		return 0, fmt.Errorf("%s: %d functions probed, at most %d", p.Func.Name, id, MaxProbes)
+	n := s.Uprobes() + countUprobes([]Probe{p})
+	if id >= MaxProbes || n > MaxUprobes {
+		return 0, fmt.Errorf("%s: %d functions with %d uprobes to probe, at most %d functions and %d uprobes", p.Func.Name, id+1, n, MaxProbes, MaxUprobes)
 	}
 	s.probes = append(s.probes, p)
-	s.links = append(s.links, nil)
+	s.entryOf, s.retsOf = append(s.entryOf, nil), append(s.retsOf, nil)
 	s.gens = append(s.gens, 0)
 	err := s.SetConfig(id, p.Config)
 	if err == nil {
-		err = s.attach(id)
+		err = s.attach([]int{id})
 	}
 	if err != nil {
-		s.probes, s.links, s.gens = s.probes[:id], s.links[:id], s.gens[:id]
+		s.probes, s.entryOf, s.retsOf, s.gens = s.probes[:id], s.entryOf[:id], s.retsOf[:id], s.gens[:id]
 		return 0, err
 	}
 	return id, nil
@@ -235,34 +366,49 @@ func (s *Set) Add(p Probe) (int, error) {
 // Probes returns the probes of the set, indexed by probe ID.
 func (s *Set) Probes() []Probe { return s.probes }
 
-// Attached reports whether probe id is attached.
-func (s *Set) Attached(id int) bool { return len(s.links[id]) > 0 }
+// Attached reports whether probe id is attached, if only by its RETs.
+func (s *Set) Attached(id int) bool { return s.entryOf[id] != nil || s.retsOf[id] != nil }
+
+// Uprobes returns how many uprobes are attached, entries and RETs.
+func (s *Set) Uprobes() int {
+	n := 0
+	for id, p := range s.probes {
+		if s.entryOf[id] != nil {
+			n++
+		}
+		if s.retsOf[id] != nil {
+			n += len(p.Returns)
+		}
+	}
+	return n
+}
 
 // Detach removes the uprobes of probe id. Calls in flight stay in the
-// goroutine table until a later event on their goroutine or Drain.
-func (s *Set) Detach(id int) {
+// goroutine table until a later event on their goroutine or Drain. On error
+// some of them are still attached.
+func (s *Set) Detach(id int) error {
 	// Entry first: once it is gone no new call starts, then the RETs.
-	closeAll(s.links[id])
-	s.links[id] = nil
+	if err := s.Pause(id); err != nil {
+		return err
+	}
+	return s.unlink(id, true)
 }
 
 // Pause removes the entry probe of id and keeps its RET probes: no new call
 // is traced, and the calls in flight still return and are reported. Detach
-// removes the rest once they have.
-func (s *Set) Pause(id int) {
-	if ls := s.links[id]; len(ls) > 0 && ls[0] != nil {
-		ls[0].Close()
-		ls[0] = nil
-	}
+// removes the rest once they have. On error the entry is still attached.
+func (s *Set) Pause(id int) error {
+	return s.unlink(id, false)
 }
 
-// Reattach attaches probe id again after Detach or Pause.
+// Reattach attaches probe id again after Detach or Pause, through links of
+// its own.
 func (s *Set) Reattach(id int) error {
-	if s.Attached(id) {
-		if s.links[id][0] != nil {
-			return nil
-		}
-		s.Detach(id)
+	if s.entryOf[id] != nil {
+		return nil
+	}
+	if err := s.Detach(id); err != nil {
+		return err
 	}
 	// A new generation: calls entered before the detach whose RETs went
 	// unseen are not paired with the returns of calls entered from now on.
@@ -270,7 +416,7 @@ func (s *Set) Reattach(id int) error {
 	if err := s.SetConfig(id, s.probes[id].Config); err != nil {
 		return err
 	}
-	return s.attach(id)
+	return s.attach([]int{id})
 }
 
 // SetConfig changes the filters of probe id.
@@ -293,12 +439,75 @@ func (s *Set) SetConfig(id int, c Config) error {
 	return nil
 }
 
-// Close detaches every probe and frees the BPF objects. Records still in the
-// ring buffer are lost: call Drain first to report calls in flight.
-func (s *Set) Close() error {
-	for id := range s.links {
-		s.Detach(id)
+// detachAll closes every link: every entry first, so no call starts
+// while the RETs are being removed, then the RETs.
+func (s *Set) detachAll() {
+	for _, of := range [][]*group{s.entryOf, s.retsOf} {
+		var ls []link.Link
+		for id, g := range of {
+			if g != nil {
+				// A group serving several probes is closed once.
+				ls = append(ls, g.links...)
+				g.links = nil
+			}
+			of[id] = nil
+		}
+		closeAll(ls)
 	}
+}
+
+// Stop detaches every probe and reports the calls seen: while the uprobes
+// are being removed, which can take seconds (one perf uprobe at a time
+// before Linux 6.6), it keeps reading the ring buffer, so calls returning
+// meanwhile are neither lost to a full buffer nor left in flight; once the
+// last link is closed it reads what the buffer still holds, then drains the
+// calls still in flight as InFlight records. Each record goes to handle, on
+// the caller's goroutine. Close frees the rest.
+func (s *Set) Stop(handle func(*Record)) error {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		s.detachAll()
+	}()
+	var readErr error
+	for detaching := true; detaching && readErr == nil; {
+		deadline := time.Now().Add(20 * time.Millisecond)
+		select {
+		case <-done:
+			// The last link is closed and nothing adds to the buffer
+			// anymore: read it to the end.
+			detaching, deadline = false, time.Now()
+		default:
+		}
+		readErr = s.readUntil(deadline, handle)
+	}
+	<-done
+	recs, err := s.Drain()
+	for i := range recs {
+		handle(&recs[i])
+	}
+	return errors.Join(readErr, err)
+}
+
+// readUntil passes every record to handle until none comes before deadline.
+func (s *Set) readUntil(deadline time.Time, handle func(*Record)) error {
+	var rec Record
+	s.SetDeadline(deadline)
+	for {
+		if err := s.Read(&rec); err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				return nil
+			}
+			return err
+		}
+		handle(&rec)
+	}
+}
+
+// Close detaches every probe and frees the BPF objects. Records still in the
+// ring buffer are lost: Stop first reports them and the calls in flight.
+func (s *Set) Close() error {
+	s.detachAll()
 	closeAll(s.panics)
 	s.panics = nil
 	if s.reader != nil {
@@ -307,12 +516,27 @@ func (s *Set) Close() error {
 	return s.objs.Close()
 }
 
+// closeAll closes links, many at a time: closing one waits until no CPU
+// may still run its program, about 100 ms for a perf uprobe on Linux 6.18,
+// and concurrent waits partly overlap (338 perf uprobes: 33 s instead of
+// 46 s).
 func closeAll(ls []link.Link) {
+	work := make(chan link.Link)
+	var wg sync.WaitGroup
+	for range min(len(ls), 64) {
+		wg.Go(func() {
+			for l := range work {
+				l.Close()
+			}
+		})
+	}
 	for _, l := range ls {
 		if l != nil {
-			l.Close()
+			work <- l
 		}
 	}
+	close(work)
+	wg.Wait()
 }
 
 func boolU32(b bool) uint32 {

@@ -30,6 +30,10 @@ type Config struct {
 	// is reported unfinished and dropped from the goroutine table, so
 	// goroutines that ended without a RET do not fill it; default 10m.
 	ExpireAfter time.Duration
+	// Detaching, if set, is called when the probes start to be removed,
+	// with how many uprobes that is, and what it returns once they are
+	// gone: thousands take seconds without uprobe_multi.
+	Detaching func(uprobes int) (detached func())
 }
 
 // ErrTargetExited ends Run when the traced process is gone.
@@ -213,30 +217,13 @@ func (s *Session) Run(ctx context.Context, emit func(*calls.Call)) error {
 	return s.finish(handle, nil)
 }
 
-// finish detaches, reads what the ring buffer still holds, then drains the
-// calls in flight.
+// finish detaches the probes and reports every call they saw: those that
+// return while the uprobes are being removed, then those still in flight.
 func (s *Session) finish(handle func(*probe.Record), cause error) error {
-	// Every entry probe first, so no call starts while the RET probes of
-	// other functions are being removed.
-	for id := range s.Set.Probes() {
-		s.Set.Pause(id)
+	if s.cfg.Detaching != nil {
+		defer s.cfg.Detaching(s.Set.Uprobes())()
 	}
-	for id := range s.Set.Probes() {
-		s.Set.Detach(id)
-	}
-	var rec probe.Record
-	for {
-		s.Set.SetDeadline(time.Now())
-		if err := s.Set.Read(&rec); err != nil {
-			break
-		}
-		handle(&rec)
-	}
-	recs, err := s.Set.Drain()
-	for i := range recs {
-		handle(&recs[i])
-	}
-	return errors.Join(cause, err)
+	return errors.Join(cause, s.Set.Stop(handle))
 }
 
 // Counters returns the BPF counters per function name.

@@ -1,13 +1,14 @@
 // Command big links the tracer's dependency graph and every Kubernetes API
 // group, registered in a scheme as Kubernetes components do: a binary of
 // the size class of cilium-agent (100+ MB) for the attach benchmark,
-// without downloading one. It is built, never run for real. It is not
+// without downloading one. It is never run for real: with -wait it only waits, as a process to attach to. It is not
 // under testdata so that go mod tidy keeps the modules it needs.
 package main
 
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 
@@ -96,6 +97,12 @@ import (
 )
 
 func main() {
+	if len(os.Args) == 2 && os.Args[1] == "-wait" {
+		// A live process for the attach benchmark to write its
+		// breakpoints into, until stdin closes.
+		io.Copy(io.Discard, os.Stdin)
+		return
+	}
 	scheme := runtime.NewScheme()
 	for _, add := range []func(*runtime.Scheme) error{
 		admissionv1.AddToScheme,
