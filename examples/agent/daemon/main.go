@@ -6,6 +6,7 @@
 package main
 
 import (
+	"bufio"
 	"errors"
 	"flag"
 	"fmt"
@@ -24,6 +25,7 @@ import (
 	"github.com/cilium/cilium/pkg/ipcache"
 	"github.com/cilium/cilium/pkg/maps/ctmap"
 	"github.com/cilium/cilium/pkg/policy"
+	"github.com/cilium/cilium/pkg/torture"
 )
 
 // endpointsPerWorker endpoints are regenerated in turn by each worker;
@@ -49,6 +51,9 @@ type config struct {
 	logRegenerations bool
 	startDelay       time.Duration
 	waitStart        bool
+	scratchWorkers   int
+	scratchCalls     int
+	goexitWorkers    int
 }
 
 var errBadFlag = errors.New("invalid flag value")
@@ -69,6 +74,9 @@ func parseFlags(args []string) (config, error) {
 	fs.BoolVar(&c.logRegenerations, "log-regenerations", false, "print one line per regeneration with the endpoint's fields")
 	fs.DurationVar(&c.startDelay, "start-delay", 0, "wait this long after printing ready before starting, so a tracer can attach")
 	fs.BoolVar(&c.waitStart, "wait-start", false, "after printing ready, wait for SIGUSR2 before starting (then -start-delay), so a tracer can attach first")
+	fs.IntVar(&c.scratchWorkers, "scratch-workers", 0, fmt.Sprintf("before the regenerations, goroutines (at most %d) each calling torture.Traced with its number from a caller function of its own", torture.MaxCallers))
+	fs.IntVar(&c.scratchCalls, "scratch-calls", 1000, "calls of torture.Traced per scratch worker")
+	fs.IntVar(&c.goexitWorkers, "goexit-workers", 0, "before the regenerations, goroutines that end through Goexit inside torture.Step once a line is read from stdin, then as many new ones that call it and return")
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
 	}
@@ -82,6 +90,10 @@ func parseFlags(args []string) (config, error) {
 		return config{}, fmt.Errorf("-iterations %d is negative: %w", c.iterations, errBadFlag)
 	case c.policyDepth < 0:
 		return config{}, fmt.Errorf("-policy-depth %d is negative: %w", c.policyDepth, errBadFlag)
+	case c.scratchWorkers < 0 || c.scratchWorkers > torture.MaxCallers:
+		return config{}, fmt.Errorf("-scratch-workers %d not in [0, %d]: %w", c.scratchWorkers, torture.MaxCallers, errBadFlag)
+	case c.scratchCalls < 0 || c.goexitWorkers < 0:
+		return config{}, fmt.Errorf("-scratch-calls and -goexit-workers must not be negative: %w", errBadFlag)
 	case c.hot < 0:
 		return config{}, fmt.Errorf("-hot %d is negative: %w", c.hot, errBadFlag)
 	case c.interval < 0 || c.bpfSleep < 0 || c.compileSleep < 0 || c.policySleep < 0 || c.startDelay < 0:
@@ -171,6 +183,17 @@ func run(cfg config, out *printer) {
 		}()
 	case cfg.hot > 0:
 		hot()
+	}
+	if cfg.scratchWorkers > 0 {
+		torture.Callers(cfg.scratchWorkers, cfg.scratchCalls)
+	}
+	if cfg.goexitWorkers > 0 {
+		stdin := bufio.NewReader(os.Stdin)
+		torture.GoexitReuse(cfg.goexitWorkers,
+			func() {
+				out.printf("goexit in-flight calls=%d\n", groundtruth.Snapshot(0).Counts[torture.StepName])
+			},
+			func() { stdin.ReadString('\n') })
 	}
 	if cfg.workers == 0 {
 		wg.Wait()
