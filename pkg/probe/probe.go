@@ -20,6 +20,10 @@ import (
 // MaxProbes is how many functions one Set can trace.
 const MaxProbes = 1024
 
+// MaxNesting is how many traced calls one goroutine can have in flight; a
+// call deeper than that is counted untracked.
+const MaxNesting = len(uprobes.UprobesGstate{}.Frames)
+
 // A Probe is one function to trace. Its index in the slice given to Attach
 // is its probe ID in records and counters.
 type Probe struct {
