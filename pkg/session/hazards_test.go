@@ -20,9 +20,10 @@ import (
 
 // Functions of the example agent's torture workloads (pkg/torture).
 const (
-	tortureTraced = "github.com/cilium/cilium/pkg/torture.Traced"
-	tortureCaller = "github.com/cilium/cilium/pkg/torture.caller%02d"
-	tortureStep   = "github.com/cilium/cilium/pkg/torture.Step"
+	tortureTraced  = "github.com/cilium/cilium/pkg/torture.Traced"
+	tortureCaller  = "github.com/cilium/cilium/pkg/torture.caller%02d"
+	tortureStep    = "github.com/cilium/cilium/pkg/torture.Step"
+	tortureRecurse = "github.com/cilium/cilium/pkg/torture.Recurse"
 )
 
 // The per-CPU scratch buffers that hold a stack and the captured values
@@ -182,57 +183,71 @@ func TestGoroutineReuse(t *testing.T) {
 
 // A recursion deeper than the frames a goroutine can hold in flight: the
 // outermost probe.MaxNesting levels are traced, the deeper ones counted
-// untracked, and the two add up to the calls the agent made, exactly.
+// untracked, and the two add up to the calls the agent made, exactly. Some
+// levels of torture.Recurse run their entry twice (morestack), also beyond
+// the frames held: such a call still counts once.
 func TestDeepRecursion(t *testing.T) {
-	const depth = 120
-	bin := testagent.Build(t, testagent.Variant{})
-	agent := testagent.Start(t, bin, "-wait-start", "-workers", "4", "-iterations", "3", "-interval", "1ms",
-		"-policy-depth", fmt.Sprint(depth), "-policy-sleep", "100us", "-panic-every", "0")
-	s, err := session.Start(session.Config{PID: agent.PID, Funcs: []string{testagent.ResolvePolicy}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	agent.Begin(t)
-	var got []calls.Call
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	if err := s.Run(ctx, func(c *calls.Call) { got = append(got, *c) }); !errors.Is(err, session.ErrTargetExited) {
-		t.Fatalf("Run: %v, want the target to exit", err)
-	}
-	report := agent.Wait(t, 10*time.Second)
-	counters, err := s.Counters()
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := counters[testagent.ResolvePolicy]
-
 	if probe.MaxNesting < 64 {
 		t.Errorf("%d traced calls in flight per goroutine, want at least 64", probe.MaxNesting)
 	}
-	made := report.Counts[testagent.ResolvePolicy]
-	chains := made / depth
-	var done, unfinished uint64
-	perRoot := map[uint64]int{}
-	for _, call := range got {
-		if call.Unfinished {
-			unfinished++
-		} else {
-			done++
-		}
-		perRoot[call.RootID]++
+	bin := testagent.Build(t, testagent.Variant{})
+	for _, tc := range []struct {
+		fn          string
+		depth, runs int
+		args        []string
+	}{
+		{testagent.ResolvePolicy, 120, 4 * 3, []string{"-workers", "4", "-iterations", "3", "-interval", "1ms",
+			"-policy-depth", "120", "-policy-sleep", "100us", "-panic-every", "0"}},
+		{tortureRecurse, 150, 20, []string{"-workers", "0", "-recurse-depth", "150", "-recurse-times", "20"}},
+	} {
+		t.Run(tc.fn[strings.LastIndex(tc.fn, ".")+1:], func(t *testing.T) {
+			agent := testagent.Start(t, bin, append([]string{"-wait-start"}, tc.args...)...)
+			s, err := session.Start(session.Config{PID: agent.PID, Funcs: []string{tc.fn}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			agent.Begin(t)
+			var got []calls.Call
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			if err := s.Run(ctx, func(c *calls.Call) { got = append(got, *c) }); !errors.Is(err, session.ErrTargetExited) {
+				t.Fatalf("Run: %v, want the target to exit", err)
+			}
+			report := agent.Wait(t, 10*time.Second)
+			counters, err := s.Counters()
+			if err != nil {
+				t.Fatal(err)
+			}
+			c := counters[tc.fn]
+
+			made := report.Counts[tc.fn]
+			var done, unfinished uint64
+			perRoot := map[uint64]int{}
+			for _, call := range got {
+				if call.Unfinished {
+					unfinished++
+				} else {
+					done++
+				}
+				perRoot[call.RootID]++
+			}
+			if made != uint64(tc.runs*tc.depth) || done+unfinished+c.Untracked != made {
+				t.Errorf("%d returned + %d unfinished + %d untracked calls, the agent made %d", done, unfinished, c.Untracked, made)
+			}
+			if done != uint64(tc.runs*probe.MaxNesting) || unfinished != 0 || len(perRoot) != tc.runs {
+				t.Errorf("%d returned and %d unfinished calls in %d recursions, want the outermost %d of each of %d",
+					done, unfinished, len(perRoot), probe.MaxNesting, tc.runs)
+			}
+			for root, k := range perRoot {
+				if k != probe.MaxNesting {
+					t.Errorf("recursion %#x: %d nested calls traced, want %d", root, k, probe.MaxNesting)
+				}
+			}
+			if tc.fn == tortureRecurse && c.Reentered == 0 {
+				t.Error("no entry of Recurse ran twice: the stack never grew")
+			}
+			t.Logf("counters %+v", c)
+		})
 	}
-	if made != 4*3*depth || done+unfinished+c.Untracked != made {
-		t.Errorf("%d returned + %d unfinished + %d untracked calls, the agent made %d", done, unfinished, c.Untracked, made)
-	}
-	if done != chains*uint64(probe.MaxNesting) || unfinished != 0 {
-		t.Errorf("%d returned and %d unfinished calls, want the outermost %d of each of %d recursions",
-			done, unfinished, probe.MaxNesting, chains)
-	}
-	for root, k := range perRoot {
-		if k != probe.MaxNesting {
-			t.Errorf("recursion %#x: %d nested calls traced, want %d", root, k, probe.MaxNesting)
-		}
-	}
-	t.Logf("counters %+v", c)
 }

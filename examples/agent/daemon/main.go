@@ -54,6 +54,8 @@ type config struct {
 	scratchWorkers   int
 	scratchCalls     int
 	goexitWorkers    int
+	recurseDepth     int
+	recurseTimes     int
 }
 
 var errBadFlag = errors.New("invalid flag value")
@@ -77,6 +79,8 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&c.scratchWorkers, "scratch-workers", 0, fmt.Sprintf("before the regenerations, goroutines (at most %d) each calling torture.Traced with its number from a caller function of its own", torture.MaxCallers))
 	fs.IntVar(&c.scratchCalls, "scratch-calls", 1000, "calls of torture.Traced per scratch worker")
 	fs.IntVar(&c.goexitWorkers, "goexit-workers", 0, "before the regenerations, goroutines that end through Goexit inside torture.Step once a line is read from stdin, then as many new ones that call it and return")
+	fs.IntVar(&c.recurseDepth, "recurse-depth", 0, "before the regenerations, recursions of torture.Recurse this deep, each on a new goroutine")
+	fs.IntVar(&c.recurseTimes, "recurse-times", 1, "recursions of torture.Recurse")
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
 	}
@@ -92,8 +96,8 @@ func parseFlags(args []string) (config, error) {
 		return config{}, fmt.Errorf("-policy-depth %d is negative: %w", c.policyDepth, errBadFlag)
 	case c.scratchWorkers < 0 || c.scratchWorkers > torture.MaxCallers:
 		return config{}, fmt.Errorf("-scratch-workers %d not in [0, %d]: %w", c.scratchWorkers, torture.MaxCallers, errBadFlag)
-	case c.scratchCalls < 0 || c.goexitWorkers < 0:
-		return config{}, fmt.Errorf("-scratch-calls and -goexit-workers must not be negative: %w", errBadFlag)
+	case c.scratchCalls < 0 || c.goexitWorkers < 0 || c.recurseDepth < 0 || c.recurseTimes < 0:
+		return config{}, fmt.Errorf("-scratch-calls, -goexit-workers, -recurse-depth and -recurse-times must not be negative: %w", errBadFlag)
 	case c.hot < 0:
 		return config{}, fmt.Errorf("-hot %d is negative: %w", c.hot, errBadFlag)
 	case c.interval < 0 || c.bpfSleep < 0 || c.compileSleep < 0 || c.policySleep < 0 || c.startDelay < 0:
@@ -186,6 +190,9 @@ func run(cfg config, out *printer) {
 	}
 	if cfg.scratchWorkers > 0 {
 		torture.Callers(cfg.scratchWorkers, cfg.scratchCalls)
+	}
+	if cfg.recurseDepth > 0 {
+		torture.Recursions(cfg.recurseTimes, cfg.recurseDepth)
 	}
 	if cfg.goexitWorkers > 0 {
 		stdin := bufio.NewReader(os.Stdin)
