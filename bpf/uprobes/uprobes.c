@@ -692,8 +692,7 @@ int go_return(struct pt_regs *ctx)
 		// their RETs (Goexit) while the entry probes were off, so no
 		// entry saw its g reused: they are not this goroutine's.
 		__u64 goid = 0;
-		bpf_probe_read_user(&goid, sizeof(goid), (void *)(w.g + goid_offset));
-		if (goid != gs->goid) {
+		if (!bpf_probe_read_user(&goid, sizeof(goid), (void *)(w.g + goid_offset)) && goid != gs->goid) {
 			unwind(gs, 0, now, tgid);
 			bpf_map_delete_elem(&gstates, &key);
 			return 0;
