@@ -18,7 +18,7 @@
 #include "regs.h"
 
 #define MAX_PROBES 1024
-#define MAX_FRAMES 16 // in-flight traced calls per goroutine; a power of two
+#define MAX_FRAMES 64 // in-flight traced calls per goroutine; a power of two
 #define MAX_STACK_DEPTH 64
 #define WAKEUP_BYTES (64 << 10)
 #define EEXIST_ 17 // errno, without the libc headers
@@ -87,6 +87,7 @@ struct counters {
 	__u64 filtered;   // completed calls below min_duration_ns
 	__u64 reentered;  // entry re-fired for a call in flight (morestack)
 	__u64 untracked;  // entries not tracked: shadow stack or goroutine table full, unreadable g
+	__u64 contended;  // entries without stack or values: a preempted probe on the CPU held the scratch space
 };
 
 struct frame {
@@ -102,10 +103,19 @@ struct frame {
 	__u32 _pad;
 };
 
+// The call beyond MAX_FRAMES entered last, until its RET: its entry fires
+// again when its prologue calls morestack, and must not count twice.
+struct overflow {
+	__u64 depth; // 0: none
+	__u32 probe_id;
+	__u32 panics;
+};
+
 struct gstate {
 	__u64 goid;
 	__u32 n;      // frames in use
 	__u32 panics; // runtime.gopanic and runtime.Goexit calls seen on this goroutine
+	struct overflow over;
 	struct frame frames[MAX_FRAMES];
 };
 
@@ -164,10 +174,12 @@ struct {
 } probe_counters SEC(".maps");
 
 // Goroutines with traced calls in flight. Not an LRU: an eviction would lose
-// frames silently, a full table is counted instead (untracked).
+// frames silently, a full table is counted instead (untracked). Entries are
+// allocated as goroutines enter traced calls, about 3.6 KiB each (a 4 KiB
+// allocation): 32 MiB with the table full.
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 16384);
+	__uint(max_entries, 8192);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, struct gkey);
 	__type(value, struct gstate);
@@ -190,14 +202,6 @@ struct {
 	__type(value, struct capture_vals);
 } captures SEC(".maps");
 
-// Scratch space to build a capture_vals: too large for the BPF stack.
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct capture_vals);
-} capture_scratch SEC(".maps");
-
 struct stack_trace {
 	__u64 pcs[MAX_STACK_DEPTH]; // innermost first, zero after the last
 };
@@ -213,12 +217,44 @@ struct {
 	__type(value, struct stack_trace);
 } stacks SEC(".maps");
 
+// Space to build a stack and captured values in: too large for the BPF
+// stack. Uprobe programs run with migration disabled but can be preempted
+// (CONFIG_PREEMPT), and the task that preempts one may hit a probe on the
+// same CPU: busy keeps the second one out (see claim).
+struct scratch {
+	__u32 busy;
+	__u32 _pad;
+	struct stack_trace st;
+	struct capture_vals v;
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct stack_trace);
-} stack_scratch SEC(".maps");
+	__type(value, struct scratch);
+} scratch SEC(".maps");
+
+// claim returns the CPU's scratch space, or NULL while another probe holds
+// it. The second claimant backs off; both back off if they add at once.
+// Only a fetch-less atomic add is used: fetching atomics need Linux 5.12.
+static __always_inline struct scratch *claim(void)
+{
+	__u32 zero = 0;
+	struct scratch *s = bpf_map_lookup_elem(&scratch, &zero);
+	if (!s)
+		return NULL;
+	__sync_fetch_and_add(&s->busy, 1);
+	if (*(volatile __u32 *)&s->busy == 1)
+		return s;
+	__sync_fetch_and_add(&s->busy, -1);
+	return NULL;
+}
+
+static __always_inline void release(struct scratch *s)
+{
+	__sync_fetch_and_add(&s->busy, -1);
+}
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -241,12 +277,8 @@ struct {
 // goes from the function's PC straight to the caller's caller (bpftrace's
 // ustack has this gap). The return address read at entry, caller, is put
 // back in second place.
-static __always_inline __s32 stack_id(struct pt_regs *ctx, __u64 caller)
+static __always_inline __s32 stack_id(struct pt_regs *ctx, struct stack_trace *st, __u64 caller)
 {
-	__u32 zero = 0;
-	struct stack_trace *st = bpf_map_lookup_elem(&stack_scratch, &zero);
-	if (!st)
-		return -1;
 	long n = bpf_get_stack(ctx, &st->pcs[1], sizeof(st->pcs) - sizeof(st->pcs[0]), BPF_F_USER_STACK);
 	if (n <= 0)
 		return -1;
@@ -279,10 +311,14 @@ static __always_inline struct counters *counters_of(__u32 probe_id)
 	return bpf_map_lookup_elem(&probe_counters, &probe_id);
 }
 
+// Counters are per CPU, but a preempted probe may be halfway through an
+// increment: an atomic add loses none.
+#define INC(c, field) __sync_fetch_and_add(&(c)->field, 1)
+
 #define COUNT(c, field)      \
 	do {                     \
 		if (c)               \
-			(c)->field++;    \
+			INC(c, field);   \
 	} while (0)
 
 // wakeup_flags wakes the reader only once a batch of records is waiting:
@@ -360,17 +396,23 @@ __attribute__((noinline)) int emit(struct gstate *gs, __u32 i, __u32 kind, __u64
 
 // unwind reports and pops every frame deeper than depth: the goroutine is
 // running above them, so they ended without a RET.
-static __always_inline void unwind(struct gstate *gs, __u64 depth, __u64 now, __u32 tgid)
+//
+// A global function, like emit: inlined, its loop over MAX_FRAMES frames at
+// each call site takes the verifier past its instruction limit.
+__attribute__((noinline)) int unwind(struct gstate *gs, __u64 depth, __u64 now, __u32 tgid)
 {
+	if (!gs)
+		return 0;
 	for (int k = 0; k < MAX_FRAMES; k++) {
 		__u32 n = gs->n;
 		if (n == 0 || n > MAX_FRAMES)
-			return;
+			return 0;
 		if (gs->frames[(n - 1) & (MAX_FRAMES - 1)].depth <= depth)
-			return;
+			return 0;
 		emit(gs, n - 1, EVENT_UNWOUND, now, tgid);
 		gs->n = n - 1;
 	}
+	return 0;
 }
 
 struct where {
@@ -394,26 +436,30 @@ static __always_inline int locate(struct pt_regs *ctx, struct where *w)
 // on the stack, at stack.hi - depth (stack copies keep that distance); a
 // frame whose slot holds something else is gone. Only frames pushed before
 // the goroutine's latest panic are checked, so the common path reads nothing.
-static __always_inline void drop_dead(struct gstate *gs, __u64 hi, __u64 now, __u32 tgid)
+// A global function, as unwind.
+__attribute__((noinline)) int drop_dead(struct gstate *gs, __u64 hi, __u64 now, __u32 tgid)
 {
 #if GO_RETURN_ADDRESS_ON_STACK
+	if (!gs)
+		return 0;
 	for (int k = 0; k < MAX_FRAMES; k++) {
 		__u32 n = gs->n;
 		if (n == 0 || n > MAX_FRAMES)
-			return;
+			return 0;
 		struct frame *f = &gs->frames[(n - 1) & (MAX_FRAMES - 1)];
 		if (f->panics == gs->panics)
-			return;
+			return 0;
 		__u64 ra = 0;
 		if (!bpf_probe_read_user(&ra, sizeof(ra), (void *)(hi - f->depth)) && ra == f->caller) {
 			// Alive, and so is every frame below it.
 			f->panics = gs->panics;
-			return;
+			return 0;
 		}
 		emit(gs, n - 1, EVENT_UNWOUND, now, tgid);
 		gs->n = n - 1;
 	}
 #endif
+	return 0;
 }
 
 // read_capture reads one value into v's slot i. A read that faults leaves
@@ -470,13 +516,10 @@ static __always_inline void read_capture(__u64 args[16], struct capture_spec *s,
 	v->ok |= 1 << i;
 }
 
-// capture reads the probe's values at the entry of call id.
-static __always_inline int capture(struct pt_regs *ctx, struct probe_cfg *cfg, __u64 id)
+// capture reads the probe's values at the entry of call id into v, then
+// keeps them under id.
+static __always_inline int capture(struct pt_regs *ctx, struct probe_cfg *cfg, struct capture_vals *v, __u64 id)
 {
-	__u32 zero = 0;
-	struct capture_vals *v = bpf_map_lookup_elem(&capture_scratch, &zero);
-	if (!v)
-		return 0;
 	__u64 args[16];
 	go_args(ctx, args);
 	v->ok = 0;
@@ -497,12 +540,18 @@ int go_entry(struct pt_regs *ctx)
 	struct counters *c = counters_of(probe_id);
 	if (!cfg || !c)
 		return 0;
-	c->hits++;
+	INC(c, hits);
 
 	if (cfg->flags & PROBE_ENTRY_ONLY) {
 		struct entry_key k = {.probe_id = probe_id, .stack_id = -1};
-		if (capture_stacks)
-			k.stack_id = stack_id(ctx, GO_RETURN_ADDRESS(ctx));
+		if (capture_stacks) {
+			struct scratch *s = claim();
+			if (s) {
+				k.stack_id = stack_id(ctx, &s->st, GO_RETURN_ADDRESS(ctx));
+				release(s);
+			} else
+				INC(c, contended);
+		}
 		__u64 *cnt = bpf_map_lookup_elem(&entry_counts, &k);
 		if (!cnt) {
 			// Another CPU may insert the same stack meanwhile: insert
@@ -514,7 +563,7 @@ int go_entry(struct pt_regs *ctx)
 		if (cnt)
 			__sync_fetch_and_add(cnt, 1);
 		else
-			c->untracked++; // table full
+			INC(c, untracked); // table full
 		return 0;
 	}
 
@@ -524,7 +573,7 @@ int go_entry(struct pt_regs *ctx)
 
 	struct where w;
 	if (locate(ctx, &w)) {
-		c->untracked++;
+		INC(c, untracked);
 		return 0;
 	}
 	__u64 now = bpf_ktime_get_ns();
@@ -537,7 +586,7 @@ int go_entry(struct pt_regs *ctx)
 	struct gkey key = {.g = w.g, .tgid = tgid};
 	struct gstate *gs = bpf_map_lookup_elem(&gstates, &key);
 	if (!gs && !sampled) {
-		c->skipped++;
+		INC(c, skipped);
 		return 0;
 	}
 	if (!gs) {
@@ -548,7 +597,7 @@ int go_entry(struct pt_regs *ctx)
 		bpf_map_update_elem(&gstates, &key, z, BPF_NOEXIST);
 		gs = bpf_map_lookup_elem(&gstates, &key);
 		if (!gs) {
-			c->untracked++;
+			INC(c, untracked);
 			return 0;
 		}
 		gs->goid = goid;
@@ -559,6 +608,7 @@ int go_entry(struct pt_regs *ctx)
 		// ended with it.
 		unwind(gs, 0, now, tgid);
 		gs->goid = goid;
+		gs->over.depth = 0;
 	}
 	unwind(gs, w.depth, now, tgid);
 
@@ -571,7 +621,7 @@ int go_entry(struct pt_regs *ctx)
 			// the first entry), or the frame is what a panic or Goexit
 			// left behind and this is a new call.
 			if (top->probe_id == probe_id && top->panics == gs->panics && top->gen == cfg->gen) {
-				c->reentered++;
+				INC(c, reentered);
 				return 0;
 			}
 			emit(gs, n - 1, EVENT_SUPERSEDED, now, tgid);
@@ -580,13 +630,21 @@ int go_entry(struct pt_regs *ctx)
 		}
 	}
 	if (!sampled) {
-		c->skipped++;
+		INC(c, skipped);
 		return 0;
 	}
 	drop_dead(gs, w.hi, now, tgid);
 	n = gs->n;
 	if (n >= MAX_FRAMES) {
-		c->untracked++;
+		struct overflow *o = &gs->over;
+		if (o->depth == w.depth && o->probe_id == probe_id && o->panics == gs->panics) {
+			INC(c, reentered);
+			return 0;
+		}
+		o->depth = w.depth;
+		o->probe_id = probe_id;
+		o->panics = gs->panics;
+		INC(c, untracked);
 		return 0;
 	}
 
@@ -596,10 +654,21 @@ int go_entry(struct pt_regs *ctx)
 	f->depth = w.depth;
 	f->caller = GO_RETURN_ADDRESS(ctx);
 	f->probe_id = probe_id;
-	f->stack_id = capture_stacks ? stack_id(ctx, f->caller) : -1;
+	f->stack_id = -1;
 	f->panics = gs->panics;
 	f->gen = cfg->gen;
-	f->captured = cfg->ncaptures ? capture(ctx, cfg, f->id) : 0;
+	f->captured = 0;
+	if (capture_stacks || cfg->ncaptures) {
+		struct scratch *s = claim();
+		if (s) {
+			if (capture_stacks)
+				f->stack_id = stack_id(ctx, &s->st, f->caller);
+			if (cfg->ncaptures)
+				f->captured = capture(ctx, cfg, &s->v, f->id);
+			release(s);
+		} else
+			INC(c, contended);
+	}
 	gs->n = n + 1;
 	return 0;
 }
@@ -618,6 +687,17 @@ int go_return(struct pt_regs *ctx)
 		return 0; // not sampled, or entered before the probes were attached
 
 	__u64 now = bpf_ktime_get_ns();
+	if (goid_offset) {
+		// The frames may be those of a goroutine that ended without
+		// their RETs (Goexit) while the entry probes were off, so no
+		// entry saw its g reused: they are not this goroutine's.
+		__u64 goid = 0;
+		if (!bpf_probe_read_user(&goid, sizeof(goid), (void *)(w.g + goid_offset)) && goid != gs->goid) {
+			unwind(gs, 0, now, tgid);
+			bpf_map_delete_elem(&gstates, &key);
+			return 0;
+		}
+	}
 	unwind(gs, w.depth, now, tgid);
 
 	__u32 n = gs->n;
@@ -642,7 +722,8 @@ int go_return(struct pt_regs *ctx)
 				emit(gs, i, EVENT_RETURN, now, tgid);
 			n--;
 			gs->n = n;
-		}
+		} else if (gs->over.depth == w.depth)
+			gs->over.depth = 0; // the call beyond MAX_FRAMES returned
 	}
 	if (n == 0)
 		bpf_map_delete_elem(&gstates, &key);

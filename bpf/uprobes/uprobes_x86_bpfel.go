@@ -41,6 +41,7 @@ type UprobesCounters struct {
 	Filtered   uint64
 	Reentered  uint64
 	Untracked  uint64
+	Contended  uint64
 }
 
 type UprobesEntryKey struct {
@@ -77,7 +78,13 @@ type UprobesGstate struct {
 	Goid   uint64
 	N      uint32
 	Panics uint32
-	Frames [16]struct {
+	Over   struct {
+		_       structs.HostLayout
+		Depth   uint64
+		ProbeId uint32
+		Panics  uint32
+	}
+	Frames [64]struct {
 		_        structs.HostLayout
 		Id       uint64
 		StartNs  uint64
@@ -102,6 +109,15 @@ type UprobesProbeCfg struct {
 	Captures      [4]UprobesCaptureSpec
 }
 
+type UprobesScratch struct {
+	_    structs.HostLayout
+	Busy uint32
+	Pad  uint32
+	St   UprobesStackTrace
+	V    UprobesCaptureVals
+	_    [4]byte
+}
+
 type UprobesStackTrace struct {
 	_   structs.HostLayout
 	Pcs [64]uint64
@@ -111,7 +127,6 @@ type UprobesStackTrace struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	UprobesMapCaptureScratch    = "capture_scratch"
 	UprobesMapCaptures          = "captures"
 	UprobesMapEntryCounts       = "entry_counts"
 	UprobesMapEvents            = "events"
@@ -119,7 +134,7 @@ const (
 	UprobesMapGstates           = "gstates"
 	UprobesMapProbeCfgs         = "probe_cfgs"
 	UprobesMapProbeCounters     = "probe_counters"
-	UprobesMapStackScratch      = "stack_scratch"
+	UprobesMapScratch           = "scratch"
 	UprobesMapStacks            = "stacks"
 	UprobesProgGoEntry          = "go_entry"
 	UprobesProgGoPanic          = "go_panic"
@@ -181,16 +196,15 @@ type UprobesProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type UprobesMapSpecs struct {
-	CaptureScratch *ebpf.MapSpec `ebpf:"capture_scratch"`
-	Captures       *ebpf.MapSpec `ebpf:"captures"`
-	EntryCounts    *ebpf.MapSpec `ebpf:"entry_counts"`
-	Events         *ebpf.MapSpec `ebpf:"events"`
-	GstateZero     *ebpf.MapSpec `ebpf:"gstate_zero"`
-	Gstates        *ebpf.MapSpec `ebpf:"gstates"`
-	ProbeCfgs      *ebpf.MapSpec `ebpf:"probe_cfgs"`
-	ProbeCounters  *ebpf.MapSpec `ebpf:"probe_counters"`
-	StackScratch   *ebpf.MapSpec `ebpf:"stack_scratch"`
-	Stacks         *ebpf.MapSpec `ebpf:"stacks"`
+	Captures      *ebpf.MapSpec `ebpf:"captures"`
+	EntryCounts   *ebpf.MapSpec `ebpf:"entry_counts"`
+	Events        *ebpf.MapSpec `ebpf:"events"`
+	GstateZero    *ebpf.MapSpec `ebpf:"gstate_zero"`
+	Gstates       *ebpf.MapSpec `ebpf:"gstates"`
+	ProbeCfgs     *ebpf.MapSpec `ebpf:"probe_cfgs"`
+	ProbeCounters *ebpf.MapSpec `ebpf:"probe_counters"`
+	Scratch       *ebpf.MapSpec `ebpf:"scratch"`
+	Stacks        *ebpf.MapSpec `ebpf:"stacks"`
 }
 
 // UprobesVariableSpecs contains global variables before they are loaded into the kernel.
@@ -223,21 +237,19 @@ func (o *UprobesObjects) Close() error {
 //
 // It can be passed to LoadUprobesObjects or ebpf.CollectionSpec.LoadAndAssign.
 type UprobesMaps struct {
-	CaptureScratch *ebpf.Map `ebpf:"capture_scratch"`
-	Captures       *ebpf.Map `ebpf:"captures"`
-	EntryCounts    *ebpf.Map `ebpf:"entry_counts"`
-	Events         *ebpf.Map `ebpf:"events"`
-	GstateZero     *ebpf.Map `ebpf:"gstate_zero"`
-	Gstates        *ebpf.Map `ebpf:"gstates"`
-	ProbeCfgs      *ebpf.Map `ebpf:"probe_cfgs"`
-	ProbeCounters  *ebpf.Map `ebpf:"probe_counters"`
-	StackScratch   *ebpf.Map `ebpf:"stack_scratch"`
-	Stacks         *ebpf.Map `ebpf:"stacks"`
+	Captures      *ebpf.Map `ebpf:"captures"`
+	EntryCounts   *ebpf.Map `ebpf:"entry_counts"`
+	Events        *ebpf.Map `ebpf:"events"`
+	GstateZero    *ebpf.Map `ebpf:"gstate_zero"`
+	Gstates       *ebpf.Map `ebpf:"gstates"`
+	ProbeCfgs     *ebpf.Map `ebpf:"probe_cfgs"`
+	ProbeCounters *ebpf.Map `ebpf:"probe_counters"`
+	Scratch       *ebpf.Map `ebpf:"scratch"`
+	Stacks        *ebpf.Map `ebpf:"stacks"`
 }
 
 func (m *UprobesMaps) Close() error {
 	return _UprobesClose(
-		m.CaptureScratch,
 		m.Captures,
 		m.EntryCounts,
 		m.Events,
@@ -245,7 +257,7 @@ func (m *UprobesMaps) Close() error {
 		m.Gstates,
 		m.ProbeCfgs,
 		m.ProbeCounters,
-		m.StackScratch,
+		m.Scratch,
 		m.Stacks,
 	)
 }

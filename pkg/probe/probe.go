@@ -33,6 +33,10 @@ const MaxProbes = 1024
 // through and stops a glob of huge functions with hundreds of RETs each.
 const MaxUprobes = 4 * MaxProbes
 
+// MaxNesting is how many traced calls one goroutine can have in flight; a
+// call deeper than that is counted untracked.
+const MaxNesting = len(uprobes.UprobesGstate{}.Frames)
+
 // A Probe is one function to trace. Its index in the slice given to Attach
 // is its probe ID in records and counters.
 type Probe struct {

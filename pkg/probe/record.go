@@ -229,6 +229,7 @@ func (c Counters) Add(o Counters) Counters {
 	c.Filtered += o.Filtered
 	c.Reentered += o.Reentered
 	c.Untracked += o.Untracked
+	c.Contended += o.Contended
 	return c
 }
 

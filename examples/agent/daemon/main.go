@@ -7,6 +7,7 @@
 package main
 
 import (
+	"bufio"
 	"errors"
 	"flag"
 	"fmt"
@@ -25,6 +26,7 @@ import (
 	"github.com/cilium/cilium/pkg/ipcache"
 	"github.com/cilium/cilium/pkg/maps/ctmap"
 	"github.com/cilium/cilium/pkg/policy"
+	"github.com/cilium/cilium/pkg/torture"
 )
 
 // endpointsPerWorker endpoints are regenerated in turn by each worker;
@@ -51,6 +53,11 @@ type config struct {
 	startDelay       time.Duration
 	waitStart        bool
 	measure          bool
+	scratchWorkers   int
+	scratchCalls     int
+	goexitWorkers    int
+	recurseDepth     int
+	recurseTimes     int
 }
 
 var errBadFlag = errors.New("invalid flag value")
@@ -72,6 +79,11 @@ func parseFlags(args []string) (config, error) {
 	fs.DurationVar(&c.startDelay, "start-delay", 0, "wait this long after printing ready before starting, so a tracer can attach")
 	fs.BoolVar(&c.waitStart, "wait-start", false, "after printing ready, wait for SIGUSR2 before starting (then -start-delay), so a tracer can attach first")
 	fs.BoolVar(&c.measure, "measure", false, "measure each call of resolvePolicyLocked, compileAndLoad and AllocateIdentity and print the durations in the report")
+	fs.IntVar(&c.scratchWorkers, "scratch-workers", 0, fmt.Sprintf("before the regenerations, goroutines (at most %d) each calling torture.Traced with its number from a caller function of its own", torture.MaxCallers))
+	fs.IntVar(&c.scratchCalls, "scratch-calls", 1000, "calls of torture.Traced per scratch worker")
+	fs.IntVar(&c.goexitWorkers, "goexit-workers", 0, "before the regenerations, goroutines that end through Goexit inside torture.Step once a line is read from stdin, then as many new ones that call it and return")
+	fs.IntVar(&c.recurseDepth, "recurse-depth", 0, "before the regenerations, recursions of torture.Recurse this deep, each on a new goroutine")
+	fs.IntVar(&c.recurseTimes, "recurse-times", 1, "recursions of torture.Recurse")
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
 	}
@@ -85,6 +97,10 @@ func parseFlags(args []string) (config, error) {
 		return config{}, fmt.Errorf("-iterations %d is negative: %w", c.iterations, errBadFlag)
 	case c.policyDepth < 0:
 		return config{}, fmt.Errorf("-policy-depth %d is negative: %w", c.policyDepth, errBadFlag)
+	case c.scratchWorkers < 0 || c.scratchWorkers > torture.MaxCallers:
+		return config{}, fmt.Errorf("-scratch-workers %d not in [0, %d]: %w", c.scratchWorkers, torture.MaxCallers, errBadFlag)
+	case c.scratchCalls < 0 || c.goexitWorkers < 0 || c.recurseDepth < 0 || c.recurseTimes < 0:
+		return config{}, fmt.Errorf("-scratch-calls, -goexit-workers, -recurse-depth and -recurse-times must not be negative: %w", errBadFlag)
 	case c.hot < 0:
 		return config{}, fmt.Errorf("-hot %d is negative: %w", c.hot, errBadFlag)
 	case c.interval < 0 || c.bpfSleep < 0 || c.compileSleep < 0 || c.policySleep < 0 || c.startDelay < 0:
@@ -177,6 +193,20 @@ func run(cfg config, out *printer) {
 		}()
 	case cfg.hot > 0:
 		hot()
+	}
+	if cfg.scratchWorkers > 0 {
+		torture.Callers(cfg.scratchWorkers, cfg.scratchCalls)
+	}
+	if cfg.recurseDepth > 0 {
+		torture.Recursions(cfg.recurseTimes, cfg.recurseDepth)
+	}
+	if cfg.goexitWorkers > 0 {
+		stdin := bufio.NewReader(os.Stdin)
+		torture.GoexitReuse(cfg.goexitWorkers,
+			func() {
+				out.printf("goexit in-flight calls=%d\n", groundtruth.Snapshot(0).Counts[torture.StepName])
+			},
+			func() { stdin.ReadString('\n') })
 	}
 	if cfg.workers == 0 {
 		wg.Wait()
