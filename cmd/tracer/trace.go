@@ -212,6 +212,7 @@ func runTrace(ctx context.Context, cmd *cobra.Command, f traceFlags) error {
 				d.Skipped += c.Skipped
 				d.Filtered += c.Filtered
 				d.Untracked += c.Untracked
+				d.Contended += c.Contended
 				extra[name] = d
 			}
 		},

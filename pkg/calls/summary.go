@@ -86,6 +86,10 @@ func (s *Summary) Func(name string) *FuncStats { return s.funcs[name] }
 // followed at all.
 type Dropped struct {
 	Dropped, Skipped, Filtered, Untracked uint64
+	// Contended calls were traced, but without their stack and captured
+	// values: a probe that preempted another on the same CPU found the
+	// scratch space they are built in taken.
+	Contended uint64
 }
 
 // Legends of the columns that count calls missing from the others, printed
@@ -122,6 +126,7 @@ func (s *Summary) Print(w io.Writer, extra map[string]Dropped) error {
 		}
 		total.Dropped += d.Dropped
 		total.Untracked += d.Untracked
+		total.Contended += d.Contended
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t\t%s\n", f.Calls,
 			round(f.Percentile(0.5)), round(f.Percentile(0.9)), round(f.Percentile(0.99)), round(f.Max),
 			f.Unfinished, d.Dropped, d.Untracked, d.Skipped, d.Filtered, name)
@@ -137,6 +142,9 @@ func (s *Summary) Print(w io.Writer, extra map[string]Dropped) error {
 	}
 	if total.Untracked > 0 {
 		fmt.Fprintln(w, untrackedLegend)
+	}
+	if total.Contended > 0 {
+		fmt.Fprintf(w, "%d calls were traced without their stack and captured values: a probe preempted another on the same CPU while it used the scratch space they are built in\n", total.Contended)
 	}
 	return nil
 }

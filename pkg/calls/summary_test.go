@@ -79,3 +79,22 @@ func TestPrintUntracked(t *testing.T) {
 		t.Errorf("legend printed with nothing dropped or untracked:\n%s", b.String())
 	}
 }
+
+// Calls recorded without their stack and values are counted in one line
+// under the table, and not at all when there are none.
+func TestPrintContended(t *testing.T) {
+	var s Summary
+	s.Add(&Call{Func: "f", Duration: time.Millisecond})
+	var b strings.Builder
+	if err := s.Print(&b, map[string]Dropped{"f": {Contended: 2}, "g": {Contended: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "\n3 calls were traced without their stack and captured values") {
+		t.Errorf("no contended line with the total:\n%s", b.String())
+	}
+	b.Reset()
+	s.Print(&b, map[string]Dropped{"f": {}})
+	if strings.Contains(b.String(), "without their stack") {
+		t.Errorf("contended line with nothing contended:\n%s", b.String())
+	}
+}
