@@ -90,20 +90,7 @@ func runCaptures(t *testing.T, bin string, cfg session.Config) ([]calls.Call, *t
 	agent := testagent.Start(t, bin, "-wait-start", "-workers", "8", "-iterations", "5",
 		"-interval", "2ms", "-policy-depth", "2", "-policy-sleep", "100us",
 		"-panic-every", fmt.Sprint(capturePanicEvery), "-log-regenerations")
-	cfg.PID = agent.PID
-	s, err := session.Start(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	agent.Begin(t)
-	var got []calls.Call
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if err := s.Run(ctx, func(c *calls.Call) { got = append(got, *c) }); !errors.Is(err, session.ErrTargetExited) {
-		t.Fatalf("Run: %v, want the target to exit", err)
-	}
-	agent.Wait(t, 10*time.Second)
+	got, _, _ := traceAll(t, agent, cfg)
 	return got, agent
 }
 

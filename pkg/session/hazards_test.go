@@ -41,19 +41,7 @@ func TestScratchPerCall(t *testing.T) {
 		"-scratch-workers", fmt.Sprint(workers), "-scratch-calls", fmt.Sprint(perWorker))
 	cmd.Env = append(os.Environ(), "GOMAXPROCS=16")
 	agent := testagent.StartCmd(t, cmd)
-	s, err := session.Start(session.Config{PID: agent.PID, Funcs: []string{tortureTraced}, Stacks: true, Captures: []string{"worker=worker"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	agent.Begin(t)
-	var got []calls.Call
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	if err := s.Run(ctx, func(c *calls.Call) { got = append(got, *c) }); !errors.Is(err, session.ErrTargetExited) {
-		t.Fatalf("Run: %v, want the target to exit", err)
-	}
-	report := agent.Wait(t, 10*time.Second)
+	got, report, s := traceAll(t, agent, session.Config{Funcs: []string{tortureTraced}, Stacks: true, Captures: []string{"worker=worker"}})
 	counters, err := s.Counters()
 	if err != nil {
 		t.Fatal(err)
@@ -202,19 +190,7 @@ func TestDeepRecursion(t *testing.T) {
 	} {
 		t.Run(tc.fn[strings.LastIndex(tc.fn, ".")+1:], func(t *testing.T) {
 			agent := testagent.Start(t, bin, append([]string{"-wait-start"}, tc.args...)...)
-			s, err := session.Start(session.Config{PID: agent.PID, Funcs: []string{tc.fn}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer s.Close()
-			agent.Begin(t)
-			var got []calls.Call
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-			defer cancel()
-			if err := s.Run(ctx, func(c *calls.Call) { got = append(got, *c) }); !errors.Is(err, session.ErrTargetExited) {
-				t.Fatalf("Run: %v, want the target to exit", err)
-			}
-			report := agent.Wait(t, 10*time.Second)
+			got, report, s := traceAll(t, agent, session.Config{Funcs: []string{tc.fn}})
 			counters, err := s.Counters()
 			if err != nil {
 				t.Fatal(err)

@@ -30,7 +30,17 @@ const policyDepth = 10
 func run(t *testing.T, bin string, args ...string) ([]calls.Call, testagent.Report, *session.Session, *testagent.Agent) {
 	t.Helper()
 	agent := testagent.Start(t, bin, append([]string{"-wait-start"}, args...)...)
-	s, err := session.Start(session.Config{PID: agent.PID, Funcs: testagent.Counted, Stacks: true, Captures: []string{testagent.SeqCapture}})
+	got, report, s := traceAll(t, agent, session.Config{Funcs: testagent.Counted, Stacks: true, Captures: []string{testagent.SeqCapture}})
+	return got, report, s, agent
+}
+
+// traceAll attaches a session configured by cfg to agent, started with
+// -wait-start, lets its workload begin and collects every call until it
+// exits. The session is closed when the test ends.
+func traceAll(t *testing.T, agent *testagent.Agent, cfg session.Config) ([]calls.Call, testagent.Report, *session.Session) {
+	t.Helper()
+	cfg.PID = agent.PID
+	s, err := session.Start(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,7 +54,7 @@ func run(t *testing.T, bin string, args ...string) ([]calls.Call, testagent.Repo
 	if !errors.Is(err, session.ErrTargetExited) {
 		t.Fatalf("Run: %v, want the target to exit", err)
 	}
-	return got, agent.Wait(t, 10*time.Second), s, agent
+	return got, agent.Wait(t, 10*time.Second), s
 }
 
 func TestTraceAgent(t *testing.T) {
