@@ -23,10 +23,9 @@ demo: build
 # Runs every test: real uprobes, real Docker. Needs root and a Docker engine.
 test:
 	$(GO) vet ./...
-	# One package at a time: a few tests still hold the tracer to wall-clock
-	# limits (the governor throttles within 10s, re-attaching after a
-	# restart takes under 5s), and several packages each running agents
-	# with 50 busy goroutines on the same CPUs would stretch those.
+	# One package at a time. No test depends on it (they compare with the
+	# agent's own clock and counts, so a loaded machine only slows them),
+	# but on two cores packages side by side save no time.
 	$(GO) test -count=1 -p 1 -timeout 60m ./...
 	cd examples/agent && $(GO) test -count=1 ./...
 
