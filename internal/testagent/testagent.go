@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -128,6 +129,11 @@ type Report struct {
 	// number SeqCapture captures: in ns, the body's duration, from its
 	// first statement to its last, then the call's as the caller saw it.
 	Durations map[string]map[uint64][2]int64 `json:"durations_ns"`
+	// Running holds, with -measure, the sequence numbers of the calls of
+	// each Measured function still running when the report was taken: the
+	// workload goes on meanwhile, so they may return before the agent
+	// exits, and the tracer see them return.
+	Running map[string][]uint64 `json:"running"`
 }
 
 // SeqCapture captures the sequence number every Measured function takes as
@@ -152,6 +158,9 @@ type Checked struct {
 	// Tolerance beyond the body: the thread was held up outside the body,
 	// e.g. preempted on its way back from the entry probe's trap.
 	HeldUp bool
+	// Running is set when the call was still running when the agent
+	// reported: it has no measurement to compare with.
+	Running bool
 }
 
 // CheckDuration compares the duration the tracer saw for the call of fn
@@ -161,7 +170,8 @@ type Checked struct {
 // it exceeds the body's by at most Tolerance, unless the agent saw the
 // call itself held up outside the body. It fails when the agent measured
 // no such call returning: it panicked, or the tracer paired the entry with
-// another call's RET.
+// another call's RET; unless the call was still running when the agent
+// reported.
 func (r Report) CheckDuration(fn, seq string, traced time.Duration) (Checked, error) {
 	n, err := strconv.ParseUint(seq, 10, 64)
 	if err != nil {
@@ -169,6 +179,9 @@ func (r Report) CheckDuration(fn, seq string, traced time.Duration) (Checked, er
 	}
 	d, ok := r.Durations[fn][n]
 	if !ok {
+		if slices.Contains(r.Running[fn], n) {
+			return Checked{Running: true}, nil
+		}
 		return Checked{}, fmt.Errorf("%s call %d: traced %v, but the agent measured no such call returning", fn, n, traced)
 	}
 	c := Checked{Body: time.Duration(d[0]), Call: time.Duration(d[1])}

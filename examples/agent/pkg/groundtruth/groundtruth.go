@@ -41,6 +41,14 @@ func (c *Counter) Call() { c.calls.Add(1) }
 // Panic records that the current call ends in a panic.
 func (c *Counter) Panic() { c.panics.Add(1) }
 
+// PanicAt records that call n of a measured function ends in a panic.
+func (c *Counter) PanicAt(n uint64) {
+	c.Panic()
+	if measuring {
+		slotOf(n).panicked.Store(true)
+	}
+}
+
 // A measured function takes a sequence number from Next as its first
 // argument after the receiver, so a tracer can capture it at entry (in the
 // first integer argument register after the receiver's) and tests can find
@@ -66,6 +74,7 @@ type slot struct {
 	// Clock readings, 0 when not read: before and after the call in the
 	// caller, at the top and bottom of the body.
 	called, returned, start, stop atomic.Int64
+	panicked                      atomic.Bool
 }
 
 func slotOf(n uint64) *slot { return &chunks[n>>chunkBits].Load()[n&(1<<chunkBits-1)] }
@@ -144,6 +153,11 @@ type Report struct {
 	// durations of each of its calls that returned, by sequence number;
 	// only with Measure.
 	Durations map[string]map[uint64]Duration `json:"durations_ns,omitempty"`
+	// Running lists, by function, the sequence numbers of the measured
+	// calls that had started and had neither returned nor panicked when
+	// the report was taken: the workload goes on while it is, so a tracer
+	// may see them return before the process exits.
+	Running map[string][]uint64 `json:"running,omitempty"`
 }
 
 // Duration is one call's duration in ns twice: its body's, top to bottom,
@@ -174,8 +188,15 @@ func Snapshot(checksum uint64) Report {
 		}
 		s := &chunk[n&(1<<chunkBits-1)]
 		fn, returned := s.fn.Load(), s.returned.Load()
-		if fn == nil || returned == 0 {
-			continue // not started yet, panicked or still running
+		if fn == nil || s.panicked.Load() {
+			continue
+		}
+		if returned == 0 {
+			if r.Running == nil {
+				r.Running = make(map[string][]uint64)
+			}
+			r.Running[fn.name] = append(r.Running[fn.name], n)
+			continue
 		}
 		if r.Durations[fn.name] == nil {
 			r.Durations[fn.name] = make(map[uint64]Duration)

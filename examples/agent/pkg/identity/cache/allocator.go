@@ -45,7 +45,7 @@ func NewCachingIdentityAllocator(panicEvery uint64) *CachingIdentityAllocator {
 func (m *CachingIdentityAllocator) AllocateIdentity(seq uint64, lbls []string) (id identity.NumericIdentity, allocated bool) {
 	allocateIdentityCalls.Start(seq)
 	if n := m.calls.Add(1); m.PanicEvery > 0 && n%m.PanicEvery == 0 {
-		allocateIdentityCalls.Panic()
+		allocateIdentityCalls.PanicAt(seq)
 		panic(ErrKVStoreUnavailable)
 	}
 	key := strings.Join(lbls, ";")
