@@ -129,11 +129,13 @@ type Report struct {
 	// number SeqCapture captures: in ns, the body's duration, from its
 	// first statement to its last, then the call's as the caller saw it.
 	Durations map[string]map[uint64][2]int64 `json:"durations_ns"`
-	// Running holds, with -measure, the sequence numbers of the calls of
-	// each Measured function still running when the report was taken: the
-	// workload goes on meanwhile, so they may return before the agent
-	// exits, and the tracer see them return.
-	Running map[string][]uint64 `json:"running"`
+	// LastSeq is, with -measure, the last sequence number the agent had
+	// handed out when it took the report, and Running those of its calls
+	// that had neither returned nor panicked by then: the workload goes on
+	// while the report is taken, so the tracer may see them, and calls
+	// numbered after LastSeq, return before the agent exits.
+	LastSeq uint64   `json:"last_seq"`
+	Running []uint64 `json:"running"`
 }
 
 // SeqCapture captures the sequence number every Measured function takes as
@@ -179,7 +181,7 @@ func (r Report) CheckDuration(fn, seq string, traced time.Duration) (Checked, er
 	}
 	d, ok := r.Durations[fn][n]
 	if !ok {
-		if slices.Contains(r.Running[fn], n) {
+		if r.LastSeq > 0 && (n > r.LastSeq || slices.Contains(r.Running, n)) {
 			return Checked{Running: true}, nil
 		}
 		return Checked{}, fmt.Errorf("%s call %d: traced %v, but the agent measured no such call returning", fn, n, traced)

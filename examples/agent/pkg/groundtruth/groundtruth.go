@@ -153,11 +153,13 @@ type Report struct {
 	// durations of each of its calls that returned, by sequence number;
 	// only with Measure.
 	Durations map[string]map[uint64]Duration `json:"durations_ns,omitempty"`
-	// Running lists, by function, the sequence numbers of the measured
-	// calls that had started and had neither returned nor panicked when
-	// the report was taken: the workload goes on while it is, so a tracer
-	// may see them return before the process exits.
-	Running map[string][]uint64 `json:"running,omitempty"`
+	// LastSeq is the last sequence number handed out when the report was
+	// taken, and Running lists those of the calls that had neither
+	// returned nor panicked by then. The workload goes on while the report
+	// is taken and printed, so a tracer may see these calls, and calls
+	// numbered after LastSeq, return before the process exits.
+	LastSeq uint64   `json:"last_seq,omitempty"`
+	Running []uint64 `json:"running,omitempty"`
 }
 
 // Duration is one call's duration in ns twice: its body's, top to bottom,
@@ -181,21 +183,20 @@ func Snapshot(checksum uint64) Report {
 		return r
 	}
 	r.Durations = make(map[string]map[uint64]Duration)
-	for n := uint64(1); n <= seq.Load(); n++ {
+	r.LastSeq = seq.Load()
+	for n := uint64(1); n <= r.LastSeq; n++ {
 		chunk := chunks[n>>chunkBits].Load()
 		if chunk == nil {
+			r.Running = append(r.Running, n) // Next is storing it
 			continue
 		}
 		s := &chunk[n&(1<<chunkBits-1)]
 		fn, returned := s.fn.Load(), s.returned.Load()
-		if fn == nil || s.panicked.Load() {
+		if s.panicked.Load() {
 			continue
 		}
-		if returned == 0 {
-			if r.Running == nil {
-				r.Running = make(map[string][]uint64)
-			}
-			r.Running[fn.name] = append(r.Running[fn.name], n)
+		if fn == nil || returned == 0 {
+			r.Running = append(r.Running, n)
 			continue
 		}
 		if r.Durations[fn.name] == nil {
