@@ -87,7 +87,7 @@ struct counters {
 	__u64 filtered;   // completed calls below min_duration_ns
 	__u64 reentered;  // entry re-fired for a call in flight (morestack)
 	__u64 untracked;  // entries not tracked: shadow stack or goroutine table full, unreadable g
-	__u64 contended;  // entries without stack or values: a preempted probe on the CPU held the scratch space
+	__u64 contended;  // entries without stack or values: preempted probes on the CPU held every scratch slot
 };
 
 struct frame {
@@ -220,7 +220,12 @@ struct {
 // Space to build a stack and captured values in: too large for the BPF
 // stack. Uprobe programs run with migration disabled but can be preempted
 // (CONFIG_PREEMPT), and the task that preempts one may hit a probe on the
-// same CPU: busy keeps the second one out (see claim).
+// same CPU: a busy count keeps it out of a slot in use (see claim). A
+// preempted probe holds its slot until its task runs again, meanwhile
+// every probe on that CPU needs another: with one slot, 16 busy threads on
+// 2 preemptible CPUs left 62% of calls without a stack.
+#define SCRATCH_SLOTS 4 // claim tries each
+
 struct scratch {
 	__u32 busy;
 	__u32 _pad;
@@ -230,24 +235,34 @@ struct scratch {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, SCRATCH_SLOTS);
 	__type(key, __u32);
 	__type(value, struct scratch);
 } scratch SEC(".maps");
 
-// claim returns the CPU's scratch space, or NULL while another probe holds
-// it. The second claimant backs off; both back off if they add at once.
-// Only a fetch-less atomic add is used: fetching atomics need Linux 5.12.
-static __always_inline struct scratch *claim(void)
+// claim_slot returns scratch slot k of this CPU if it is free. Of two
+// claimants that add to a slot at once, both back off from it. Only a
+// fetch-less atomic add is used: fetching atomics need Linux 5.12.
+static __always_inline struct scratch *claim_slot(__u32 k)
 {
-	__u32 zero = 0;
-	struct scratch *s = bpf_map_lookup_elem(&scratch, &zero);
+	struct scratch *s = bpf_map_lookup_elem(&scratch, &k);
 	if (!s)
 		return NULL;
 	__sync_fetch_and_add(&s->busy, 1);
 	if (*(volatile __u32 *)&s->busy == 1)
 		return s;
 	__sync_fetch_and_add(&s->busy, -1);
+	return NULL;
+}
+
+// claim returns a free scratch slot of this CPU, or NULL while preempted
+// probes hold them all. Written out, not a loop: the 6.12 verifier
+// rejects the loop around the atomics.
+static __always_inline struct scratch *claim(void)
+{
+	struct scratch *s;
+	if ((s = claim_slot(0)) || (s = claim_slot(1)) || (s = claim_slot(2)) || (s = claim_slot(3)))
+		return s;
 	return NULL;
 }
 

@@ -87,8 +87,8 @@ func (s *Summary) Func(name string) *FuncStats { return s.funcs[name] }
 type Dropped struct {
 	Dropped, Skipped, Filtered, Untracked uint64
 	// Contended calls were traced, but without their stack and captured
-	// values: a probe that preempted another on the same CPU found the
-	// scratch space they are built in taken.
+	// values: preempted probes held every per-CPU scratch slot they are
+	// built in.
 	Contended uint64
 }
 
@@ -144,7 +144,7 @@ func (s *Summary) Print(w io.Writer, extra map[string]Dropped) error {
 		fmt.Fprintln(w, untrackedLegend)
 	}
 	if total.Contended > 0 {
-		fmt.Fprintf(w, "%d calls were traced without their stack and captured values: a probe preempted another on the same CPU while it used the scratch space they are built in\n", total.Contended)
+		fmt.Fprintf(w, "%d calls were traced without their stack and captured values: probes preempted on the same CPU held every scratch slot they are built in\n", total.Contended)
 	}
 	return nil
 }

@@ -24,7 +24,7 @@ var (
 	probeFiltered   = desc("probe_filtered_total", "Calls shorter than min_duration, dropped in BPF.", "function")
 	probeUntracked  = desc("probe_untracked_total", "Entries not followed: too many traced calls in flight on the goroutine, or the goroutine table full.", "function")
 	probeReentered  = desc("probe_reentered_total", "Entries re-fired for a call in flight (stack growth), not counted as calls.", "function")
-	probeContended  = desc("probe_contended_total", "Calls traced without stack and captured values: the per-CPU scratch space was taken by a preempted probe.", "function")
+	probeContended  = desc("probe_contended_total", "Calls traced without stack and captured values: preempted probes held every per-CPU scratch slot.", "function")
 	probeState      = desc("probe_governor_state", "Governor state of the probe: 1 for the state it is in.", "function", "state")
 	probeAttached   = desc("probe_attached", "Whether the probe's entry is attached now.", "function")
 	probeRate       = desc("probe_hit_rate", "Entry hits per second, measured while attached.", "function")
