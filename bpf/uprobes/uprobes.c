@@ -30,6 +30,10 @@
 
 enum probe_flags {
 	PROBE_ENTRY_ONLY = 1, // count entries per stack, no pairing
+	// The function's first instruction is PUSH %rbp or ENDBR64 (a Go
+	// function without a stack check): there, x86 kernels >= 6.11 put the
+	// return address into the user stack themselves.
+	PROBE_ENTRY_PUSHES_BP = 2,
 };
 
 enum event_kind {
@@ -291,15 +295,26 @@ struct {
 // At the entry the frame pointer still belongs to the caller, so the walk
 // goes from the function's PC straight to the caller's caller (bpftrace's
 // ustack has this gap). The return address read at entry, caller, is put
-// back in second place.
-static __always_inline __s32 stack_id(struct pt_regs *ctx, struct stack_trace *st, __u64 caller)
+// back in second place. At a PUSH %rbp entry (pushes_bp) kernels >= 6.11
+// put it there themselves; the stack is then taken as it comes, or the
+// caller would appear twice.
+static __always_inline __s32 stack_id(struct pt_regs *ctx, struct stack_trace *st, __u64 caller, int pushes_bp)
 {
-	long n = bpf_get_stack(ctx, &st->pcs[1], sizeof(st->pcs) - sizeof(st->pcs[0]), BPF_F_USER_STACK);
-	if (n <= 0)
-		return -1;
-	st->pcs[0] = st->pcs[1];
-	st->pcs[1] = caller;
-	__u32 cnt = n / 8 + 1;
+	long n;
+	__u32 cnt = 0;
+	if (pushes_bp) {
+		n = bpf_get_stack(ctx, &st->pcs[0], sizeof(st->pcs), BPF_F_USER_STACK);
+		if (n >= 16 && st->pcs[1] == caller)
+			cnt = n / 8;
+	}
+	if (!cnt) {
+		n = bpf_get_stack(ctx, &st->pcs[1], sizeof(st->pcs) - sizeof(st->pcs[0]), BPF_F_USER_STACK);
+		if (n <= 0)
+			return -1;
+		st->pcs[0] = st->pcs[1];
+		st->pcs[1] = caller;
+		cnt = n / 8 + 1;
+	}
 	__u64 h = 14695981039346656037ULL;
 	for (int i = 0; i < MAX_STACK_DEPTH; i++) {
 		if (i >= cnt)
@@ -562,7 +577,7 @@ int go_entry(struct pt_regs *ctx)
 		if (capture_stacks) {
 			struct scratch *s = claim();
 			if (s) {
-				k.stack_id = stack_id(ctx, &s->st, GO_RETURN_ADDRESS(ctx));
+				k.stack_id = stack_id(ctx, &s->st, GO_RETURN_ADDRESS(ctx), cfg->flags & PROBE_ENTRY_PUSHES_BP);
 				release(s);
 			} else
 				INC(c, contended);
@@ -677,7 +692,7 @@ int go_entry(struct pt_regs *ctx)
 		struct scratch *s = claim();
 		if (s) {
 			if (capture_stacks)
-				f->stack_id = stack_id(ctx, &s->st, f->caller);
+				f->stack_id = stack_id(ctx, &s->st, f->caller, cfg->flags & PROBE_ENTRY_PUSHES_BP);
 			if (cfg->ncaptures)
 				f->captured = capture(ctx, cfg, &s->v, f->id);
 			release(s);

@@ -94,6 +94,7 @@ type Set struct {
 	// its RETs are attached through; nil when detached.
 	entryOf, retsOf []*group
 	gens            []uint32 // per probe: how often it was attached again
+	pushesBP        []bool   // per probe: its entry is PUSH %rbp or ENDBR64
 	panics          []link.Link
 	reader          *ringbuf.Reader
 	// multi attaches through uprobe_multi links (Linux 6.6+): one link for
@@ -148,6 +149,9 @@ func Attach(probes []Probe, opts Options) (_ *Set, err error) {
 	}
 
 	s := &Set{opts: opts, probes: probes, entryOf: make([]*group, len(probes)), retsOf: make([]*group, len(probes)), gens: make([]uint32, len(probes))}
+	if s.pushesBP, err = entriesPushBP(opts.Binary, probes); err != nil {
+		return nil, err
+	}
 	if features.HaveBPFLinkUprobeMulti() == nil {
 		s.multi = true
 		for _, p := range spec.Programs {
@@ -356,12 +360,17 @@ func (s *Set) Add(p Probe) (int, error) {
 	s.probes = append(s.probes, p)
 	s.entryOf, s.retsOf = append(s.entryOf, nil), append(s.retsOf, nil)
 	s.gens = append(s.gens, 0)
-	err := s.SetConfig(id, p.Config)
+	bp, err := entriesPushBP(s.opts.Binary, []Probe{p})
+	if err != nil {
+		return 0, err
+	}
+	s.pushesBP = append(s.pushesBP, bp[0])
+	err = s.SetConfig(id, p.Config)
 	if err == nil {
 		err = s.attach([]int{id})
 	}
 	if err != nil {
-		s.probes, s.entryOf, s.retsOf, s.gens = s.probes[:id], s.entryOf[:id], s.retsOf[:id], s.gens[:id]
+		s.probes, s.entryOf, s.retsOf, s.gens, s.pushesBP = s.probes[:id], s.entryOf[:id], s.retsOf[:id], s.gens[:id], s.pushesBP[:id]
 		return 0, err
 	}
 	return id, nil
@@ -428,6 +437,9 @@ func (s *Set) SetConfig(id int, c Config) error {
 	cfg := uprobes.UprobesProbeCfg{MinDurationNs: uint64(c.MinDuration), SampleEvery: c.SampleEvery, Gen: s.gens[id]}
 	if c.EntryOnly {
 		cfg.Flags |= 1
+	}
+	if s.pushesBP[id] {
+		cfg.Flags |= 2
 	}
 	for i, capt := range s.probes[id].Captures {
 		cfg.Captures[i] = captureSpec(capt)
@@ -548,4 +560,29 @@ func boolU32(b bool) uint32 {
 		return 1
 	}
 	return 0
+}
+
+// entriesPushBP reports, per probe, whether its function's first
+// instruction in binary is PUSH %rbp or ENDBR64: Go functions without a
+// stack check start so. At such an entry x86 kernels >= 6.11 put the
+// return address into a user stack walk themselves, and the BPF program
+// must not add it again (stack_id in uprobes.c).
+func entriesPushBP(binary string, probes []Probe) ([]bool, error) {
+	out := make([]bool, len(probes))
+	if runtime.GOARCH != "amd64" {
+		return out, nil
+	}
+	f, err := os.Open(binary)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", binary, err)
+	}
+	defer f.Close()
+	for i, p := range probes {
+		var b [4]byte
+		if _, err := f.ReadAt(b[:], int64(p.Func.Offset)); err != nil {
+			return nil, fmt.Errorf("%s: read entry at file offset %#x: %w", p.Func.Name, p.Func.Offset, err)
+		}
+		out[i] = b[0] == 0x55 || b == [4]byte{0xf3, 0x0f, 0x1e, 0xfa}
+	}
+	return out, nil
 }
