@@ -171,7 +171,11 @@ func (r *running) stop(t *testing.T) {
 	}
 }
 
-func (r *running) parseSpans(t *testing.T) []export.JSONSpan {
+// parseSpans returns the spans the daemon wrote of process pid, or of
+// every process for 0. After its agent exits, a daemon following a PID
+// attaches to the next process of that name, which may be another test
+// program's.
+func (r *running) parseSpans(t *testing.T, pid int) []export.JSONSpan {
 	t.Helper()
 	var out []export.JSONSpan
 	sc := bufio.NewScanner(strings.NewReader(r.spans.String()))
@@ -181,7 +185,9 @@ func (r *running) parseSpans(t *testing.T) []export.JSONSpan {
 		if err := json.Unmarshal(sc.Bytes(), &s); err != nil {
 			t.Fatalf("span %q: %v", sc.Text(), err)
 		}
-		out = append(out, s)
+		if pid == 0 || s.PID == pid {
+			out = append(out, s)
+		}
 	}
 	return out
 }
@@ -302,7 +308,7 @@ governor: {budget_percent: 1, interval: 1s, window: 100ms, max_period: 20s}
 	report := agent.Stop(t)
 	r.waitDetached(t)
 	r.stop(t)
-	spans := r.parseSpans(t)
+	spans := r.parseSpans(t, agent.PID)
 	checkAll(t, spans, testagent.RegenerateBPF, report.Counts[testagent.RegenerateBPF], nil)
 	done, unfinished := tally(spans, testagent.CTLookup, nil)
 	t.Logf("lookup: %d spans of %d calls", done, report.Counts[testagent.CTLookup])
@@ -382,7 +388,7 @@ pipeline: {batch_timeout: 50ms}
 	r.waitDetached(t)
 	r.stop(t)
 
-	spans := r.parseSpans(t)
+	spans := r.parseSpans(t, agent.PID)
 	checkAll(t, spans, testagent.RegenerateBPF, report.Counts[testagent.RegenerateBPF], nil)
 
 	before := func(s export.JSONSpan) bool { return s.Time.Before(reloaded) }
@@ -484,7 +490,7 @@ jitter: {reattach: 500ms}
 	if n := countLines(logs, "target restarted"); n != 2 {
 		t.Errorf("%d restart log lines, want 2", n)
 	}
-	spans := r.parseSpans(t)
+	spans := r.parseSpans(t, 0)
 	for i, a := range agents {
 		checkAll(t, spans, testagent.RegenerateBPF, reports[i].Counts[testagent.RegenerateBPF], func(s export.JSONSpan) bool { return s.PID == a.PID })
 	}
@@ -578,7 +584,7 @@ governor: {budget_percent: 2, interval: 1s, window: 200ms, max_period: 3s, hit_c
 	r.stop(t)
 
 	var completed, offUnfinished, failed int
-	for _, s := range r.parseSpans(t) {
+	for _, s := range r.parseSpans(t, agent.PID) {
 		if s.Function != testagent.ResolvePolicy {
 			continue
 		}
@@ -626,7 +632,7 @@ governor: {budget_percent: 50, hit_cost: 40us}
 
 	var n int
 	var sampled uint32
-	for _, s := range r.parseSpans(t) {
+	for _, s := range r.parseSpans(t, agent.PID) {
 		if s.Function == testagent.Upsert && s.Time.After(from) && s.Time.Before(to) {
 			n++
 			sampled = max(sampled, s.SampleRate)
@@ -734,7 +740,7 @@ probes:
 			want = append(want, strings.Fields(id)[0])
 		}
 	}
-	for _, s := range r.parseSpans(t) {
+	for _, s := range r.parseSpans(t, agent.PID) {
 		if s.Function == testagent.RegenerateBPF {
 			got = append(got, s.Attrs["endpoint_id"])
 		}
@@ -809,7 +815,7 @@ func TestDaemonGoidUnknown(t *testing.T) {
 		if n := countLines(r.logs.String(), `msg="goroutine IDs unknown"`); n != 1-int(b2f(withFile)) {
 			t.Errorf("offsets file %v: %d warnings", withFile, n)
 		}
-		spans := r.parseSpans(t)
+		spans := r.parseSpans(t, agent.PID)
 		if uint64(len(spans)) != report.Counts[testagent.RegenerateBPF] {
 			t.Errorf("offsets file %v: %d spans, the agent counted %d calls", withFile, len(spans), report.Counts[testagent.RegenerateBPF])
 		}
