@@ -90,8 +90,6 @@ type attachment struct {
 	builder calls.Builder
 	ids     map[string]int // function -> probe ID, removed ones included
 	pipe    *export.Pipeline
-	// goidKnown: the probes report goroutine IDs, not g addresses.
-	goidKnown bool
 
 	// setMu lets the reader Read without d.mu while Add changes the
 	// set's probe list, which Read consults.
@@ -348,7 +346,7 @@ func (d *Daemon) attach(proc container.Process) (_ *attachment, err error) {
 			return nil, err
 		}
 	}
-	a := &attachment{proc: proc, file: f, set: set, ids: map[string]int{}, goidKnown: goidErr == nil}
+	a := &attachment{proc: proc, file: f, set: set, ids: map[string]int{}}
 	a.builder = calls.Builder{File: f, Bias: bias, Probes: set.Probes(), GoidUnknown: goidErr != nil}
 	if cfg.Stacks {
 		a.builder.Stack = set.Stack

@@ -141,7 +141,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(targetAttached, b2f(d.cur != nil))
 	gauge(targetPID, float64(pid))
 	if d.cur != nil {
-		gauge(targetGoid, b2f(d.cur.goidKnown))
+		gauge(targetGoid, b2f(!d.cur.builder.GoidUnknown))
 	}
 	counter(reattaches, float64(d.reattaches))
 

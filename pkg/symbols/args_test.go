@@ -288,14 +288,7 @@ func TestOffsetsFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var buf bytes.Buffer
-	if err := o.Write(&buf); err != nil {
-		t.Fatal(err)
-	}
-	back, err := ReadOffsets(&buf)
-	if err != nil {
-		t.Fatal(err)
-	}
+	back := roundTrip(t, o)
 	if err := back.Check(sf); err != nil {
 		t.Errorf("stripped build refused: %v", err)
 	}
@@ -333,4 +326,18 @@ func TestOffsetsFile(t *testing.T) {
 			t.Errorf("ReadOffsets(%s): no error", bad)
 		}
 	}
+}
+
+// roundTrip writes o as an offsets file and reads it back.
+func roundTrip(t *testing.T, o *Offsets) *Offsets {
+	t.Helper()
+	var buf bytes.Buffer
+	if err := o.Write(&buf); err != nil {
+		t.Fatal(err)
+	}
+	back, err := ReadOffsets(&buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return back
 }

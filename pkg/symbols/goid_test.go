@@ -1,7 +1,6 @@
 package symbols
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -35,14 +34,7 @@ func TestGoidOffsetFromOffsetsFile(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var buf bytes.Buffer
-		if err := o.Write(&buf); err != nil {
-			t.Fatal(err)
-		}
-		back, err := ReadOffsets(&buf)
-		if err != nil {
-			t.Fatal(err)
-		}
+		back := roundTrip(t, o)
 		if got, err := sf.GoidOffsetFrom(back); err != nil || got != want {
 			t.Errorf("%s: GoidOffsetFrom(offsets file) = %d, %v; DWARF says %d", v, got, err, want)
 		}
