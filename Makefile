@@ -4,7 +4,7 @@ GO ?= go
 BIN := bin
 AGENT := $(BIN)/cilium-agent
 
-.PHONY: build demo test bench generate check-generate clean
+.PHONY: build demo demo-cilium e2e-cilium test bench generate check-generate clean
 
 build:
 	$(GO) build -o $(BIN)/tracer ./cmd/tracer
@@ -19,6 +19,18 @@ demo: build
 	$(BIN)/tracer trace --pid $$agent --duration 5s --stacks \
 		--func 'github.com/cilium/cilium/pkg/endpoint.(*Endpoint).regenerate*' \
 		--func 'github.com/cilium/cilium/pkg/endpoint.(*Endpoint).syncPolicyMapWithDump'
+
+# The same on the real cilium-agent: builds it from its Go module once
+# (about 15 minutes; cached under ~/.cache/tracer/cilium), runs it without
+# Kubernetes in namespaces of its own with etcd and three CNI pods, traces a
+# few regenerations with stacks and endpoint IDs, tears down. Needs root,
+# clang-19/llvm-19, etcd, iproute2 and util-linux.
+demo-cilium: build
+	$(GO) run ./examples/cilium-demo -tracer $(BIN)/tracer
+
+# The real-agent end-to-end tests alone (make test runs them too).
+e2e-cilium:
+	$(GO) test -count=1 -v -timeout 60m ./internal/ciliumlab
 
 # Runs every test: real uprobes, real Docker. Needs root and a Docker engine.
 test:

@@ -1,0 +1,399 @@
+package ciliumlab_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cilium-tracer/tracer/internal/ciliumlab"
+	"github.com/cilium-tracer/tracer/internal/testagent"
+	"github.com/cilium-tracer/tracer/pkg/export"
+)
+
+const (
+	regenerate    = "github.com/cilium/cilium/pkg/endpoint.(*Endpoint).regenerate"
+	regenerateBPF = "github.com/cilium/cilium/pkg/endpoint.(*Endpoint).regenerateBPF"
+	regenerateAll = "github.com/cilium/cilium/pkg/endpoint.(*Endpoint).regenerate*"
+	// Regeneration rounds per check: each switches every pod's Debug
+	// option once.
+	rounds = 3
+)
+
+var tracerBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "ciliumlab-e2e")
+	if err != nil {
+		panic(err)
+	}
+	tracerBin = filepath.Join(dir, "tracer")
+	build := exec.Command("go", "build", "-o", tracerBin, "./cmd/tracer")
+	build.Dir = testagent.Root()
+	if out, err := build.CombinedOutput(); err != nil {
+		os.Stderr.Write(out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// binaries builds the cilium version once per machine (cached) and returns
+// its binaries. A build that fails fails the test: no skip.
+func binaries(t *testing.T, version string) *ciliumlab.Binaries {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
+	defer cancel()
+	b, err := ciliumlab.Build(ctx, version, os.Stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// startLab starts the real agent with three pods; at the end of the test
+// it is torn down, and anything it left fails the test.
+func startLab(t *testing.T, b *ciliumlab.Binaries, stripped bool) *ciliumlab.Lab {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	lab, err := ciliumlab.Start(ctx, ciliumlab.Config{Binaries: b, Stripped: stripped, Pods: 3, Log: testLog{t}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("cilium-agent log, last lines:\n%s", lab.LogTail(30))
+		}
+		if err := lab.Close(); err != nil {
+			t.Errorf("the lab left something behind: %v", err)
+		}
+	})
+	return lab
+}
+
+type testLog struct{ t *testing.T }
+
+func (l testLog) Write(p []byte) (int, error) {
+	l.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// run is one tracer process in the background.
+type run struct {
+	cmd            *exec.Cmd
+	stdout, stderr *lockedBuffer
+	exited         chan struct{}
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
+// startTracer runs the tracer with args and waits until its output says
+// ready (want), the way a user waits for "tracing" before acting.
+func startTracer(t *testing.T, want string, args ...string) *run {
+	t.Helper()
+	r := &run{cmd: exec.Command(tracerBin, args...), stdout: &lockedBuffer{}, stderr: &lockedBuffer{}, exited: make(chan struct{})}
+	r.cmd.Stdout, r.cmd.Stderr = r.stdout, r.stderr
+	if err := r.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { r.cmd.Wait(); close(r.exited) }()
+	t.Cleanup(func() { r.cmd.Process.Kill(); <-r.exited })
+	deadline := time.After(2 * time.Minute)
+	for !strings.Contains(r.stderr.String(), want) {
+		select {
+		case <-r.exited:
+			t.Fatalf("tracer %q exited before %q: %s", args, want, r.stderr)
+		case <-deadline:
+			t.Fatalf("tracer %q: no %q in 2 minutes: %s", args, want, r.stderr)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return r
+}
+
+// stop ends the tracer as Ctrl-C does and checks it exits 0.
+func (r *run) stop(t *testing.T) {
+	t.Helper()
+	r.cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case <-r.exited:
+	case <-time.After(2 * time.Minute):
+		t.Fatalf("tracer did not stop in 2 minutes: %s", r.stderr)
+	}
+	if code := r.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("tracer exited %d: %s", code, r.stderr)
+	}
+}
+
+// tracer runs the tracer to completion and returns its standard output.
+func tracer(t *testing.T, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, tracerBin, args...)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("tracer %q: %v: %s", args, err, stderr.String())
+	}
+	return stdout.String()
+}
+
+// spans parses JSON spans, one per line.
+func spans(t *testing.T, r io.Reader) []export.JSONSpan {
+	t.Helper()
+	var out []export.JSONSpan
+	s := bufio.NewScanner(r)
+	s.Buffer(make([]byte, 1<<20), 1<<20)
+	for s.Scan() {
+		var sp export.JSONSpan
+		if err := json.Unmarshal(s.Bytes(), &sp); err != nil {
+			t.Fatalf("span %q: %v", s.Text(), err)
+		}
+		out = append(out, sp)
+	}
+	return out
+}
+
+// calls turns the traced regenerate spans into the lab's calls.
+func calls(t *testing.T, sps []export.JSONSpan) []ciliumlab.Call {
+	t.Helper()
+	var cs []ciliumlab.Call
+	for _, s := range sps {
+		if s.Function != regenerate {
+			continue
+		}
+		ep, err := strconv.ParseUint(s.Attrs["endpoint_id"], 10, 16)
+		if err != nil {
+			t.Fatalf("regenerate span without a valid endpoint_id: %+v", s)
+		}
+		cs = append(cs, ciliumlab.Call{PID: s.PID, EndpointID: uint16(ep), Start: s.Time,
+			Duration: time.Duration(s.DurationNS), Unfinished: s.Unfinished})
+	}
+	return cs
+}
+
+// regenerations marks a quiet point, makes every pod regenerate rounds
+// times, marks again, and returns what the agent recorded in between.
+func regenerations(t *testing.T, lab *ciliumlab.Lab) (ciliumlab.Truth, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	a, err := lab.Mark(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lab.Regenerate(ctx, rounds); err != nil {
+		t.Fatal(err)
+	}
+	b, err := lab.Mark(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	truth, err := lab.Truth(a, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if truth.Count == 0 {
+		t.Fatal("the agent counted no regenerations: the lab did not regenerate")
+	}
+	n := 0
+	for _, l := range truth.Logged {
+		n += len(l)
+	}
+	t.Logf("cilium counted %d regenerations (%d logged over %d endpoints), %.3f s in all", truth.Count, n, len(truth.Logged), truth.Seconds)
+	return truth, n
+}
+
+// traceRegenerations traces regenerate and regenerateBPF with the
+// endpoint ID captured while the lab regenerates, and checks every call
+// against the agent's own record.
+func traceRegenerations(t *testing.T, lab *ciliumlab.Lab, extra ...string) []export.JSONSpan {
+	t.Helper()
+	args := append([]string{"trace", "--pid", strconv.Itoa(lab.AgentPID()), "--output", "json",
+		"--func", regenerate, "--func", regenerateBPF, "--capture", "endpoint_id=e.ID"}, extra...)
+	r := startTracer(t, "tracer: tracing", args...)
+	truth, _ := regenerations(t, lab)
+	r.stop(t)
+	sps := spans(t, strings.NewReader(r.stdout.String()))
+	if err := truth.Check(calls(t, sps)); err != nil {
+		t.Errorf("tracer trace %q against cilium's own record:\n%v", extra, err)
+	}
+	return sps
+}
+
+// offsetsFile resolves the endpoint_id capture on the unstripped build,
+// for tracing the stripped one.
+func offsetsFile(t *testing.T, b *ciliumlab.Binaries) string {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), "offsets.json")
+	tracer(t, "offsets", "--binary", b.Agent, "--func", regenerateAll, "--capture", "endpoint_id=e.ID", "-o", f)
+	return f
+}
+
+// daemonRegenerations runs tracer daemon on the lab's agent and checks its
+// spans as traceRegenerations does.
+func daemonRegenerations(t *testing.T, lab *ciliumlab.Lab, offsets string) {
+	t.Helper()
+	dir := t.TempDir()
+	out := filepath.Join(dir, "spans.json")
+	cfg := fmt.Sprintf(`target: {pid: %d}
+probes:
+  - func: %q
+    captures: ["endpoint_id=e.ID"]
+  - func: %q
+exporters:
+  - json: {path: %q}
+pipeline: {batch_timeout: 100ms}
+jitter: {start: 0s, reattach: 0s}
+metrics: {listen: none}
+`, lab.AgentPID(), regenerate, regenerateBPF, out)
+	if offsets != "" {
+		cfg += fmt.Sprintf("offsets: %q\n", offsets)
+	}
+	path := filepath.Join(dir, "daemon.yaml")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := startTracer(t, "msg=tracing", "daemon", "--config", path)
+	truth, _ := regenerations(t, lab)
+	r.cmd.Process.Signal(syscall.SIGTERM)
+	<-r.exited
+	if code := r.cmd.ProcessState.ExitCode(); code != 0 {
+		t.Fatalf("tracer daemon exited %d: %s", code, r.stderr)
+	}
+	f, err := os.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := truth.Check(calls(t, spans(t, f))); err != nil {
+		t.Errorf("tracer daemon against cilium's own record:\n%v", err)
+	}
+}
+
+// TestRealAgent traces a real cilium-agent, built from its module, with
+// real endpoints from the real CNI plugin, and compares every traced
+// regeneration with the agent's own metrics and log.
+func TestRealAgent(t *testing.T) {
+	for _, version := range []string{ciliumlab.Pinned, ciliumlab.Previous} {
+		t.Run(version, func(t *testing.T) {
+			b := binaries(t, version)
+			offsets := offsetsFile(t, b)
+			t.Run("unstripped", func(t *testing.T) {
+				lab := startLab(t, b, false)
+				t.Run("trace", func(t *testing.T) { traceRegenerations(t, lab) })
+				t.Run("daemon", func(t *testing.T) { daemonRegenerations(t, lab, "") })
+			})
+			t.Run("stripped", func(t *testing.T) {
+				lab := startLab(t, b, true)
+				t.Run("trace", func(t *testing.T) { traceRegenerations(t, lab, "--offsets", offsets) })
+				t.Run("daemon", func(t *testing.T) { daemonRegenerations(t, lab, offsets) })
+			})
+		})
+	}
+}
+
+const forcedFailureEnv = "CILIUMLAB_FORCED_FAILURE"
+
+// TestForcedFailure is run by TestLeavesNothing in a child process: it
+// fails in the middle of a run, with the agent up, pods made and the
+// tracer attached.
+func TestForcedFailure(t *testing.T) {
+	if os.Getenv(forcedFailureEnv) == "" {
+		return // only as TestLeavesNothing's child
+	}
+	lab := startLab(t, binaries(t, ciliumlab.Pinned), true)
+	startTracer(t, "tracer: tracing", "trace", "--pid", strconv.Itoa(lab.AgentPID()), "--func", regenerateAll)
+	ctx := context.Background()
+	if err := lab.Regenerate(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	t.Fatal("forced failure in the middle of the run")
+}
+
+// TestLeavesNothing fails a run in the middle and checks that the lab's
+// teardown left no process, cgroup, mount, network namespace or sysctl
+// change on the host.
+func TestLeavesNothing(t *testing.T) {
+	b := binaries(t, ciliumlab.Pinned)
+	before := hostState(t)
+	cmd := exec.Command(os.Args[0], "-test.run=^TestForcedFailure$", "-test.v")
+	cmd.Env = append(os.Environ(), forcedFailureEnv+"=1")
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "forced failure in the middle of the run") {
+		t.Fatalf("the forced failure did not happen (err %v):\n%s", err, out)
+	}
+	if strings.Contains(string(out), "left something behind") {
+		t.Errorf("teardown after a failure left something:\n%s", out)
+	}
+	if pids := b.Processes(); len(pids) > 0 {
+		t.Errorf("cilium processes still running after the failed run: %v", pids)
+	}
+	if after := hostState(t); after != before {
+		t.Errorf("the host changed across a failed run:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+}
+
+// hostState is what a lab must not change on the host: its mounts,
+// network namespaces and links, cgroups of the lab, and the sysctls the
+// agent writes.
+func hostState(t *testing.T) string {
+	t.Helper()
+	var s strings.Builder
+	mounts, err := os.ReadFile("/proc/self/mounts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Write(mounts)
+	netns, _ := os.ReadDir("/run/netns")
+	for _, e := range netns {
+		fmt.Fprintf(&s, "netns %s\n", e.Name())
+	}
+	links, err := exec.Command("ip", "-o", "link").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(links), "\n") {
+		// Counters and state change by themselves; the names do not.
+		if f := strings.Fields(l); len(f) > 1 {
+			fmt.Fprintf(&s, "link %s\n", f[1])
+		}
+	}
+	cgroups, _ := filepath.Glob("/sys/fs/cgroup/unified/tracer-ciliumlab-*")
+	more, _ := filepath.Glob("/sys/fs/cgroup/tracer-ciliumlab-*")
+	fmt.Fprintf(&s, "cgroups %v\n", append(cgroups, more...))
+	for _, p := range []string{"kernel/unprivileged_bpf_disabled", "kernel/timer_migration", "net/core/bpf_jit_enable", "net/core/bpf_jit_harden"} {
+		v, _ := os.ReadFile("/proc/sys/" + p)
+		fmt.Fprintf(&s, "%s=%s", p, v)
+	}
+	return s.String()
+}
