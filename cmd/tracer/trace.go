@@ -85,7 +85,7 @@ and the summary (or the --entry-only counts) goes to stderr, so
 	fl.BoolVar(&f.otlp.Insecure, "otlp-insecure", false, "OTLP without TLS")
 	fl.StringVar(&f.pprof, "pprof", "", "write a pprof profile of the traced calls' time per stack to this file at the end (implies stack capture)")
 	fl.StringVar(&f.folded, "folded", "", "write folded stacks (flame graph input) with nanoseconds per stack to this file at the end (implies stack capture)")
-	fl.StringArrayVar(&f.captures, "capture", nil, "`NAME=EXPR` to record as a span attribute, read at entry: an argument or field path (endpoint_id=e.ID, rev=e.desiredPolicy.Revision) or, without DWARF, argN+OFFSET:TYPE; repeatable")
+	fl.StringArrayVar(&f.captures, "capture", nil, "`NAME=EXPR` to record as a span attribute, read at entry: an argument or field path (endpoint_id=e.ID, rev=e.policyRevision) or, without DWARF, argN+OFFSET:TYPE; repeatable")
 	fl.StringVar(&f.offsets, "offsets", "", "offsets `FILE` from 'tracer offsets', to resolve --capture on a stripped binary (alone: capture everything it lists)")
 	return cmd
 }

@@ -62,13 +62,15 @@ func Build(ctx context.Context, version string, log io.Writer) (*Binaries, error
 		Version:       version,
 		Dir:           dir,
 		Agent:         filepath.Join(dir, "cilium-agent"),
-		AgentStripped: filepath.Join(dir, "cilium-agent.stripped"),
+		// Named cilium-agent too: the /proc scan, `tracer targets` and
+		// --follow find the agent by that name.
+		AgentStripped: filepath.Join(dir, "stripped", "cilium-agent"),
 		CNI:           filepath.Join(dir, "cilium-cni"),
 		Dbg:           filepath.Join(dir, "cilium-dbg"),
 		LibDir:        filepath.Join(dir, "src"),
 		PathDir:       filepath.Join(dir, "path"),
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(b.AgentStripped), 0o755); err != nil {
 		return nil, err
 	}
 	lock, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_CREATE|os.O_RDWR, 0o644)

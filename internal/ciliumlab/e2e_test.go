@@ -317,8 +317,209 @@ func TestRealAgent(t *testing.T) {
 				lab := startLab(t, b, true)
 				t.Run("trace", func(t *testing.T) { traceRegenerations(t, lab, "--offsets", offsets) })
 				t.Run("daemon", func(t *testing.T) { daemonRegenerations(t, lab, offsets) })
+				if version == ciliumlab.Pinned {
+					commands(t, lab, offsets)
+				}
 			})
 		})
+	}
+}
+
+// commands runs every user-facing command against the stripped real
+// agent, as a user would.
+func commands(t *testing.T, lab *ciliumlab.Lab, offsets string) {
+	pid := strconv.Itoa(lab.AgentPID())
+	t.Run("symbols", func(t *testing.T) {
+		out := tracer(t, "symbols", "--pid", pid, "--func", regenerateAll)
+		if !strings.Contains(strings.SplitN(out, "\n", 2)[0], " stripped") {
+			t.Errorf("symbols does not say the agent is stripped:\n%s", out)
+		}
+		for _, fn := range []string{regenerate, regenerateBPF} {
+			found := false
+			for _, l := range strings.Split(out, "\n") {
+				f := strings.Fields(l)
+				if len(f) >= 5 && f[0] == fn && !strings.Contains(l, "REFUSED") {
+					found = true
+				}
+			}
+			if !found {
+				t.Errorf("symbols does not list %s with its RET offsets:\n%s", fn, out)
+			}
+		}
+	})
+	t.Run("targets", func(t *testing.T) {
+		out := tracer(t, "targets")
+		found := false
+		for _, l := range strings.Split(out, "\n") {
+			if f := strings.Fields(l); len(f) > 0 && f[0] == pid && strings.Contains(l, "cilium-agent") {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("targets does not list the agent, PID %s:\n%s", pid, out)
+		}
+	})
+	t.Run("pprof", func(t *testing.T) {
+		prof := filepath.Join(t.TempDir(), "regen.pb.gz")
+		traceRegenerations(t, lab, "--offsets", offsets, "--pprof", prof)
+		top, err := exec.Command("go", "tool", "pprof", "-top", prof).CombinedOutput()
+		if err != nil {
+			t.Fatalf("go tool pprof: %v: %s", err, top)
+		}
+		if !strings.Contains(string(top), "regenerateBPF") {
+			t.Errorf("the profile has no regenerateBPF:\n%s", top)
+		}
+	})
+	t.Run("readme", func(t *testing.T) { readme(t, lab) })
+	t.Run("entry-only", func(t *testing.T) { entryOnly(t, lab, offsets) })
+	t.Run("follow", func(t *testing.T) { follow(t, lab, offsets) })
+	t.Run("sample-is-caught", func(t *testing.T) {
+		// The check must catch a trace that misses calls: tracing one
+		// call in two has to fail it.
+		args := []string{"trace", "--pid", strconv.Itoa(lab.AgentPID()), "--output", "json", "--sample", "2",
+			"--func", regenerate, "--capture", "endpoint_id=e.ID", "--offsets", offsets}
+		r := startTracer(t, "tracer: tracing", args...)
+		truth, _ := regenerations(t, lab)
+		r.stop(t)
+		err := truth.Check(calls(t, spans(t, strings.NewReader(r.stdout.String()))))
+		if err == nil || !strings.Contains(err.Error(), "cilium counted") {
+			t.Fatalf("the check passed a trace of one regeneration in two: %v", err)
+		}
+		t.Logf("the check failed, as it must:\n%v", err)
+	})
+}
+
+// readme runs the README's tracer commands, as written, against the real
+// agent: the only change is a shorter --duration. The daemon's are left to
+// daemonRegenerations, since the README's config targets a Docker
+// container and waits out a fleet's start jitter.
+func readme(t *testing.T, lab *ciliumlab.Lab) {
+	text, err := os.ReadFile(filepath.Join(testagent.Root(), "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cmds []string
+	inSh := false
+	var cur string
+	for _, l := range strings.Split(string(text), "\n") {
+		switch {
+		case strings.HasPrefix(l, "```sh"):
+			inSh = true
+		case strings.HasPrefix(l, "```"):
+			inSh = false
+		case inSh:
+			cur += l
+			if strings.HasSuffix(cur, "\\") {
+				cur = strings.TrimSuffix(cur, "\\")
+				continue
+			}
+			if strings.HasPrefix(cur, "tracer ") && !strings.HasPrefix(cur, "tracer daemon") {
+				cmds = append(cmds, cur)
+			}
+			cur = ""
+		}
+	}
+	if len(cmds) < 4 {
+		t.Fatalf("found %d tracer commands in the README: %q", len(cmds), cmds)
+	}
+	dir := t.TempDir()
+	// The README's offsets example reads an unstripped build beside it.
+	if err := os.Symlink(lab.Binaries().Agent, filepath.Join(dir, "cilium-agent.unstripped")); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range cmds {
+		c = strings.ReplaceAll(c, "--duration 60s", "--duration 20s")
+		traces := strings.HasPrefix(c, "tracer trace")
+		if traces && !strings.Contains(c, "--duration") {
+			c = strings.Replace(c, "tracer trace", "tracer trace --duration 20s", 1)
+		}
+		cmd := exec.Command("sh", "-c", c)
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(tracerBin)+":"+os.Getenv("PATH"))
+		stdout, stderr := &lockedBuffer{}, &lockedBuffer{}
+		cmd.Stdout, cmd.Stderr = stdout, stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		exited := make(chan error, 1)
+		go func() { exited <- cmd.Wait() }()
+		if traces {
+			for !strings.Contains(stderr.String(), "tracer: tracing") && len(exited) == 0 {
+				time.Sleep(50 * time.Millisecond)
+			}
+			if err := lab.Regenerate(context.Background(), 1); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := <-exited; err != nil {
+			t.Errorf("README command %q: %v\n%s", c, err, stderr.String())
+			continue
+		}
+		if traces && !strings.Contains(stdout.String(), "regenerateBPF") {
+			t.Errorf("README command %q traced no regenerateBPF:\n%s\n%s", c, stdout.String(), stderr.String())
+		}
+		if strings.Contains(c, "--capture") && traces && !strings.Contains(stdout.String(), "pod=pod") {
+			t.Errorf("README command %q captured no pod name:\n%s", c, stdout.String())
+		}
+		t.Logf("%s\n%s", c, firstLines(stdout.String(), 6))
+	}
+}
+
+// hotFunc runs thousands of times a second in the agent while endpoints
+// regenerate: the JSON scanner's string state, under the API's and the
+// datapath loader's JSON.
+const hotFunc = "encoding/json.stateInString"
+
+// entryOnly counts a hot function of the real agent per caller stack,
+// while a second tracer checks the regenerations it runs through.
+func entryOnly(t *testing.T, lab *ciliumlab.Lab, offsets string) {
+	hot := startTracer(t, "tracer: tracing", "trace", "--pid", strconv.Itoa(lab.AgentPID()), "--entry-only", "--func", hotFunc)
+	traceRegenerations(t, lab, "--offsets", offsets)
+	hot.stop(t)
+	out := hot.stdout.String() + hot.stderr.String()
+	if !strings.Contains(out, "stateInString") {
+		t.Fatalf("--entry-only printed no stacks of %s:\n%s", hotFunc, out)
+	}
+	t.Logf("--entry-only on %s:\n%s", hotFunc, firstLines(out, 15))
+}
+
+func firstLines(s string, n int) string {
+	l := strings.SplitN(s, "\n", n+1)
+	if len(l) > n {
+		l = l[:n]
+	}
+	return strings.Join(l, "\n")
+}
+
+// follow traces across a restart of the agent: tracing resumes on the new
+// process, and both processes' regenerations are checked.
+func follow(t *testing.T, lab *ciliumlab.Lab, offsets string) {
+	r := startTracer(t, "tracer: tracing", "trace", "--process", "cilium-agent", "--follow", "--output", "json",
+		"--func", regenerate, "--capture", "endpoint_id=e.ID", "--offsets", offsets)
+	before, _ := regenerations(t, lab)
+	oldPID := lab.AgentPID()
+	if err := lab.StopAgent(); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	if err := lab.StartAgent(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(2 * time.Minute); !strings.Contains(r.stderr.String(), "re-attached"); {
+		if time.Now().After(deadline) {
+			t.Fatalf("the tracer did not re-attach to the restarted agent (PID %d, was %d):\n%s", lab.AgentPID(), oldPID, r.stderr)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	after, _ := regenerations(t, lab)
+	r.stop(t)
+	cs := calls(t, spans(t, strings.NewReader(r.stdout.String())))
+	if err := before.Check(cs); err != nil {
+		t.Errorf("before the restart:\n%v", err)
+	}
+	if err := after.Check(cs); err != nil {
+		t.Errorf("after the restart:\n%v", err)
 	}
 }
 

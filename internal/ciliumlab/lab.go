@@ -372,6 +372,9 @@ func (l *Lab) StopAgent() error {
 	return nil
 }
 
+// Binaries is what the lab runs.
+func (l *Lab) Binaries() *Binaries { return l.cfg.Binaries }
+
 // AgentPID is the agent's PID on the host.
 func (l *Lab) AgentPID() int { return l.agentPID }
 
