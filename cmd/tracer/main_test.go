@@ -4,21 +4,17 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
-	"google.golang.org/grpc"
-
+	"github.com/cilium-tracer/tracer/internal/otlptest"
 	"github.com/cilium-tracer/tracer/internal/testagent"
 )
 
@@ -329,42 +325,13 @@ func TestPprof(t *testing.T) {
 	t.Errorf("no table from pprof -top:\n%s", out)
 }
 
-// otlpReceiver is an OTLP/gRPC trace receiver that counts spans by name.
-type otlpReceiver struct {
-	coltracepb.UnimplementedTraceServiceServer
-	mu    sync.Mutex
-	names map[string]int
-}
-
-func (r *otlpReceiver) Export(_ context.Context, req *coltracepb.ExportTraceServiceRequest) (*coltracepb.ExportTraceServiceResponse, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for _, rs := range req.ResourceSpans {
-		for _, ss := range rs.ScopeSpans {
-			for _, sp := range ss.Spans {
-				r.names[sp.Name]++
-			}
-		}
-	}
-	return &coltracepb.ExportTraceServiceResponse{}, nil
-}
-
 // --otlp sends the same calls the terminal shows to an OTLP receiver.
 func TestTraceOTLP(t *testing.T) {
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	recv := &otlpReceiver{names: map[string]int{}}
-	coltracepb.RegisterTraceServiceServer(srv, recv)
-	go srv.Serve(lis)
-	defer srv.Stop()
-
+	recv := otlptest.NewGRPC(t)
 	bin := testagent.Build(t, testagent.Variant{})
 	a := testagent.Start(t, bin, "-workers", "2", "-iterations", "10", "-interval", "5ms", "-start-delay", "2s")
 	r := tracer(t, nil, "trace", "--pid", strconv.Itoa(a.PID), "--follow=false", "--output", "json",
-		"--otlp", lis.Addr().String(), "--otlp-insecure", "--func", testagent.RegenerateBPF)
+		"--otlp", recv.Addr(), "--otlp-insecure", "--func", testagent.RegenerateBPF)
 	if r.code != 0 {
 		t.Fatalf("trace: %s", r.stderr)
 	}
@@ -374,9 +341,13 @@ func TestTraceOTLP(t *testing.T) {
 			terminal++
 		}
 	}
-	recv.mu.Lock()
-	defer recv.mu.Unlock()
-	if got := recv.names["endpoint.(*Endpoint).regenerateBPF"]; got != terminal || got != 20 {
+	got := 0
+	for _, s := range recv.Spans() {
+		if s.Name == "endpoint.(*Endpoint).regenerateBPF" {
+			got++
+		}
+	}
+	if got != terminal || got != 20 {
 		t.Errorf("OTLP receiver got %d regenerateBPF spans, the terminal showed %d, the agent made 20", got, terminal)
 	}
 }

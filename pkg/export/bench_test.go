@@ -4,6 +4,8 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"github.com/cilium-tracer/tracer/internal/chtest"
 )
 
 func BenchmarkBuild(b *testing.B) {
@@ -37,8 +39,8 @@ func (discard) Shutdown(context.Context) error       { return nil }
 // BenchmarkClickHouseInsert measures the exporter's side of an INSERT of
 // 512 spans through clickhouse-go (LZ4) into the test server.
 func BenchmarkClickHouseInsert(b *testing.B) {
-	srv := newCHServer(b, 25, 8)
-	e, err := NewClickHouseExporter(ClickHouseConfig{Addrs: []string{srv.addr}})
+	srv := chtest.New(b, 25, 8)
+	e, err := NewClickHouseExporter(ClickHouseConfig{Addrs: []string{srv.Addr()}})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -58,7 +60,4 @@ func BenchmarkClickHouseInsert(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(len(spans))*float64(b.N)/b.Elapsed().Seconds(), "spans/s")
-	srv.mu.Lock()
-	srv.rows = nil // the server keeps decoded rows; do not let them pile up
-	srv.mu.Unlock()
 }

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
+
+	"github.com/cilium-tracer/tracer/internal/chtest"
 )
 
 // TestClickHouseIntegration runs the exporter against a real ClickHouse
@@ -98,9 +100,9 @@ func TestClickHouseIntegration(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var gotRows []chRow
+	var gotRows []chtest.Row
 	for rows.Next() {
-		var r chRow
+		var r chtest.Row
 		var events, links uint64
 		if err := rows.Scan(&r.Timestamp, &r.TraceID, &r.SpanID, &r.ParentSpanID, &r.TraceState,
 			&r.SpanName, &r.SpanKind, &r.ServiceName, &r.ResourceAttributes, &r.ScopeName, &r.ScopeVersion,
@@ -115,7 +117,7 @@ func TestClickHouseIntegration(t *testing.T) {
 	}
 	// testSpans' calls are in finishing order; the query sorts by start.
 	order := []int{2, 1, 0, 5, 4, 3}
-	var wantRows []chRow
+	var wantRows []chtest.Row
 	for _, i := range order {
 		wantRows = append(wantRows, expectedRow(spans[i]))
 	}

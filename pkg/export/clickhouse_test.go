@@ -16,6 +16,8 @@ import (
 
 	"github.com/ClickHouse/ch-go/proto"
 	"go.opentelemetry.io/otel/codes"
+
+	"github.com/cilium-tracer/tracer/internal/chtest"
 )
 
 var outage = flag.Duration("outage", 1500*time.Millisecond,
@@ -210,7 +212,7 @@ func TestSchemaStatements(t *testing.T) {
 
 // expectedRow spells out, independently of NewClickHouseRow, the row the
 // collector would store for s.
-func expectedRow(s Span) chRow {
+func expectedRow(s Span) chtest.Row {
 	parent := ""
 	if s.Call.ParentID != 0 {
 		parent = hex.EncodeToString(s.ParentSpanID[:])
@@ -219,7 +221,7 @@ func expectedRow(s Span) chRow {
 	if s.Call.Unfinished {
 		status = "Error"
 	}
-	return chRow{ClickHouseRow: ClickHouseRow{
+	return chtest.Row{
 		Timestamp:    s.Call.Start,
 		TraceID:      hex.EncodeToString(s.TraceID[:]),
 		SpanID:       hex.EncodeToString(s.SpanID[:]),
@@ -240,10 +242,10 @@ func expectedRow(s Span) chRow {
 		Duration:       uint64(s.Call.Duration),
 		StatusCode:     status,
 		StatusMessage:  s.Call.Reason,
-	}}
+	}
 }
 
-func compareRows(t *testing.T, got, want []chRow) {
+func compareRows(t *testing.T, got, want []chtest.Row) {
 	t.Helper()
 	if len(got) != len(want) {
 		t.Fatalf("%d rows, want %d", len(got), len(want))
@@ -300,9 +302,9 @@ func TestClickHouseWire(t *testing.T) {
 		{"none", 24, 3, false},
 	} {
 		t.Run(tc.compression, func(t *testing.T) {
-			srv := newCHServer(t, tc.major, tc.minor)
+			srv := chtest.New(t, tc.major, tc.minor)
 			e, err := NewClickHouseExporter(ClickHouseConfig{
-				Addrs:       []string{srv.addr},
+				Addrs:       []string{srv.Addr()},
 				Username:    "tracer",
 				Password:    "s3cret",
 				Compression: tc.compression,
@@ -326,7 +328,7 @@ func TestClickHouseWire(t *testing.T) {
 				t.Errorf("Export after Shutdown: %v", err)
 			}
 
-			queries, rows := srv.snapshot()
+			queries, rows := srv.Snapshot()
 			if len(queries) != 6 {
 				t.Fatalf("%d queries, want 4 DDL and 2 INSERT:\n%s", len(queries), strings.Join(queries, "\n---\n"))
 			}
@@ -337,15 +339,13 @@ func TestClickHouseWire(t *testing.T) {
 					t.Errorf("insert query\n got %s\nwant %s", normSQL(q), insert)
 				}
 			}
-			var want []chRow
+			var want []chtest.Row
 			for _, s := range spans {
 				want = append(want, expectedRow(s))
 			}
 			compareRows(t, rows, want)
 
-			srv.mu.Lock()
-			defer srv.mu.Unlock()
-			for _, h := range srv.hellos {
+			for _, h := range srv.Hellos() {
 				if h.User != "tracer" || h.Password != "s3cret" || h.Database != "default" {
 					t.Errorf("hello user %q password %q database %q", h.User, h.Password, h.Database)
 				}
@@ -354,7 +354,7 @@ func TestClickHouseWire(t *testing.T) {
 			if tc.compression == "none" {
 				wantComp = proto.CompressionDisabled
 			}
-			for i, c := range srv.compress {
+			for i, c := range srv.Compressions() {
 				if c != wantComp {
 					t.Errorf("query %d compression %v, want %v", i, c, wantComp)
 				}
@@ -404,8 +404,8 @@ func TestClickHouseHeaderMatchesDDL(t *testing.T) {
 		}
 	}
 	var got []string
-	for _, c := range newOtelColumns().named() {
-		got = append(got, c.name+" "+string(c.col.Type()))
+	for _, c := range chtest.Columns() {
+		got = append(got, c.Name+" "+c.Type)
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("server header\n got %q\nwant %q", got, want)
@@ -444,8 +444,8 @@ func TestClickHouseUnfinishedStatus(t *testing.T) {
 }
 
 func TestClickHouseSkipSchema(t *testing.T) {
-	srv := newCHServer(t, 25, 8)
-	e, err := NewClickHouseExporter(ClickHouseConfig{Addrs: []string{srv.addr}, SkipSchema: true})
+	srv := chtest.New(t, 25, 8)
+	e, err := NewClickHouseExporter(ClickHouseConfig{Addrs: []string{srv.Addr()}, SkipSchema: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -454,7 +454,7 @@ func TestClickHouseSkipSchema(t *testing.T) {
 	if err := e.Export(context.Background(), spans); err != nil {
 		t.Fatal(err)
 	}
-	queries, rows := srv.snapshot()
+	queries, rows := srv.Snapshot()
 	if len(queries) != 1 || !strings.HasPrefix(queries[0], "INSERT INTO `otel`.`otel_traces`") || len(rows) != len(spans) {
 		t.Errorf("queries %q, %d rows", queries, len(rows))
 	}
@@ -463,8 +463,8 @@ func TestClickHouseSkipSchema(t *testing.T) {
 // TestClickHouseRecreatesSchema drops the table under the exporter: the
 // next export creates the schema again instead of failing forever.
 func TestClickHouseRecreatesSchema(t *testing.T) {
-	srv := newCHServer(t, 25, 8)
-	e, err := NewClickHouseExporter(ClickHouseConfig{Addrs: []string{srv.addr}, MinBackoff: time.Millisecond})
+	srv := chtest.New(t, 25, 8)
+	e, err := NewClickHouseExporter(ClickHouseConfig{Addrs: []string{srv.Addr()}, MinBackoff: time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -473,13 +473,11 @@ func TestClickHouseRecreatesSchema(t *testing.T) {
 	if err := e.Export(context.Background(), spans[:3]); err != nil {
 		t.Fatal(err)
 	}
-	srv.mu.Lock()
-	srv.noTable = true
-	srv.mu.Unlock()
+	srv.DropTable()
 	if err := e.Export(context.Background(), spans[3:]); err != nil {
 		t.Fatal(err)
 	}
-	queries, rows := srv.snapshot()
+	queries, rows := srv.Snapshot()
 	var kinds []string
 	for _, q := range queries {
 		kinds = append(kinds, strings.Join(strings.Fields(q)[:2], " "))

@@ -4,115 +4,25 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"io"
-	"net"
-	"net/http"
-	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 
-	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
-	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/metadata"
-	"google.golang.org/protobuf/proto"
+
+	"github.com/cilium-tracer/tracer/internal/otlptest"
 )
-
-// otlpReceiver collects what OTLP clients send.
-type otlpReceiver struct {
-	collectortrace.UnimplementedTraceServiceServer
-
-	mu      sync.Mutex
-	reqs    []*collectortrace.ExportTraceServiceRequest
-	headers []string
-}
-
-func (r *otlpReceiver) Export(ctx context.Context, req *collectortrace.ExportTraceServiceRequest) (*collectortrace.ExportTraceServiceResponse, error) {
-	md, _ := metadata.FromIncomingContext(ctx)
-	r.add(req, strings.Join(md.Get("x-tenant"), ","))
-	return &collectortrace.ExportTraceServiceResponse{}, nil
-}
-
-func (r *otlpReceiver) add(req *collectortrace.ExportTraceServiceRequest, header string) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.reqs = append(r.reqs, req)
-	r.headers = append(r.headers, header)
-}
-
-func (r *otlpReceiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
-	body, err := io.ReadAll(req.Body)
-	if err != nil || req.URL.Path != "/v1/traces" || req.Header.Get("Content-Type") != "application/x-protobuf" {
-		http.Error(w, "bad request", http.StatusBadRequest)
-		return
-	}
-	var msg collectortrace.ExportTraceServiceRequest
-	if err := proto.Unmarshal(body, &msg); err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	r.add(&msg, req.Header.Get("X-Tenant"))
-	out, _ := proto.Marshal(&collectortrace.ExportTraceServiceResponse{})
-	w.Header().Set("Content-Type", "application/x-protobuf")
-	w.Write(out)
-}
-
-func startGRPCReceiver(t *testing.T) (*otlpReceiver, string) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := grpc.NewServer()
-	r := &otlpReceiver{}
-	collectortrace.RegisterTraceServiceServer(srv, r)
-	go srv.Serve(ln)
-	t.Cleanup(srv.Stop)
-	return r, ln.Addr().String()
-}
-
-func startHTTPReceiver(t *testing.T) (*otlpReceiver, string) {
-	r := &otlpReceiver{}
-	srv := httptest.NewServer(r)
-	t.Cleanup(srv.Close)
-	return r, strings.TrimPrefix(srv.URL, "http://")
-}
-
-func anyValue(v *commonpb.AnyValue) any {
-	switch x := v.GetValue().(type) {
-	case *commonpb.AnyValue_StringValue:
-		return x.StringValue
-	case *commonpb.AnyValue_IntValue:
-		return x.IntValue
-	}
-	return v.String()
-}
-
-func kvMap(kvs []*commonpb.KeyValue) map[string]any {
-	m := map[string]any{}
-	for _, kv := range kvs {
-		m[kv.Key] = anyValue(kv.Value)
-	}
-	return m
-}
 
 func TestOTLP(t *testing.T) {
 	for _, transport := range []string{"grpc", "http"} {
 		t.Run(transport, func(t *testing.T) {
-			var (
-				recv *otlpReceiver
-				addr string
-			)
-			if transport == "grpc" {
-				recv, addr = startGRPCReceiver(t)
-			} else {
-				recv, addr = startHTTPReceiver(t)
+			recv := otlptest.NewGRPC(t)
+			if transport == "http" {
+				recv = otlptest.NewHTTP(t)
 			}
 			ctx := context.Background()
 			e, err := NewOTLPExporter(ctx, OTLPConfig{
 				HTTP:     transport == "http",
-				Endpoint: addr,
+				Endpoint: recv.Addr(),
 				Insecure: true,
 				Headers:  map[string]string{"x-tenant": "node-1"},
 			})
@@ -135,15 +45,13 @@ func TestOTLP(t *testing.T) {
 				t.Errorf("Export after Shutdown: %v", err)
 			}
 
-			recv.mu.Lock()
-			defer recv.mu.Unlock()
 			var got []*tracepb.Span
-			for i, req := range recv.reqs {
-				if recv.headers[i] != "node-1" {
-					t.Errorf("request %d header x-tenant %q", i, recv.headers[i])
+			for i, req := range recv.Requests() {
+				if h := req.Header.Get("X-Tenant"); h != "node-1" {
+					t.Errorf("request %d header x-tenant %q", i, h)
 				}
-				for _, rs := range req.ResourceSpans {
-					res := kvMap(rs.Resource.Attributes)
+				for _, rs := range req.Traces.ResourceSpans {
+					res := otlptest.Attributes(rs.Resource.Attributes)
 					want := map[string]any{
 						"service.name": "cilium-agent", "host.name": "node-1",
 						"container.id": "0123456789abcdef", "process.pid": int64(4242),
@@ -202,7 +110,7 @@ func TestOTLP(t *testing.T) {
 				if s.Status.GetCode() != wantStatus || s.Status.GetMessage() != c.Reason {
 					t.Errorf("span %s: status %v %q", want.SpanID, s.Status.GetCode(), s.Status.GetMessage())
 				}
-				a := kvMap(s.Attributes)
+				a := otlptest.Attributes(s.Attributes)
 				if a["code.function"] != c.Func || a["code.lineno"] != int64(c.Stack[0].Line) ||
 					a["goroutine.id"] != int64(c.Goroutine) || a["endpoint.id"] != "1234" ||
 					!strings.HasPrefix(a["code.stacktrace"].(string), c.Func+" ") {

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium-tracer/tracer/internal/chtest"
 	"github.com/cilium-tracer/tracer/pkg/calls"
 )
 
@@ -17,9 +18,9 @@ import (
 func TestClickHouseOutage(t *testing.T) {
 	for _, mode := range []string{"refused", "blackholed"} {
 		t.Run(mode, func(t *testing.T) {
-			srv := newCHServer(t, 25, 8)
+			srv := chtest.New(t, 25, 8)
 			e, err := NewClickHouseExporter(ClickHouseConfig{
-				Addrs:       []string{srv.addr},
+				Addrs:       []string{srv.Addr()},
 				DialTimeout: 200 * time.Millisecond,
 				ReadTimeout: time.Second,
 				Retries:     3,
@@ -82,27 +83,27 @@ func TestClickHouseOutage(t *testing.T) {
 				}
 			}()
 
-			waitFor(t, func() bool { return srv.rowCount() > 1000 })
+			waitFor(t, func() bool { return srv.RowCount() > 1000 })
 			before := p.Stats().Exporters["clickhouse"]
 
 			switch mode {
 			case "refused":
-				srv.stop()
+				srv.Stop()
 			case "blackholed":
-				srv.setBlackhole(true)
+				srv.SetBlackhole(true)
 			}
 			time.Sleep(*outage)
 			during := p.Stats().Exporters["clickhouse"]
-			rowsDown := srv.rowCount()
+			rowsDown := srv.RowCount()
 			switch mode {
 			case "refused":
-				srv.start()
+				srv.Start()
 			case "blackholed":
-				srv.setBlackhole(false)
+				srv.SetBlackhole(false)
 			}
 
 			// Export resumes by itself.
-			waitFor(t, func() bool { return srv.rowCount() > rowsDown+1000 })
+			waitFor(t, func() bool { return srv.RowCount() > rowsDown+1000 })
 			close(stop)
 			wg.Wait()
 			<-watchDone
@@ -115,7 +116,7 @@ func TestClickHouseOutage(t *testing.T) {
 			t.Logf("outage %v: before %+v, at end of outage %+v, final %+v, pipeline received %d dropped %d",
 				*outage, before, during, ch, st.Received, st.Dropped)
 			t.Logf("max pending %d (bound %d), max heap in use %d MiB, rows at server %d",
-				maxPending.Load(), p.MaxPending(), maxHeap.Load()>>20, srv.rowCount())
+				maxPending.Load(), p.MaxPending(), maxHeap.Load()>>20, srv.RowCount())
 
 			if got := maxPending.Load(); got > int64(p.MaxPending()) {
 				t.Errorf("held %d calls, more than the bound %d", got, p.MaxPending())
@@ -129,7 +130,7 @@ func TestClickHouseOutage(t *testing.T) {
 			}
 			// Every span counted as exported reached the server; a batch cut
 			// off mid-insert may have reached it without being counted.
-			if rows := uint64(srv.rowCount()); rows < ch.Exported {
+			if rows := uint64(srv.RowCount()); rows < ch.Exported {
 				t.Errorf("server has %d rows, exporter counted %d exported", rows, ch.Exported)
 			}
 			if ch.Exported <= during.Exported {

@@ -11,12 +11,14 @@ import (
 	"encoding/pem"
 	"math/big"
 	"net"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cilium-tracer/tracer/internal/chtest"
+	"github.com/cilium-tracer/tracer/internal/otlptest"
 )
 
 // testPKI is a CA with a server certificate for 127.0.0.1 and a client
@@ -80,7 +82,7 @@ func newTestPKI(t *testing.T) *testPKI {
 // certificate.
 func TestClickHouseTLS(t *testing.T) {
 	pki := newTestPKI(t)
-	srv := newCHServerTLS(t, 25, 8, &tls.Config{
+	srv := chtest.NewTLS(t, 25, 8, &tls.Config{
 		Certificates: []tls.Certificate{pki.server},
 		ClientCAs:    pki.caPool,
 		ClientAuth:   tls.RequireAndVerifyClientCert,
@@ -92,7 +94,7 @@ func TestClickHouseTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := NewClickHouseExporter(ClickHouseConfig{Addrs: []string{srv.addr}, TLS: cfg})
+	e, err := NewClickHouseExporter(ClickHouseConfig{Addrs: []string{srv.Addr()}, TLS: cfg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +102,7 @@ func TestClickHouseTLS(t *testing.T) {
 	if err := e.Export(ctx, spans); err != nil {
 		t.Fatal(err)
 	}
-	if n := srv.rowCount(); n != len(spans) {
+	if n := srv.RowCount(); n != len(spans) {
 		t.Errorf("%d rows over TLS, want %d", n, len(spans))
 	}
 
@@ -108,7 +110,7 @@ func TestClickHouseTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e2, err := NewClickHouseExporter(ClickHouseConfig{Addrs: []string{srv.addr}, TLS: noCert, Retries: -1})
+	e2, err := NewClickHouseExporter(ClickHouseConfig{Addrs: []string{srv.Addr()}, TLS: noCert, Retries: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,15 +121,13 @@ func TestClickHouseTLS(t *testing.T) {
 }
 
 func TestOTLPHTTPTLS(t *testing.T) {
-	recv := &otlpReceiver{}
-	srv := httptest.NewTLSServer(recv)
-	defer srv.Close()
+	recv := otlptest.NewHTTPTLS(t)
 	pool := x509.NewCertPool()
-	pool.AddCert(srv.Certificate())
+	pool.AddCert(recv.Certificate())
 	ctx := context.Background()
 	e, err := NewOTLPExporter(ctx, OTLPConfig{
 		HTTP:     true,
-		Endpoint: strings.TrimPrefix(srv.URL, "https://"),
+		Endpoint: recv.Addr(),
 		TLS:      &tls.Config{RootCAs: pool},
 	})
 	if err != nil {
@@ -137,10 +137,8 @@ func TestOTLPHTTPTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	e.Shutdown(ctx)
-	recv.mu.Lock()
-	defer recv.mu.Unlock()
-	if len(recv.reqs) != 1 {
-		t.Errorf("%d requests over TLS", len(recv.reqs))
+	if n := len(recv.Requests()); n != 1 {
+		t.Errorf("%d requests over TLS", n)
 	}
 }
 

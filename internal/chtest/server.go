@@ -1,4 +1,4 @@
-package export
+package chtest
 
 import (
 	"crypto/tls"
@@ -15,10 +15,9 @@ import (
 	"github.com/ClickHouse/ch-go/proto"
 )
 
-// chServer speaks just enough of ClickHouse's native protocol, with ch-go's
-// proto package, for clickhouse-go v2 to connect, run DDL and INSERT spans
-// into otel_traces. It records every query and decodes every inserted row.
-type chServer struct {
+// Server is a ClickHouse server that accepts INSERTs into otel_traces and
+// keeps the decoded rows in memory.
+type Server struct {
 	t     testing.TB
 	addr  string
 	major int
@@ -31,40 +30,58 @@ type chServer struct {
 	blackhole bool // accept connections and never answer
 	noTable   bool // INSERTs fail with UNKNOWN_TABLE until the next CREATE TABLE
 	queries   []string
-	rows      []chRow
-	blocks    int
-	inserts   int
+	rows      []Row
 	hellos    []proto.ClientHello
 	compress  []proto.Compression
 	wg        sync.WaitGroup
 }
 
-// chRow is one decoded otel_traces row.
-type chRow struct {
-	ClickHouseRow
-	Events, Links int // lengths of the Nested arrays
+// Row is one decoded otel_traces row, with the fields of the collector's
+// columns.
+type Row struct {
+	Timestamp          time.Time
+	TraceID            string // hex
+	SpanID             string
+	ParentSpanID       string // empty for root spans
+	TraceState         string
+	SpanName           string
+	SpanKind           string
+	ServiceName        string
+	ResourceAttributes map[string]string
+	ScopeName          string
+	ScopeVersion       string
+	SpanAttributes     map[string]string
+	Duration           uint64 // nanoseconds
+	StatusCode         string
+	StatusMessage      string
+	Events, Links      int // lengths of the Nested arrays
 }
 
 const chRevision = 54460 // what clickhouse-go v2.51 speaks
 
-func newCHServer(t testing.TB, major, minor int) *chServer {
-	return newCHServerTLS(t, major, minor, nil)
+// New starts a server on a free loopback port announcing itself as
+// ClickHouse major.minor; tb's cleanup closes it.
+func New(tb testing.TB, major, minor int) *Server {
+	return NewTLS(tb, major, minor, nil)
 }
 
-// newCHServerTLS returns a server speaking TLS with cfg (plain TCP if nil).
-func newCHServerTLS(t testing.TB, major, minor int, cfg *tls.Config) *chServer {
-	s := &chServer{t: t, major: major, minor: minor, tls: cfg, conns: map[net.Conn]struct{}{}}
+// NewTLS is New speaking TLS with cfg (plain TCP if nil).
+func NewTLS(tb testing.TB, major, minor int, cfg *tls.Config) *Server {
+	s := &Server{t: tb, major: major, minor: minor, tls: cfg, conns: map[net.Conn]struct{}{}}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
 	s.addr = ln.Addr().String()
 	s.serve(ln)
-	t.Cleanup(s.close)
+	tb.Cleanup(s.Close)
 	return s
 }
 
-func (s *chServer) serve(ln net.Listener) {
+// Addr is the server's host:port.
+func (s *Server) Addr() string { return s.addr }
+
+func (s *Server) serve(ln net.Listener) {
 	if s.tls != nil {
 		ln = tls.NewListener(ln, s.tls)
 	}
@@ -91,7 +108,7 @@ func (s *chServer) serve(ln net.Listener) {
 				defer s.wg.Done()
 				err := s.handle(c)
 				if err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
-					s.t.Logf("chserver: %v", err)
+					s.t.Logf("chtest: %v", err)
 				}
 				c.Close()
 				s.mu.Lock()
@@ -102,9 +119,9 @@ func (s *chServer) serve(ln net.Listener) {
 	}()
 }
 
-// stop closes the listener and every connection: clients get "connection
-// refused" until start.
-func (s *chServer) stop() {
+// Stop closes the listener and every connection: clients get "connection
+// refused" until Start.
+func (s *Server) Stop() {
 	s.mu.Lock()
 	if s.ln != nil {
 		s.ln.Close()
@@ -116,8 +133,8 @@ func (s *chServer) stop() {
 	s.mu.Unlock()
 }
 
-// start listens again on the same address.
-func (s *chServer) start() {
+// Start listens again on the same address.
+func (s *Server) Start() {
 	ln, err := net.Listen("tcp", s.addr)
 	if err != nil {
 		s.t.Fatalf("relisten on %s: %v", s.addr, err)
@@ -125,7 +142,9 @@ func (s *chServer) start() {
 	s.serve(ln)
 }
 
-func (s *chServer) setBlackhole(on bool) {
+// SetBlackhole makes the server accept connections and never answer, as a
+// host behind a dropping firewall does, or serve normally again.
+func (s *Server) SetBlackhole(on bool) {
 	s.mu.Lock()
 	s.blackhole = on
 	// Turning on, clients must reconnect into the hole; turning off,
@@ -136,33 +155,61 @@ func (s *chServer) setBlackhole(on bool) {
 	s.mu.Unlock()
 }
 
-func (s *chServer) close() {
-	s.stop()
+// DropTable makes INSERTs fail with UNKNOWN_TABLE, as after a DROP TABLE,
+// until the next CREATE TABLE.
+func (s *Server) DropTable() {
+	s.mu.Lock()
+	s.noTable = true
+	s.mu.Unlock()
+}
+
+// Close stops the server and waits for its goroutines.
+func (s *Server) Close() {
+	s.Stop()
 	s.wg.Wait()
 }
 
-func (s *chServer) snapshot() (queries []string, rows []chRow) {
+// Snapshot returns every query received and every row inserted so far, in
+// order.
+func (s *Server) Snapshot() (queries []string, rows []Row) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return append([]string(nil), s.queries...), append([]chRow(nil), s.rows...)
+	return append([]string(nil), s.queries...), append([]Row(nil), s.rows...)
 }
 
-func (s *chServer) rowCount() int {
+// RowCount is the number of rows inserted so far.
+func (s *Server) RowCount() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return len(s.rows)
 }
 
-type chConn struct {
-	s   *chServer
+// Hellos returns the hello of every connection so far: client name,
+// user, password and database.
+func (s *Server) Hellos() []proto.ClientHello {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]proto.ClientHello(nil), s.hellos...)
+}
+
+// Compressions returns, per query in Snapshot's order, whether the client
+// asked for compressed data.
+func (s *Server) Compressions() []proto.Compression {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]proto.Compression(nil), s.compress...)
+}
+
+type conn struct {
+	s   *Server
 	c   net.Conn
 	r   *proto.Reader
 	buf proto.Buffer
 	ver int
 }
 
-func (s *chServer) handle(c net.Conn) error {
-	cc := &chConn{s: s, c: c, r: proto.NewReader(c)}
+func (s *Server) handle(c net.Conn) error {
+	cc := &conn{s: s, c: c, r: proto.NewReader(c)}
 	code, err := cc.r.UVarInt()
 	if err != nil {
 		return fmt.Errorf("hello code: %w", err)
@@ -180,7 +227,7 @@ func (s *chServer) handle(c net.Conn) error {
 	cc.ver = min(hello.ProtocolVersion, chRevision)
 	sh := proto.ServerHello{
 		Name: "ClickHouse", Major: s.major, Minor: s.minor, Revision: chRevision,
-		Timezone: "UTC", DisplayName: "chserver_test", Patch: 1,
+		Timezone: "UTC", DisplayName: "chtest", Patch: 1,
 	}
 	sh.EncodeAware(&cc.buf, cc.ver)
 	if err := cc.flush(); err != nil {
@@ -213,13 +260,13 @@ func (s *chServer) handle(c net.Conn) error {
 	}
 }
 
-func (cc *chConn) flush() error {
+func (cc *conn) flush() error {
 	_, err := cc.c.Write(cc.buf.Buf)
 	cc.buf.Reset()
 	return err
 }
 
-func (cc *chConn) query() error {
+func (cc *conn) query() error {
 	var q proto.Query
 	if err := q.DecodeAware(cc.r, cc.ver); err != nil {
 		return fmt.Errorf("decode query: %w", err)
@@ -261,7 +308,7 @@ func (cc *chConn) query() error {
 
 // readBlock reads one Data packet into target and reports whether it was
 // the empty end-of-data block.
-func (cc *chConn) readBlock(compressed bool, target proto.Result) (proto.Block, error) {
+func (cc *conn) readBlock(compressed bool, target proto.Result) (proto.Block, error) {
 	var b proto.Block
 	code, err := cc.r.UVarInt()
 	if err != nil {
@@ -353,6 +400,19 @@ func (o *otelColumns) named() []struct {
 	}
 }
 
+// Column is a column of otel_traces as the server describes it to clients.
+type Column struct{ Name, Type string }
+
+// Columns lists the insertable columns of otel_traces in table order, Nested
+// flattened to arrays, as the server describes them for INSERT.
+func Columns() []Column {
+	var cs []Column
+	for _, c := range newOtelColumns().named() {
+		cs = append(cs, Column{Name: c.name, Type: string(c.col.Type())})
+	}
+	return cs
+}
+
 func (o *otelColumns) input() []proto.InputColumn {
 	var in []proto.InputColumn
 	for _, c := range o.named() {
@@ -369,34 +429,32 @@ func (o *otelColumns) results() proto.Results {
 	return rs
 }
 
-func (o *otelColumns) row(i int) chRow {
-	return chRow{
-		ClickHouseRow: ClickHouseRow{
-			Timestamp:          o.ts.Row(i),
-			TraceID:            o.traceID.Row(i),
-			SpanID:             o.spanID.Row(i),
-			ParentSpanID:       o.parentID.Row(i),
-			TraceState:         o.state.Row(i),
-			SpanName:           o.name.Row(i),
-			SpanKind:           o.kind.Row(i),
-			ServiceName:        o.service.Row(i),
-			ResourceAttributes: o.resAttrs.Row(i),
-			ScopeName:          o.scopeName.Row(i),
-			ScopeVersion:       o.scopeVersion.Row(i),
-			SpanAttributes:     o.spanAttrs.Row(i),
-			Duration:           o.duration.Row(i),
-			StatusCode:         o.statusCode.Row(i),
-			StatusMessage:      o.statusMessage.Row(i),
-		},
-		Events: len(o.evTS.Row(i)) + len(o.evName.Row(i)) + len(o.evAttrs.Row(i)),
-		Links:  len(o.linkTraceID.Row(i)) + len(o.linkSpanID.Row(i)) + len(o.linkState.Row(i)) + len(o.linkAttrs.Row(i)),
+func (o *otelColumns) row(i int) Row {
+	return Row{
+		Timestamp:          o.ts.Row(i),
+		TraceID:            o.traceID.Row(i),
+		SpanID:             o.spanID.Row(i),
+		ParentSpanID:       o.parentID.Row(i),
+		TraceState:         o.state.Row(i),
+		SpanName:           o.name.Row(i),
+		SpanKind:           o.kind.Row(i),
+		ServiceName:        o.service.Row(i),
+		ResourceAttributes: o.resAttrs.Row(i),
+		ScopeName:          o.scopeName.Row(i),
+		ScopeVersion:       o.scopeVersion.Row(i),
+		SpanAttributes:     o.spanAttrs.Row(i),
+		Duration:           o.duration.Row(i),
+		StatusCode:         o.statusCode.Row(i),
+		StatusMessage:      o.statusMessage.Row(i),
+		Events:             len(o.evTS.Row(i)) + len(o.evName.Row(i)) + len(o.evAttrs.Row(i)),
+		Links:              len(o.linkTraceID.Row(i)) + len(o.linkSpanID.Row(i)) + len(o.linkState.Row(i)) + len(o.linkAttrs.Row(i)),
 	}
 }
 
 // insert answers an INSERT as ClickHouse does: it describes the table's
 // columns, in text and in an empty data block, then reads data blocks until
 // an empty one.
-func (cc *chConn) insert(compressed bool) error {
+func (cc *conn) insert(compressed bool) error {
 	cols := newOtelColumns()
 	var desc strings.Builder
 	desc.WriteString("columns format version: 1\n")
@@ -423,9 +481,6 @@ func (cc *chConn) insert(compressed bool) error {
 		return err
 	}
 
-	cc.s.mu.Lock()
-	cc.s.inserts++
-	cc.s.mu.Unlock()
 	for {
 		rs := cols.results()
 		b, err := cc.readBlock(compressed, rs)
@@ -435,13 +490,12 @@ func (cc *chConn) insert(compressed bool) error {
 		if b.End() {
 			return nil
 		}
-		rows := make([]chRow, b.Rows)
+		rows := make([]Row, b.Rows)
 		for i := range rows {
 			rows[i] = cols.row(i)
 		}
 		cc.s.mu.Lock()
 		cc.s.rows = append(cc.s.rows, rows...)
-		cc.s.blocks++
 		cc.s.mu.Unlock()
 	}
 }
