@@ -59,9 +59,9 @@ func Build(ctx context.Context, version string, log io.Writer) (*Binaries, error
 	}
 	dir := filepath.Join(cache, "tracer", "cilium", version+"-"+goVersion)
 	b := &Binaries{
-		Version:       version,
-		Dir:           dir,
-		Agent:         filepath.Join(dir, "cilium-agent"),
+		Version: version,
+		Dir:     dir,
+		Agent:   filepath.Join(dir, "cilium-agent"),
 		// Named cilium-agent too: the /proc scan, `tracer targets` and
 		// --follow find the agent by that name.
 		AgentStripped: filepath.Join(dir, "stripped", "cilium-agent"),

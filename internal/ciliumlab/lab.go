@@ -36,9 +36,9 @@ type Lab struct {
 	cgroup string // the lab's cgroup v2 directory on the host
 	sysctl map[string]string
 
-	init    *exec.Cmd // unshare, whose child is the namespaces' init
-	initPID int       // host PID of that init
-	agent   *exec.Cmd // nsenter, whose child is the agent
+	init     *exec.Cmd // unshare, whose child is the namespaces' init
+	initPID  int       // host PID of that init
+	agent    *exec.Cmd // nsenter, whose child is the agent
 	agentPID int
 	agentLog *os.File
 
