@@ -167,9 +167,12 @@ func (l *Lab) DialContext(ctx context.Context, network, addr string) (net.Conn, 
 // config. The agent may coalesce requests that arrive while one is queued;
 // the tests compare with what it counts, not with rounds.
 func (l *Lab) Regenerate(ctx context.Context, rounds int) error {
-	for r := range rounds {
+	for range rounds {
+		// Setting an option to the value it has changes nothing and
+		// regenerates nothing: flip it every round.
+		l.debug = !l.debug
 		for _, p := range l.Pods {
-			if _, err := l.Dbg(ctx, "endpoint", "config", strconv.Itoa(int(p.EndpointID)), "Debug="+strconv.FormatBool(r%2 == 0)); err != nil {
+			if _, err := l.Dbg(ctx, "endpoint", "config", strconv.Itoa(int(p.EndpointID)), "Debug="+strconv.FormatBool(l.debug)); err != nil {
 				return err
 			}
 		}

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,7 +18,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium-tracer/tracer/internal/chtest"
 	"github.com/cilium-tracer/tracer/internal/ciliumlab"
+	"github.com/cilium-tracer/tracer/internal/otlptest"
 	"github.com/cilium-tracer/tracer/internal/testagent"
 	"github.com/cilium-tracer/tracer/pkg/export"
 )
@@ -75,7 +78,7 @@ func startLab(t *testing.T, b *ciliumlab.Binaries, stripped bool) *ciliumlab.Lab
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("cilium-agent log, last lines:\n%s", lab.LogTail(30))
+			t.Logf("cilium-agent log, last lines:\n%s", lab.LogTail(15))
 		}
 		if err := lab.Close(); err != nil {
 			t.Errorf("the lab left something behind: %v", err)
@@ -244,10 +247,24 @@ func traceRegenerations(t *testing.T, lab *ciliumlab.Lab, extra ...string) []exp
 	truth, _ := regenerations(t, lab)
 	r.stop(t)
 	sps := spans(t, strings.NewReader(r.stdout.String()))
-	if err := truth.Check(calls(t, sps)); err != nil {
+	cs := calls(t, sps)
+	if err := truth.Check(cs); err != nil {
 		t.Errorf("tracer trace %q against cilium's own record:\n%v", extra, err)
 	}
+	logTraced(t, truth, cs)
 	return sps
+}
+
+func logTraced(t *testing.T, truth ciliumlab.Truth, cs []ciliumlab.Call) {
+	var n int
+	var sum time.Duration
+	for _, c := range cs {
+		if c.PID == truth.From.PID && !c.Start.Before(truth.From.Time) && c.Start.Before(truth.To.Time) {
+			n++
+			sum += c.Duration
+		}
+	}
+	t.Logf("traced %d regenerate calls, %.3f s; cilium: %d, %.3f s", n, sum.Seconds(), truth.Count, truth.Seconds)
 }
 
 // offsetsFile resolves the endpoint_id capture on the unstripped build,
@@ -295,9 +312,11 @@ metrics: {listen: none}
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if err := truth.Check(calls(t, spans(t, f))); err != nil {
+	cs := calls(t, spans(t, f))
+	if err := truth.Check(cs); err != nil {
 		t.Errorf("tracer daemon against cilium's own record:\n%v", err)
 	}
+	logTraced(t, truth, cs)
 }
 
 // TestRealAgent traces a real cilium-agent, built from its module, with
@@ -370,6 +389,7 @@ func commands(t *testing.T, lab *ciliumlab.Lab, offsets string) {
 			t.Errorf("the profile has no regenerateBPF:\n%s", top)
 		}
 	})
+	t.Run("export", func(t *testing.T) { exportSpans(t, lab, offsets) })
 	t.Run("readme", func(t *testing.T) { readme(t, lab) })
 	t.Run("entry-only", func(t *testing.T) { entryOnly(t, lab, offsets) })
 	t.Run("follow", func(t *testing.T) { follow(t, lab, offsets) })
@@ -387,6 +407,34 @@ func commands(t *testing.T, lab *ciliumlab.Lab, offsets string) {
 		}
 		t.Logf("the check failed, as it must:\n%v", err)
 	})
+}
+
+// exportSpans traces the real agent with the ClickHouse and OTLP
+// exporters on, and checks that both received every traced call, with its
+// endpoint ID, as the terminal printed them.
+func exportSpans(t *testing.T, lab *ciliumlab.Lab, offsets string) {
+	ch := chtest.New(t, 24, 8)
+	otlp := otlptest.NewGRPC(t)
+	sps := traceRegenerations(t, lab, "--offsets", offsets, "--clickhouse", ch.Addr(), "--otlp", otlp.Addr(), "--otlp-insecure")
+	want := map[string]string{} // span ID -> endpoint_id
+	for _, s := range sps {
+		want[s.SpanID] = s.Attrs["endpoint_id"]
+	}
+	_, rows := ch.Snapshot()
+	got := map[string]string{}
+	for _, r := range rows {
+		got[r.SpanID] = r.SpanAttributes["endpoint_id"]
+	}
+	if !maps.Equal(got, want) {
+		t.Errorf("ClickHouse got %d spans, the terminal printed %d; they differ:\ngot  %v\nwant %v", len(got), len(want), got, want)
+	}
+	gotOTLP := map[string]string{}
+	for _, s := range otlp.Spans() {
+		gotOTLP[s.SpanID], _ = s.Attributes["endpoint_id"].(string)
+	}
+	if !maps.Equal(gotOTLP, want) {
+		t.Errorf("OTLP got %d spans, the terminal printed %d; they differ:\ngot  %v\nwant %v", len(gotOTLP), len(want), gotOTLP, want)
+	}
 }
 
 // readme runs the README's tracer commands, as written, against the real

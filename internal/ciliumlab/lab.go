@@ -42,7 +42,8 @@ type Lab struct {
 	agentPID int
 	agentLog *os.File
 
-	Pods []Pod
+	Pods  []Pod
+	debug bool // the pods' Debug option, flipped by Regenerate
 }
 
 // Pod is an endpoint created through the real CNI plugin.
@@ -77,6 +78,9 @@ const (
 const initScript = `set -e
 mount -t tmpfs -o mode=755 tmpfs /run
 mkdir -p /run/netns /run/cilium /run/etcd /run/lab /run/cgroup2
+# The agent refuses a bpffs stacked on the host's: replace it, in this
+# mount namespace only.
+while mountpoint -q /sys/fs/bpf; do umount -l /sys/fs/bpf; done
 mount -t bpf bpf /sys/fs/bpf
 mount -t cgroup2 none /run/cgroup2
 for f in unprivileged_bpf_disabled timer_migration; do
@@ -246,10 +250,10 @@ func child(pid int) int {
 	return n
 }
 
-// nsenter returns a command that runs argv inside the lab's network and
-// mount namespaces.
+// nsenter returns a command that runs argv inside the lab's namespaces.
+// The PID namespace too: its /proc has no /proc/self for a process outside.
 func (l *Lab) nsenter(ctx context.Context, argv ...string) *exec.Cmd {
-	return exec.CommandContext(ctx, "nsenter", append([]string{"--target", strconv.Itoa(l.initPID), "--net", "--mount", "--"}, argv...)...)
+	return exec.CommandContext(ctx, "nsenter", append([]string{"--target", strconv.Itoa(l.initPID), "--pid", "--net", "--mount", "--"}, argv...)...)
 }
 
 // AgentArgs are the flags that run cilium-agent without Kubernetes, with
