@@ -48,9 +48,12 @@ func run(tracer, version string, rounds int) (err error) {
 	// A stripped release binary has no DWARF: the endpoint ID's place in
 	// the Endpoint struct comes from the unstripped build of the same code.
 	offsets := filepath.Join(dir, "offsets.json")
-	const funcs = "github.com/cilium/cilium/pkg/endpoint.(*Endpoint).regenerate*"
-	if out, err := exec.CommandContext(ctx, tracer, "offsets", "--binary", bins.Agent, "--func", funcs,
-		"--capture", "endpoint_id=e.ID", "-o", offsets).CombinedOutput(); err != nil {
+	var funcs []string
+	for _, f := range []string{"regenerate", "regeneratePolicy", "regenerateBPF"} {
+		funcs = append(funcs, "--func", "github.com/cilium/cilium/pkg/endpoint.(*Endpoint)."+f)
+	}
+	args := append([]string{"offsets", "--binary", bins.Agent, "--capture", "endpoint_id=e.ID", "-o", offsets}, funcs...)
+	if out, err := exec.CommandContext(ctx, tracer, args...).CombinedOutput(); err != nil {
 		return fmt.Errorf("tracer offsets: %v: %s", err, out)
 	}
 	lab, err := ciliumlab.Start(ctx, ciliumlab.Config{Binaries: bins, Stripped: true, Pods: 3, Log: os.Stderr})
@@ -59,8 +62,9 @@ func run(tracer, version string, rounds int) (err error) {
 	}
 	defer func() { err = errors.Join(err, lab.Close()) }()
 
-	cmd := exec.Command(tracer, "trace", "--pid", strconv.Itoa(lab.AgentPID()), "--stacks",
-		"--func", funcs, "--capture", "endpoint_id=e.ID", "--offsets", offsets)
+	args = append([]string{"trace", "--pid", strconv.Itoa(lab.AgentPID()), "--stacks",
+		"--capture", "endpoint_id=e.ID", "--offsets", offsets}, funcs...)
+	cmd := exec.Command(tracer, args...)
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	// Its own process group: Ctrl-C reaches the demo, which stops the
 	// tracer in order, so the summary is printed before teardown.
