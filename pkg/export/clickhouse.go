@@ -8,7 +8,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/ClickHouse/clickhouse-go/v2"
@@ -105,9 +104,8 @@ type ClickHouseExporter struct {
 	conn   driver.Conn
 	insert string
 
-	mu      sync.Mutex // serializes Export and guards the fields below
-	created bool       // the schema exists
-	closed  bool
+	guard        // serializes Export and guards created
+	created bool // the schema exists
 }
 
 var _ Exporter = (*ClickHouseExporter)(nil)
@@ -153,11 +151,10 @@ func NewClickHouseExporter(cfg ClickHouseConfig) (*ClickHouseExporter, error) {
 // Export inserts spans as one batch, retrying with jittered exponential
 // backoff until it succeeds, the retries run out, or ctx ends.
 func (e *ClickHouseExporter) Export(ctx context.Context, spans []Span) error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.closed {
-		return ErrShutdown
-	}
+	return e.export(func() error { return e.insertRetrying(ctx, spans) })
+}
+
+func (e *ClickHouseExporter) insertRetrying(ctx context.Context, spans []Span) error {
 	if len(spans) == 0 {
 		return nil
 	}
@@ -263,13 +260,7 @@ func (e *ClickHouseExporter) createSchema(ctx context.Context) error {
 
 // Shutdown implements Exporter: it closes the connections.
 func (e *ClickHouseExporter) Shutdown(context.Context) error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.closed {
-		return nil
-	}
-	e.closed = true
-	return e.conn.Close()
+	return e.shutdown(e.conn.Close)
 }
 
 // ClickHouseRow is one otel_traces row as ClickHouseExporter writes it;

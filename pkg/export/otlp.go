@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace"
@@ -41,9 +40,7 @@ type OTLPConfig struct {
 // retrying with backoff.
 type OTLPExporter struct {
 	exp *otlptrace.Exporter
-
-	mu     sync.RWMutex
-	closed bool
+	guard
 }
 
 var _ Exporter = (*OTLPExporter)(nil)
@@ -99,26 +96,17 @@ func NewOTLPExporter(ctx context.Context, cfg OTLPConfig) (*OTLPExporter, error)
 
 // Export implements Exporter.
 func (e *OTLPExporter) Export(ctx context.Context, spans []Span) error {
-	e.mu.RLock()
-	defer e.mu.RUnlock()
-	if e.closed {
-		return ErrShutdown
-	}
-	if err := e.exp.ExportSpans(ctx, ReadOnlySpans(spans)); err != nil {
-		return fmt.Errorf("otlp: %w", err)
-	}
-	return nil
+	return e.export(func() error {
+		if err := e.exp.ExportSpans(ctx, ReadOnlySpans(spans)); err != nil {
+			return fmt.Errorf("otlp: %w", err)
+		}
+		return nil
+	})
 }
 
 // Shutdown implements Exporter.
 func (e *OTLPExporter) Shutdown(ctx context.Context) error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.closed {
-		return nil
-	}
-	e.closed = true
-	return e.exp.Shutdown(ctx)
+	return e.shutdown(func() error { return e.exp.Shutdown(ctx) })
 }
 
 // ReadOnlySpans converts spans for the OTel SDK's exporters

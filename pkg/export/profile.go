@@ -7,7 +7,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/google/pprof/profile"
@@ -53,8 +52,7 @@ func (st *selfTimes) self(c *calls.Call) time.Duration {
 type PprofExporter struct {
 	w io.Writer
 
-	mu      sync.Mutex
-	closed  bool
+	guard
 	self    selfTimes
 	p       *profile.Profile
 	funcs   map[[2]string]*profile.Function
@@ -93,11 +91,13 @@ func NewPprofExporter(w io.Writer) *PprofExporter {
 
 // Export implements Exporter.
 func (e *PprofExporter) Export(_ context.Context, spans []Span) error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.closed {
-		return ErrShutdown
-	}
+	return e.export(func() error {
+		e.add(spans)
+		return nil
+	})
+}
+
+func (e *PprofExporter) add(spans []Span) {
 	for i := range spans {
 		c := &spans[i].Call
 		if e.first.IsZero() || c.Start.Before(e.first) {
@@ -125,7 +125,6 @@ func (e *PprofExporter) Export(_ context.Context, spans []Span) error {
 		s.Value[0]++
 		s.Value[1] += self.Nanoseconds()
 	}
-	return nil
 }
 
 // locations groups frames into pprof locations, leaf first: a physical
@@ -176,12 +175,10 @@ func (e *PprofExporter) function(f symbols.Frame) *profile.Function {
 
 // Shutdown writes the profile. Calls exported later are refused.
 func (e *PprofExporter) Shutdown(context.Context) error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.closed {
-		return nil
-	}
-	e.closed = true
+	return e.shutdown(e.write)
+}
+
+func (e *PprofExporter) write() error {
 	e.p.TimeNanos = e.first.UnixNano()
 	e.p.DurationNanos = e.last.Sub(e.first).Nanoseconds()
 	if err := e.p.CheckValid(); err != nil {
@@ -204,8 +201,7 @@ var foldedName = strings.NewReplacer(";", ":", " ", "_")
 type FoldedExporter struct {
 	w io.Writer
 
-	mu     sync.Mutex
-	closed bool
+	guard
 	self   selfTimes
 	stacks map[string]int64
 }
@@ -219,11 +215,13 @@ func NewFoldedExporter(w io.Writer) *FoldedExporter {
 
 // Export implements Exporter.
 func (e *FoldedExporter) Export(_ context.Context, spans []Span) error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.closed {
-		return ErrShutdown
-	}
+	return e.export(func() error {
+		e.add(spans)
+		return nil
+	})
+}
+
+func (e *FoldedExporter) add(spans []Span) {
 	for i := range spans {
 		c := &spans[i].Call
 		self := e.self.self(c)
@@ -239,17 +237,14 @@ func (e *FoldedExporter) Export(_ context.Context, spans []Span) error {
 		}
 		e.stacks[sb.String()] += self.Nanoseconds()
 	}
-	return nil
 }
 
 // Shutdown writes the folded stacks. Calls exported later are refused.
 func (e *FoldedExporter) Shutdown(context.Context) error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.closed {
-		return nil
-	}
-	e.closed = true
+	return e.shutdown(e.write)
+}
+
+func (e *FoldedExporter) write() error {
 	keys := make([]string, 0, len(e.stacks))
 	for k := range e.stacks {
 		keys = append(keys, k)

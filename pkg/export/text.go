@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"strconv"
-	"sync"
 	"time"
 )
 
@@ -17,9 +16,7 @@ import (
 type TextExporter struct {
 	w      io.Writer
 	stacks bool
-
-	mu     sync.Mutex
-	closed bool
+	guard
 }
 
 // NewTextExporter returns a TextExporter writing to w.
@@ -62,23 +59,17 @@ func (e *TextExporter) Export(_ context.Context, spans []Span) error {
 }
 
 func (e *TextExporter) write(b []byte) error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.closed {
-		return ErrShutdown
-	}
-	if _, err := e.w.Write(b); err != nil {
-		return fmt.Errorf("write: %w", err)
-	}
-	return nil
+	return e.export(func() error {
+		if _, err := e.w.Write(b); err != nil {
+			return fmt.Errorf("write: %w", err)
+		}
+		return nil
+	})
 }
 
 // Shutdown implements Exporter. It does not close the writer.
 func (e *TextExporter) Shutdown(context.Context) error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.closed = true
-	return nil
+	return e.shutdown(func() error { return nil })
 }
 
 // JSONExporter writes one JSON object per call and line.
