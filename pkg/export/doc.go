@@ -9,7 +9,7 @@
 //
 // Exporters implement Exporter: ClickHouseExporter (the OpenTelemetry
 // Collector's otel_traces schema, see TracesSchema), OTLPExporter (gRPC or
-// HTTP, through the OTel SDK), TextExporter and JSONExporter, and
-// PprofExporter and FoldedExporter, which weight each stack by the self
-// time of its calls.
+// HTTP, through the OTel SDK's OTLP clients), TextExporter and
+// JSONExporter, and PprofExporter and FoldedExporter, which weight each
+// stack by the self time of its calls.
 package export

@@ -6,13 +6,15 @@ import (
 	"fmt"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
-	"go.opentelemetry.io/otel/sdk/instrumentation"
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
+	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
+	resourcepb "go.opentelemetry.io/proto/otlp/resource/v1"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/grpc/credentials"
 )
 
@@ -36,10 +38,12 @@ type OTLPConfig struct {
 }
 
 // OTLPExporter sends spans to an OpenTelemetry collector (or any OTLP
-// receiver) through the OTel SDK's OTLP exporters, which do their own
-// retrying with backoff.
+// receiver) through the OTel SDK's OTLP clients, which do their own
+// retrying with backoff. It renders the spans as OTLP protobuf itself:
+// they are finished data with IDs and timestamps of their own, which the
+// SDK's span types only accept through its testing helpers.
 type OTLPExporter struct {
-	exp *otlptrace.Exporter
+	client otlptrace.Client
 	guard
 }
 
@@ -87,17 +91,19 @@ func NewOTLPExporter(ctx context.Context, cfg OTLPConfig) (*OTLPExporter, error)
 		}
 		client = otlptracegrpc.NewClient(opts...)
 	}
-	exp, err := otlptrace.New(ctx, client)
-	if err != nil {
+	if err := client.Start(ctx); err != nil {
 		return nil, fmt.Errorf("otlp: %w", err)
 	}
-	return &OTLPExporter{exp: exp}, nil
+	return &OTLPExporter{client: client}, nil
 }
 
 // Export implements Exporter.
 func (e *OTLPExporter) Export(ctx context.Context, spans []Span) error {
 	return e.export(func() error {
-		if err := e.exp.ExportSpans(ctx, ReadOnlySpans(spans)); err != nil {
+		if len(spans) == 0 {
+			return nil
+		}
+		if err := e.client.UploadTraces(ctx, otlpSpans(spans)); err != nil {
 			return fmt.Errorf("otlp: %w", err)
 		}
 		return nil
@@ -106,40 +112,79 @@ func (e *OTLPExporter) Export(ctx context.Context, spans []Span) error {
 
 // Shutdown implements Exporter.
 func (e *OTLPExporter) Shutdown(ctx context.Context) error {
-	return e.shutdown(func() error { return e.exp.Shutdown(ctx) })
+	return e.shutdown(func() error { return e.client.Stop(ctx) })
 }
 
-// ReadOnlySpans converts spans for the OTel SDK's exporters
-// (sdktrace.SpanExporter), which accept only sdktrace.ReadOnlySpan; the
-// tracetest stubs are the SDK's way of making one with explicit IDs and
-// timestamps.
-func ReadOnlySpans(spans []Span) []sdktrace.ReadOnlySpan {
-	ro := make([]sdktrace.ReadOnlySpan, len(spans))
+// otlpSpans renders spans as the SDK's OTLP exporter renders the same span
+// data: one ResourceSpans per resource (schemaless, as SpanBuilder makes
+// them), all in the tracer's scope, every span sampled and its parent
+// local.
+func otlpSpans(spans []Span) []*tracepb.ResourceSpans {
+	var out []*tracepb.ResourceSpans
+	scopes := map[attribute.Distinct]*tracepb.ScopeSpans{}
 	for i := range spans {
 		s := &spans[i]
-		stub := tracetest.SpanStub{
-			Name: s.Name,
-			SpanContext: trace.NewSpanContext(trace.SpanContextConfig{
-				TraceID:    s.TraceID,
-				SpanID:     s.SpanID,
-				TraceFlags: trace.FlagsSampled,
-			}),
-			SpanKind:             s.Kind,
-			StartTime:            s.Start,
-			EndTime:              s.End,
-			Attributes:           s.Attributes,
-			Status:               sdktrace.Status{Code: s.StatusCode, Description: s.StatusMessage},
-			Resource:             s.Resource,
-			InstrumentationScope: instrumentation.Scope{Name: ScopeName},
+		ss := scopes[s.Resource.Equivalent()]
+		if ss == nil {
+			ss = &tracepb.ScopeSpans{Scope: &commonpb.InstrumentationScope{Name: ScopeName}}
+			scopes[s.Resource.Equivalent()] = ss
+			rs := &tracepb.ResourceSpans{ScopeSpans: []*tracepb.ScopeSpans{ss}}
+			if s.Resource != nil {
+				rs.Resource = &resourcepb.Resource{Attributes: otlpAttributes(s.Resource.Attributes())}
+			}
+			out = append(out, rs)
 		}
-		if s.ParentSpanID.IsValid() {
-			stub.Parent = trace.NewSpanContext(trace.SpanContextConfig{
-				TraceID:    s.TraceID,
-				SpanID:     s.ParentSpanID,
-				TraceFlags: trace.FlagsSampled,
-			})
-		}
-		ro[i] = stub.Snapshot()
+		ss.Spans = append(ss.Spans, otlpSpan(s))
 	}
-	return ro
+	return out
+}
+
+func otlpSpan(s *Span) *tracepb.Span {
+	tid, sid := s.TraceID, s.SpanID
+	o := &tracepb.Span{
+		TraceId: tid[:],
+		SpanId:  sid[:],
+		Flags:   uint32(trace.FlagsSampled) | uint32(tracepb.SpanFlags_SPAN_FLAGS_CONTEXT_HAS_IS_REMOTE_MASK),
+		Name:    s.Name,
+		// The OTel API numbers span kinds as OTLP does.
+		Kind:              tracepb.Span_SpanKind(s.Kind),
+		StartTimeUnixNano: uint64(max(0, s.Start.UnixNano())),
+		EndTimeUnixNano:   uint64(max(0, s.End.UnixNano())),
+		Attributes:        otlpAttributes(s.Attributes),
+		Status:            &tracepb.Status{Code: otlpStatus(s.StatusCode), Message: s.StatusMessage},
+	}
+	if s.ParentSpanID.IsValid() {
+		pid := s.ParentSpanID
+		o.ParentSpanId = pid[:]
+	}
+	return o
+}
+
+// otlpStatus maps status codes, which the OTel API and OTLP number
+// differently.
+func otlpStatus(c codes.Code) tracepb.Status_StatusCode {
+	switch c {
+	case codes.Ok:
+		return tracepb.Status_STATUS_CODE_OK
+	case codes.Error:
+		return tracepb.Status_STATUS_CODE_ERROR
+	}
+	return tracepb.Status_STATUS_CODE_UNSET
+}
+
+// otlpAttributes converts the attributes spans carry: SpanBuilder and
+// Resource make only strings and integers.
+func otlpAttributes(kvs []attribute.KeyValue) []*commonpb.KeyValue {
+	if len(kvs) == 0 {
+		return nil
+	}
+	out := make([]*commonpb.KeyValue, len(kvs))
+	for i, kv := range kvs {
+		v := &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: kv.Value.Emit()}}
+		if kv.Value.Type() == attribute.INT64 {
+			v.Value = &commonpb.AnyValue_IntValue{IntValue: kv.Value.AsInt64()}
+		}
+		out[i] = &commonpb.KeyValue{Key: string(kv.Key), Value: v}
+	}
+	return out
 }

@@ -7,7 +7,13 @@ import (
 	"strings"
 	"testing"
 
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace"
+	"go.opentelemetry.io/otel/sdk/instrumentation"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/cilium-tracer/tracer/internal/otlptest"
 )
@@ -119,4 +125,75 @@ func TestOTLP(t *testing.T) {
 			}
 		})
 	}
+}
+
+// The OTLP exporter renders spans itself: what it uploads is exactly what
+// the SDK's own OTLP exporter uploads for the same span data, given to it
+// through the SDK's test stubs.
+func TestOTLPMatchesSDK(t *testing.T) {
+	ctx := context.Background()
+	spans := testSpans()
+	bare := spans[0]
+	bare.Resource, bare.Attributes = nil, nil
+	spans = append(spans, bare)
+
+	sdk := &capturingClient{}
+	exp, err := otlptrace.New(ctx, sdk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stubs := make([]sdktrace.ReadOnlySpan, len(spans))
+	for i, s := range spans {
+		stub := tracetest.SpanStub{
+			Name:                 s.Name,
+			SpanContext:          trace.NewSpanContext(trace.SpanContextConfig{TraceID: s.TraceID, SpanID: s.SpanID, TraceFlags: trace.FlagsSampled}),
+			SpanKind:             s.Kind,
+			StartTime:            s.Start,
+			EndTime:              s.End,
+			Attributes:           s.Attributes,
+			Status:               sdktrace.Status{Code: s.StatusCode, Description: s.StatusMessage},
+			Resource:             s.Resource,
+			InstrumentationScope: instrumentation.Scope{Name: ScopeName},
+		}
+		if s.ParentSpanID.IsValid() {
+			stub.Parent = trace.NewSpanContext(trace.SpanContextConfig{TraceID: s.TraceID, SpanID: s.ParentSpanID, TraceFlags: trace.FlagsSampled})
+		}
+		stubs[i] = stub.Snapshot()
+	}
+	if err := exp.ExportSpans(ctx, stubs); err != nil {
+		t.Fatal(err)
+	}
+
+	ours := &capturingClient{}
+	e := &OTLPExporter{client: ours}
+	if err := e.Export(ctx, spans); err != nil {
+		t.Fatal(err)
+	}
+	// The SDK orders resources by map iteration: compare them by resource.
+	want, got := byResource(sdk.uploads[0]), byResource(ours.uploads[0])
+	if len(got) != 2 || len(got) != len(want) {
+		t.Fatalf("%d resources, the SDK sent %d", len(got), len(want))
+	}
+	for k, w := range want {
+		if !proto.Equal(got[k], w) {
+			t.Errorf("resource %q:\ngot  %v\nwant %v", k, got[k], w)
+		}
+	}
+}
+
+type capturingClient struct{ uploads [][]*tracepb.ResourceSpans }
+
+func (c *capturingClient) Start(context.Context) error { return nil }
+func (c *capturingClient) Stop(context.Context) error  { return nil }
+func (c *capturingClient) UploadTraces(_ context.Context, rs []*tracepb.ResourceSpans) error {
+	c.uploads = append(c.uploads, rs)
+	return nil
+}
+
+func byResource(rss []*tracepb.ResourceSpans) map[string]*tracepb.ResourceSpans {
+	m := map[string]*tracepb.ResourceSpans{}
+	for _, rs := range rss {
+		m[rs.GetResource().String()] = rs
+	}
+	return m
 }
