@@ -13,7 +13,6 @@ import (
 
 	"github.com/cilium-tracer/tracer/pkg/calls"
 	"github.com/cilium-tracer/tracer/pkg/container"
-	"github.com/cilium-tracer/tracer/pkg/daemon"
 	"github.com/cilium-tracer/tracer/pkg/export"
 	"github.com/cilium-tracer/tracer/pkg/session"
 )
@@ -34,8 +33,8 @@ type traceFlags struct {
 	folded   string
 	entry    bool
 
-	clickhouse daemon.ClickHouseExporterConfig
-	otlp       daemon.OTLPExporterConfig
+	clickhouse export.ClickHouseExporterConfig
+	otlp       export.OTLPExporterConfig
 }
 
 func traceCmd() *cobra.Command {
@@ -97,12 +96,12 @@ func runTrace(ctx context.Context, cmd *cobra.Command, f traceFlags) error {
 	if f.sample == 0 {
 		return errors.New("--sample must be at least 1")
 	}
-	var live export.Exporter
+	var exporterCfgs []export.ExporterConfig
 	switch f.output {
 	case "text":
-		live = export.NewTextExporter(cmd.OutOrStdout(), f.stacks)
+		exporterCfgs = append(exporterCfgs, export.ExporterConfig{Terminal: &export.TerminalExporterConfig{Stacks: f.stacks}})
 	case "json":
-		live = export.NewJSONExporter(cmd.OutOrStdout())
+		exporterCfgs = append(exporterCfgs, export.ExporterConfig{JSON: &export.JSONExporterConfig{}})
 	case "none":
 	default:
 		return fmt.Errorf("unknown --output %q: want text, json or none", f.output)
@@ -116,19 +115,15 @@ func runTrace(ctx context.Context, cmd *cobra.Command, f traceFlags) error {
 	if f.otlp.Protocol != "grpc" && f.otlp.Protocol != "http" {
 		return fmt.Errorf("unknown --otlp-protocol %q: want grpc or http", f.otlp.Protocol)
 	}
-	var remote []daemon.ExporterConfig
 	if len(f.clickhouse.Addrs) > 0 {
-		remote = append(remote, daemon.ExporterConfig{ClickHouse: &f.clickhouse})
+		exporterCfgs = append(exporterCfgs, export.ExporterConfig{ClickHouse: &f.clickhouse})
 	}
 	if f.otlp.Endpoint != "" {
-		remote = append(remote, daemon.ExporterConfig{OTLP: &f.otlp})
+		exporterCfgs = append(exporterCfgs, export.ExporterConfig{OTLP: &f.otlp})
 	}
-	exporters, err := daemon.BuildExporters(ctx, remote, cmd.OutOrStdout())
+	exporters, err := export.NewExporters(ctx, exporterCfgs, cmd.OutOrStdout())
 	if err != nil {
 		return err
-	}
-	if live != nil {
-		exporters["terminal"] = live
 	}
 	for _, prof := range []struct {
 		name, path string

@@ -17,7 +17,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/cilium-tracer/tracer/pkg/container"
-
+	"github.com/cilium-tracer/tracer/pkg/export"
 	"github.com/cilium-tracer/tracer/pkg/symbols"
 )
 
@@ -31,12 +31,12 @@ type Config struct {
 	// the target's version: it resolves captures on a stripped binary.
 	Offsets string `yaml:"offsets"`
 	// Stacks captures the caller stack of every traced call.
-	Stacks    bool             `yaml:"stacks"`
-	Exporters []ExporterConfig `yaml:"exporters"`
-	Pipeline  PipelineConfig   `yaml:"pipeline"`
-	Governor  GovernorConfig   `yaml:"governor"`
-	Jitter    JitterConfig     `yaml:"jitter"`
-	Metrics   MetricsConfig    `yaml:"metrics"`
+	Stacks    bool                    `yaml:"stacks"`
+	Exporters []export.ExporterConfig `yaml:"exporters"`
+	Pipeline  PipelineConfig          `yaml:"pipeline"`
+	Governor  GovernorConfig          `yaml:"governor"`
+	Jitter    JitterConfig            `yaml:"jitter"`
+	Metrics   MetricsConfig           `yaml:"metrics"`
 }
 
 // TargetConfig selects the process to trace: at most one of PID, Container
@@ -76,50 +76,6 @@ type ProbeConfig struct {
 	// Captures are NAME=EXPR values read at each entry and put on the
 	// spans, as for `tracer trace --capture`.
 	Captures []string `yaml:"captures"`
-}
-
-// ExporterConfig is one exporter: exactly one of its fields is set.
-type ExporterConfig struct {
-	Terminal   *TerminalExporterConfig   `yaml:"terminal"`
-	JSON       *JSONExporterConfig       `yaml:"json"`
-	ClickHouse *ClickHouseExporterConfig `yaml:"clickhouse"`
-	OTLP       *OTLPExporterConfig       `yaml:"otlp"`
-}
-
-// TerminalExporterConfig prints one line per call.
-type TerminalExporterConfig struct {
-	Path   string `yaml:"path"` // file to append to; default standard output
-	Stacks bool   `yaml:"stacks"`
-}
-
-// JSONExporterConfig writes one JSON object per call and line.
-type JSONExporterConfig struct {
-	Path string `yaml:"path"` // file to append to; default standard output
-}
-
-// ClickHouseExporterConfig inserts spans into the OpenTelemetry
-// Collector's otel_traces table.
-type ClickHouseExporterConfig struct {
-	Addrs    []string `yaml:"addrs"`    // default 127.0.0.1:9000
-	Database string   `yaml:"database"` // default otel
-	Table    string   `yaml:"table"`    // default otel_traces
-	Username string   `yaml:"username"` // default "default"
-	// PasswordFile holds the password; default $CLICKHOUSE_PASSWORD.
-	PasswordFile string        `yaml:"password_file"`
-	Compression  string        `yaml:"compression"` // lz4 (default), zstd or none
-	TTL          time.Duration `yaml:"ttl"`         // 0 keeps rows forever
-	DialTimeout  time.Duration `yaml:"dial_timeout"`
-	Retries      int           `yaml:"retries"`
-}
-
-// OTLPExporterConfig sends spans to an OTLP receiver.
-type OTLPExporterConfig struct {
-	Protocol string            `yaml:"protocol"` // grpc (default) or http
-	Endpoint string            `yaml:"endpoint"` // host:port; default from OTEL_EXPORTER_OTLP_* or localhost
-	URLPath  string            `yaml:"url_path"` // http only; default /v1/traces
-	Insecure bool              `yaml:"insecure"`
-	Headers  map[string]string `yaml:"headers"`
-	Timeout  time.Duration     `yaml:"timeout"`
 }
 
 // PipelineConfig bounds the export queues; zero takes export's defaults.
@@ -311,33 +267,12 @@ func (c *Config) Validate() error {
 	if len(c.Exporters) == 0 {
 		bad("exporters", "at least one exporter is required (terminal, json, clickhouse or otlp)")
 	}
-	for i, e := range c.Exporters {
-		key := fmt.Sprintf("exporters[%d]", i)
-		switch n := e.count(); {
-		case n == 0:
-			bad(key, "empty: want one of terminal, json, clickhouse or otlp")
-		case n > 1:
-			bad(key, "one exporter per list item")
-		}
-		if ch := e.ClickHouse; ch != nil {
-			switch ch.Compression {
-			case "", "lz4", "zstd", "none":
-			default:
-				bad(key+".clickhouse.compression", "unknown compression %q: want lz4, zstd or none", ch.Compression)
-			}
-			if ch.TTL < 0 || ch.DialTimeout < 0 {
-				bad(key+".clickhouse", "durations must not be negative")
-			}
-		}
-		if o := e.OTLP; o != nil {
-			switch o.Protocol {
-			case "", "grpc", "http":
-			default:
-				bad(key+".otlp.protocol", "unknown protocol %q: want grpc or http", o.Protocol)
-			}
-			if o.Timeout < 0 {
-				bad(key+".otlp.timeout", "%v is negative", o.Timeout)
-			}
+	if err := export.ValidateExporters(c.Exporters); err != nil {
+		// Joined *export.ConfigErrors, renamed so that locate finds
+		// their lines.
+		for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
+			ce := e.(*export.ConfigError)
+			bad(ce.Path(), "%v", ce.Err)
 		}
 	}
 
@@ -392,16 +327,6 @@ func (c *Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-func (e ExporterConfig) count() int {
-	n := 0
-	for _, set := range []bool{e.Terminal != nil, e.JSON != nil, e.ClickHouse != nil, e.OTLP != nil} {
-		if set {
-			n++
-		}
-	}
-	return n
 }
 
 // selector is the target as pkg/container takes it.

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cilium-tracer/tracer/pkg/export"
 )
 
 const validConfig = `
@@ -171,7 +173,7 @@ func TestNewRejectsUnbuildableExporter(t *testing.T) {
 		t.Fatalf("New: %v, want the password file named", err)
 	}
 	dir := t.TempDir()
-	cfg.Exporters = []ExporterConfig{{JSON: &JSONExporterConfig{Path: filepath.Join(dir, "missing", "spans.json")}}}
+	cfg.Exporters = []export.ExporterConfig{{JSON: &export.JSONExporterConfig{Path: filepath.Join(dir, "missing", "spans.json")}}}
 	if _, err = New(cfg, Options{}); err == nil || !strings.Contains(err.Error(), "exporters[0].json") {
 		t.Fatalf("New: %v, want the JSON path named", err)
 	}

@@ -113,7 +113,7 @@ func New(cfg Config, opts Options) (*Daemon, error) {
 	if opts.Stdout == nil {
 		opts.Stdout = os.Stdout
 	}
-	exps, err := BuildExporters(context.Background(), cfg.Exporters, opts.Stdout)
+	exps, err := export.NewExporters(context.Background(), cfg.Exporters, opts.Stdout)
 	if err != nil {
 		return nil, err
 	}
@@ -341,7 +341,7 @@ func (d *Daemon) attach(proc container.Process) (_ *attachment, err error) {
 	d.exporters = nil
 	d.mu.Unlock()
 	if exps == nil {
-		if exps, err = BuildExporters(context.Background(), cfg.Exporters, d.opts.Stdout); err != nil {
+		if exps, err = export.NewExporters(context.Background(), cfg.Exporters, d.opts.Stdout); err != nil {
 			set.Close()
 			return nil, err
 		}
@@ -570,7 +570,7 @@ func (d *Daemon) Reload(cfg Config) error {
 	exportersChanged := !reflect.DeepEqual(old.Exporters, cfg.Exporters) || old.Pipeline != cfg.Pipeline
 	if exportersChanged && a != nil {
 		var err error
-		if exps, err = BuildExporters(context.Background(), cfg.Exporters, d.opts.Stdout); err != nil {
+		if exps, err = export.NewExporters(context.Background(), cfg.Exporters, d.opts.Stdout); err != nil {
 			return err
 		}
 	}

@@ -11,5 +11,10 @@
 // Collector's otel_traces schema, see TracesSchema), OTLPExporter (gRPC or
 // HTTP, through the OTel SDK's OTLP clients), TextExporter and
 // JSONExporter, and PprofExporter and FoldedExporter, which weight each
-// stack by the self time of its calls.
+// stack by the self time of its calls. They share one shutdown guard:
+// Export after Shutdown returns ErrShutdown.
+//
+// ExporterConfig describes an exporter as the daemon's YAML file and
+// `tracer trace`'s flags do; NewExporters builds exporters from a list of
+// them, for both.
 package export

@@ -16,6 +16,7 @@ import (
 type TextExporter struct {
 	w      io.Writer
 	stacks bool
+	closer io.Closer // closed by Shutdown: a file NewExporters opened
 	guard
 }
 
@@ -67,9 +68,15 @@ func (e *TextExporter) write(b []byte) error {
 	})
 }
 
-// Shutdown implements Exporter. It does not close the writer.
+// Shutdown implements Exporter. It does not close a writer given to
+// NewTextExporter or NewJSONExporter.
 func (e *TextExporter) Shutdown(context.Context) error {
-	return e.shutdown(func() error { return nil })
+	return e.shutdown(func() error {
+		if e.closer == nil {
+			return nil
+		}
+		return e.closer.Close()
+	})
 }
 
 // JSONExporter writes one JSON object per call and line.
