@@ -180,9 +180,11 @@ func otlpAttributes(kvs []attribute.KeyValue) []*commonpb.KeyValue {
 	}
 	out := make([]*commonpb.KeyValue, len(kvs))
 	for i, kv := range kvs {
-		v := &commonpb.AnyValue{Value: &commonpb.AnyValue_StringValue{StringValue: kv.Value.Emit()}}
+		v := &commonpb.AnyValue{}
 		if kv.Value.Type() == attribute.INT64 {
 			v.Value = &commonpb.AnyValue_IntValue{IntValue: kv.Value.AsInt64()}
+		} else {
+			v.Value = &commonpb.AnyValue_StringValue{StringValue: kv.Value.Emit()}
 		}
 		out[i] = &commonpb.KeyValue{Key: string(kv.Key), Value: v}
 	}
