@@ -84,7 +84,7 @@ func Build(ctx context.Context, version string, log io.Writer) (*Binaries, error
 		return nil, err
 	}
 	done := filepath.Join(dir, "done")
-	if _, err := os.Stat(done); err == nil {
+	if d, err := os.ReadFile(done); err == nil && strings.HasPrefix(string(d), recipe+"\n") {
 		return b, b.tools()
 	}
 	start := time.Now()
@@ -96,7 +96,48 @@ func Build(ctx context.Context, version string, log io.Writer) (*Binaries, error
 		return nil, err
 	}
 	fmt.Fprintf(log, "ciliumlab: built cilium %s in %s\n", version, time.Since(start).Round(time.Second))
-	return b, os.WriteFile(done, []byte(time.Now().UTC().Format(time.RFC3339)+"\n"), 0o644)
+	return b, os.WriteFile(done, []byte(recipe+"\n"+time.Now().UTC().Format(time.RFC3339)+"\n"), 0o644)
+}
+
+// recipe names how the cached binaries were made; a cache made by another
+// recipe is built again.
+const recipe = "recipe 2: trimpath, apimachinery unreplaced, missing /proc/modules allowed"
+
+// patches are the source changes the lab needs, each applied where its
+// file has the old text. A file with neither the old nor the new text
+// fails the build: the recipe no longer fits the release.
+var patches = []struct{ file, old, new, why string }{{
+	// cilium v1.17 reads /proc/modules at start and exits without it; a
+	// kernel built without module support (CONFIG_MODULES=n, as these
+	// VMs' are) has none, and loads none. v1.18 no longer reads it.
+	file: "pkg/datapath/linux/modules/modules_linux.go",
+	old: `	fModules, err := os.Open(loadedModulesFilepath)
+	if err != nil {`,
+	new: `	fModules, err := os.Open(loadedModulesFilepath)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {`,
+}}
+
+func patch(src string) error {
+	for _, p := range patches {
+		path := filepath.Join(src, p.file)
+		b, err := os.ReadFile(path)
+		if os.IsNotExist(err) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if !bytes.Contains(b, []byte(p.old)) {
+			return fmt.Errorf("patch %s: the text to change is not there", p.file)
+		}
+		if err := os.WriteFile(path, bytes.Replace(b, []byte(p.old), []byte(p.new), 1), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (b *Binaries) build(ctx context.Context, log io.Writer) error {
@@ -137,6 +178,9 @@ func (b *Binaries) build(ctx context.Context, log io.Writer) error {
 	}
 	m = regexp.MustCompile(`(?m)^replace k8s\.io/apimachinery .*\n`).ReplaceAll(m, nil)
 	if err := os.WriteFile(gomod, m, 0o644); err != nil {
+		return err
+	}
+	if err := patch(src); err != nil {
 		return err
 	}
 	for _, t := range []struct{ out, pkg, ldflags string }{
