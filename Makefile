@@ -43,8 +43,10 @@ test:
 
 # Overhead side by side with bpftrace, pipeline throughput, attach cost;
 # prints a table and rewrites BENCHMARKS.md. Needs root and bpftrace.
+# BENCHFLAGS=-only=cilium (or overhead, pipeline, attach) runs one section
+# and leaves BENCHMARKS.md alone.
 bench:
-	$(GO) run ./internal/bench
+	$(GO) run ./internal/bench $(BENCHFLAGS)
 
 # Regenerates the BPF objects; needs clang, llvm and libbpf-dev.
 generate:

@@ -1,13 +1,13 @@
 package main
 
 import (
-	"bufio"
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -90,7 +90,8 @@ func pickFuncs(path string, n int) ([]string, error) {
 
 // attachRun is one fresh process attaching to a big binary.
 type attachRun struct {
-	Resolve   time.Duration // open, resolve the functions, find their RETs
+	Resolve   time.Duration // open, resolve the functions, find their RETs and the panic probes
+	Captures  time.Duration // resolve the captures: from DWARF, or an offsets file read and checked
 	Goid      time.Duration // find the offset of runtime.g.goid
 	ResolveKB int64         // peak RSS until then
 	Attach    time.Duration // load the BPF programs, attach every uprobe
@@ -99,63 +100,91 @@ type attachRun struct {
 	Uprobes   int
 }
 
+// symbolSide is everything before the BPF programs are loaded.
+func (r attachRun) symbolSide() time.Duration { return r.Resolve + r.Captures + r.Goid }
+
+// whole is the whole attach, detaching aside.
+func (r attachRun) whole() time.Duration { return r.symbolSide() + r.Attach }
+
+// An attachSpec is what a child process started by runAttach attaches to.
+type attachSpec struct {
+	Binary   string
+	Funcs    []string
+	Captures []string // NAME=EXPR, as for tracer trace --capture
+	Offsets  string   // offsets file for the captures; "": none
+	// PID filters the probes: 0 probes every process running Binary;
+	// selfPID the child itself, which does not run it, so that a process
+	// running Binary elsewhere (a lab's cilium-agent) is never touched.
+	PID int
+}
+
+const selfPID = -1
+
 // attachChild is what the child process runs: the steps of session.Start
-// that do not need a running target, then probe.Attach, filtered on pid
-// (0: none), then probe.Set.Stop. It prints one line for runAttach to parse.
-func attachChild(bin string, pid int, names []string, w io.Writer) error {
+// that do not need a running target, then probe.Attach, then
+// probe.Set.Stop. It prints its attachRun as JSON for runAttach.
+func attachChild(spec attachSpec, w io.Writer) error {
 	start := time.Now()
-	f, err := symbols.Open(bin)
+	f, err := symbols.Open(spec.Binary)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	probes, refused, err := session.Resolve(f, names, probe.Config{})
+	probes, refused, err := session.Resolve(f, spec.Funcs, probe.Config{})
 	if err != nil {
 		return err
 	}
 	if len(refused) > 0 {
 		return fmt.Errorf("%s refused: %w", refused[0].Func, refused[0].Reason)
 	}
-	var panics []uint64
-	for _, name := range []string{"runtime.gopanic", "runtime.Goexit"} {
-		fns, err := f.Funcs(name)
-		if err != nil {
+	panics := session.PanicOffsets(f)
+	if len(panics) == 0 {
+		return fmt.Errorf("no runtime.gopanic in %s", spec.Binary)
+	}
+	var r attachRun
+	r.Resolve = time.Since(start)
+
+	start = time.Now()
+	var offsets *symbols.Offsets
+	if spec.Offsets != "" {
+		if offsets, err = symbols.OpenOffsets(spec.Offsets); err != nil {
 			return err
 		}
-		for _, fn := range fns {
-			panics = append(panics, fn.Offset)
-		}
 	}
-	resolved := time.Since(start)
+	if err := session.ResolveCaptures(f, probes, spec.Captures, offsets); err != nil {
+		return err
+	}
+	r.Captures = time.Since(start)
+
 	start = time.Now()
-	goid, _ := f.GoidOffset()
-	goidTime := time.Since(start)
-	hwm, err := vmHWM()
-	if err != nil {
+	goid, _ := f.GoidOffsetFrom(offsets)
+	r.Goid = time.Since(start)
+	if r.ResolveKB, err = vmHWM(); err != nil {
 		return err
 	}
 
+	pid := spec.PID
+	if pid == selfPID {
+		pid = os.Getpid()
+	}
 	start = time.Now()
-	set, err := probe.Attach(probes, probe.Options{Binary: bin, PID: pid, GoidOffset: goid, Stacks: true, Panics: panics})
+	set, err := probe.Attach(probes, probe.Options{Binary: spec.Binary, PID: pid, GoidOffset: goid, Stacks: true, Panics: panics})
 	if err != nil {
 		return err
 	}
-	attached := time.Since(start)
-	uprobes := len(panics) + set.Uprobes()
+	r.Attach = time.Since(start)
+	r.Uprobes = len(panics) + set.Uprobes()
 	start = time.Now()
 	err = set.Stop(func(*probe.Record) {})
-	detached := time.Since(start)
+	r.Detach = time.Since(start)
 	set.Close()
 	if err != nil {
 		return err
 	}
-	peak, err := vmHWM()
-	if err != nil {
+	if r.PeakKB, err = vmHWM(); err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "attach resolve_ns=%d goid_ns=%d resolve_kb=%d attach_ns=%d detach_ns=%d uprobes=%d peak_kb=%d\n",
-		resolved.Nanoseconds(), goidTime.Nanoseconds(), hwm, attached.Nanoseconds(), detached.Nanoseconds(), uprobes, peak)
-	return nil
+	return json.NewEncoder(w).Encode(r)
 }
 
 // vmHWM is the process's peak RSS so far, in KiB.
@@ -174,22 +203,22 @@ func vmHWM() (int64, error) {
 	return 0, fmt.Errorf("no VmHWM in /proc/self/status")
 }
 
-// attachChildEnv names the binary a child process started by runAttach
-// attaches to, attachPIDEnv the process running it, if any.
-const (
-	attachChildEnv = "TRACER_BENCH_ATTACH_CHILD"
-	attachPIDEnv   = "TRACER_BENCH_ATTACH_PID"
-)
+// attachChildEnv marks a child process started by runAttach; it reads its
+// attachSpec from stdin.
+const attachChildEnv = "TRACER_BENCH_ATTACH_CHILD"
 
 // maybeAttachChild runs attachChild and exits if this process is a child
 // started by runAttach (the bench program or its test binary).
 func maybeAttachChild() {
-	bin := os.Getenv(attachChildEnv)
-	if bin == "" {
+	if os.Getenv(attachChildEnv) == "" {
 		return
 	}
-	pid, _ := strconv.Atoi(os.Getenv(attachPIDEnv))
-	if err := attachChild(bin, pid, readNames(os.Stdin), os.Stdout); err != nil {
+	var spec attachSpec
+	err := json.NewDecoder(os.Stdin).Decode(&spec)
+	if err == nil {
+		err = attachChild(spec, os.Stdout)
+	}
+	if err != nil {
 		fmt.Fprintf(os.Stderr, "bench: attach: %v\n", err)
 		os.Exit(1)
 	}
@@ -200,17 +229,17 @@ func maybeAttachChild() {
 // peak RSS is the attach's alone, not the benchmark's. The child reads its
 // own VmHWM: the rusage of a child started by os/exec also counts the
 // parent's pages, which the child shared until exec (clone with CLONE_VM).
-// With live, the probes go into a running process of bin, as they do when
-// tracing: each uprobe is then a breakpoint written into its text.
-func runAttach(bin string, names []string, live bool) (attachRun, error) {
+// With live, the probes go into a running process of spec.Binary, as they
+// do when tracing: each uprobe is then a breakpoint written into its text.
+func runAttach(spec attachSpec, live bool) (attachRun, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return attachRun{}, err
 	}
 	cmd := exec.Command(self)
-	cmd.Env = append(os.Environ(), attachChildEnv+"="+bin)
+	cmd.Env = append(os.Environ(), attachChildEnv+"=1")
 	if live {
-		target := exec.Command(bin, "-wait")
+		target := exec.Command(spec.Binary, "-wait")
 		stdin, err := target.StdinPipe()
 		if err != nil {
 			return attachRun{}, err
@@ -220,33 +249,23 @@ func runAttach(bin string, names []string, live bool) (attachRun, error) {
 		}
 		defer target.Wait()
 		defer stdin.Close()
-		cmd.Env = append(cmd.Env, fmt.Sprintf("%s=%d", attachPIDEnv, target.Process.Pid))
+		spec.PID = target.Process.Pid
 	}
-	cmd.Stdin = strings.NewReader(strings.Join(names, "\n"))
+	in, err := json.Marshal(spec)
+	if err != nil {
+		return attachRun{}, err
+	}
+	cmd.Stdin = bytes.NewReader(in)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()
 	if err != nil {
 		return attachRun{}, fmt.Errorf("attach child: %w", err)
 	}
 	var r attachRun
-	var resolveNs, goidNs, attachNs, detachNs int64
-	if _, err := fmt.Sscanf(string(out), "attach resolve_ns=%d goid_ns=%d resolve_kb=%d attach_ns=%d detach_ns=%d uprobes=%d peak_kb=%d",
-		&resolveNs, &goidNs, &r.ResolveKB, &attachNs, &detachNs, &r.Uprobes, &r.PeakKB); err != nil {
+	if err := json.Unmarshal(out, &r); err != nil {
 		return attachRun{}, fmt.Errorf("attach child printed %q: %w", out, err)
 	}
-	r.Resolve, r.Goid, r.Attach, r.Detach = time.Duration(resolveNs), time.Duration(goidNs), time.Duration(attachNs), time.Duration(detachNs)
 	return r, nil
-}
-
-func readNames(r io.Reader) []string {
-	var names []string
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		if s := strings.TrimSpace(sc.Text()); s != "" {
-			names = append(names, s)
-		}
-	}
-	return names
 }
 
 // attachResult is the attach benchmark for one build of the big binary:
@@ -287,7 +306,7 @@ func benchAttach(bins []bigBinary, runs int, symbolizePCs int, log io.Writer) ([
 		}
 		res := attachResult{Binary: b}
 		for range runs {
-			r, err := runAttach(b.Path, names, false)
+			r, err := runAttach(attachSpec{Binary: b.Path, Funcs: names}, false)
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", b.Name, err)
 			}
@@ -299,7 +318,7 @@ func benchAttach(bins []bigBinary, runs int, symbolizePCs int, log io.Writer) ([
 			return nil, err
 		}
 		for range runs {
-			r, err := runAttach(b.Path, names, true)
+			r, err := runAttach(attachSpec{Binary: b.Path, Funcs: names}, true)
 			if err != nil {
 				return nil, fmt.Errorf("%s: %w", b.Name, err)
 			}

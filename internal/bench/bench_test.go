@@ -12,16 +12,17 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// TestQuick runs the whole benchmark program with tiny runs and checks
-// that every row comes out; it asserts nothing about the numbers, which
-// mean nothing at this size.
+// TestQuick runs the benchmark program with tiny runs and checks that
+// every row comes out; it asserts nothing about the numbers, which mean
+// nothing at this size. The real cilium-agent's section is
+// TestQuickCilium's.
 func TestQuick(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Fatal("needs root: uprobes and BPF")
 	}
 	out := t.TempDir() + "/BENCHMARKS.md"
 	var log bytes.Buffer
-	if err := run(true, out, 1, false, &log); err != nil {
+	if err := run(true, out, 1, false, []string{"overhead", "pipeline", "attach"}, &log); err != nil {
 		t.Fatalf("%v\n%s", err, log.String())
 	}
 	md, err := os.ReadFile(out)
@@ -42,6 +43,34 @@ func TestQuick(t *testing.T) {
 		}
 		if w != "Quick mode" && !strings.Contains(log.String(), strings.Trim(w, "| ")) {
 			t.Errorf("printed table lacks %q", w)
+		}
+	}
+	if t.Failed() {
+		t.Logf("report:\n%s\noutput:\n%s", md, log.String())
+	}
+}
+
+// TestQuickCilium runs the real cilium-agent's attach benchmark once for
+// each build. The first run on a machine builds cilium (about 15 minutes;
+// give go test a -timeout to match); later ones use the cached build.
+func TestQuickCilium(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("needs root: uprobes and BPF")
+	}
+	out := t.TempDir() + "/BENCHMARKS.md"
+	var log bytes.Buffer
+	if err := run(true, out, 1, false, []string{"cilium"}, &log); err != nil {
+		t.Fatalf("%v\n%s", err, log.String())
+	}
+	md, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, build := range []string{"stripped (-s -w), offsets file", "not stripped, DWARF"} {
+		for _, what := range []string{"captures", "whole attach", "peak RSS of the whole attach"} {
+			if !strings.Contains(string(md), build) || !strings.Contains(string(md), what) {
+				t.Errorf("report lacks %s: %s", build, what)
+			}
 		}
 	}
 	if t.Failed() {

@@ -1,19 +1,24 @@
 // Command bench measures what tracing costs: the overhead per traced call
 // side by side with bare uprobes and bpftrace, the user-space pipeline's
 // throughput from ring-buffer records to ClickHouse blocks, and the cost of
-// attaching to a large binary. It prints a table and rewrites
-// BENCHMARKS.md. Run it as root through `make bench`.
+// attaching to a large binary and to the real cilium-agent. It prints a
+// table and rewrites BENCHMARKS.md. Run it as root through `make bench`;
+// `make bench BENCHFLAGS=-only=cilium` runs one section and writes nothing.
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
+
+	"github.com/cilium-tracer/tracer/internal/ciliumlab"
 )
 
 func main() {
@@ -22,16 +27,32 @@ func main() {
 		out    = flag.String("out", "", "write the report here (default: BENCHMARKS.md at the repository root; none with -quick)")
 		rounds = flag.Int("rounds", 7, "overhead rounds; each runs every mode once")
 		record = flag.Bool("record", false, "record the pipeline's test data from a traced run of the example agent, then exit")
+		only   = flag.String("only", "", "run only these `sections`, comma-separated: "+strings.Join(allSections, ", ")+"; the report is then written only to -out")
 	)
 	flag.Parse()
 	maybeAttachChild()
-	if err := run(*quick, *out, *rounds, *record, os.Stdout); err != nil {
+	sections := allSections
+	if *only != "" {
+		sections = strings.Split(*only, ",")
+		for _, s := range sections {
+			if !slices.Contains(allSections, s) {
+				fmt.Fprintf(os.Stderr, "bench: unknown section %q (have %s)\n", s, strings.Join(allSections, ", "))
+				os.Exit(2)
+			}
+		}
+	}
+	if err := run(*quick, *out, *rounds, *record, sections, os.Stdout); err != nil {
 		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
 		os.Exit(1)
 	}
 }
 
-func run(quick bool, out string, rounds int, record bool, w io.Writer) error {
+// allSections are the benchmarks, in the order they run and are reported.
+var allSections = []string{"overhead", "pipeline", "attach", "cilium"}
+
+// run runs the benchmarks of sections and writes the report to out; with
+// every section and not quick, by default to BENCHMARKS.md.
+func run(quick bool, out string, rounds int, record bool, sections []string, w io.Writer) error {
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("needs root (uprobes and BPF)")
 	}
@@ -50,46 +71,58 @@ func run(quick bool, out string, rounds int, record bool, w io.Writer) error {
 	}
 
 	r := report{Machine: describeMachine(root), Quick: quick}
-	ocfg := overheadConfig{Rounds: rounds, PlainCalls: 50_000_000, TraceCalls: 50_000}
-	if quick {
-		ocfg = overheadConfig{Rounds: 1, PlainCalls: 10_000, TraceCalls: 200}
+	if slices.Contains(sections, "overhead") {
+		ocfg := overheadConfig{Rounds: rounds, PlainCalls: 50_000_000, TraceCalls: 50_000}
+		if quick {
+			ocfg = overheadConfig{Rounds: 1, PlainCalls: 10_000, TraceCalls: 200}
+		}
+		fmt.Fprintf(w, "overhead: %d rounds, %d calls untraced, %d traced per run\n", ocfg.Rounds, ocfg.PlainCalls, ocfg.TraceCalls)
+		hot, err := buildHot(root, tmp)
+		if err != nil {
+			return err
+		}
+		if r.Overhead, err = runOverhead(hot, ocfg, w); err != nil {
+			return err
+		}
 	}
 
-	fmt.Fprintf(w, "overhead: %d rounds, %d calls untraced, %d traced per run\n", ocfg.Rounds, ocfg.PlainCalls, ocfg.TraceCalls)
-	hot, err := buildHot(root, tmp)
-	if err != nil {
-		return err
-	}
-	if r.Overhead, err = runOverhead(hot, ocfg, w); err != nil {
-		return err
-	}
-
-	fmt.Fprintln(w, "\npipeline: recorded samples -> decode -> calls -> spans -> ClickHouse blocks, one core")
-	data, err := loadPipeline(root, tmp)
-	if err != nil {
-		return err
-	}
-	defer data.File.Close()
-	if r.Pipeline, err = benchPipeline(data, quick); err != nil {
-		return err
+	if slices.Contains(sections, "pipeline") {
+		fmt.Fprintln(w, "\npipeline: recorded samples -> decode -> calls -> spans -> ClickHouse blocks, one core")
+		data, err := loadPipeline(root, tmp)
+		if err != nil {
+			return err
+		}
+		defer data.File.Close()
+		if r.Pipeline, err = benchPipeline(data, quick); err != nil {
+			return err
+		}
 	}
 
 	attachRuns, symbolizePCs := 3, 20_000
 	if quick {
 		attachRuns, symbolizePCs = 1, 500
 	}
-	fmt.Fprintf(w, "\nattach: %d functions of a large binary, %d fresh processes per build\n", attachFuncs, attachRuns)
-	bins, err := buildBig(root, tmp)
-	if err != nil {
-		return err
+	if slices.Contains(sections, "attach") {
+		fmt.Fprintf(w, "\nattach: %d functions of a large binary, %d fresh processes per build\n", attachFuncs, attachRuns)
+		bins, err := buildBig(root, tmp)
+		if err != nil {
+			return err
+		}
+		if r.Attach, err = benchAttach(bins, attachRuns, symbolizePCs, w); err != nil {
+			return err
+		}
 	}
-	if r.Attach, err = benchAttach(bins, attachRuns, symbolizePCs, w); err != nil {
-		return err
+
+	if slices.Contains(sections, "cilium") {
+		fmt.Fprintf(w, "\ncilium: attach to the real cilium-agent %s, %d fresh processes per build\n", ciliumlab.Pinned, attachRuns)
+		if r.Cilium, err = benchCilium(context.Background(), tmp, attachRuns, w); err != nil {
+			return err
+		}
 	}
 
 	fmt.Fprintln(w)
 	r.writeTable(w)
-	if out == "" && !quick {
+	if out == "" && !quick && len(sections) == len(allSections) {
 		out = filepath.Join(root, "BENCHMARKS.md")
 	}
 	if out != "" {

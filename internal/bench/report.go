@@ -59,6 +59,7 @@ type report struct {
 	Overhead overheadResult
 	Pipeline pipelineResult
 	Attach   []attachResult
+	Cilium   ciliumResult
 }
 
 // A row is one line of a results table.
@@ -153,20 +154,14 @@ func (r report) sections() []section {
 			}
 			resolve := dur(func(r attachRun) time.Duration { return r.Resolve })
 			goid := dur(func(r attachRun) time.Duration { return r.Goid })
-			symbolSide := dur(func(r attachRun) time.Duration { return r.Resolve + r.Goid })
+			symbolSide := dur(attachRun.symbolSide)
 			bpf := dur(func(r attachRun) time.Duration { return r.Attach })
-			total := dur(func(r attachRun) time.Duration { return r.Resolve + r.Goid + r.Attach })
+			total := dur(attachRun.whole)
 			wideAttach := time.Duration(medianOf(a.Wide, func(r attachRun) float64 { return float64(r.Attach) }))
 			wideDetach := time.Duration(medianOf(a.Wide, func(r attachRun) float64 { return float64(r.Detach) }))
 			resolveMiB := med(func(r attachRun) float64 { return float64(r.ResolveKB) }) / 1024
 			peakMiB := med(func(r attachRun) float64 { return float64(r.PeakKB) }) / 1024
 			name := fmt.Sprintf("%s, %.1f MB", a.Binary.Name, float64(a.Binary.Size)/1e6)
-			ms := func(d time.Duration) string {
-				if d < time.Millisecond {
-					return fmt.Sprintf("%.0f µs", float64(d)/1e3)
-				}
-				return fmt.Sprintf("%.1f ms", float64(d)/1e6)
-			}
 			s.Rows = append(s.Rows,
 				row{Name: name + ": open, resolve, scan RETs", Value: ms(resolve)},
 				row{Name: name + ": goid offset", Value: ms(goid)},
@@ -209,6 +204,9 @@ func (r report) sections() []section {
 			}
 		}
 		out = append(out, s)
+	}
+	if len(r.Cilium.Builds) > 0 {
+		out = append(out, ciliumSection(r.Cilium))
 	}
 	return out
 }
@@ -306,6 +304,12 @@ const methods = `
   attached to a running process of the binary, so each uprobe is a breakpoint written into its text; then probe.Set.Stop removes them all, as Ctrl-C does.
   Symbolization: distinct PCs, one in each of functions spread over the binary, first with symbols.File.Frames on a fresh file (line tables already parsed),
   then as 16-PC stacks through a calls.Builder whose cache is warm.
+- **Attach to cilium-agent.** The real agent of the pinned cilium release, built once by internal/ciliumlab (Go module proxy, the local Go toolchain) with symbols and DWARF, and with ` + "`-ldflags='-s -w'`" + ` as releases are.
+  A fresh process does what ` + "`tracer trace --func '" + ciliumFuncs + "' --capture " + ciliumCapture + "`" + ` does before tracing, short of finding the process:
+  open the binary, resolve the functions and their RETs and runtime.gopanic/Goexit, resolve the capture (stripped: from an offsets file made from the unstripped build
+  by ` + "`tracer offsets`" + `, read and checked against the binary's fingerprint; not stripped: from DWARF), find the goroutine ID offset,
+  then load the BPF programs and attach every uprobe, filtered on the attaching process itself. The agent is not run (that needs the lab's namespaces),
+  so no breakpoint is written into a running agent; the probes are removed at once. Peak RSS is the process's VmHWM.
 `
 
 // fmtCount formats a large number with thousands separators.
@@ -315,6 +319,14 @@ func fmtCount(x float64) string {
 		s = s[:i] + "," + s[i:]
 	}
 	return s
+}
+
+// ms formats a duration as milliseconds, or microseconds below one.
+func ms(d time.Duration) string {
+	if d < time.Millisecond {
+		return fmt.Sprintf("%.0f µs", float64(d)/1e3)
+	}
+	return fmt.Sprintf("%.1f ms", float64(d)/1e6)
 }
 
 func fmtNs(ns float64) string {

@@ -45,7 +45,11 @@ func ResolveCaptures(f *symbols.File, probes []probe.Probe, exprs []string, offs
 			probes[i].Captures = offsets.Funcs[probes[i].Func.Name]
 		}
 	}
-	r := f.NewCaptureResolver()
+	fns := make([]symbols.Func, len(probes))
+	for i, p := range probes {
+		fns[i] = p.Func
+	}
+	r := f.NewCaptureResolver(fns)
 	for _, ne := range parsed {
 		var missing error
 		found := false

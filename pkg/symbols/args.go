@@ -4,6 +4,7 @@ import (
 	"debug/dwarf"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -170,27 +171,26 @@ type Param struct {
 }
 
 // A CaptureResolver resolves capture expressions against one executable.
-// It reads the DWARF once, on first use: loading a large binary's DWARF
-// costs seconds. It is not safe for concurrent use.
+// It reads the DWARF it needs once, on first use: the compile units of the
+// functions' packages and the types the expressions name (see
+// readDebugInfo).
+// It is not safe for concurrent use.
 type CaptureResolver struct {
 	f    *File
-	d    *dwarf.Data
-	err  error
-	read bool
+	fns  []Func // read together on first use
+	info *debugInfo
+	// subprograms are the offsets of the DWARF entries of the functions
+	// found, by name.
+	subprograms map[string]uint64
+	types       *typeReader
+	err         error
 }
 
-// NewCaptureResolver returns a resolver for f's functions.
-func (f *File) NewCaptureResolver() *CaptureResolver { return &CaptureResolver{f: f} }
-
-func (r *CaptureResolver) dwarf() (*dwarf.Data, error) {
-	if !r.read {
-		r.read = true
-		r.d, r.err = r.f.elf.DWARF()
-		if r.err != nil {
-			r.err = fmt.Errorf("read DWARF: %w", r.err)
-		}
-	}
-	return r.d, r.err
+// NewCaptureResolver returns a resolver for f's functions. fns are the
+// functions whose captures it will resolve: the DWARF of all of them is read
+// in one pass. Others can be resolved too, at the cost of another pass.
+func (f *File) NewCaptureResolver(fns []Func) *CaptureResolver {
+	return &CaptureResolver{f: f, fns: fns}
 }
 
 // Params returns the parameters of fn, receiver first, from DWARF, with the
@@ -215,11 +215,7 @@ func (r *CaptureResolver) Params(fn Func) (ps []Param, err error) {
 	if err := f.checkRegABI(); err != nil {
 		return nil, err
 	}
-	d, err := r.dwarf()
-	if err != nil {
-		return nil, err
-	}
-	params, err := dwarfParams(d, fn.Name)
+	params, err := retry(r, func() ([]Param, error) { return r.params(fn.Name) })
 	if err != nil {
 		return nil, err
 	}
@@ -251,80 +247,6 @@ func (f *File) checkRegABI() error {
 	return nil
 }
 
-// dwarfParams reads the formal parameters (not results) of the named
-// function. Go emits one compile unit per package, named by its import
-// path, so that unit is searched first; the others only if the function is
-// not there (generic instantiations may live elsewhere).
-func dwarfParams(d *dwarf.Data, name string) ([]Param, error) {
-	ps, err := dwarfParams1(d, name, funcPackage(name))
-	if errors.Is(err, errNoEntry) {
-		ps, err = dwarfParams1(d, name, "")
-	}
-	if errors.Is(err, errNoEntry) {
-		return nil, fmt.Errorf("%s: %w", name, err)
-	}
-	return ps, err
-}
-
-var errNoEntry = errors.New("no DWARF entry for the function")
-
-// dwarfParams1 searches the compile unit named pkg, or every unit if pkg is
-// empty.
-func dwarfParams1(d *dwarf.Data, name, pkg string) ([]Param, error) {
-	r := d.Reader()
-	for {
-		e, err := r.Next()
-		if err != nil {
-			return nil, fmt.Errorf("read DWARF: %w", err)
-		}
-		if e == nil {
-			return nil, errNoEntry
-		}
-		switch {
-		case e.Tag == dwarf.TagCompileUnit:
-			if cu, _ := e.Val(dwarf.AttrName).(string); pkg != "" && cu != pkg {
-				r.SkipChildren()
-			}
-			continue
-		case e.Tag != dwarf.TagSubprogram || e.Val(dwarf.AttrName) != name:
-			if e.Children {
-				r.SkipChildren()
-			}
-			continue
-		}
-		var ps []Param
-		for e.Children {
-			c, err := r.Next()
-			if err != nil {
-				return nil, fmt.Errorf("read DWARF: %w", err)
-			}
-			if c == nil || c.Tag == 0 {
-				break
-			}
-			if c.Children {
-				r.SkipChildren()
-			}
-			if c.Tag != dwarf.TagFormalParameter {
-				continue
-			}
-			if out, _ := c.Val(dwarf.AttrVarParam).(bool); out {
-				continue
-			}
-			pname, _ := c.Val(dwarf.AttrName).(string)
-			toff, ok := c.Val(dwarf.AttrType).(dwarf.Offset)
-			if !ok {
-				return nil, fmt.Errorf("%s: parameter %s has no type", name, pname)
-			}
-			t, err := d.Type(toff)
-			if err != nil {
-				return nil, fmt.Errorf("%s: type of parameter %s: %w", name, pname, err)
-			}
-			ps = append(ps, Param{Name: pname, Type: t.String(), typ: t})
-		}
-		return ps, nil
-	}
-}
-
 // funcPackage returns the import path of a function's package:
 // "a/b/c.(*T).m" -> "a/b/c", "a/b.F[x/y.T]" -> "a/b".
 func funcPackage(name string) string {
@@ -334,6 +256,139 @@ func funcPackage(name string) string {
 		return name[:slash+dot]
 	}
 	return name
+}
+
+// retry runs fn, and again after reading every compile unit if fn needed
+// an entry outside the units read: a function or type where the Go linker
+// would not have put it.
+func retry[T any](r *CaptureResolver, fn func() (T, error)) (T, error) {
+	v, err := fn()
+	if !errors.Is(err, errNotRead) {
+		return v, err
+	}
+	if err := r.read(true); err != nil {
+		var zero T
+		return zero, err
+	}
+	return fn()
+}
+
+// params reads the formal parameters (not results) of the named function.
+func (r *CaptureResolver) params(name string) ([]Param, error) {
+	off, err := r.subprogram(name)
+	if err != nil {
+		return nil, err
+	}
+	e, u, next, err := r.info.entryAt(off)
+	if err != nil {
+		return nil, fmt.Errorf("read DWARF: %w", err)
+	}
+	var ps []Param
+	err = u.children(e, next, func(c die, _, _ int) (bool, error) {
+		if c.tag != dwarf.TagFormalParameter || c.varParam {
+			return true, nil
+		}
+		if !c.hasType {
+			return false, fmt.Errorf("%s: parameter %s has no type", name, c.name)
+		}
+		t, err := r.types.typ(c.typ)
+		if err == nil {
+			err = r.types.complete(t)
+		}
+		if err != nil {
+			return false, fmt.Errorf("%s: type of parameter %s: %w", name, c.name, err)
+		}
+		ps = append(ps, Param{Name: c.name, Type: t.String(), typ: t})
+		return true, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return ps, nil
+}
+
+var errNoEntry = errors.New("no DWARF entry for the function")
+
+// subprogram returns the offset of the named function's entry, reading the
+// DWARF if it has not been read for that function.
+func (r *CaptureResolver) subprogram(name string) (uint64, error) {
+	if off, ok := r.subprograms[name]; ok {
+		return off, nil
+	}
+	if r.err != nil {
+		return 0, r.err
+	}
+	known := slices.ContainsFunc(r.fns, func(fn Func) bool { return fn.Name == name })
+	if !known {
+		r.fns = append(r.fns, Func{Name: name})
+	}
+	if r.info == nil || !known {
+		if r.err = r.read(false); r.err != nil {
+			return 0, r.err
+		}
+	}
+	if off, ok := r.subprograms[name]; ok {
+		return off, nil
+	}
+	if !r.info.all {
+		// Not in its package's unit: generic instantiations may be
+		// elsewhere.
+		return 0, errNotRead
+	}
+	return 0, fmt.Errorf("%s: %w", name, errNoEntry)
+}
+
+// read reads the compile units of the functions' packages and of runtime,
+// which holds every type, or every unit if all; it stops once it has every
+// function's entry and the types of their parameters. Go emits one compile
+// unit per package object, named by its import path.
+func (r *CaptureResolver) read(all bool) error {
+	pending := map[string]bool{}
+	pkgs := map[string]bool{} // of the functions
+	for _, fn := range r.fns {
+		pending[fn.Name] = true
+		pkgs[funcPackage(fn.Name)] = true
+	}
+	r.subprograms = map[string]uint64{}
+	var need []uint64 // offsets of the parameters' types
+	info, err := r.f.readDebugInfo(func(u *dwarfUnit) (keep, stop bool, err error) {
+		if !all && !pkgs[u.name] && u.name != "runtime" {
+			return false, false, nil
+		}
+		if len(pending) > 0 && (all || pkgs[u.name]) {
+			found, err := u.subprograms(pending)
+			if err != nil {
+				return false, false, err
+			}
+			for name, off := range found {
+				// The unit of the function's package comes first;
+				// otherwise the first unit that has it.
+				own := funcPackage(name) == u.name
+				if _, ok := r.subprograms[name]; ok && !own {
+					continue
+				}
+				r.subprograms[name] = off
+				if !own {
+					continue
+				}
+				delete(pending, name)
+				types, err := u.paramTypes(off)
+				if err != nil {
+					return false, false, err
+				}
+				need = append(need, types...)
+			}
+		}
+		// With every unit kept, types are read from anywhere: read on.
+		stop = !all && len(pending) == 0 && !slices.ContainsFunc(need, func(off uint64) bool { return off >= u.end() })
+		return true, stop, nil
+	})
+	if err != nil {
+		return fmt.Errorf("read DWARF: %w", err)
+	}
+	info.all = all
+	r.info, r.types = info, newTypeReader(info)
+	return nil
 }
 
 // abiAssigner assigns parameters to registers as Go's ABIInternal does:
@@ -421,14 +476,18 @@ func (r *CaptureResolver) Resolve(fn Func, name, expr string) (Capture, error) {
 	if IsRawCapture(expr) {
 		return ParseRawCapture(name, expr)
 	}
-	params, err := r.Params(fn)
-	if err != nil {
-		return Capture{}, fmt.Errorf("capture %q: %w", expr, err)
-	}
-	return resolveCapture(fn.Name, params, name, expr)
+	return retry(r, func() (Capture, error) {
+		params, err := r.Params(fn)
+		if err != nil {
+			return Capture{}, fmt.Errorf("capture %q: %w", expr, err)
+		}
+		return resolveCapture(fn.Name, params, name, expr, r.types.complete)
+	})
 }
 
-func resolveCapture(fn string, params []Param, name, expr string) (Capture, error) {
+// resolveCapture resolves expr against params; complete reads the fields
+// of a struct reached through a pointer.
+func resolveCapture(fn string, params []Param, name, expr string, complete func(dwarf.Type) error) (Capture, error) {
 	path := strings.Split(expr, ".")
 	var p *Param
 	for i := range params {
@@ -449,6 +508,9 @@ func resolveCapture(fn string, params []Param, name, expr string) (Capture, erro
 	if p.OnStack {
 		return fail("argument %s (%s) is passed on the stack, not in registers", p.Name, p.Type)
 	}
+	if len(p.Regs) == 0 {
+		return fail("argument %s (%s) is in no integer register", p.Name, p.Type)
+	}
 	c := Capture{Name: name, Expr: expr}
 	if len(path) == 1 {
 		kind, size, ok := valueKind(p.typ)
@@ -464,6 +526,9 @@ func resolveCapture(fn string, params []Param, name, expr string) (Capture, erro
 	}
 	c.Reg = p.Regs[0]
 	t := unwrap(pt.Type)
+	if err := complete(t); err != nil {
+		return Capture{}, fmt.Errorf("capture %q: %w", expr, err)
+	}
 	where := pt.Type.String()
 	off := int64(0)
 	for i, field := range path[1:] {
@@ -496,6 +561,9 @@ func resolveCapture(fn string, params []Param, name, expr string) (Capture, erro
 			}
 			c.Deref, c.Offset, off = true, off, 0
 			t = unwrap(ptr.Type)
+			if err := complete(t); err != nil {
+				return Capture{}, fmt.Errorf("capture %q: %w", expr, err)
+			}
 		}
 	}
 	kind, size, ok := valueKind(t)

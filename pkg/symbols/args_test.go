@@ -81,7 +81,7 @@ func openAgentBuild(t *testing.T, name string) (*File, Func) {
 // K8sPodName string at 24, ...
 func TestResolveCapture(t *testing.T) {
 	f, fn := openAgent(t, false)
-	params, err := f.NewCaptureResolver().Params(fn)
+	params, err := f.NewCaptureResolver([]Func{fn}).Params(fn)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,12 +96,12 @@ func TestResolveCapture(t *testing.T) {
 		{"e.ID", Capture{Reg: 0, Offset: 16, Kind: KindUint, Size: 2}},
 		{"e.K8sPodName", Capture{Reg: 0, Offset: 24, Kind: KindString, Size: 16}},
 		{"e.SecurityIdentity", Capture{Reg: 0, Offset: 56, Kind: KindUint, Size: 4}},
-		{"e.desiredPolicy.Revision", Capture{Reg: 0, Offset: dwarfOffset(t, f, "github.com/cilium/cilium/pkg/endpoint.Endpoint", "desiredPolicy"), Deref: true, DerefOffset: 32, Kind: KindUint, Size: 8}},
+		{"e.desiredPolicy.Revision", Capture{Reg: 0, Offset: int64(stdlibFieldOffset(t, f, "github.com/cilium/cilium/pkg/endpoint.Endpoint", "desiredPolicy")), Deref: true, DerefOffset: 32, Kind: KindUint, Size: 8}},
 		{"e", Capture{Reg: 0, InReg: true, Kind: KindPtr, Size: 8}},
 		{"ctx", Capture{Reg: 1, InReg: true, Kind: KindPtr, Size: 8}},
 		{"ctx.bpfSleep", Capture{Reg: 1, Offset: 0, Kind: KindInt, Size: 8}},
 	} {
-		got, err := f.NewCaptureResolver().Resolve(fn, "x", tc.expr)
+		got, err := f.NewCaptureResolver([]Func{fn}).Resolve(fn, "x", tc.expr)
 		if err != nil {
 			t.Errorf("%s: %v", tc.expr, err)
 			continue
@@ -124,21 +124,12 @@ func TestResolveCaptureArm64(t *testing.T) {
 		"e.K8sPodName": {Reg: 0, Offset: 24, Kind: KindString, Size: 16},
 		"ctx":          {Reg: 1, InReg: true, Kind: KindPtr, Size: 8},
 	} {
-		got, err := f.NewCaptureResolver().Resolve(fn, "x", expr)
+		got, err := f.NewCaptureResolver([]Func{fn}).Resolve(fn, "x", expr)
 		want.Name, want.Expr = "x", expr
 		if err != nil || got != want {
 			t.Errorf("%s: got %+v, %v, want %+v", expr, got, err, want)
 		}
 	}
-}
-
-func dwarfOffset(t *testing.T, f *File, typ, field string) int64 {
-	t.Helper()
-	off, err := f.dwarfFieldOffset(typ, field)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return int64(off)
 }
 
 func TestResolveCaptureErrors(t *testing.T) {
@@ -155,7 +146,7 @@ func TestResolveCaptureErrors(t *testing.T) {
 		{"e.labels", nil, "supported: integers"},
 		{"e.ID.x", nil, "e.ID is not a struct"},
 	} {
-		_, err := f.NewCaptureResolver().Resolve(fn, "x", tc.expr)
+		_, err := f.NewCaptureResolver([]Func{fn}).Resolve(fn, "x", tc.expr)
 		if err == nil {
 			t.Errorf("%s: no error", tc.expr)
 			continue
@@ -179,7 +170,7 @@ func TestResolveCaptureErrors(t *testing.T) {
 	}
 
 	sf, sfn := openAgent(t, true)
-	if _, err := sf.NewCaptureResolver().Resolve(sfn, "x", "e.ID"); !errors.Is(err, ErrNoDWARF) {
+	if _, err := sf.NewCaptureResolver([]Func{fn}).Resolve(sfn, "x", "e.ID"); !errors.Is(err, ErrNoDWARF) {
 		t.Errorf("stripped: %v, want ErrNoDWARF", err)
 	}
 }

@@ -11,7 +11,10 @@
 // (common among distributions' packages) are read with their older table
 // layouts. Nothing is materialized per function: tables are read in place
 // from a memory mapping, so opening a 130 MB binary and resolving a few
-// functions costs tens of milliseconds and megabytes.
+// functions costs tens of milliseconds and megabytes. DWARF, which only
+// captures need, is streamed one compile unit at a time: only the units of
+// the probed functions' packages and of runtime (which holds the types) are
+// kept, and of the types only those the capture expressions follow are read.
 //
 // Function names follow the Go toolchain: a function with both an ABI0 and
 // an ABIInternal body (assembly called from Go, or Go called from assembly)

@@ -41,8 +41,11 @@ type File struct {
 	r      io.ReaderAt
 	closer io.Closer
 	mapped []byte // the whole file when it could be memory-mapped
-	unmap  func() error
-	ident  *fileIdent // device and inode, when opened from a path
+	// file is the file opened by Open: reading it rather than the
+	// mapping puts what is read once in the page cache, not the RSS.
+	file  *os.File
+	unmap func() error
+	ident *fileIdent // device and inode, when opened from a path
 
 	// text is the executable PT_LOAD segment: file offsets for probes are
 	// computed through it.
@@ -91,7 +94,7 @@ func Open(path string) (*File, error) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	f.mapped, f.unmap = mapped, unmap
-	f.closer = fh
+	f.closer, f.file = fh, fh
 	f.ident = statIdent(fh)
 	return f, nil
 }
@@ -119,7 +122,7 @@ func (f *File) Close() error {
 		if cerr := f.closer.Close(); err == nil {
 			err = cerr
 		}
-		f.closer = nil
+		f.closer, f.file = nil, nil
 	}
 	return err
 }

@@ -78,11 +78,11 @@ func (f *File) symtabFuncs(p pattern) ([]Func, error) {
 	abi0 := make(map[string]bool) // base names of matched ".abi0" symbols
 	f.candidates(p, &f.symIndex, st.n(), st.baseName, func(i int) {
 		name, value, size, ok := st.fn(i)
-		if !ok || !goName(name) {
+		if !ok {
 			return
 		}
 		base, isABI0 := bytes.CutSuffix(name, []byte(abi0Suffix))
-		if !p.match(name) && !(isABI0 && p.match(base)) {
+		if !p.match(name) && !(isABI0 && p.match(base)) || !goName(name) {
 			return
 		}
 		off, ok := f.fileOffset(value)
@@ -135,10 +135,7 @@ func (f *File) pclnFuncs(p pattern) ([]Func, error) {
 	var idx []int
 	f.candidates(p, &f.pclnIndex, t.nfunc, t.funcName, func(i int) {
 		name := t.funcName(i)
-		if !goName(name) {
-			return
-		}
-		if p.match(name) || (abi0 && p.match(append(name[:len(name):len(name)], abi0Suffix...))) {
+		if (p.match(name) || (abi0 && p.match(append(name[:len(name):len(name)], abi0Suffix...)))) && goName(name) {
 			idx = append(idx, i)
 		}
 	})

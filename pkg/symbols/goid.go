@@ -70,7 +70,9 @@ func (f *File) GoidOffsetFrom(o *Offsets) (uint64, error) {
 	return o.GoidOffset, nil
 }
 
-// dwarfFieldOffset returns the byte offset of a member of a struct type.
+// dwarfFieldOffset returns the byte offset of a member of a struct type
+// of package runtime, reading only runtime's compile units: the Go linker
+// puts every type in one of them.
 func (f *File) dwarfFieldOffset(typ, field string) (off uint64, err error) {
 	defer func() {
 		if !catchPanics {
@@ -80,45 +82,40 @@ func (f *File) dwarfFieldOffset(typ, field string) (off uint64, err error) {
 			err = fmt.Errorf("malformed DWARF: %v", p)
 		}
 	}()
-	d, err := f.elf.DWARF()
-	if err != nil {
-		return 0, err
-	}
-	r := d.Reader()
-	for {
-		e, err := r.Next()
+	var (
+		found, hasMember bool
+		member           int64
+	)
+	_, err = f.readDebugInfo(func(u *dwarfUnit) (keep, stop bool, err error) {
+		if u.name != "runtime" {
+			return false, false, nil
+		}
+		cu, next, err := u.entry(u.first)
 		if err != nil {
-			return 0, err
+			return false, false, err
 		}
-		if e == nil {
-			return 0, fmt.Errorf("type %s not in DWARF", typ)
-		}
-		if e.Tag != dwarf.TagStructType || e.Val(dwarf.AttrName) != typ {
-			if e.Tag != dwarf.TagCompileUnit && e.Children {
-				r.SkipChildren()
+		err = u.children(cu, next, func(e die, _, next int) (bool, error) {
+			if e.tag != dwarf.TagStructType || e.name != typ {
+				return true, nil
 			}
-			continue
-		}
-		if !e.Children {
-			continue
-		}
-		for {
-			m, err := r.Next()
-			if err != nil {
-				return 0, err
-			}
-			if m == nil || m.Tag == 0 {
-				break
-			}
-			if m.Tag == dwarf.TagMember && m.Val(dwarf.AttrName) == field {
-				if v, ok := m.Val(dwarf.AttrDataMemberLoc).(int64); ok && v >= 0 {
-					return uint64(v), nil
+			found = true
+			return false, u.children(e, next, func(m die, _, _ int) (bool, error) {
+				if m.tag == dwarf.TagMember && m.name == field {
+					member, hasMember = m.memberLoc, true
+					return false, nil
 				}
-			}
-			if m.Children {
-				r.SkipChildren()
-			}
-		}
+				return true, nil
+			})
+		})
+		return false, found, err
+	})
+	switch {
+	case err != nil:
+		return 0, err
+	case !found:
+		return 0, fmt.Errorf("type %s not in DWARF", typ)
+	case !hasMember || member < 0:
 		return 0, fmt.Errorf("%s.%s not in DWARF", typ, field)
 	}
+	return uint64(member), nil
 }

@@ -15,10 +15,7 @@ import (
 func TestGoidOffsetFromOffsetsFile(t *testing.T) {
 	f, _ := openAgent(t, false)
 	sf, _ := openAgent(t, true)
-	want, err := f.dwarfFieldOffset("runtime.g", "goid")
-	if err != nil {
-		t.Fatal(err)
-	}
+	want := stdlibFieldOffset(t, f, "runtime.g", "goid")
 	release := sf.GoVersion
 	for _, v := range []string{"go1.27.0", "go1.27rc1", "devel go1.27-abcdef0 Mon Jan 5 00:00:00 2026 +0000"} {
 		// The fingerprint reads the build information itself, not

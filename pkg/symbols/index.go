@@ -5,7 +5,7 @@ import (
 	"debug/elf"
 	"encoding/binary"
 	"errors"
-	"hash/fnv"
+	"hash/maphash"
 	"slices"
 )
 
@@ -93,14 +93,15 @@ func (f *File) symbols() (*symtab, error) {
 }
 
 // A nameIndex finds functions by exact name without holding their names:
-// entries are a name's 32-bit FNV-1a hash and the function's index, sorted.
+// entries are a 32-bit hash of a name and the function's index, sorted.
 // A 130 MB binary has ~200k functions: 1.6 MB of index.
 type nameIndex []uint64
 
+// nameSeed seeds the index's hash: the index lives only in memory.
+var nameSeed = maphash.MakeSeed()
+
 func hashName(b []byte) uint32 {
-	h := fnv.New32a()
-	h.Write(b)
-	return h.Sum32()
+	return uint32(maphash.Bytes(nameSeed, b))
 }
 
 func buildNameIndex(n int, name func(int) []byte) nameIndex {
@@ -110,11 +111,35 @@ func buildNameIndex(n int, name func(int) []byte) nameIndex {
 			x = append(x, uint64(hashName(nm))<<32|uint64(uint32(i)))
 		}
 	}
-	slices.Sort(x)
+	return radixSortHigh(x)
+}
+
+// radixSortHigh sorts x by the upper 32 bits of its entries, keeping the
+// order of equal ones: a byte at a time, each pass a sequential read and
+// 256 sequential writes, which is several times faster than a comparison
+// sort of 200k entries.
+func radixSortHigh(x []uint64) []uint64 {
+	tmp := make([]uint64, len(x))
+	for shift := 32; shift < 64; shift += 8 {
+		var count [257]int
+		for _, v := range x {
+			count[(v>>shift)&0xff+1]++
+		}
+		for b := 1; b < len(count); b++ {
+			count[b] += count[b-1]
+		}
+		for _, v := range x {
+			d := (v >> shift) & 0xff
+			tmp[count[d]] = v
+			count[d]++
+		}
+		x, tmp = tmp, x
+	}
 	return x
 }
 
-// lookup calls fn with the index of every entry whose name may be name.
+// lookup calls fn with the index of every entry whose name may be name, in
+// increasing order.
 func (x nameIndex) lookup(name []byte, fn func(int)) {
 	h := uint64(hashName(name)) << 32
 	i, _ := slices.BinarySearch(x, h)

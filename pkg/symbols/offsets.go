@@ -3,6 +3,7 @@ package symbols
 import (
 	"crypto/sha256"
 	"debug/buildinfo"
+	"debug/elf"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
@@ -60,8 +61,23 @@ func (f *File) Fingerprint() (string, error) {
 		}
 	}
 	binary.Write(h, binary.LittleEndian, t.textStart)
-	h.Write(t.data)
+	if err := f.hashPCLNTab(h, t); err != nil {
+		return "", fmt.Errorf("fingerprint: %w", err)
+	}
 	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// hashPCLNTab writes the table to h, read from the file rather than through
+// the mapping where it can be: hashing reads every page of it, 50 MB in
+// cilium-agent, which through the mapping would all count as RSS.
+func (f *File) hashPCLNTab(h io.Writer, t *pclntab) error {
+	s := pclntabSection(f.elf)
+	if f.file == nil || s == nil || s.Flags&elf.SHF_COMPRESSED != 0 || s.Size != uint64(len(t.data)) {
+		_, err := h.Write(t.data)
+		return err
+	}
+	_, err := io.CopyBuffer(h, io.NewSectionReader(f.file, int64(s.Offset), int64(s.Size)), make([]byte, 1<<20))
+	return err
 }
 
 // NewOffsets resolves the captures (name and expression pairs) against f's
@@ -76,7 +92,7 @@ func NewOffsets(f *File, fns []Func, captures [][2]string) (*Offsets, error) {
 	if off, err := f.GoidOffset(); err == nil {
 		o.GoidOffset = off
 	}
-	r := f.NewCaptureResolver()
+	r := f.NewCaptureResolver(fns)
 	for _, nc := range captures {
 		var missing error
 		found := false

@@ -527,10 +527,7 @@ func TestGoidOffset(t *testing.T) {
 			continue
 		}
 		f := openTarget(t, tg)
-		d, err := f.dwarfFieldOffset("runtime.g", "goid")
-		if err != nil {
-			t.Fatalf("%s: %v", tg, err)
-		}
+		d := stdlibFieldOffset(t, f, "runtime.g", "goid")
 		got, err := f.GoidOffset()
 		if err != nil || got != d {
 			t.Errorf("%s: GoidOffset() = %d, %v; DWARF says %d", tg, got, err, d)
