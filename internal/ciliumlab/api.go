@@ -134,32 +134,33 @@ func (l *Lab) Get(ctx context.Context, url string) (io.ReadCloser, error) {
 
 // DialContext dials from inside the lab's network namespace: the socket is
 // made on a thread that joined it, and keeps that namespace afterwards.
+// The thread goes back to the host's namespace before it is released.
 func (l *Lab) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
-	type result struct {
-		c   net.Conn
-		err error
+	runtime.LockOSThread()
+	host, err := os.Open("/proc/thread-self/ns/net")
+	if err != nil {
+		runtime.UnlockOSThread()
+		return nil, err
 	}
-	ch := make(chan result, 1)
-	go func() {
-		// The thread never returns to the host's namespace: it exits
-		// with this goroutine, since it stays locked.
-		runtime.LockOSThread()
-		ns, err := os.Open(fmt.Sprintf("/proc/%d/ns/net", l.initPID))
-		if err != nil {
-			ch <- result{err: err}
-			return
-		}
-		defer ns.Close()
-		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
-			ch <- result{err: fmt.Errorf("join the lab's network namespace: %w", err)}
-			return
-		}
-		var d net.Dialer
-		c, err := d.DialContext(ctx, network, addr)
-		ch <- result{c, err}
-	}()
-	r := <-ch
-	return r.c, r.err
+	defer host.Close()
+	lab, err := os.Open(fmt.Sprintf("/proc/%d/ns/net", l.initPID))
+	if err != nil {
+		runtime.UnlockOSThread()
+		return nil, err
+	}
+	defer lab.Close()
+	if err := unix.Setns(int(lab.Fd()), unix.CLONE_NEWNET); err != nil {
+		runtime.UnlockOSThread()
+		return nil, fmt.Errorf("join the lab's network namespace: %w", err)
+	}
+	var d net.Dialer
+	c, err := d.DialContext(ctx, network, addr)
+	if unix.Setns(int(host.Fd()), unix.CLONE_NEWNET) == nil {
+		runtime.UnlockOSThread()
+	}
+	// Otherwise the thread stays locked and Go ends it with this
+	// goroutine's caller: it never runs other code in the lab's namespace.
+	return c, err
 }
 
 // Regenerate makes every pod's endpoint regenerate rounds times, by

@@ -10,8 +10,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -35,6 +37,8 @@ type Lab struct {
 	dir    string // on the host: the agent's log
 	cgroup string // the lab's cgroup v2 directory on the host
 	sysctl map[string]string
+	closed chan struct{} // closed by Close: ends the threads that forked the lab's processes
+	once   sync.Once
 
 	init     *exec.Cmd // unshare, whose child is the namespaces' init
 	initPID  int       // host PID of that init
@@ -111,7 +115,7 @@ func Start(ctx context.Context, cfg Config) (l *Lab, err error) {
 			return nil, fmt.Errorf("the cilium lab needs %s (Debian: util-linux, iproute2, etcd-server)", tool)
 		}
 	}
-	l = &Lab{cfg: cfg, sysctl: map[string]string{}}
+	l = &Lab{cfg: cfg, sysctl: map[string]string{}, closed: make(chan struct{})}
 	for _, p := range hostSysctls {
 		if b, err := os.ReadFile(p); err == nil {
 			l.sysctl[p] = string(b)
@@ -184,15 +188,25 @@ func cgroup2Root() (string, error) {
 	return "", errors.New("the cilium lab needs a cgroup v2 hierarchy mounted on the host")
 }
 
-// inCgroup starts cmd inside the lab's cgroup from its first instruction,
-// and kills it if the test process dies.
-func (l *Lab) inCgroup(cmd *exec.Cmd) (func(), error) {
+// start starts cmd inside the lab's cgroup from its first instruction, and
+// has the kernel kill it if the test process dies (Pdeathsig). The kernel
+// sends that signal when the thread that forked it exits, and Go ends
+// threads of its own accord (a goroutine that exits locked to its thread),
+// so the fork is done from a thread kept, locked, until Close.
+func (l *Lab) start(cmd *exec.Cmd) error {
 	fd, err := syscall.Open(l.cgroup, syscall.O_DIRECTORY|syscall.O_RDONLY, 0)
 	if err != nil {
-		return nil, err
+		return err
 	}
+	defer syscall.Close(fd)
 	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd, Pdeathsig: syscall.SIGKILL}
-	return func() { syscall.Close(fd) }, nil
+	started := make(chan error)
+	go func() {
+		runtime.LockOSThread()
+		started <- cmd.Start()
+		<-l.closed
+	}()
+	return <-started
 }
 
 func (l *Lab) startInit(ctx context.Context) error {
@@ -203,13 +217,7 @@ func (l *Lab) startInit(ctx context.Context) error {
 		"--net", "--cgroup", "--propagation", "private", "--", "sh", "-c", initScript)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
-	done, err := l.inCgroup(cmd)
-	if err != nil {
-		return err
-	}
-	err = cmd.Start()
-	done()
-	if err != nil {
+	if err := l.start(cmd); err != nil {
 		return fmt.Errorf("start the lab's namespaces: %w", err)
 	}
 	l.init = cmd
@@ -298,13 +306,7 @@ func (l *Lab) StartAgent(ctx context.Context) error {
 		"env", "PATH=" + l.cfg.Binaries.PathDir + ":/usr/sbin:/usr/bin:/sbin:/bin", l.AgentBinary()}, l.AgentArgs()...)
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Stdout, cmd.Stderr = l.agentLog, l.agentLog
-	done, err := l.inCgroup(cmd)
-	if err != nil {
-		return err
-	}
-	err = cmd.Start()
-	done()
-	if err != nil {
+	if err := l.start(cmd); err != nil {
 		return fmt.Errorf("start cilium-agent: %w", err)
 	}
 	l.agent = cmd
@@ -453,6 +455,7 @@ func (l *Lab) addPod(ctx context.Context, name string) error {
 // checks that nothing is left: no process, no cgroup, the host's sysctls as
 // they were. It is safe to call more than once.
 func (l *Lab) Close() error {
+	l.once.Do(func() { close(l.closed) })
 	if l.agentLog != nil {
 		defer l.agentLog.Close()
 	}
