@@ -110,9 +110,11 @@ func Start(ctx context.Context, cfg Config) (l *Lab, err error) {
 	if cfg.Log == nil {
 		cfg.Log = io.Discard
 	}
-	for _, tool := range []string{"unshare", "nsenter", "ip", "etcd"} {
+	// cilium v1.17 also runs bpftool to probe the kernel, and exits
+	// without it.
+	for _, tool := range []string{"unshare", "nsenter", "ip", "etcd", "bpftool"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			return nil, fmt.Errorf("the cilium lab needs %s (Debian: util-linux, iproute2, etcd-server)", tool)
+			return nil, fmt.Errorf("the cilium lab needs %s (Debian: util-linux, iproute2, etcd-server, bpftool)", tool)
 		}
 	}
 	l = &Lab{cfg: cfg, sysctl: map[string]string{}, closed: make(chan struct{})}
@@ -325,7 +327,7 @@ func (l *Lab) StartAgent(ctx context.Context) error {
 		}
 		select {
 		case <-exited:
-			return fmt.Errorf("cilium-agent exited at start: %s", l.LogTail(20))
+			return fmt.Errorf("cilium-agent exited at start (%s): %s", cmd.ProcessState, l.LogTail(20))
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(200 * time.Millisecond):
@@ -458,6 +460,9 @@ func (l *Lab) Close() error {
 	l.once.Do(func() { close(l.closed) })
 	if l.agentLog != nil {
 		defer l.agentLog.Close()
+	}
+	if l.dir != "" {
+		defer os.RemoveAll(l.dir)
 	}
 	if l.cgroup != "" {
 		// Every process of the lab is in its cgroup: the init, etcd, the

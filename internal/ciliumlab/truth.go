@@ -117,7 +117,7 @@ func (l *Lab) Truth(a, b Mark) (Truth, error) {
 var (
 	completedLine = regexp.MustCompile(`msg="(Completed endpoint regeneration|Regeneration of endpoint failed)"`)
 	endpointAttr  = regexp.MustCompile(`\bendpointID=([0-9]+)`)
-	totalAttr     = regexp.MustCompile(`\btotal=([0-9.]+[a-zµ]+)`)
+	totalAttr     = regexp.MustCompile(`\btotal="?([0-9.]+[a-zµ]+)`)
 )
 
 // scanRegenerations calls fn for each regeneration the agent's log says
