@@ -34,7 +34,7 @@ e2e-cilium:
 
 # Modules of their own beside the tracer's, so that building the tracer never
 # downloads what only a fixture links (the Kubernetes API, compose-go, the
-# Grafana SDK).
+# Grafana SDK). layout_test.go fails if a go.mod is missing from this list.
 MODULES := examples/agent examples/deploy examples/grafana internal/bench/big
 
 # Runs every test: real uprobes, real Docker. Needs root and a Docker engine.
