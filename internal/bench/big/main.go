@@ -1,8 +1,9 @@
 // Command big links the tracer's dependency graph and every Kubernetes API
 // group, registered in a scheme as Kubernetes components do: a binary of
 // the size class of cilium-agent (100+ MB) for the attach benchmark,
-// without downloading one. It is never run for real: with -wait it only waits, as a process to attach to. It is not
-// under testdata so that go mod tidy keeps the modules it needs.
+// without downloading one. It is never run for real: with -wait it only
+// waits, as a process to attach to. It is a module of its own, so that only
+// the benchmark downloads the Kubernetes API, never a build of the tracer.
 package main
 
 import (
