@@ -93,9 +93,8 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	pid := 0
 	if a := d.cur; a != nil {
 		pid = a.proc.PID
-		if cs, err := a.set.Counters(); err == nil {
-			for id, cnt := range cs {
-				fn := a.set.Probes()[id].Func.Name
+		if cs, err := a.s.Counters(); err == nil {
+			for fn, cnt := range cs {
 				totals[fn] = totals[fn].Add(cnt)
 			}
 		}
@@ -141,7 +140,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(targetAttached, b2f(d.cur != nil))
 	gauge(targetPID, float64(pid))
 	if d.cur != nil {
-		gauge(targetGoid, b2f(!d.cur.builder.GoidUnknown))
+		gauge(targetGoid, b2f(d.cur.s.GoidErr == nil))
 	}
 	counter(reattaches, float64(d.reattaches))
 
