@@ -200,7 +200,15 @@ func (s *Set) sweep(maxAge time.Duration, kind Kind) ([]Record, error) {
 	return recs, nil
 }
 
-// InFlight returns how many goroutines have traced calls in flight.
+// GoroutineTableSize is how many goroutines can have traced calls in
+// flight at once: the size of the goroutine table. An entry on a goroutine
+// beyond it is counted untracked.
+func (s *Set) GoroutineTableSize() int {
+	return int(s.objs.Gstates.MaxEntries())
+}
+
+// InFlight returns how many goroutines have traced calls in flight: the
+// goroutine table's fill level.
 func (s *Set) InFlight() (int, error) {
 	var (
 		key uprobes.UprobesGkey
