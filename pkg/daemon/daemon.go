@@ -193,6 +193,10 @@ func (d *Daemon) Run(ctx context.Context) error {
 			// Stability first: never retry in a loop against a
 			// running agent; try again when it restarts.
 			d.log.Error("cannot attach, waiting for the target's next restart", "pid", p.PID, "err", err)
+			// Back where a reload replaces them.
+			d.mu.Lock()
+			d.exporters, d.pending = d.pending, nil
+			d.mu.Unlock()
 		},
 	})
 	if ctx.Err() != nil {
