@@ -76,9 +76,13 @@ type Session struct {
 	// detach has begun.
 	mu       sync.Mutex
 	finished bool
-	// probes guards the set's list of probes, which Add grows and the
-	// decoding of every record reads, and the builder, which copies it.
-	probes  sync.RWMutex
+	// list guards the length of the set's list of probes, which Add grows
+	// and reading a record consults, without keeping the probes' other
+	// changes waiting for a record.
+	list sync.RWMutex
+	// buildMu guards the builder and its own copy of the probes, which
+	// the changes update.
+	buildMu sync.Mutex
 	builder calls.Builder
 }
 
@@ -174,7 +178,7 @@ func start(cfg Config, f *symbols.File) (_ *Session, err error) {
 		return nil, err
 	}
 	s := &Session{cfg: cfg, PID: cfg.PID, Binary: bin, File: f, Set: set, Refused: refused, GoidErr: goidErr}
-	s.builder = calls.Builder{File: f, Bias: bias, Probes: set.Probes(), GoidUnknown: goidErr != nil}
+	s.builder = calls.Builder{File: f, Bias: bias, Probes: slices.Clone(set.Probes()), GoidUnknown: goidErr != nil}
 	if cfg.Stacks {
 		s.builder.Stack = set.Stack
 	}
@@ -225,10 +229,7 @@ func alive(pid int) error {
 // still in flight as unfinished.
 func (s *Session) Run(ctx context.Context, emit func(*calls.Call)) error {
 	handle := func(r *probe.Record) {
-		s.probes.RLock()
-		c, ok := s.build(r)
-		s.probes.RUnlock()
-		if ok {
+		if c, ok := s.build(r); ok {
 			emit(&c)
 		}
 	}
@@ -266,13 +267,14 @@ func (s *Session) Run(ctx context.Context, emit func(*calls.Call)) error {
 // list while it waits, not while the call is emitted: emit may wait for
 // whoever changes the probes.
 func (s *Session) read() (calls.Call, bool, error) {
-	s.probes.RLock()
-	defer s.probes.RUnlock()
+	var rec probe.Record
+	s.list.RLock()
 	// The probes wake the reader only for batches (see wakeup_flags in
 	// uprobes.c): the deadline bounds how long a lone call waits.
 	s.Set.SetDeadline(time.Now().Add(100 * time.Millisecond))
-	var rec probe.Record
-	if err := s.Set.Read(&rec); err != nil {
+	err := s.Set.Read(&rec)
+	s.list.RUnlock()
+	if err != nil {
 		return calls.Call{}, false, err
 	}
 	c, ok := s.build(&rec)
@@ -281,9 +283,9 @@ func (s *Session) read() (calls.Call, bool, error) {
 
 // expire sweeps the goroutine table and returns the calls it removed.
 func (s *Session) expire(maxAge time.Duration) ([]calls.Call, error) {
-	s.probes.RLock()
-	defer s.probes.RUnlock()
+	s.list.RLock()
 	recs, err := s.Set.Expire(maxAge)
+	s.list.RUnlock()
 	cs := make([]calls.Call, 0, len(recs))
 	for i := range recs {
 		if c, ok := s.build(&recs[i]); ok {
@@ -293,11 +295,21 @@ func (s *Session) expire(maxAge time.Duration) ([]calls.Call, error) {
 	return cs, err
 }
 
-// build converts a record; s.probes held.
+// build converts a record.
 func (s *Session) build(r *probe.Record) (calls.Call, bool) {
+	s.buildMu.Lock()
+	defer s.buildMu.Unlock()
 	// A record whose stack could not be read is still a call.
 	c, err := s.builder.Build(r)
 	return c, err == nil || c.Func != ""
+}
+
+// changed gives the builder the probes as they are now; s.mu held.
+func (s *Session) changed() {
+	ps := slices.Clone(s.Set.Probes())
+	s.buildMu.Lock()
+	s.builder.Probes = ps
+	s.buildMu.Unlock()
 }
 
 // finish detaches the probes and reports every call they saw: those that
@@ -326,6 +338,7 @@ func (s *Session) change(f func() error) error {
 	if s.finished {
 		return ErrFinished
 	}
+	defer s.changed()
 	return f()
 }
 
@@ -334,11 +347,10 @@ func (s *Session) change(f func() error) error {
 func (s *Session) Add(p probe.Probe) (int, error) {
 	var id int
 	err := s.change(func() error {
-		s.probes.Lock()
-		defer s.probes.Unlock()
+		s.list.Lock()
+		defer s.list.Unlock()
 		var err error
 		id, err = s.Set.Add(p)
-		s.builder.Probes = s.Set.Probes()
 		return err
 	})
 	return id, err
@@ -367,29 +379,28 @@ func (s *Session) SetConfig(id int, c probe.Config) error {
 
 // Probes returns the probes, indexed by probe ID, those detached included.
 func (s *Session) Probes() []probe.Probe {
-	s.probes.RLock()
-	defer s.probes.RUnlock()
-	return slices.Clone(s.Set.Probes())
+	s.buildMu.Lock()
+	defer s.buildMu.Unlock()
+	return slices.Clone(s.builder.Probes)
 }
 
 // ProbeCounters returns the BPF counters, indexed by probe ID.
 func (s *Session) ProbeCounters() ([]probe.Counters, error) {
-	s.probes.RLock()
-	defer s.probes.RUnlock()
+	s.list.RLock()
+	defer s.list.RUnlock()
 	return s.Set.Counters()
 }
 
 // Counters returns the BPF counters per function name.
 func (s *Session) Counters() (map[string]probe.Counters, error) {
-	s.probes.RLock()
-	defer s.probes.RUnlock()
-	cs, err := s.Set.Counters()
+	cs, err := s.ProbeCounters()
 	if err != nil {
 		return nil, err
 	}
+	probes := s.Probes()
 	out := make(map[string]probe.Counters, len(cs))
 	for id, c := range cs {
-		out[s.Set.Probes()[id].Func.Name] = c
+		out[probes[id].Func.Name] = c
 	}
 	return out, nil
 }
