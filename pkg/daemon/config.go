@@ -37,6 +37,12 @@ type Config struct {
 	Governor  GovernorConfig          `yaml:"governor"`
 	Jitter    JitterConfig            `yaml:"jitter"`
 	Metrics   MetricsConfig           `yaml:"metrics"`
+
+	// ExpireAfter is how long a call may go without returning before it
+	// is reported unfinished and leaves the goroutine table, so goroutines
+	// that ended without a RET (Goexit, a panic) do not fill it; default
+	// 10m.
+	ExpireAfter time.Duration `yaml:"expire_after"`
 }
 
 // TargetConfig selects the process to trace: at most one of PID, Container
@@ -274,6 +280,10 @@ func (c *Config) Validate() error {
 			ce := e.(*export.ConfigError)
 			bad(ce.Path(), "%v", ce.Err)
 		}
+	}
+
+	if c.ExpireAfter < 0 {
+		bad("expire_after", "%v is negative", c.ExpireAfter)
 	}
 
 	if c.Pipeline.QueueSize < 0 || c.Pipeline.BatchSize < 0 || c.Pipeline.BatchTimeout < 0 {

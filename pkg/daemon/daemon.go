@@ -36,65 +36,46 @@ type Options struct {
 	Rand *rand.Rand
 }
 
-// A Daemon traces one target continuously: it attaches the configured
-// probes, follows the target across restarts, keeps the probes' cost under
-// budget with a Governor and exports spans until Run's context ends.
+// A Daemon traces one target continuously: it follows the target across
+// restarts with a session.Follow, keeps the probes' cost under budget with
+// a Governor, applies reloaded configurations to the running session and
+// exports spans until Run's context ends.
 type Daemon struct {
 	opts Options
 	log  *slog.Logger
 
-	// mu guards everything below, the current attachment's builder,
-	// pipeline and ids, and the probe configurations in its set.
+	// mu guards everything below and the current attachment's pipeline.
 	mu         sync.Mutex
 	cfg        Config
 	exporters  map[string]export.Exporter // built by New for the first attachment
 	gov        *Governor
 	cost       time.Duration
 	cur        *attachment
-	base       map[string]probe.Counters // counters of sets closed since start
+	base       map[string]probe.Counters // counters of sessions ended since start
 	retired    export.Stats              // stats of pipelines shut down since start
 	reattaches uint64
 	wake       chan struct{}
 	metrics    net.Addr
 
-	// kept is the executable of the last target, open after it exited:
-	// a restart running the same file needs no new symbol tables. Only
-	// Run's goroutine uses it.
-	kept    *kept
 	running chan struct{} // closed once the metrics server listens
+
+	// Only Run's goroutine, through the hooks of its session.Follow, uses
+	// these: what the attach under way was configured with, and when
+	// the last session ended.
+	pending  map[string]export.Exporter
+	maxEPS   map[string]float64
+	last     container.Process
+	stopped  time.Time
+	attaches int
 }
 
-type kept struct {
-	proc container.Process
-	file *symbols.File
-}
-
-// symbolsFor returns the executable of proc: the last target's when it ran
-// the same file, else bin opened anew.
-func (d *Daemon) symbolsFor(proc container.Process, bin string, override bool) (*symbols.File, error) {
-	k := d.kept
-	d.kept = nil
-	if k != nil {
-		if !override && proc.SameBinary(k.proc) {
-			return k.file, nil
-		}
-		k.file.Close()
-	}
-	return symbols.Open(bin)
-}
-
-// attachment is the daemon's hold on one target process.
+// attachment is the daemon's side of one session: the pipeline of its
+// spans and the governor's loop over its probes.
 type attachment struct {
 	proc    container.Process
-	file    *symbols.File
-	builder calls.Builder
-	ids     map[string]int // function -> probe ID, removed ones included
+	s       *session.Session
 	pipe    *export.Pipeline
-
-	// setMu lets the reader Read without d.mu while Add changes the
-	// set's probe list, which Read consults.
-	setMu sync.RWMutex
-	set   *probe.Set
+	stopGov func()
 }
 
 // ErrNoProbes: no configured pattern matched a function that can be
@@ -143,18 +124,17 @@ func (d *Daemon) MetricsAddr() net.Addr {
 // ambiguous, or the first attach fails.
 func (d *Daemon) Run(ctx context.Context) error {
 	defer func() {
-		if d.kept != nil {
-			d.kept.file.Close()
-			d.kept = nil
-		}
-		// Exporters built by New and never handed to a pipeline.
+		// Exporters built and never handed to a pipeline.
 		d.mu.Lock()
 		exps := d.exporters
 		d.exporters = nil
 		d.mu.Unlock()
-		for _, e := range exps {
-			e.Shutdown(context.Background())
+		for _, m := range []map[string]export.Exporter{exps, d.pending} {
+			for _, e := range m {
+				e.Shutdown(context.Background())
+			}
 		}
+		d.pending = nil
 	}()
 	cfg := d.config()
 	stopMetrics, err := d.serveMetrics(cfg.Metrics.Listen)
@@ -178,77 +158,51 @@ func (d *Daemon) Run(ctx context.Context) error {
 
 	if wait := Jitter(cfg.Jitter.Start, d.opts.Rand); wait > 0 {
 		d.log.Info("start jitter: waiting before attaching", "wait", wait.Round(time.Millisecond), "window", cfg.Jitter.Start)
-		if !sleep(ctx, wait) {
+		select {
+		case <-ctx.Done():
 			return nil
+		case <-time.After(wait):
 		}
 	}
 
-	sel := cfg.Target.selector()
-	proc, err := d.find(ctx, sel, cfg.Target.backoff())
-	if err != nil || ctx.Err() != nil {
-		return err
+	fc := session.FollowConfig{
+		Target:  cfg.Target.selector(),
+		Backoff: cfg.Target.backoff(),
+		Wait:    true,
+		Persist: true,
+		Jitter:  func() time.Duration { return Jitter(d.config().Jitter.Reattach, d.opts.Rand) },
 	}
-	a, err := d.attach(proc)
-	if err != nil {
-		return err
+	err = session.Follow(ctx, fc, session.Hooks{
+		Configure: d.configure,
+		Call:      d.emit,
+		Attached:  d.attached,
+		Detached: func(s *session.Session, err error) {
+			d.detached(s, err, ctx.Err() != nil)
+		},
+		Waiting: func(attempt int, err error, wait time.Duration) {
+			switch {
+			case d.attaches > 0:
+				d.log.Debug("target not back yet", "attempt", attempt, "err", err, "retry_in", wait)
+			case attempt == 0:
+				d.log.Info("waiting for the target", "err", err)
+			default:
+				d.log.Debug("target not found yet", "attempt", attempt, "err", err, "retry_in", wait)
+			}
+		},
+		Failed: func(p container.Process, err error) {
+			// Stability first: never retry in a loop against a
+			// running agent; try again when it restarts.
+			d.log.Error("cannot attach, waiting for the target's next restart", "pid", p.PID, "err", err)
+			// Back where a reload replaces them.
+			d.mu.Lock()
+			d.exporters, d.pending = d.pending, nil
+			d.mu.Unlock()
+		},
+	})
+	if ctx.Err() != nil {
+		return nil
 	}
-	d.log.Info("tracing", "pid", proc.PID, "target", proc.String(), "probes", len(a.set.Probes()))
-	for {
-		err := d.trace(ctx, a)
-		d.finish(a)
-		if ctx.Err() != nil {
-			return nil
-		}
-		// A target that exited is waited for; one still running after a
-		// read error is attached to again after a backoff.
-		exited := errors.Is(err, session.ErrTargetExited)
-		if exited {
-			d.log.Info("target exited, waiting for it to come back", "pid", proc.PID)
-		} else {
-			d.log.Error("tracing stopped, attaching again", "pid", proc.PID, "err", err)
-		}
-		cfg = d.config()
-		stopped := time.Now()
-		for {
-			next := proc
-			if exited {
-				next, err = container.Watch(ctx, sel, proc, container.WatchOptions{
-					Backoff: cfg.Target.backoff(),
-					OnRetry: func(attempt int, err error, wait time.Duration) {
-						d.log.Debug("target not back yet", "attempt", attempt, "err", err, "retry_in", wait)
-					},
-				})
-				if err != nil {
-					return nil // ctx is done
-				}
-			} else if !sleep(ctx, cfg.Target.backoff().Next(0)) {
-				return nil
-			}
-			if wait := Jitter(cfg.Jitter.Reattach, d.opts.Rand); wait > 0 && !sleep(ctx, wait) {
-				return nil
-			}
-			a, err = d.attach(next)
-			if err != nil {
-				// Stability first: never retry in a loop against a
-				// running agent; try again when it restarts.
-				d.log.Error("cannot attach, waiting for the target's next restart", "pid", next.PID, "err", err)
-				proc, exited = next, true
-				continue
-			}
-			if exited {
-				d.mu.Lock()
-				d.reattaches++
-				d.mu.Unlock()
-				d.log.Info("target restarted: re-attached",
-					"old_pid", proc.PID, "pid", next.PID, "binary_changed", !next.SameBinary(proc),
-					"probes", len(a.set.Probes()), "after", time.Since(stopped).Round(time.Millisecond))
-			} else {
-				d.log.Info("re-attached", "pid", next.PID, "probes", len(a.set.Probes()))
-			}
-			proc = next
-			break
-		}
-	}
+	return err
 }
 
 func (d *Daemon) config() Config {
@@ -267,106 +221,162 @@ func policy(g GovernorConfig, cost time.Duration) Policy {
 	}
 }
 
-// find resolves the target, waiting with backoff while it is not there. An
-// ambiguous selector is the operator's to fix: it is returned.
-func (d *Daemon) find(ctx context.Context, sel container.Selector, b container.Backoff) (container.Process, error) {
-	for attempt := 0; ; attempt++ {
-		p, err := container.Resolve(ctx, sel)
-		if err == nil {
-			return p, nil
+// configure returns the session configuration of an attach to proc, from
+// the configuration in force, and readies the exporters for it.
+func (d *Daemon) configure(proc container.Process) (session.Config, error) {
+	cfg := d.config()
+	offsets, err := loadOffsets(cfg)
+	if err != nil {
+		return session.Config{}, err
+	}
+	if d.pending == nil {
+		d.mu.Lock()
+		d.pending = d.exporters
+		d.exporters = nil
+		d.mu.Unlock()
+	}
+	if d.pending == nil {
+		if d.pending, err = export.NewExporters(context.Background(), cfg.Exporters, d.opts.Stdout); err != nil {
+			return session.Config{}, err
 		}
-		if errors.Is(err, container.ErrAmbiguous) || ctx.Err() != nil {
-			return container.Process{}, err
+	}
+	return session.Config{
+		Binary:      cfg.Target.Binary,
+		Stacks:      cfg.Stacks,
+		Offsets:     offsets,
+		ExpireAfter: cfg.ExpireAfter,
+		Detaching:   d.detaching,
+		Resolve: func(f *symbols.File) ([]probe.Probe, []session.Refused, error) {
+			probes, maxEPS, err := d.resolve(f, cfg, offsets)
+			if err != nil {
+				return nil, nil, err
+			}
+			if len(probes) == 0 {
+				return nil, nil, fmt.Errorf("%s: %w", cmp.Or(cfg.Target.Binary, proc.Binary), ErrNoProbes)
+			}
+			d.maxEPS = maxEPS
+			return probes, nil, nil
+		},
+	}, nil
+}
+
+// attached starts a pipeline for the spans of a new session and puts its
+// probes under the governor.
+func (d *Daemon) attached(s *session.Session, proc container.Process, restarted bool) {
+	if s.GoidErr != nil {
+		// Without the goid offset the probes pair calls by g address,
+		// which is no goroutine ID: the spans leave goroutine.id out.
+		d.log.Warn("goroutine IDs unknown", "err", s.GoidErr)
+	}
+	a := &attachment{proc: proc, s: s}
+	a.pipe = d.pipeline(d.config(), a, d.pending)
+	d.pending = nil
+	probes := s.Probes()
+
+	d.mu.Lock()
+	ids := map[string]int{}
+	for id, p := range probes {
+		ids[p.Func.Name] = id
+		d.gov.Add(p.Func.Name, id, p.Config, d.maxEPS[p.Func.Name])
+	}
+	d.gov.Keep(ids)
+	d.cur = a
+	if restarted {
+		d.reattaches++
+	}
+	d.mu.Unlock()
+	a.stopGov = d.govern(s)
+
+	switch {
+	case d.attaches == 0:
+		d.log.Info("tracing", "pid", proc.PID, "target", proc.String(), "probes", len(probes))
+	case restarted:
+		d.log.Info("target restarted: re-attached",
+			"old_pid", d.last.PID, "pid", proc.PID, "binary_changed", !proc.SameBinary(d.last),
+			"probes", len(probes), "after", time.Since(d.stopped).Round(time.Millisecond))
+	default:
+		d.log.Info("re-attached", "pid", proc.PID, "probes", len(probes))
+	}
+	d.attaches++
+	d.last = proc
+}
+
+// govern runs the governor over s's probes until the returned function
+// is called.
+func (d *Daemon) govern(s *session.Session) (stop func()) {
+	quit, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			d.mu.Lock()
+			next := d.gov.Next()
+			d.mu.Unlock()
+			t := time.NewTimer(time.Until(next))
+			select {
+			case <-quit:
+				t.Stop()
+				return
+			case <-d.wake:
+				t.Stop()
+			case <-t.C:
+				d.mu.Lock()
+				err := d.gov.Tick(time.Now(), s)
+				d.mu.Unlock()
+				if err != nil {
+					d.log.Warn("governor", "err", err)
+				}
+			}
 		}
-		wait := b.Next(attempt)
-		if attempt == 0 {
-			d.log.Info("waiting for the target", "err", err)
-		} else {
-			d.log.Debug("target not found yet", "attempt", attempt, "err", err, "retry_in", wait)
-		}
-		if !sleep(ctx, wait) {
-			return container.Process{}, nil
-		}
+	}()
+	return func() {
+		close(quit)
+		<-done
 	}
 }
 
-// attach opens the target's executable, attaches the probes and starts a
-// pipeline for its spans.
-func (d *Daemon) attach(proc container.Process) (_ *attachment, err error) {
-	cfg := d.config()
-	bin := cmp.Or(cfg.Target.Binary, proc.Binary)
-	f, err := d.symbolsFor(proc, bin, cfg.Target.Binary != "")
-	if err != nil {
-		return nil, err
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
-		}
-	}()
-	offsets, err := loadOffsets(cfg)
-	if err != nil {
-		return nil, err
-	}
-	probes, maxEPS, err := d.resolve(f, cfg, offsets)
-	if err != nil {
-		return nil, err
-	}
-	if len(probes) == 0 {
-		return nil, fmt.Errorf("%s: %w", bin, ErrNoProbes)
-	}
-	bias, err := f.Bias(proc.PID)
-	if err != nil {
-		return nil, fmt.Errorf("load address of %s in PID %d: %w", bin, proc.PID, err)
-	}
-	// Without the goid offset the probes pair calls by g address, which
-	// is no goroutine ID: the spans leave goroutine.id out.
-	goid, goidErr := f.GoidOffsetFrom(offsets)
-	if goidErr != nil {
-		d.log.Warn("goroutine IDs unknown", "err", goidErr)
-	}
-	set, err := probe.Attach(probes, probe.Options{
-		Binary:     bin,
-		PID:        proc.PID,
-		GoidOffset: goid,
-		Stacks:     cfg.Stacks,
-		Panics:     session.PanicOffsets(f),
-	})
-	if err != nil {
-		return nil, err
-	}
-
+// detaching stops the governor before the session removes the probes, and
+// logs how long that took.
+func (d *Daemon) detaching(uprobes int) func() {
 	d.mu.Lock()
-	exps := d.exporters
-	d.exporters = nil
+	a := d.cur
 	d.mu.Unlock()
-	if exps == nil {
-		if exps, err = export.NewExporters(context.Background(), cfg.Exporters, d.opts.Stdout); err != nil {
-			set.Close()
-			return nil, err
+	a.stopGov()
+	start := time.Now()
+	return func() {
+		d.log.Info("probes detached", "uprobes", uprobes, "took", time.Since(start).Round(time.Millisecond))
+	}
+}
+
+// detached keeps the counters of a session that ended and flushes its
+// pipeline. A target that exited is waited for; one still running after a
+// read error is attached to again after a backoff.
+func (d *Daemon) detached(s *session.Session, err error, stopping bool) {
+	cs, cerr := s.Counters()
+	d.mu.Lock()
+	if cerr == nil {
+		for fn, c := range cs {
+			d.base[fn] = d.base[fn].Add(c)
 		}
 	}
-	a := &attachment{proc: proc, file: f, set: set, ids: map[string]int{}}
-	a.builder = calls.Builder{File: f, Bias: bias, Probes: set.Probes(), GoidUnknown: goidErr != nil}
-	if cfg.Stacks {
-		a.builder.Stack = set.Stack
-	}
-	a.pipe = d.pipeline(cfg, a, exps)
+	d.gov.Reset()
+	a := d.cur
+	d.cur = nil
+	d.mu.Unlock()
+	d.retirePipeline(a.pipe)
+	d.stopped = time.Now()
 
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	for id, p := range set.Probes() {
-		a.ids[p.Func.Name] = id
-		d.gov.Add(p.Func.Name, id, p.Config, maxEPS[p.Func.Name])
+	switch {
+	case errors.Is(err, session.ErrTargetExited):
+		d.log.Info("target exited, waiting for it to come back", "pid", a.proc.PID)
+	case stopping && err != nil:
+		d.log.Warn("reading the calls in flight", "err", err)
+	case err != nil:
+		d.log.Error("tracing stopped, attaching again", "pid", a.proc.PID, "err", err)
 	}
-	d.gov.Keep(a.ids)
-	d.cur = a
-	d.poke()
-	return a, nil
 }
 
 func (d *Daemon) pipeline(cfg Config, a *attachment, exps map[string]export.Exporter) *export.Pipeline {
-	res := export.Resource{PID: a.proc.PID, ContainerID: a.proc.ContainerID, GoVersion: a.file.GoVersion}
+	res := export.Resource{PID: a.proc.PID, ContainerID: a.proc.ContainerID, GoVersion: a.s.File.GoVersion}
 	res.HostName = export.NodeName()
 	return export.NewPipeline(export.NewSpanBuilder(res), exps, export.PipelineConfig{
 		QueueSize:    cfg.Pipeline.QueueSize,
@@ -431,98 +441,11 @@ func (d *Daemon) poke() {
 	}
 }
 
-// trace reads calls and runs the governor until ctx is done or the target
-// exits.
-func (d *Daemon) trace(ctx context.Context, a *attachment) error {
-	tctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	go func() {
-		if container.WaitExit(tctx, a.proc) == nil {
-			cancel(fmt.Errorf("PID %d: %w", a.proc.PID, session.ErrTargetExited))
-		}
-	}()
-	readErr := make(chan error, 1)
-	go func() { readErr <- d.read(tctx, a) }()
-
-	for {
-		d.mu.Lock()
-		next := d.gov.Next()
-		d.mu.Unlock()
-		t := time.NewTimer(time.Until(next))
-		select {
-		case <-tctx.Done():
-			t.Stop()
-			<-readErr
-			return context.Cause(tctx)
-		case err := <-readErr:
-			t.Stop()
-			return err
-		case <-d.wake:
-			t.Stop()
-		case <-t.C:
-			d.mu.Lock()
-			err := d.gov.Tick(time.Now(), a.set)
-			d.mu.Unlock()
-			if err != nil {
-				d.log.Warn("governor", "err", err)
-			}
-		}
-	}
-}
-
-func (d *Daemon) read(ctx context.Context, a *attachment) error {
-	var rec probe.Record
-	for ctx.Err() == nil {
-		a.setMu.RLock()
-		a.set.SetDeadline(time.Now().Add(100 * time.Millisecond))
-		err := a.set.Read(&rec)
-		a.setMu.RUnlock()
-		switch {
-		case err == nil:
-			d.mu.Lock()
-			d.emit(a, &rec)
-			d.mu.Unlock()
-		case errors.Is(err, os.ErrDeadlineExceeded):
-		default:
-			return err
-		}
-	}
-	return nil
-}
-
-// emit builds the call of one record and queues it for export; d.mu held.
-func (d *Daemon) emit(a *attachment, r *probe.Record) {
-	// A record whose stack could not be read is still a call.
-	c, err := a.builder.Build(r)
-	if err != nil && c.Func == "" {
-		return
-	}
-	a.pipe.Enqueue(c)
-}
-
-// finish detaches every probe, reports the calls still in flight as
-// unfinished, flushes the pipeline and closes the set.
-func (d *Daemon) finish(a *attachment) {
+// emit queues a call for export.
+func (d *Daemon) emit(c *calls.Call) {
 	d.mu.Lock()
-	start, n := time.Now(), a.set.Uprobes()
-	if err := a.set.Stop(func(r *probe.Record) { d.emit(a, r) }); err != nil {
-		d.log.Warn("reading the calls in flight", "err", err)
-	}
-	d.log.Info("probes detached", "uprobes", n, "took", time.Since(start).Round(time.Millisecond))
-	if cs, err := a.set.Counters(); err == nil {
-		for id, c := range cs {
-			d.base[a.set.Probes()[id].Func.Name] = d.base[a.set.Probes()[id].Func.Name].Add(c)
-		}
-	}
-	d.gov.Reset()
-	d.cur = nil
-	d.mu.Unlock()
-
-	d.retirePipeline(a.pipe)
-	if err := a.set.Close(); err != nil {
-		d.log.Warn("detaching", "err", err)
-	}
-	d.kept = &kept{proc: a.proc, file: a.file}
+	defer d.mu.Unlock()
+	d.cur.pipe.Enqueue(*c)
 }
 
 // retirePipeline flushes and shuts down a pipeline, keeping its counters
@@ -580,6 +503,7 @@ func (d *Daemon) Reload(cfg Config) error {
 	}{
 		{"target", old.Target.selector() != cfg.Target.selector() || old.Target.Binary != cfg.Target.Binary},
 		{"stacks", old.Stacks != cfg.Stacks},
+		{"expire_after", old.ExpireAfter != cfg.ExpireAfter},
 		{"metrics.listen", old.Metrics.Listen != cfg.Metrics.Listen},
 	} {
 		if k.changed {
@@ -596,7 +520,7 @@ func (d *Daemon) Reload(cfg Config) error {
 	if a != nil {
 		offsets, err := loadOffsets(cfg)
 		if err == nil {
-			probes, maxEPS, err = d.resolve(a.file, cfg, offsets)
+			probes, maxEPS, err = d.resolve(a.s.File, cfg, offsets)
 		}
 		if err != nil {
 			for _, e := range exps {
@@ -647,11 +571,17 @@ func (d *Daemon) reloadProbes(a *attachment, probes []probe.Probe, maxEPS map[st
 	for _, p := range probes {
 		want[p.Func.Name] = p
 	}
-	for _, name := range sortedKeys(a.ids) {
+	// Every probe the session had, removed ones included: one added
+	// again is attached again under its ID.
+	ids := map[string]int{}
+	for id, p := range a.s.Probes() {
+		ids[p.Func.Name] = id
+	}
+	for _, name := range sortedKeys(ids) {
 		if _, ok := want[name]; ok || !d.gov.Has(name) {
 			continue
 		}
-		if err := a.set.Detach(a.ids[name]); err != nil {
+		if err := a.s.Detach(ids[name]); err != nil {
 			d.log.Warn("reload: cannot detach probe", "func", name, "err", err)
 			continue
 		}
@@ -660,25 +590,22 @@ func (d *Daemon) reloadProbes(a *attachment, probes []probe.Probe, maxEPS map[st
 	}
 	for _, p := range probes {
 		name := p.Func.Name
-		id, known := a.ids[name]
+		id, known := ids[name]
 		switch {
 		case !known:
-			a.setMu.Lock()
-			id, err := a.set.Add(p)
-			a.setMu.Unlock()
+			id, err := a.s.Add(p)
 			if err != nil {
 				d.log.Warn("reload: cannot attach probe", "func", name, "err", err)
 				continue
 			}
-			a.ids[name] = id
 			d.gov.Add(name, id, p.Config, maxEPS[name])
 			d.log.Info("reload: probe added", "func", name)
 		case !d.gov.Has(name):
-			if err := a.set.SetConfig(id, p.Config); err != nil {
+			if err := a.s.SetConfig(id, p.Config); err != nil {
 				d.log.Warn("reload: cannot configure probe", "func", name, "err", err)
 				continue
 			}
-			if err := a.set.Reattach(id); err != nil {
+			if err := a.s.Reattach(id); err != nil {
 				d.log.Warn("reload: cannot attach probe", "func", name, "err", err)
 				continue
 			}
@@ -690,7 +617,7 @@ func (d *Daemon) reloadProbes(a *attachment, probes []probe.Probe, maxEPS map[st
 			if c, eps := d.gov.Config(name); c == p.Config && eps == maxEPS[name] {
 				continue
 			}
-			if err := a.set.SetConfig(id, p.Config); err != nil {
+			if err := a.s.SetConfig(id, p.Config); err != nil {
 				d.log.Warn("reload: cannot configure probe", "func", name, "err", err)
 				continue
 			}
@@ -699,7 +626,6 @@ func (d *Daemon) reloadProbes(a *attachment, probes []probe.Probe, maxEPS map[st
 				"min_duration", p.MinDuration, "max_events_per_second", maxEPS[name])
 		}
 	}
-	a.builder.Probes = a.set.Probes()
 }
 
 func sortedKeys[V any](m map[string]V) []string {

@@ -63,9 +63,9 @@ const readmit = 0.5
 // maxDuty keeps a throttled probe detached at least half the time.
 const maxDuty = 0.5
 
-// probeSet is what the governor needs of a *probe.Set.
+// probeSet is what the governor needs of a *session.Session.
 type probeSet interface {
-	Counters() ([]probe.Counters, error)
+	ProbeCounters() ([]probe.Counters, error)
 	Pause(id int) error
 	Detach(id int) error
 	Reattach(id int) error
@@ -210,7 +210,7 @@ func (g *Governor) Next() time.Time {
 // cycles, and every Interval measures the admitted probes and divides the
 // budget again.
 func (g *Governor) Tick(now time.Time, set probeSet) error {
-	cs, err := set.Counters()
+	cs, err := set.ProbeCounters()
 	if err != nil {
 		return fmt.Errorf("governor: %w", err)
 	}

@@ -40,7 +40,7 @@ func (s *fakeSet) advance(d time.Duration) {
 	}
 }
 
-func (s *fakeSet) Counters() ([]probe.Counters, error) {
+func (s *fakeSet) ProbeCounters() ([]probe.Counters, error) {
 	out := make([]probe.Counters, len(s.hits))
 	for i, h := range s.hits {
 		out[i].Hits = uint64(h)

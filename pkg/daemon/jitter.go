@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"context"
 	"math/rand/v2"
 	"time"
 )
@@ -19,19 +18,4 @@ func Jitter(window time.Duration, r *rand.Rand) time.Duration {
 		return time.Duration(r.Int64N(int64(window)))
 	}
 	return time.Duration(rand.Int64N(int64(window)))
-}
-
-// sleep waits d or until ctx is done, and reports whether it waited it all.
-func sleep(ctx context.Context, d time.Duration) bool {
-	if d <= 0 {
-		return ctx.Err() == nil
-	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }

@@ -17,6 +17,7 @@ func desc(name, help string, labels ...string) *prometheus.Desc {
 
 var (
 	probeHits       = desc("probe_hits_total", "Entry probe hits, sampled or not, while attached.", "function")
+	probeReturns    = desc("probe_returns_total", "RET probe hits that completed a traced call, filtered ones included.", "function")
 	probeEmitted    = desc("probe_emitted_total", "Calls written to the ring buffer.", "function")
 	probeDropped    = desc("probe_dropped_total", "Calls lost because the ring buffer was full.", "function")
 	probeUnfinished = desc("probe_unfinished_total", "Calls that ended without a RET: panic, Goexit, or in flight when detached.", "function")
@@ -40,6 +41,8 @@ var (
 	targetAttached = desc("target_attached", "Whether the daemon is attached to its target.")
 	targetPID      = desc("target_pid", "Host PID of the traced process; 0 while waiting for it.")
 	reattaches     = desc("target_reattaches_total", "Times the daemon re-attached to a restarted target.")
+	goroutineTable = desc("goroutine_table_entries", "Goroutines with traced calls in flight: the fill level of the goroutine table. Calls that never return (Goexit, a panic) stay until expire_after.")
+	goroutineCap   = desc("goroutine_table_capacity", "Goroutines the goroutine table holds; entries beyond are counted in tracer_probe_untracked_total.")
 	targetGoid     = desc("target_goid_known", "Whether goroutine IDs of the attached target are known: 0 when the goid offset of its Go release is in neither the tracer's table, DWARF, nor the offsets file; spans then have no goroutine.id.")
 
 	exportReceived = desc("export_received_total", "Calls offered to the export pipeline.")
@@ -93,12 +96,15 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	pid := 0
 	if a := d.cur; a != nil {
 		pid = a.proc.PID
-		if cs, err := a.set.Counters(); err == nil {
-			for id, cnt := range cs {
-				fn := a.set.Probes()[id].Func.Name
+		if cs, err := a.s.Counters(); err == nil {
+			for fn, cnt := range cs {
 				totals[fn] = totals[fn].Add(cnt)
 			}
 		}
+		if n, err := a.s.Set.InFlight(); err == nil {
+			gauge(goroutineTable, float64(n))
+		}
+		gauge(goroutineCap, float64(a.s.Set.GoroutineTableSize()))
 		cur := a.pipe.Stats()
 		st.Received += cur.Received
 		st.Dropped += cur.Dropped
@@ -125,6 +131,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for fn, t := range totals {
 		counter(probeHits, float64(t.Hits), fn)
+		counter(probeReturns, float64(t.Returns), fn)
 		counter(probeEmitted, float64(t.Emitted), fn)
 		counter(probeDropped, float64(t.Dropped), fn)
 		counter(probeUnfinished, float64(t.Unfinished), fn)
@@ -141,7 +148,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(targetAttached, b2f(d.cur != nil))
 	gauge(targetPID, float64(pid))
 	if d.cur != nil {
-		gauge(targetGoid, b2f(!d.cur.builder.GoidUnknown))
+		gauge(targetGoid, b2f(d.cur.s.GoidErr == nil))
 	}
 	counter(reattaches, float64(d.reattaches))
 

@@ -156,6 +156,12 @@ func (s *Set) sweep(maxAge time.Duration, kind Kind) ([]Record, error) {
 	if err != nil {
 		return nil, err
 	}
+	idle := func(gs *uprobes.UprobesGstate) bool {
+		n := min(int(gs.N), len(gs.Frames))
+		// The newest frame is the last: if it is young, so is the
+		// goroutine's activity.
+		return n == 0 || now-gs.Frames[n-1].StartNs >= uint64(maxAge)
+	}
 	var (
 		key  uprobes.UprobesGkey
 		gs   uprobes.UprobesGstate
@@ -164,43 +170,81 @@ func (s *Set) sweep(maxAge time.Duration, kind Kind) ([]Record, error) {
 	)
 	it := s.objs.Gstates.Iterate()
 	for it.Next(&key, &gs) {
-		n := min(int(gs.N), len(gs.Frames))
-		// The newest frame is the last: if it is young, so is the
-		// goroutine's activity.
-		if n > 0 && now-gs.Frames[n-1].StartNs < uint64(maxAge) {
-			continue
-		}
-		keys = append(keys, key)
-		for i := 0; i < n; i++ {
-			f := gs.Frames[i]
-			r := Record{
-				ID: f.Id, RootID: gs.Frames[0].Id,
-				Start: f.StartNs, End: now,
-				Goroutine: gs.Goid, Depth: f.Depth, Caller: f.Caller,
-				Probe: int(f.ProbeId), StackID: f.StackId,
-				Kind: kind, PID: int(key.Tgid),
-			}
-			if i > 0 {
-				r.ParentID = gs.Frames[i-1].Id
-			}
-			if f.Captured != 0 && r.Probe < len(s.probes) {
-				r.Values = s.takeValues(f.Id, len(s.probes[r.Probe].Captures))
-			}
-			recs = append(recs, r)
+		if idle(&gs) {
+			keys = append(keys, key)
 		}
 	}
 	if err := it.Err(); err != nil {
-		return recs, fmt.Errorf("read goroutine table: %w", err)
+		return nil, fmt.Errorf("read goroutine table: %w", err)
 	}
+	// The probes go on meanwhile: each goroutine is reported as it is
+	// when it leaves the table, so a call that returned since the scan is
+	// not reported twice, and one that entered is not lost.
 	for _, k := range keys {
-		if err := s.objs.Gstates.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		switch err := s.take(k, &gs); {
+		case errors.Is(err, ebpf.ErrKeyNotExist):
+			continue // its last call returned
+		case err != nil:
 			return recs, fmt.Errorf("clear goroutine table: %w", err)
 		}
+		// A call entered since the scan: the goroutine goes back, unless
+		// a probe has made it a new entry meanwhile.
+		if !idle(&gs) && s.objs.Gstates.Update(k, &gs, ebpf.UpdateNoExist) == nil {
+			continue
+		}
+		recs = append(recs, s.records(k, &gs, now, kind)...)
 	}
 	return recs, nil
 }
 
-// InFlight returns how many goroutines have traced calls in flight.
+// take removes goroutine k from the table and returns its state as it was
+// then.
+func (s *Set) take(k uprobes.UprobesGkey, gs *uprobes.UprobesGstate) error {
+	err := s.objs.Gstates.LookupAndDelete(k, gs)
+	if !errors.Is(err, ebpf.ErrNotSupported) {
+		return err
+	}
+	// Hash maps cannot before Linux 5.14: a call that returns between
+	// the lookup and the delete is reported twice.
+	if err := s.objs.Gstates.Lookup(k, gs); err != nil {
+		return err
+	}
+	return s.objs.Gstates.Delete(k)
+}
+
+// records returns the calls in flight on goroutine k, ending at now.
+func (s *Set) records(k uprobes.UprobesGkey, gs *uprobes.UprobesGstate, now uint64, kind Kind) []Record {
+	n := min(int(gs.N), len(gs.Frames))
+	recs := make([]Record, 0, n)
+	for i := 0; i < n; i++ {
+		f := gs.Frames[i]
+		r := Record{
+			ID: f.Id, RootID: gs.Frames[0].Id,
+			Start: f.StartNs, End: now,
+			Goroutine: gs.Goid, Depth: f.Depth, Caller: f.Caller,
+			Probe: int(f.ProbeId), StackID: f.StackId,
+			Kind: kind, PID: int(k.Tgid),
+		}
+		if i > 0 {
+			r.ParentID = gs.Frames[i-1].Id
+		}
+		if f.Captured != 0 && r.Probe < len(s.probes) {
+			r.Values = s.takeValues(f.Id, len(s.probes[r.Probe].Captures))
+		}
+		recs = append(recs, r)
+	}
+	return recs
+}
+
+// GoroutineTableSize is how many goroutines can have traced calls in
+// flight at once: the size of the goroutine table. An entry on a goroutine
+// beyond it is counted untracked.
+func (s *Set) GoroutineTableSize() int {
+	return int(s.objs.Gstates.MaxEntries())
+}
+
+// InFlight returns how many goroutines have traced calls in flight: the
+// goroutine table's fill level.
 func (s *Set) InFlight() (int, error) {
 	var (
 		key uprobes.UprobesGkey

@@ -206,7 +206,7 @@ func TestRegroupLosesNothing(t *testing.T) {
 	regrouped := 0
 	for _, id := range toggle {
 		mu.Lock()
-		for _, op := range []func(int) error{s.Set.Pause, s.Set.Detach, s.Set.Reattach} {
+		for _, op := range []func(int) error{s.Pause, s.Detach, s.Reattach} {
 			if stopped {
 				break
 			}

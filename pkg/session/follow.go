@@ -7,20 +7,30 @@ import (
 
 	"github.com/cilium-tracer/tracer/pkg/calls"
 	"github.com/cilium-tracer/tracer/pkg/container"
+	"github.com/cilium-tracer/tracer/pkg/symbols"
 )
 
 // Hooks are told what Follow does. Every field may be nil.
 type Hooks struct {
 	// Call receives each call, on Follow's goroutine.
 	Call func(*calls.Call)
+	// Configure returns the configuration of the attach to p, if set;
+	// FollowConfig.Config otherwise. A configuration that changes while
+	// Follow runs (the daemon's reload) takes effect at the next attach.
+	Configure func(p container.Process) (Config, error)
 	// Attached is called when the probes are attached to a process;
-	// restarted is false for the first one.
+	// restarted is false for the first one, and when Persist attaches to
+	// the same process again.
 	Attached func(s *Session, p container.Process, restarted bool)
 	// Detached is called when a session ends, before Close: its counters
 	// are still readable. err is why it ended (nil: ctx done).
 	Detached func(s *Session, err error)
-	// Waiting hears of each failed attempt to find the restarted target.
+	// Waiting hears of each failed attempt to find the target, at first
+	// (FollowConfig.Wait) or after it exited.
 	Waiting func(attempt int, err error, wait time.Duration)
+	// Failed hears of an attach that failed after the first one, which
+	// FollowConfig.Persist does not let end Follow.
+	Failed func(p container.Process, err error)
 }
 
 // FollowConfig configures Follow.
@@ -31,6 +41,18 @@ type FollowConfig struct {
 	// Once ends Follow when the first target exits instead of waiting for
 	// it to restart.
 	Once bool
+	// Wait waits for a target that is not running yet, with Backoff,
+	// instead of failing; an ambiguous Target still fails.
+	Wait bool
+	// Persist keeps Follow going after errors past the first attach: a
+	// read error attaches again after Backoff, and a failed attach waits
+	// for the target's next restart rather than retrying against a
+	// running agent.
+	Persist bool
+	// Jitter, if set, returns a wait before each attach after the first,
+	// on top of Backoff, so a fleet whose targets restart together does
+	// not attach all at once.
+	Jitter func() time.Duration
 }
 
 // Follow traces the process cfg.Target designates until ctx is done. When
@@ -38,26 +60,63 @@ type FollowConfig struct {
 // and Follow waits for the target to come back (a restarted container, a
 // new process of the same name), with jittered exponential backoff so a
 // fleet-wide restart does not turn into a stampede, then attaches again.
-// Symbols are read again for each process, so a changed binary is picked up.
+// A restart running the same executable file keeps its symbol tables; a
+// changed one is read anew.
 func Follow(ctx context.Context, cfg FollowConfig, h Hooks) error {
-	proc, err := container.Resolve(ctx, cfg.Target)
-	if err != nil {
+	proc, err := find(ctx, cfg, h)
+	if err != nil || ctx.Err() != nil {
 		return err
 	}
 	emit := h.Call
 	if emit == nil {
 		emit = func(*calls.Call) {}
 	}
-	for restarted := false; ; restarted = true {
+	// The executable of the last process, open while waiting for the next.
+	var (
+		kept     *symbols.File
+		keptProc container.Process
+		last     container.Process
+		attached bool
+	)
+	defer func() {
+		if kept != nil {
+			kept.Close()
+		}
+	}()
+	for {
 		sc := cfg.Config
-		sc.PID = proc.PID
-		if sc.Binary == "" {
-			sc.Binary = proc.Binary
+		if h.Configure != nil {
+			sc, err = h.Configure(proc)
 		}
-		s, err := Start(sc)
+		var s *Session
+		if err == nil {
+			var f *symbols.File
+			if kept != nil && sc.Binary == "" && proc.SameBinary(keptProc) {
+				f = kept
+			} else if kept != nil {
+				kept.Close()
+			}
+			kept = nil
+			sc.PID = proc.PID
+			if sc.Binary == "" {
+				sc.Binary = proc.Binary
+			}
+			s, err = start(sc, f)
+		}
 		if err != nil {
-			return err
+			if !attached || !cfg.Persist {
+				return err
+			}
+			if h.Failed != nil {
+				h.Failed(proc, err)
+			}
+			if proc, err = next(ctx, cfg, h, proc, true); err != nil {
+				return nil // ctx is done
+			}
+			continue
 		}
+		restarted := attached && !proc.Same(last)
+		attached, last = true, proc
 		if h.Attached != nil {
 			h.Attached(s, proc, restarted)
 		}
@@ -65,16 +124,67 @@ func Follow(ctx context.Context, cfg FollowConfig, h Hooks) error {
 		if h.Detached != nil {
 			h.Detached(s, runErr)
 		}
-		s.Close()
-		if !errors.Is(runErr, ErrTargetExited) || cfg.Once {
+		var closeErr error
+		kept, closeErr = s.release()
+		keptProc = proc
+		runErr = errors.Join(runErr, closeErr)
+		exited := errors.Is(runErr, ErrTargetExited)
+		if ctx.Err() != nil || exited && cfg.Once || !exited && !cfg.Persist {
 			return runErr
 		}
+		if proc, err = next(ctx, cfg, h, proc, exited); err != nil {
+			return nil // ctx is done
+		}
+	}
+}
+
+// find resolves the target, waiting for it with backoff if cfg.Wait.
+func find(ctx context.Context, cfg FollowConfig, h Hooks) (container.Process, error) {
+	for attempt := 0; ; attempt++ {
+		p, err := container.Resolve(ctx, cfg.Target)
+		if err == nil || !cfg.Wait || errors.Is(err, container.ErrAmbiguous) {
+			return p, err
+		}
+		wait := cfg.Backoff.Next(attempt)
+		if h.Waiting != nil {
+			h.Waiting(attempt, err, wait)
+		}
+		if !sleep(ctx, wait) {
+			return container.Process{}, nil
+		}
+	}
+}
+
+// next returns the process to attach to after proc: once proc has exited,
+// the target's next process; else proc itself, after a backoff. Either way
+// it waits the jitter too. It fails only when ctx is done.
+func next(ctx context.Context, cfg FollowConfig, h Hooks, proc container.Process, exited bool) (container.Process, error) {
+	if exited {
+		var err error
 		proc, err = container.Watch(ctx, cfg.Target, proc, container.WatchOptions{Backoff: cfg.Backoff, OnRetry: h.Waiting})
 		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return err
+			return proc, err
 		}
+	} else if !sleep(ctx, cfg.Backoff.Next(0)) {
+		return proc, ctx.Err()
+	}
+	if cfg.Jitter != nil && !sleep(ctx, cfg.Jitter()) {
+		return proc, ctx.Err()
+	}
+	return proc, nil
+}
+
+// sleep waits d or until ctx is done, and reports whether it waited it all.
+func sleep(ctx context.Context, d time.Duration) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
 	}
 }

@@ -134,7 +134,7 @@ func TestGoroutineReuse(t *testing.T) {
 			t.Fatal("the agent's goroutines never got into Step")
 		}
 	}
-	s.Set.Pause(0)
+	s.Pause(0)
 	paused := time.Now()
 	if _, err := io.WriteString(stdin, "go on\n"); err != nil {
 		t.Fatal(err)

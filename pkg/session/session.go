@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/cilium-tracer/tracer/pkg/calls"
@@ -32,12 +33,20 @@ type Config struct {
 	ExpireAfter time.Duration
 	// Detaching, if set, is called when the probes start to be removed,
 	// with how many uprobes that is, and what it returns once they are
-	// gone: thousands take seconds without uprobe_multi.
+	// gone: thousands take seconds without uprobe_multi. Changes of the
+	// probes fail with ErrFinished from its call on.
 	Detaching func(uprobes int) (detached func())
+	// Resolve, if set, chooses the probes in the executable instead of
+	// Funcs, Config, Captures and Offsets: the daemon gives each pattern
+	// filters of its own.
+	Resolve func(*symbols.File) ([]probe.Probe, []Refused, error)
 }
 
 // ErrTargetExited ends Run when the traced process is gone.
 var ErrTargetExited = errors.New("target exited")
+
+// ErrFinished: the probes of a session that is detaching cannot change.
+var ErrFinished = errors.New("session finished")
 
 // A Refused function matched a pattern but cannot be probed safely.
 type Refused struct {
@@ -45,17 +54,35 @@ type Refused struct {
 	Reason error
 }
 
-// A Session is a set of probes attached to one process.
+// A Session is one attachment of probes to one process through its whole
+// life: Start attaches them, Add, Detach, Pause, Reattach and SetConfig
+// change them while Run reads their calls, sweeps the goroutine table and,
+// at the end, detaches them and reports the calls still in flight. Follow
+// runs one Session after another as the target restarts.
 type Session struct {
-	cfg     Config
-	PID     int
-	Binary  string // the executable as opened from the host
-	File    *symbols.File
+	cfg    Config
+	PID    int
+	Binary string // the executable as opened from the host
+	File   *symbols.File
+	// Set holds the probes. Change them through the Session, which keeps
+	// the changes apart from Run's reading and from the detach.
 	Set     *probe.Set
 	Refused []Refused
 	// GoidErr says why goroutine IDs are unknown (nil: known): calls then
 	// have Goroutine 0.
 	GoidErr error
+
+	// mu serializes the changes of the probes, and refuses them once the
+	// detach has begun.
+	mu       sync.Mutex
+	finished bool
+	// list guards the length of the set's list of probes, which Add grows
+	// and reading a record consults, without keeping the probes' other
+	// changes waiting for a record.
+	list sync.RWMutex
+	// buildMu guards the builder and its own copy of the probes, which
+	// the changes update.
+	buildMu sync.Mutex
 	builder calls.Builder
 }
 
@@ -100,7 +127,19 @@ func Resolve(f *symbols.File, patterns []string, c probe.Config) ([]probe.Probe,
 
 // Start opens the target's executable, resolves the functions and attaches
 // the probes.
-func Start(cfg Config) (_ *Session, err error) {
+func Start(cfg Config) (*Session, error) {
+	return start(cfg, nil)
+}
+
+// start is Start with the executable already open when f is not nil: a
+// restarted target running the same file needs no new symbol tables. It
+// takes f over, closing it on error.
+func start(cfg Config, f *symbols.File) (_ *Session, err error) {
+	defer func() {
+		if err != nil && f != nil {
+			f.Close()
+		}
+	}()
 	if cfg.PID <= 0 {
 		return nil, fmt.Errorf("invalid PID %d", cfg.PID)
 	}
@@ -111,20 +150,13 @@ func Start(cfg Config) (_ *Session, err error) {
 	if bin == "" {
 		bin = fmt.Sprintf("/proc/%d/exe", cfg.PID)
 	}
-	f, err := symbols.Open(bin)
-	if err != nil {
-		return nil, err
-	}
-	defer func() {
-		if err != nil {
-			f.Close()
+	if f == nil {
+		if f, err = symbols.Open(bin); err != nil {
+			return nil, err
 		}
-	}()
-	probes, refused, err := Resolve(f, cfg.Funcs, cfg.Config)
-	if err != nil {
-		return nil, err
 	}
-	if err := ResolveCaptures(f, probes, cfg.Captures, cfg.Offsets); err != nil {
+	probes, refused, err := cfg.probes(f)
+	if err != nil {
 		return nil, err
 	}
 	bias, err := f.Bias(cfg.PID)
@@ -146,11 +178,26 @@ func Start(cfg Config) (_ *Session, err error) {
 		return nil, err
 	}
 	s := &Session{cfg: cfg, PID: cfg.PID, Binary: bin, File: f, Set: set, Refused: refused, GoidErr: goidErr}
-	s.builder = calls.Builder{File: f, Bias: bias, Probes: set.Probes(), GoidUnknown: goidErr != nil}
+	s.builder = calls.Builder{File: f, Bias: bias, Probes: slices.Clone(set.Probes()), GoidUnknown: goidErr != nil}
 	if cfg.Stacks {
 		s.builder.Stack = set.Stack
 	}
 	return s, nil
+}
+
+// probes returns the probes cfg chooses in f.
+func (cfg Config) probes(f *symbols.File) ([]probe.Probe, []Refused, error) {
+	if cfg.Resolve != nil {
+		return cfg.Resolve(f)
+	}
+	probes, refused, err := Resolve(f, cfg.Funcs, cfg.Config)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := ResolveCaptures(f, probes, cfg.Captures, cfg.Offsets); err != nil {
+		return nil, nil, err
+	}
+	return probes, refused, nil
 }
 
 // PanicOffsets returns the file offsets of runtime.gopanic and
@@ -175,15 +222,15 @@ func alive(pid int) error {
 }
 
 // Run reads calls until ctx is done or the target exits, passing each to
-// emit. It then detaches the probes and reports the calls still in flight as
-// unfinished.
+// emit, on Run's goroutine. Every ExpireAfter/10 it sweeps the goroutine
+// table: calls without a return for ExpireAfter are reported unfinished and
+// leave it, so goroutines that ended without a RET do not fill it. Then it
+// detaches the probes, every entry before any RET, and reports the calls
+// still in flight as unfinished.
 func (s *Session) Run(ctx context.Context, emit func(*calls.Call)) error {
-	var rec probe.Record
 	handle := func(r *probe.Record) {
-		// A record whose stack could not be read is still a call.
-		call, err := s.builder.Build(r)
-		if err == nil || call.Func != "" {
-			emit(&call)
+		if c, ok := s.build(r); ok {
+			emit(&c)
 		}
 	}
 	expireAfter := cmp.Or(s.cfg.ExpireAfter, 10*time.Minute)
@@ -191,21 +238,20 @@ func (s *Session) Run(ctx context.Context, emit func(*calls.Call)) error {
 	for ctx.Err() == nil {
 		if time.Since(lastSweep) > expireAfter/10 {
 			lastSweep = time.Now()
-			recs, err := s.Set.Expire(expireAfter)
-			for i := range recs {
-				handle(&recs[i])
+			cs, err := s.expire(expireAfter)
+			for i := range cs {
+				emit(&cs[i])
 			}
 			if err != nil {
 				return s.finish(handle, err)
 			}
 		}
-		// The probes wake the reader only for batches (see wakeup_flags in
-		// uprobes.c): the deadline bounds how long a lone call waits.
-		s.Set.SetDeadline(time.Now().Add(100 * time.Millisecond))
-		err := s.Set.Read(&rec)
+		c, ok, err := s.read()
 		switch {
 		case err == nil:
-			handle(&rec)
+			if ok {
+				emit(&c)
+			}
 		case errors.Is(err, os.ErrDeadlineExceeded):
 			if alive(s.PID) != nil {
 				return s.finish(handle, fmt.Errorf("PID %d: %w", s.PID, ErrTargetExited))
@@ -217,24 +263,144 @@ func (s *Session) Run(ctx context.Context, emit func(*calls.Call)) error {
 	return s.finish(handle, nil)
 }
 
+// read waits for the next record and builds its call. It holds the probe
+// list while it waits, not while the call is emitted: emit may wait for
+// whoever changes the probes.
+func (s *Session) read() (calls.Call, bool, error) {
+	var rec probe.Record
+	s.list.RLock()
+	// The probes wake the reader only for batches (see wakeup_flags in
+	// uprobes.c): the deadline bounds how long a lone call waits.
+	s.Set.SetDeadline(time.Now().Add(100 * time.Millisecond))
+	err := s.Set.Read(&rec)
+	s.list.RUnlock()
+	if err != nil {
+		return calls.Call{}, false, err
+	}
+	c, ok := s.build(&rec)
+	return c, ok, nil
+}
+
+// expire sweeps the goroutine table and returns the calls it removed.
+func (s *Session) expire(maxAge time.Duration) ([]calls.Call, error) {
+	s.list.RLock()
+	recs, err := s.Set.Expire(maxAge)
+	s.list.RUnlock()
+	cs := make([]calls.Call, 0, len(recs))
+	for i := range recs {
+		if c, ok := s.build(&recs[i]); ok {
+			cs = append(cs, c)
+		}
+	}
+	return cs, err
+}
+
+// build converts a record.
+func (s *Session) build(r *probe.Record) (calls.Call, bool) {
+	s.buildMu.Lock()
+	defer s.buildMu.Unlock()
+	// A record whose stack could not be read is still a call.
+	c, err := s.builder.Build(r)
+	return c, err == nil || c.Func != ""
+}
+
+// changed gives the builder the probes as they are now; s.mu held.
+func (s *Session) changed() {
+	ps := slices.Clone(s.Set.Probes())
+	s.buildMu.Lock()
+	s.builder.Probes = ps
+	s.buildMu.Unlock()
+}
+
 // finish detaches the probes and reports every call they saw: those that
 // return while the uprobes are being removed, then those still in flight.
+// Set.Stop removes every entry probe before any RET probe, so no call
+// starts that could not be seen returning.
 func (s *Session) finish(handle func(*probe.Record), cause error) error {
 	if s.cfg.Detaching != nil {
-		defer s.cfg.Detaching(s.Set.Uprobes())()
+		s.mu.Lock()
+		n := s.Set.Uprobes()
+		s.mu.Unlock()
+		// Called before changes are refused: whoever makes them can
+		// stop first.
+		defer s.cfg.Detaching(n)()
 	}
+	s.mu.Lock()
+	s.finished = true
+	s.mu.Unlock()
 	return errors.Join(cause, s.Set.Stop(handle))
+}
+
+// change runs f unless the detach has begun, one change at a time.
+func (s *Session) change(f func() error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.finished {
+		return ErrFinished
+	}
+	defer s.changed()
+	return f()
+}
+
+// Add attaches one more probe and returns its ID; Run reads its calls from
+// then on. IDs are never reused.
+func (s *Session) Add(p probe.Probe) (int, error) {
+	var id int
+	err := s.change(func() error {
+		s.list.Lock()
+		defer s.list.Unlock()
+		var err error
+		id, err = s.Set.Add(p)
+		return err
+	})
+	return id, err
+}
+
+// Pause removes the entry probe of id and keeps its RET probes, so the
+// calls in flight still return and are reported.
+func (s *Session) Pause(id int) error {
+	return s.change(func() error { return s.Set.Pause(id) })
+}
+
+// Detach removes every uprobe of probe id, the entry first.
+func (s *Session) Detach(id int) error {
+	return s.change(func() error { return s.Set.Detach(id) })
+}
+
+// Reattach attaches probe id again after Detach or Pause.
+func (s *Session) Reattach(id int) error {
+	return s.change(func() error { return s.Set.Reattach(id) })
+}
+
+// SetConfig changes the filters of probe id.
+func (s *Session) SetConfig(id int, c probe.Config) error {
+	return s.change(func() error { return s.Set.SetConfig(id, c) })
+}
+
+// Probes returns the probes, indexed by probe ID, those detached included.
+func (s *Session) Probes() []probe.Probe {
+	s.buildMu.Lock()
+	defer s.buildMu.Unlock()
+	return slices.Clone(s.builder.Probes)
+}
+
+// ProbeCounters returns the BPF counters, indexed by probe ID.
+func (s *Session) ProbeCounters() ([]probe.Counters, error) {
+	s.list.RLock()
+	defer s.list.RUnlock()
+	return s.Set.Counters()
 }
 
 // Counters returns the BPF counters per function name.
 func (s *Session) Counters() (map[string]probe.Counters, error) {
-	cs, err := s.Set.Counters()
+	cs, err := s.ProbeCounters()
 	if err != nil {
 		return nil, err
 	}
+	probes := s.Probes()
 	out := make(map[string]probe.Counters, len(cs))
 	for id, c := range cs {
-		out[s.Set.Probes()[id].Func.Name] = c
+		out[probes[id].Func.Name] = c
 	}
 	return out, nil
 }
@@ -242,6 +408,11 @@ func (s *Session) Counters() (map[string]probe.Counters, error) {
 // Close detaches the probes and closes the executable.
 func (s *Session) Close() error {
 	return errors.Join(s.Set.Close(), s.File.Close())
+}
+
+// release detaches the probes and hands the executable on to the caller.
+func (s *Session) release() (*symbols.File, error) {
+	return s.File, s.Set.Close()
 }
 
 // A StackCount is how often an entry-only probe's function was called from

@@ -58,6 +58,9 @@ type config struct {
 	goexitWorkers    int
 	recurseDepth     int
 	recurseTimes     int
+	churn            time.Duration
+	churnGoroutines  int
+	churnRest        time.Duration
 }
 
 var errBadFlag = errors.New("invalid flag value")
@@ -84,6 +87,9 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&c.goexitWorkers, "goexit-workers", 0, "before the regenerations, goroutines that end through Goexit inside torture.Step once a line is read from stdin, then as many new ones that call it and return")
 	fs.IntVar(&c.recurseDepth, "recurse-depth", 0, "before the regenerations, recursions of torture.Recurse this deep, each on a new goroutine")
 	fs.IntVar(&c.recurseTimes, "recurse-times", 1, "recursions of torture.Recurse")
+	fs.DurationVar(&c.churn, "churn", 0, "before the regenerations, rounds of goroutines for this long, each calling torture.Work once, which returns, panics or ends its goroutine through Goexit")
+	fs.IntVar(&c.churnGoroutines, "churn-goroutines", 300, "goroutines of each -churn round")
+	fs.DurationVar(&c.churnRest, "churn-rest", time.Second, "pause after each -churn round, with untraced goroutines coming and going")
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
 	}
@@ -99,11 +105,11 @@ func parseFlags(args []string) (config, error) {
 		return config{}, fmt.Errorf("-policy-depth %d is negative: %w", c.policyDepth, errBadFlag)
 	case c.scratchWorkers < 0 || c.scratchWorkers > torture.MaxCallers:
 		return config{}, fmt.Errorf("-scratch-workers %d not in [0, %d]: %w", c.scratchWorkers, torture.MaxCallers, errBadFlag)
-	case c.scratchCalls < 0 || c.goexitWorkers < 0 || c.recurseDepth < 0 || c.recurseTimes < 0:
-		return config{}, fmt.Errorf("-scratch-calls, -goexit-workers, -recurse-depth and -recurse-times must not be negative: %w", errBadFlag)
+	case c.scratchCalls < 0 || c.goexitWorkers < 0 || c.recurseDepth < 0 || c.recurseTimes < 0 || c.churnGoroutines < 0:
+		return config{}, fmt.Errorf("-scratch-calls, -goexit-workers, -recurse-depth, -recurse-times and -churn-goroutines must not be negative: %w", errBadFlag)
 	case c.hot < 0:
 		return config{}, fmt.Errorf("-hot %d is negative: %w", c.hot, errBadFlag)
-	case c.interval < 0 || c.bpfSleep < 0 || c.compileSleep < 0 || c.policySleep < 0 || c.startDelay < 0:
+	case c.interval < 0 || c.bpfSleep < 0 || c.compileSleep < 0 || c.policySleep < 0 || c.startDelay < 0 || c.churn < 0 || c.churnRest < 0:
 		return config{}, fmt.Errorf("durations must not be negative: %w", errBadFlag)
 	}
 	return c, nil
@@ -207,6 +213,10 @@ func run(cfg config, out *printer) {
 				out.printf("goexit in-flight calls=%d\n", groundtruth.Snapshot(0).Counts[torture.StepName])
 			},
 			func() { stdin.ReadString('\n') })
+	}
+	if cfg.churn > 0 {
+		rounds := torture.Churn(cfg.churn, cfg.churnGoroutines, cfg.churnRest)
+		out.printf("churn rounds=%d\n", rounds)
 	}
 	if cfg.workers == 0 {
 		wg.Wait()
