@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -97,32 +96,15 @@ func (l testLog) Write(p []byte) (int, error) {
 // run is one tracer process in the background.
 type run struct {
 	cmd            *exec.Cmd
-	stdout, stderr *lockedBuffer
+	stdout, stderr *testagent.Buffer
 	exited         chan struct{}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // startTracer runs the tracer with args and waits until its output says
 // ready (want), the way a user waits for "tracing" before acting.
 func startTracer(t *testing.T, want string, args ...string) *run {
 	t.Helper()
-	r := &run{cmd: exec.Command(tracerBin, args...), stdout: &lockedBuffer{}, stderr: &lockedBuffer{}, exited: make(chan struct{})}
+	r := &run{cmd: exec.Command(tracerBin, args...), stdout: &testagent.Buffer{}, stderr: &testagent.Buffer{}, exited: make(chan struct{})}
 	r.cmd.Stdout, r.cmd.Stderr = r.stdout, r.stderr
 	if err := r.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -484,7 +466,7 @@ func readme(t *testing.T, lab *ciliumlab.Lab) {
 		cmd := exec.Command("sh", "-c", c)
 		cmd.Dir = dir
 		cmd.Env = append(os.Environ(), "PATH="+filepath.Dir(tracerBin)+":"+os.Getenv("PATH"))
-		stdout, stderr := &lockedBuffer{}, &lockedBuffer{}
+		stdout, stderr := &testagent.Buffer{}, &testagent.Buffer{}
 		cmd.Stdout, cmd.Stderr = stdout, stderr
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
