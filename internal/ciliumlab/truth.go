@@ -12,6 +12,7 @@ import (
 	"slices"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -204,6 +205,10 @@ func (t Truth) Check(calls []Call) error {
 		ids = append(ids, ep)
 	}
 	slices.Sort(ids)
+	// How much longer each traced call was than the agent's own timing
+	// of it, to show where a difference in the sums comes from.
+	var excess []string
+	var excessBy []time.Duration
 	for _, ep := range ids {
 		cs, logged := byEP[ep], t.Logged[ep]
 		if len(cs) != len(logged) {
@@ -214,6 +219,8 @@ func (t Truth) Check(calls []Call) error {
 		// own queue: the n-th to end is the n-th logged.
 		sort.Slice(cs, func(i, j int) bool { return cs[i].Start.Add(cs[i].Duration).Before(cs[j].Start.Add(cs[j].Duration)) })
 		for i, c := range cs {
+			excess = append(excess, fmt.Sprintf("endpoint %d call %d: traced %s, agent's total %s", ep, i+1, c.Duration, logged[i]))
+			excessBy = append(excessBy, c.Duration-logged[i])
 			if c.Duration < logged[i] {
 				errs = append(errs, fmt.Errorf("endpoint %d: regenerate call %d traced %s, shorter than the agent's own total %s", ep, i+1, c.Duration, logged[i]))
 			}
@@ -221,7 +228,17 @@ func (t Truth) Check(calls []Call) error {
 	}
 	if t.Failed == 0 && t.Seconds > 0 {
 		if d := math.Abs(traced.Seconds()-t.Seconds) / t.Seconds; d > 0.01 {
-			errs = append(errs, fmt.Errorf("traced %.3f s of regeneration, cilium's regeneration_time_stats_seconds{scope=total} %.3f s: %.1f%% apart, more than 1%%", traced.Seconds(), t.Seconds, 100*d))
+			idx := make([]int, len(excess))
+			for i := range idx {
+				idx[i] = i
+			}
+			sort.Slice(idx, func(a, b int) bool { return excessBy[idx[a]] > excessBy[idx[b]] })
+			var top []string
+			for _, i := range idx[:min(3, len(idx))] {
+				top = append(top, excess[i])
+			}
+			errs = append(errs, fmt.Errorf("traced %.3f s of regeneration, cilium's regeneration_time_stats_seconds{scope=total} %.3f s: %.1f%% apart, more than 1%%; the calls longest past the agent's own timing: %s",
+				traced.Seconds(), t.Seconds, 100*d, strings.Join(top, "; ")))
 		}
 	}
 	if t.Failed > 0 {
