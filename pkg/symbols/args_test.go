@@ -5,53 +5,12 @@ import (
 	"debug/dwarf"
 	"errors"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"reflect"
-	"runtime"
 	"strings"
-	"sync"
 	"testing"
+
+	"github.com/cilium-tracer/tracer/pkg/symbols/internal/symtest"
 )
-
-const regenerateBPF = "github.com/cilium/cilium/pkg/endpoint.(*Endpoint).regenerateBPF"
-
-var (
-	agentOnce sync.Once
-	agentDir  string
-	agentErr  error
-)
-
-// agentBuild builds examples/agent once per test process, unstripped and
-// stripped, into a fixed directory so reruns overwrite instead of piling up.
-func agentBuild(t *testing.T, name string) string {
-	t.Helper()
-	agentOnce.Do(func() {
-		agentDir = filepath.Join(os.TempDir(), "tracer-symbols-args-test")
-		_, file, _, _ := runtime.Caller(0)
-		src := filepath.Join(filepath.Dir(file), "..", "..", "examples", "agent")
-		for _, b := range []struct {
-			out, goarch string
-			flags       []string
-		}{
-			{"agent", runtime.GOARCH, nil},
-			{"agent-stripped", runtime.GOARCH, []string{"-ldflags=-s -w"}},
-			{"agent-arm64", "arm64", nil},
-		} {
-			cmd := exec.Command("go", append(append([]string{"build", "-o", filepath.Join(agentDir, b.out)}, b.flags...), "./daemon")...)
-			cmd.Dir = src
-			cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOARCH="+b.goarch)
-			if out, err := cmd.CombinedOutput(); err != nil {
-				agentErr = errors.New(string(out))
-				return
-			}
-		}
-	})
-	if agentErr != nil {
-		t.Fatalf("build agent: %v", agentErr)
-	}
-	return filepath.Join(agentDir, name)
-}
 
 func openAgent(t *testing.T, stripped bool) (*File, Func) {
 	t.Helper()
@@ -64,12 +23,8 @@ func openAgent(t *testing.T, stripped bool) (*File, Func) {
 
 func openAgentBuild(t *testing.T, name string) (*File, Func) {
 	t.Helper()
-	f, err := Open(agentBuild(t, name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	fns, err := f.Funcs(regenerateBPF)
+	f := symtest.Open(t, symtest.Agent(t, name), Open)
+	fns, err := f.Funcs(symtest.RegenerateBPF)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +51,7 @@ func TestResolveCapture(t *testing.T) {
 		{"e.ID", Capture{Reg: 0, Offset: 16, Kind: KindUint, Size: 2}},
 		{"e.K8sPodName", Capture{Reg: 0, Offset: 24, Kind: KindString, Size: 16}},
 		{"e.SecurityIdentity", Capture{Reg: 0, Offset: 56, Kind: KindUint, Size: 4}},
-		{"e.desiredPolicy.Revision", Capture{Reg: 0, Offset: int64(stdlibFieldOffset(t, f, "github.com/cilium/cilium/pkg/endpoint.Endpoint", "desiredPolicy")), Deref: true, DerefOffset: 32, Kind: KindUint, Size: 8}},
+		{"e.desiredPolicy.Revision", Capture{Reg: 0, Offset: int64(symtest.DWARFFieldOffset(t, symtest.Agent(t, "agent"), "github.com/cilium/cilium/pkg/endpoint.Endpoint", "desiredPolicy")), Deref: true, DerefOffset: 32, Kind: KindUint, Size: 8}},
 		{"e", Capture{Reg: 0, InReg: true, Kind: KindPtr, Size: 8}},
 		{"ctx", Capture{Reg: 1, InReg: true, Kind: KindPtr, Size: 8}},
 		{"ctx.bpfSleep", Capture{Reg: 1, Offset: 0, Kind: KindInt, Size: 8}},
@@ -139,7 +94,7 @@ func TestResolveCaptureErrors(t *testing.T) {
 		available []string // for a *CaptureError
 		msg       string
 	}{
-		{"ep.ID", []string{"e", "ctx"}, `no argument "ep" in ` + regenerateBPF},
+		{"ep.ID", []string{"e", "ctx"}, `no argument "ep" in ` + symtest.RegenerateBPF},
 		{"e.Id", []string{"mutex", "owner", "ID", "K8sPodName"}, `no field "Id" in github.com/cilium/cilium/pkg/endpoint.Endpoint`},
 		{"e.desiredPolicy.Rev", []string{"Identity", "Rules", "Revision"}, `no field "Rev" in github.com/cilium/cilium/pkg/policy.EndpointPolicy`},
 		{"e.owner.Repository.Depth", nil, "at most one"},
@@ -216,7 +171,7 @@ func TestParseRawCapture(t *testing.T) {
 
 func TestFuncPackage(t *testing.T) {
 	for name, want := range map[string]string{
-		"github.com/cilium/cilium/pkg/endpoint.(*Endpoint).regenerateBPF": "github.com/cilium/cilium/pkg/endpoint",
+		"github.com/cilium/cilium/pkg/endpoint.(*Endpoint).symtest.RegenerateBPF": "github.com/cilium/cilium/pkg/endpoint",
 		"main.main":                        "main",
 		"a/b.F[go.shape.*a/c.T]":           "a/b",
 		"a/b.(*List[go.shape.string]).Len": "a/b",
@@ -283,11 +238,11 @@ func TestOffsetsFile(t *testing.T) {
 	if err := back.Check(sf); err != nil {
 		t.Errorf("stripped build refused: %v", err)
 	}
-	c, err := back.Lookup(regenerateBPF, "endpoint_id")
+	c, err := back.Lookup(symtest.RegenerateBPF, "endpoint_id")
 	if err != nil || c.Offset != 16 || c.Kind != KindUint || c.Size != 2 {
 		t.Errorf("Lookup = %+v, %v", c, err)
 	}
-	if _, err := back.Lookup(regenerateBPF, "nope"); err == nil || !strings.Contains(err.Error(), "endpoint_id, pod") {
+	if _, err := back.Lookup(symtest.RegenerateBPF, "nope"); err == nil || !strings.Contains(err.Error(), "endpoint_id, pod") {
 		t.Errorf("Lookup of a missing capture: %v", err)
 	}
 

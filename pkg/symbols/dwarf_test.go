@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/cilium-tracer/tracer/pkg/symbols/internal/symtest"
 )
 
 // stdlib reads DWARF with debug/elf and debug/dwarf, whole and eagerly, as
@@ -110,45 +112,6 @@ func (s stdlib) params(name string) ([]Param, error) {
 	return ps, nil
 }
 
-// fieldOffset returns the offset of a member of the named struct type.
-func (s stdlib) fieldOffset(typ, field string) (uint64, error) {
-	r := s.d.Reader()
-	for {
-		e, err := r.Next()
-		if err != nil {
-			return 0, err
-		}
-		if e == nil {
-			return 0, fmt.Errorf("type %s not in DWARF", typ)
-		}
-		if e.Tag != dwarf.TagStructType || e.Val(dwarf.AttrName) != typ {
-			if e.Tag != dwarf.TagCompileUnit {
-				r.SkipChildren()
-			}
-			continue
-		}
-		t, err := s.d.Type(e.Offset)
-		if err != nil {
-			return 0, err
-		}
-		for _, m := range t.(*dwarf.StructType).Field {
-			if m.Name == field {
-				return uint64(m.ByteOffset), nil
-			}
-		}
-		return 0, fmt.Errorf("%s.%s not in DWARF", typ, field)
-	}
-}
-
-func stdlibFieldOffset(t testing.TB, f *File, typ, field string) uint64 {
-	t.Helper()
-	off, err := newStdlib(t, f).fieldOffset(typ, field)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return off
-}
-
 // captureExprs returns expressions for p and, through pointers to structs,
 // for its fields and theirs one pointer further, as far as debug/dwarf's
 // types show them.
@@ -225,8 +188,8 @@ func checkLikeStdlib(t *testing.T, f *File, pkgs ...string) int {
 // externally linked (with gcc's compile units in .debug_info), and in the
 // example agent, whose types mimic cilium's.
 func TestDWARFLikeStdlib(t *testing.T) {
-	for _, tg := range allTargets(t) {
-		if tg.stripped {
+	for _, tg := range symtest.Targets(t) {
+		if tg.Stripped {
 			continue
 		}
 		t.Run(strings.ReplaceAll(tg.String(), "/", "-"), func(t *testing.T) {
@@ -234,7 +197,7 @@ func TestDWARFLikeStdlib(t *testing.T) {
 			if n := checkLikeStdlib(t, f, "main", "runtime", "fmt", "reflect", "strconv", "os", "time"); n < 1000 {
 				t.Errorf("only %d captures compared", n)
 			}
-			want := stdlibFieldOffset(t, f, "runtime.g", "goid")
+			want := symtest.DWARFFieldOffset(t, tg.Path, "runtime.g", "goid")
 			if got, err := f.dwarfFieldOffset("runtime.g", "goid"); err != nil || got != want {
 				t.Errorf("runtime.g.goid at %d, %v; debug/dwarf says %d", got, err, want)
 			}
@@ -477,7 +440,7 @@ func FuzzDWARF(f *testing.F) {
 	f.Fuzz(func(t *testing.T, abbrev, data []byte) {
 		u, err := parseUnitHeader(0, data, 4, false, abbrev, map[uint64]abbrevTable{})
 		if err != nil {
-			oneLine(t, err)
+			symtest.OneLine(t, err)
 			return
 		}
 		if u == nil {
@@ -489,7 +452,7 @@ func FuzzDWARF(f *testing.F) {
 		for pos, n := u.first, 0; pos < len(u.data) && n < 256; n++ {
 			e, next, err := u.entry(pos)
 			if err != nil {
-				oneLine(t, err)
+				symtest.OneLine(t, err)
 				break
 			}
 			if next <= pos {
@@ -507,7 +470,7 @@ func FuzzDWARF(f *testing.F) {
 				err = types.complete(typ)
 			}
 			if err != nil {
-				oneLine(t, err)
+				symtest.OneLine(t, err)
 				continue
 			}
 			_, _ = typ.String(), typ.Size()
@@ -518,7 +481,7 @@ func FuzzDWARF(f *testing.F) {
 		for _, name := range funcs {
 			subs, err := u.subprograms(map[string]bool{name: true})
 			if err != nil {
-				oneLine(t, err)
+				symtest.OneLine(t, err)
 				return
 			}
 			if _, ok := subs[name]; !ok {
@@ -527,7 +490,7 @@ func FuzzDWARF(f *testing.F) {
 			r := &CaptureResolver{info: info, types: newTypeReader(info), subprograms: subs}
 			ps, err := r.params(name)
 			if err != nil {
-				oneLine(t, err)
+				symtest.OneLine(t, err)
 				continue
 			}
 			a := abiAssigner{maxInts: 9, maxFloats: 15}
@@ -535,7 +498,7 @@ func FuzzDWARF(f *testing.F) {
 				ps[i].Regs, ps[i].OnStack = a.assign(ps[i].typ)
 				for _, expr := range captureExprs(ps[i]) {
 					if _, err := resolveCapture(name, ps, "x", expr, r.types.complete); err != nil {
-						oneLine(t, err)
+						symtest.OneLine(t, err)
 					}
 				}
 			}

@@ -13,6 +13,8 @@ import (
 
 	"golang.org/x/arch/arm64/arm64asm"
 	"golang.org/x/arch/x86/x86asm"
+
+	"github.com/cilium-tracer/tracer/pkg/symbols/internal/symtest"
 )
 
 // Each parser has a fuzz target of its own, seeded with small real inputs:
@@ -27,7 +29,7 @@ import (
 // "context deadline exceeded" and no input (golang/go#75804): not a finding.
 
 // mainTable cuts the main package's functions out of tg's pclntab.
-func mainTable(tb testing.TB, tg *target) smallTable {
+func mainTable(tb testing.TB, tg *symtest.Target) smallTable {
 	tb.Helper()
 	f := openTarget(tb, tg)
 	t, err := f.pcln()
@@ -52,7 +54,7 @@ var seedBuilds = []struct{ name, toolchain, goarch string }{
 }
 
 // funcTable cuts the function named name out of tg's pclntab.
-func funcTable(tb testing.TB, tg *target, name string) smallTable {
+func funcTable(tb testing.TB, tg *symtest.Target, name string) smallTable {
 	tb.Helper()
 	f := openTarget(tb, tg)
 	return cutPCLNTab(tb, f, funcIndex(tb, f, name), 1)
@@ -66,7 +68,7 @@ func seedTables(tb testing.TB) map[string]smallTable {
 	tb.Helper()
 	seeds := map[string]smallTable{}
 	for _, b := range seedBuilds {
-		tg := findTarget(tb, b.toolchain, b.goarch, false, true)
+		tg := symtest.FindTarget(tb, b.toolchain, b.goarch, false, true)
 		seeds[b.name+"/inlined"] = funcTable(tb, tg, "main.(*Endpoint).regenerateBPF")
 		seeds[b.name+"/recursive"] = funcTable(tb, tg, "main.recurse")
 	}
@@ -76,14 +78,6 @@ func seedTables(tb testing.TB) map[string]smallTable {
 func uncaught(f *testing.F) {
 	catchPanics = false
 	f.Cleanup(func() { catchPanics = true })
-}
-
-// oneLine fails unless err's message is a single line.
-func oneLine(t *testing.T, err error) {
-	t.Helper()
-	if strings.ContainsAny(err.Error(), "\n\r") {
-		t.Fatalf("error of several lines: %q", err)
-	}
 }
 
 // FuzzNewFile is the glue: a whole executable through NewFile, Funcs,
@@ -104,16 +98,16 @@ func FuzzNewFile(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		file, err := NewFile(bytes.NewReader(data))
 		if err != nil {
-			oneLine(t, err)
+			symtest.OneLine(t, err)
 			return
 		}
 		file.GoidOffset()
 		if _, err := file.Fingerprint(); err != nil {
-			oneLine(t, err)
+			symtest.OneLine(t, err)
 		}
 		fns, err := file.Funcs("*")
 		if err != nil {
-			oneLine(t, err)
+			symtest.OneLine(t, err)
 			return
 		}
 		budget := 512 // pcs symbolized per input
@@ -126,7 +120,7 @@ func FuzzNewFile(f *testing.F) {
 			}
 			offs, err := file.ReturnOffsets(fn)
 			if err != nil {
-				oneLine(t, err)
+				symtest.OneLine(t, err)
 			}
 			for j, off := range offs {
 				if off < fn.Offset || off-fn.Offset >= fn.End-fn.Entry || j > 0 && off <= offs[j-1] {
@@ -171,7 +165,7 @@ func FuzzPCLNTab(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte, textStart uint64) {
 		tab, headerText, err := parsePCLNTab(data)
 		if err != nil {
-			oneLine(t, err)
+			symtest.OneLine(t, err)
 			return
 		}
 		tab.textStart = textStart
@@ -325,7 +319,7 @@ var errOutside = errors.New("outside go:func.*")
 func FuzzScanReturns(f *testing.F) {
 	// The bodies of the main package's functions.
 	for _, b := range seedBuilds {
-		st := mainTable(f, findTarget(f, b.toolchain, b.goarch, false, true))
+		st := mainTable(f, symtest.FindTarget(f, b.toolchain, b.goarch, false, true))
 		tab, _, err := parsePCLNTab(st.pclntab)
 		if err != nil {
 			f.Fatal(err)
@@ -345,7 +339,7 @@ func FuzzScanReturns(f *testing.F) {
 		}
 		rets, bad, err := scanReturns(arch, code)
 		if err != nil {
-			oneLine(t, err)
+			symtest.OneLine(t, err)
 			if bad < 0 || bad >= len(code) {
 				t.Fatalf("undecodable instruction at %d of %d bytes: %v", bad, len(code), err)
 			}
@@ -431,7 +425,7 @@ func FuzzReadOffsets(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		o, err := ReadOffsets(bytes.NewReader(data))
 		if err != nil {
-			oneLine(t, err)
+			symtest.OneLine(t, err)
 			return
 		}
 		var b bytes.Buffer

@@ -6,6 +6,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/cilium-tracer/tracer/pkg/symbols/internal/symtest"
 )
 
 // A stripped build of a release the table does not know gets its goid
@@ -15,7 +17,7 @@ import (
 func TestGoidOffsetFromOffsetsFile(t *testing.T) {
 	f, _ := openAgent(t, false)
 	sf, _ := openAgent(t, true)
-	want := stdlibFieldOffset(t, f, "runtime.g", "goid")
+	want := symtest.DWARFFieldOffset(t, symtest.Agent(t, "agent"), "runtime.g", "goid")
 	release := sf.GoVersion
 	for _, v := range []string{"go1.27.0", "go1.27rc1", "devel go1.27-abcdef0 Mon Jan 5 00:00:00 2026 +0000"} {
 		// The fingerprint reads the build information itself, not
