@@ -5,14 +5,9 @@ import (
 	"debug/elf"
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"reflect"
-	"slices"
 	"strings"
 	"testing"
-
-	"golang.org/x/arch/arm64/arm64asm"
-	"golang.org/x/arch/x86/x86asm"
 
 	"github.com/cilium-tracer/tracer/pkg/symbols/internal/symtest"
 )
@@ -310,99 +305,6 @@ func FuzzFrames(f *testing.F) {
 }
 
 var errOutside = errors.New("outside go:func.*")
-
-// FuzzScanReturns scans a function body for RETs. Each offset must be in
-// the body, decode as a RET, and be an instruction boundary: the body cut
-// at one scans to the RETs before it, and the rest to the RETs after it.
-//
-//	go test -run '^$' -fuzz '^FuzzScanReturns$' -fuzztime 10m -fuzzminimizetime 1000x ./pkg/symbols
-func FuzzScanReturns(f *testing.F) {
-	// The bodies of the main package's functions.
-	for _, b := range seedBuilds {
-		st := mainTable(f, symtest.FindTarget(f, b.toolchain, b.goarch, false, true))
-		tab, _, err := parsePCLNTab(st.pclntab)
-		if err != nil {
-			f.Fatal(err)
-		}
-		for i := range tab.nfunc {
-			f.Add(st.text[tab.entryOff(i):tab.entryOff(i+1)], b.goarch == "arm64")
-		}
-	}
-	f.Add(append(bytes.Clone(endbr64), 0x55, 0xc3), false)              // ENDBR64; PUSH RBP; RET
-	f.Add([]byte{0xc5, 0xf8, 0x77, 0xc3}, false)                        // VZEROUPPER; RET
-	f.Add([]byte{0xc0, 0x03, 0x5f, 0xd6, 0, 0, 0, 0}, true)             // RET; padding
-	f.Add([]byte{0x20, 0x7c, 0xa0, 0x88, 0xc0, 0x03, 0x5f, 0xd6}, true) // CAS; RET
-	f.Fuzz(func(t *testing.T, code []byte, arm bool) {
-		arch := "amd64"
-		if arm {
-			arch = "arm64"
-		}
-		rets, bad, err := scanReturns(arch, code)
-		if err != nil {
-			symtest.OneLine(t, err)
-			if bad < 0 || bad >= len(code) {
-				t.Fatalf("undecodable instruction at %d of %d bytes: %v", bad, len(code), err)
-			}
-			return
-		}
-		for k, r := range rets {
-			if r < 0 || r >= len(code) || k > 0 && r <= rets[k-1] {
-				t.Fatalf("RETs at %d in %d bytes", rets, len(code))
-			}
-			if !isRET(arch, code[r:]) {
-				t.Fatalf("RET at %d does not decode as one: % x", r, code[r:min(r+16, len(code))])
-			}
-		}
-		if len(rets) == 0 {
-			return
-		}
-		// Cut before the last RET, the body scans to the others; from the
-		// first, to all of them: both are instruction boundaries.
-		last := rets[len(rets)-1]
-		before, _, err := scanReturns(arch, code[:last])
-		if err != nil || !slices.Equal(before, rets[:len(rets)-1]) {
-			t.Fatalf("RETs %d; the body cut at %d scans to %d, %v", rets, last, before, err)
-		}
-		after, _, err := scanReturns(arch, code[rets[0]:])
-		for j := range after {
-			after[j] += rets[0]
-		}
-		if err != nil || !slices.Equal(after, rets) {
-			t.Fatalf("RETs %d; the body from %d scans to %d, %v", rets, rets[0], after, err)
-		}
-	})
-}
-
-// scanReturns decodes code as the body of a function at file offset 0 and
-// returns its RETs, or the offset of the instruction that did not decode.
-// Every RET must also be an instruction boundary of the decoded body.
-func scanReturns(arch string, code []byte) (rets []int, bad int, err error) {
-	const entry = 0x401000
-	b, err := decodeCode(arch, Func{Name: "f", Entry: entry, End: entry + uint64(len(code))}, 0, code)
-	if err != nil {
-		var de *DecodeError
-		if errors.As(err, &de) {
-			bad = int(de.Offset)
-		}
-		return nil, bad, err
-	}
-	for _, r := range b.rets {
-		if !b.boundary(r) {
-			return nil, int(r), fmt.Errorf("RET at %d is not an instruction boundary", r)
-		}
-		rets = append(rets, int(r))
-	}
-	return rets, 0, nil
-}
-
-func isRET(arch string, b []byte) bool {
-	if arch == "arm64" {
-		inst, err := arm64asm.Decode(b)
-		return err == nil && inst.Op == arm64asm.RET
-	}
-	inst, err := x86asm.Decode(b, 64)
-	return err == nil && inst.Op == x86asm.RET
-}
 
 // FuzzReadOffsets reads an offsets file: a file it accepts must write back
 // to a file that reads the same, and every capture in it must be found.

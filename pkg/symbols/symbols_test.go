@@ -15,6 +15,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/cilium-tracer/tracer/pkg/symbols/disasm"
 	"github.com/cilium-tracer/tracer/pkg/symbols/internal/symtest"
 )
 
@@ -266,7 +267,7 @@ func TestReturnOffsetsMatchObjdump(t *testing.T) {
 			offs, err := f.ReturnOffsets(fn)
 			want, ok := rets[fn.Entry]
 			var (
-				de *DecodeError
+				de *disasm.DecodeError
 				fe *FrameError
 				nr *NoReturnError
 			)
