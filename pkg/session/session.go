@@ -13,6 +13,7 @@ import (
 	"github.com/cilium-tracer/tracer/pkg/calls"
 	"github.com/cilium-tracer/tracer/pkg/probe"
 	"github.com/cilium-tracer/tracer/pkg/symbols"
+	"github.com/cilium-tracer/tracer/pkg/symbols/procmaps"
 )
 
 // Config is what one session traces and how.
@@ -159,7 +160,7 @@ func start(cfg Config, f *symbols.File) (_ *Session, err error) {
 	if err != nil {
 		return nil, err
 	}
-	bias, err := f.Bias(cfg.PID)
+	bias, err := procmaps.Bias(f, cfg.PID)
 	if err != nil {
 		return nil, fmt.Errorf("load address of %s in PID %d: %w", bin, cfg.PID, err)
 	}

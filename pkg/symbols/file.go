@@ -36,6 +36,10 @@ type File struct {
 	PIE       bool
 	Stripped  bool // no .symtab
 	HasDWARF  bool
+	// Inode is the file's inode number when it was opened by Open (0
+	// otherwise): it tells the file's mappings in a process from those of
+	// other files.
+	Inode uint64
 
 	elf    *elf.File
 	r      io.ReaderAt
@@ -45,7 +49,6 @@ type File struct {
 	// mapping puts what is read once in the page cache, not the RSS.
 	file  *os.File
 	unmap func() error
-	ident *fileIdent // device and inode, when opened from a path
 
 	// text is the executable PT_LOAD segment: file offsets for probes are
 	// computed through it.
@@ -95,7 +98,7 @@ func Open(path string) (*File, error) {
 	}
 	f.mapped, f.unmap = mapped, unmap
 	f.closer, f.file = fh, fh
-	f.ident = statIdent(fh)
+	f.Inode = statInode(fh)
 	return f, nil
 }
 
@@ -258,6 +261,10 @@ func (f *File) readAt(off, n uint64) ([]byte, error) {
 	}
 	return b, nil
 }
+
+// TextSegment returns the header of the executable PT_LOAD segment, which
+// places the functions' virtual addresses at file offsets.
+func (f *File) TextSegment() elf.ProgHeader { return f.text.ProgHeader }
 
 // fileOffset converts a virtual address inside the executable segment to a
 // file offset.
