@@ -5,7 +5,6 @@ import (
 	"debug/elf"
 	"encoding/binary"
 	"errors"
-	"reflect"
 	"strings"
 	"testing"
 
@@ -76,7 +75,7 @@ func uncaught(f *testing.F) {
 }
 
 // FuzzNewFile is the glue: a whole executable through NewFile, Funcs,
-// ReturnOffsets, Frames, GoidOffset and Fingerprint. The seeds are tiny
+// ReturnOffsets, Frames and Fingerprint. The seeds are tiny
 // stripped executables (tinyELF) holding the main package of real builds,
 // whose text start comes from the moduledata.
 //
@@ -96,7 +95,6 @@ func FuzzNewFile(f *testing.F) {
 			symtest.OneLine(t, err)
 			return
 		}
-		file.GoidOffset()
 		if _, err := file.Fingerprint(); err != nil {
 			symtest.OneLine(t, err)
 		}
@@ -305,48 +303,3 @@ func FuzzFrames(f *testing.F) {
 }
 
 var errOutside = errors.New("outside go:func.*")
-
-// FuzzReadOffsets reads an offsets file: a file it accepts must write back
-// to a file that reads the same, and every capture in it must be found.
-//
-//	go test -run '^$' -fuzz '^FuzzReadOffsets$' -fuzztime 10m -fuzzminimizetime 1000x ./pkg/symbols
-func FuzzReadOffsets(f *testing.F) {
-	o := &Offsets{GoVersion: "go1.26.8", Arch: "amd64", Fingerprint: strings.Repeat("ab", 32), Funcs: map[string][]Capture{
-		"github.com/cilium/cilium/pkg/endpoint.(*Endpoint).regenerateBPF": {
-			{Name: "endpoint", Expr: "e.ID", Reg: 0, Offset: 1280, Kind: KindUint, Size: 2},
-			{Name: "ifname", Expr: "e.ifName", Reg: 0, Offset: 96, Kind: KindString, Size: 16},
-		},
-		"main.f": {{Name: "p", Expr: "arg1.next.v", Reg: 1, Offset: 8, Deref: true, DerefOffset: -4, Kind: KindInt, Size: 4}},
-	}}
-	var b bytes.Buffer
-	if err := o.Write(&b); err != nil {
-		f.Fatal(err)
-	}
-	f.Add(b.Bytes())
-	f.Add([]byte(`{"fingerprint":"x","funcs":{"f":[{"name":"s","reg":3,"in_reg":true,"kind":"string","size":16}]}}`))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		o, err := ReadOffsets(bytes.NewReader(data))
-		if err != nil {
-			symtest.OneLine(t, err)
-			return
-		}
-		var b bytes.Buffer
-		if err := o.Write(&b); err != nil {
-			t.Fatal(err)
-		}
-		again, err := ReadOffsets(&b)
-		if err != nil {
-			t.Fatalf("written back, it fails to read: %v\n%s", err, b.Bytes())
-		}
-		if !reflect.DeepEqual(o, again) {
-			t.Fatalf("read %+v, written and read back %+v", o, again)
-		}
-		for fn, cs := range o.Funcs {
-			for _, c := range cs {
-				if _, err := o.Lookup(fn, c.Name); err != nil {
-					t.Fatal(err)
-				}
-			}
-		}
-	})
-}

@@ -35,9 +35,9 @@ func TestGoMinor(t *testing.T) {
 		{"go2.0", 0},
 		{"", 0},
 	} {
-		minor, ok := goMinor(tc.version)
+		minor, ok := GoMinor(tc.version)
 		if ok != (tc.minor != 0) || minor != tc.minor {
-			t.Errorf("goMinor(%q) = %d, %v; want %d", tc.version, minor, ok, tc.minor)
+			t.Errorf("GoMinor(%q) = %d, %v; want %d", tc.version, minor, ok, tc.minor)
 		}
 	}
 }

@@ -10,7 +10,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/cilium-tracer/tracer/pkg/symbols/disasm"
@@ -367,32 +366,6 @@ func TestFramesInlined(t *testing.T) {
 	}
 }
 
-// A File is shared by the goroutines of the tracer (resolution, stack
-// symbolization); run with -race.
-func TestConcurrentUse(t *testing.T) {
-	for _, stripped := range []bool{false, true} {
-		f := openTarget(t, symtest.FindTarget(t, "local", "amd64", true, stripped))
-		var wg sync.WaitGroup
-		for i := 0; i < 4; i++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for _, name := range []string{"main.recurse", "main.(*Endpoint).*", "fmt.Fprintf", "nope"} {
-					fns, _ := f.Funcs(name)
-					for _, fn := range fns {
-						f.ReturnOffsets(fn)
-						for pc := fn.Entry; pc < fn.End; pc += 3 {
-							f.Frames(pc)
-						}
-					}
-				}
-				f.GoidOffset()
-			}()
-		}
-		wg.Wait()
-	}
-}
-
 func TestFramesOutsideText(t *testing.T) {
 	f := openTarget(t, symtest.FindTarget(t, "local", "amd64", false, true))
 	for _, pc := range []uint64{0, 1, f.text.Vaddr - 1, 1 << 62} {
@@ -414,42 +387,6 @@ func TestFramesOutsideText(t *testing.T) {
 	}
 	if fr := f.Frames(fns[0].End - 1); len(fr) != 1 || fr[0].Func != "main.recurse" {
 		t.Errorf("Frames(last byte of main.recurse) = %+v", fr)
-	}
-}
-
-func TestGoidOffset(t *testing.T) {
-	fromDWARF := make(map[string]uint64) // by toolchain
-	for _, tg := range symtest.Targets(t) {
-		if tg.Stripped {
-			continue
-		}
-		f := openTarget(t, tg)
-		d := symtest.DWARFFieldOffset(t, tg.Path, "runtime.g", "goid")
-		got, err := f.GoidOffset()
-		if err != nil || got != d {
-			t.Errorf("%s: GoidOffset() = %d, %v; DWARF says %d", tg, got, err, d)
-		}
-		fromDWARF[tg.Toolchain] = d
-		// Without DWARF the table must agree.
-		f.HasDWARF = false
-		got, err = f.GoidOffset()
-		if err != nil || got != d {
-			t.Errorf("%s: GoidOffset() from the table = %d, %v; DWARF says %d", tg, got, err, d)
-		}
-	}
-	for _, tg := range symtest.Targets(t) {
-		if !tg.Stripped {
-			continue
-		}
-		got, err := openTarget(t, tg).GoidOffset()
-		if err != nil || got != fromDWARF[tg.Toolchain] {
-			t.Errorf("%s: GoidOffset() = %d, %v; want %d", tg, got, err, fromDWARF[tg.Toolchain])
-		}
-	}
-	f := openTarget(t, symtest.FindTarget(t, "local", "amd64", false, true))
-	f.GoVersion = "go1.99.1"
-	if _, err := f.GoidOffset(); !errors.Is(err, ErrUnknownGoVersion) {
-		t.Errorf("GoidOffset for go1.99.1: %v, want ErrUnknownGoVersion", err)
 	}
 }
 

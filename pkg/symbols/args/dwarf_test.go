@@ -1,4 +1,4 @@
-package symbols
+package args
 
 import (
 	"debug/dwarf"
@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cilium-tracer/tracer/pkg/symbols"
 	"github.com/cilium-tracer/tracer/pkg/symbols/internal/symtest"
 )
 
@@ -16,7 +17,7 @@ import (
 // the tracer did before it read only what captures need: the reference the
 // lazy reader is checked against.
 type stdlib struct {
-	f *File
+	f *symbols.File
 	d *dwarf.Data
 	// subprograms holds the entry of each function: the first in the
 	// compile unit of its package, else the first anywhere.
@@ -24,9 +25,13 @@ type stdlib struct {
 	byPkg       map[string][]string // top-level subprograms by compile unit
 }
 
-func newStdlib(t testing.TB, f *File) stdlib {
+func newStdlib(t testing.TB, f *symbols.File) stdlib {
 	t.Helper()
-	d, err := f.elf.DWARF()
+	ef, err := f.ELF()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := ef.DWARF()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,15 +145,15 @@ func captureExprs(p Param) []string {
 // checkLikeStdlib compares, for every function of the packages, the
 // parameters and captures the resolver finds with debug/dwarf's. It returns
 // how many captures it compared.
-func checkLikeStdlib(t *testing.T, f *File, pkgs ...string) int {
+func checkLikeStdlib(t *testing.T, f *symbols.File, pkgs ...string) int {
 	t.Helper()
 	std := newStdlib(t, f)
 	names := std.funcs(pkgs...)
-	fns := make([]Func, len(names))
+	fns := make([]symbols.Func, len(names))
 	for i, n := range names {
-		fns[i] = Func{Name: n}
+		fns[i] = symbols.Func{Name: n}
 	}
-	r := f.NewCaptureResolver(fns)
+	r := NewCaptureResolver(f, fns)
 	noop := func(dwarf.Type) error { return nil }
 	n := 0
 	for _, fn := range fns {
@@ -193,12 +198,12 @@ func TestDWARFLikeStdlib(t *testing.T) {
 			continue
 		}
 		t.Run(strings.ReplaceAll(tg.String(), "/", "-"), func(t *testing.T) {
-			f := openTarget(t, tg)
+			f := symtest.Open(t, tg.Path, symbols.Open)
 			if n := checkLikeStdlib(t, f, "main", "runtime", "fmt", "reflect", "strconv", "os", "time"); n < 1000 {
 				t.Errorf("only %d captures compared", n)
 			}
 			want := symtest.DWARFFieldOffset(t, tg.Path, "runtime.g", "goid")
-			if got, err := f.dwarfFieldOffset("runtime.g", "goid"); err != nil || got != want {
+			if got, err := RuntimeFieldOffset(f, "runtime.g", "goid"); err != nil || got != want {
 				t.Errorf("runtime.g.goid at %d, %v; debug/dwarf says %d", got, err, want)
 			}
 		})
@@ -216,7 +221,7 @@ func TestDWARFLikeStdlib(t *testing.T) {
 // the struct a pointer field points to keeps its fields unread.
 func TestDWARFReadLazily(t *testing.T) {
 	f, fn := openAgent(t, false)
-	r := f.NewCaptureResolver([]Func{fn})
+	r := NewCaptureResolver(f, []symbols.Func{fn})
 	c, err := r.Resolve(fn, "id", "e.ID")
 	if err != nil || c.Offset != 16 {
 		t.Fatalf("e.ID: %+v, %v", c, err)
@@ -432,11 +437,12 @@ func TestDWARFSeed(t *testing.T) {
 // sized and assigned registers, and the parameters and captures of every
 // function. Cycles that would recurse forever must be errors.
 //
-//	go test -run '^$' -fuzz '^FuzzDWARF$' -fuzztime 10m -fuzzminimizetime 1000x ./pkg/symbols
+//	go test -run '^$' -fuzz '^FuzzDWARF$' -fuzztime 10m -fuzzminimizetime 1000x ./pkg/symbols/args
 func FuzzDWARF(f *testing.F) {
 	abbrev, unit := dwarfSeed()
 	f.Add(abbrev, unit)
-	uncaught(f)
+	catchPanics = false
+	f.Cleanup(func() { catchPanics = true })
 	f.Fuzz(func(t *testing.T, abbrev, data []byte) {
 		u, err := parseUnitHeader(0, data, 4, false, abbrev, map[uint64]abbrevTable{})
 		if err != nil {
