@@ -197,7 +197,7 @@ func TestCaptureRefused(t *testing.T) {
 	agent2 := testagent.Start(t, stripped, "-workers", "1", "-interval", "10ms")
 	_, err := session.Start(session.Config{PID: agent2.PID, Funcs: []string{testagent.RegenerateBPF}, Captures: captures[:1], Offsets: other})
 	if !errors.Is(err, offsets.ErrMismatch) {
-		t.Errorf("offsets of another build: %v, want ErrOffsetsMismatch", err)
+		t.Errorf("offsets of another build: %v, want ErrMismatch", err)
 	}
 	// A stripped binary without offsets: the raw form or an offsets file.
 	_, err = session.Start(session.Config{PID: agent2.PID, Funcs: []string{testagent.RegenerateBPF}, Captures: captures[:1]})
