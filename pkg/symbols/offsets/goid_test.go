@@ -3,7 +3,6 @@ package offsets
 import (
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 
@@ -44,15 +43,7 @@ func TestGoidOffsetFromOffsetsFile(t *testing.T) {
 	}
 
 	// An offsets file of another build cannot supply it.
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	other, err := symbols.Open(self)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
+	other := openSelf(t)
 	o, err := New(other, nil, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -13,6 +13,17 @@ import (
 	"github.com/cilium-tracer/tracer/pkg/symbols/internal/symtest"
 )
 
+// openSelf opens the test binary: a Go executable of another build than
+// any the tests make offsets files from.
+func openSelf(t *testing.T) *symbols.File {
+	t.Helper()
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return symtest.Open(t, self, symbols.Open)
+}
+
 // openAgent opens the build of the example agent named name (see
 // symtest.Agent).
 func openAgent(t *testing.T, name string) *symbols.File {
@@ -50,15 +61,7 @@ func TestOffsetsFile(t *testing.T) {
 	}
 
 	// Any other Go executable: the test binary itself.
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	other, err := symbols.Open(self)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
+	other := openSelf(t)
 	if err := back.Check(other); !errors.Is(err, ErrMismatch) {
 		t.Errorf("Check against another build: %v, want ErrMismatch", err)
 	}
