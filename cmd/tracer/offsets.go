@@ -8,6 +8,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cilium-tracer/tracer/pkg/symbols"
+	"github.com/cilium-tracer/tracer/pkg/symbols/args"
+	"github.com/cilium-tracer/tracer/pkg/symbols/offsets"
 )
 
 type offsetsFlags struct {
@@ -57,7 +59,7 @@ func runOffsets(cmd *cobra.Command, f offsetsFlags) error {
 	}
 	defer bin.Close()
 	if !bin.HasDWARF {
-		return fmt.Errorf("%s: %w", f.binary, symbols.ErrNoDWARF)
+		return fmt.Errorf("%s: %w", f.binary, args.ErrNoDWARF)
 	}
 	var fns []symbols.Func
 	for _, pat := range f.funcs {
@@ -69,13 +71,13 @@ func runOffsets(cmd *cobra.Command, f offsetsFlags) error {
 	}
 	var pairs [][2]string
 	for _, c := range f.captures {
-		name, expr, err := symbols.ParseCaptureFlag(c)
+		name, expr, err := args.ParseCaptureFlag(c)
 		if err != nil {
 			return err
 		}
 		pairs = append(pairs, [2]string{name, expr})
 	}
-	o, err := symbols.NewOffsets(bin, fns, pairs)
+	o, err := offsets.New(bin, fns, pairs)
 	if err != nil {
 		return err
 	}
@@ -97,7 +99,7 @@ func runOffsets(cmd *cobra.Command, f offsetsFlags) error {
 	return nil
 }
 
-func countCaptures(o *symbols.Offsets) int {
+func countCaptures(o *offsets.File) int {
 	n := 0
 	for _, cs := range o.Funcs {
 		n += len(cs)
@@ -106,9 +108,9 @@ func countCaptures(o *symbols.Offsets) int {
 }
 
 // readOffsets reads the offsets file at path; "" means none.
-func readOffsets(path string) (*symbols.Offsets, error) {
+func readOffsets(path string) (*offsets.File, error) {
 	if path == "" {
 		return nil, nil
 	}
-	return symbols.OpenOffsets(path)
+	return offsets.Open(path)
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/cilium-tracer/tracer/pkg/probe"
 	"github.com/cilium-tracer/tracer/pkg/session"
 	"github.com/cilium-tracer/tracer/pkg/symbols"
+	"github.com/cilium-tracer/tracer/pkg/symbols/offsets"
 )
 
 // attachFuncs is how many functions the attach benchmark resolves.
@@ -147,19 +148,19 @@ func attachChild(spec attachSpec, w io.Writer) error {
 	r.Resolve = time.Since(start)
 
 	start = time.Now()
-	var offsets *symbols.Offsets
+	var o *offsets.File
 	if spec.Offsets != "" {
-		if offsets, err = symbols.OpenOffsets(spec.Offsets); err != nil {
+		if o, err = offsets.Open(spec.Offsets); err != nil {
 			return err
 		}
 	}
-	if err := session.ResolveCaptures(f, probes, spec.Captures, offsets); err != nil {
+	if err := session.ResolveCaptures(f, probes, spec.Captures, o); err != nil {
 		return err
 	}
 	r.Captures = time.Since(start)
 
 	start = time.Now()
-	goid, _ := f.GoidOffsetFrom(offsets)
+	goid, _ := offsets.GoidOffsetFrom(f, o)
 	r.Goid = time.Since(start)
 	if r.ResolveKB, err = vmHWM(); err != nil {
 		return err

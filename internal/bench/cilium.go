@@ -10,6 +10,8 @@ import (
 
 	"github.com/cilium-tracer/tracer/internal/ciliumlab"
 	"github.com/cilium-tracer/tracer/pkg/symbols"
+	"github.com/cilium-tracer/tracer/pkg/symbols/args"
+	"github.com/cilium-tracer/tracer/pkg/symbols/offsets"
 )
 
 // What the real-agent benchmark attaches: every method of *Endpoint whose
@@ -94,11 +96,11 @@ func writeOffsets(agent, path string) error {
 	if err != nil {
 		return err
 	}
-	name, expr, err := symbols.ParseCaptureFlag(ciliumCapture)
+	name, expr, err := args.ParseCaptureFlag(ciliumCapture)
 	if err != nil {
 		return err
 	}
-	o, err := symbols.NewOffsets(f, fns, [][2]string{{name, expr}})
+	o, err := offsets.New(f, fns, [][2]string{{name, expr}})
 	if err != nil {
 		return err
 	}

@@ -178,7 +178,7 @@ func (r report) sections() []section {
 			if symbolSide >= 300*time.Millisecond {
 				why := "the machine's load (compare the overhead rounds)"
 				if goid > symbolSide/2 {
-					why = "finding the goroutine ID's offset: with DWARF present, symbols.File.GoidOffset reads runtime.g's type from DWARF, " +
+					why = "finding the goroutine ID's offset: with DWARF present, offsets.GoidOffset reads runtime.g's type from DWARF, " +
 						"which is most of the time; stripped builds use a table by Go version (taking the table whenever the version is in it would avoid the DWARF read)"
 				}
 				s.Missed = append(s.Missed, fmt.Sprintf("%s: the symbol side took %s (target 300 ms). Likely reason: %s.", name, ms(symbolSide), why))

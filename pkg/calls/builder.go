@@ -9,6 +9,7 @@ import (
 
 	"github.com/cilium-tracer/tracer/pkg/probe"
 	"github.com/cilium-tracer/tracer/pkg/symbols"
+	"github.com/cilium-tracer/tracer/pkg/symbols/args"
 )
 
 // A Builder turns records of one traced process into calls.
@@ -136,11 +137,11 @@ func (b *Builder) frames1(pc uint64, isReturn bool) []Frame {
 // FormatValue renders a captured value: integers in decimal, pointers in
 // hex, strings as text with "..." when truncated. A value that could not be
 // read is empty.
-func FormatValue(c symbols.Capture, v probe.Value) string {
+func FormatValue(c args.Capture, v probe.Value) string {
 	if !v.OK {
 		return ""
 	}
-	if c.Kind == symbols.KindString {
+	if c.Kind == args.KindString {
 		s := strings.ToValidUTF8(string(v.Data), "\uFFFD")
 		if v.Len > uint64(len(v.Data)) {
 			s += "..."
@@ -154,12 +155,12 @@ func FormatValue(c symbols.Capture, v probe.Value) string {
 		u &= 1<<(8*n) - 1
 	}
 	switch c.Kind {
-	case symbols.KindInt:
+	case args.KindInt:
 		shift := 64 - 8*min(max(len(v.Data), 1), 8)
 		return strconv.FormatInt(int64(u<<shift)>>shift, 10)
-	case symbols.KindBool:
+	case args.KindBool:
 		return strconv.FormatBool(u != 0)
-	case symbols.KindPtr:
+	case args.KindPtr:
 		return fmt.Sprintf("%#x", u)
 	}
 	return strconv.FormatUint(u, 10)

@@ -18,7 +18,7 @@ import (
 
 	"github.com/cilium-tracer/tracer/pkg/container"
 	"github.com/cilium-tracer/tracer/pkg/export"
-	"github.com/cilium-tracer/tracer/pkg/symbols"
+	"github.com/cilium-tracer/tracer/pkg/symbols/args"
 )
 
 // Config is the daemon's configuration file. Durations are Go durations
@@ -264,7 +264,7 @@ func (c *Config) Validate() error {
 			bad(key+".max_events_per_second", "%v is not a number of events", m)
 		}
 		for j, c := range p.Captures {
-			if _, _, err := symbols.ParseCaptureFlag(c); err != nil {
+			if _, _, err := args.ParseCaptureFlag(c); err != nil {
 				bad(fmt.Sprintf("%s.captures[%d]", key, j), "%v", err)
 			}
 		}

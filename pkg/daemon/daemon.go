@@ -23,6 +23,7 @@ import (
 	"github.com/cilium-tracer/tracer/pkg/probe"
 	"github.com/cilium-tracer/tracer/pkg/session"
 	"github.com/cilium-tracer/tracer/pkg/symbols"
+	"github.com/cilium-tracer/tracer/pkg/symbols/offsets"
 )
 
 // Options are what a Daemon needs besides its configuration.
@@ -392,7 +393,7 @@ func (d *Daemon) pipeline(cfg Config, a *attachment, exps map[string]export.Expo
 // filters. A function matched by several patterns takes the first one's.
 // Patterns that match nothing are logged, not fatal: one configuration
 // serves agents of several versions.
-func (d *Daemon) resolve(f *symbols.File, cfg Config, offsets *symbols.Offsets) ([]probe.Probe, map[string]float64, error) {
+func (d *Daemon) resolve(f *symbols.File, cfg Config, offsets *offsets.File) ([]probe.Probe, map[string]float64, error) {
 	var probes []probe.Probe
 	maxEPS := map[string]float64{}
 	for i, pc := range cfg.Probes {
@@ -423,11 +424,11 @@ func (d *Daemon) resolve(f *symbols.File, cfg Config, offsets *symbols.Offsets) 
 }
 
 // loadOffsets reads the configured offsets file, if any.
-func loadOffsets(cfg Config) (*symbols.Offsets, error) {
+func loadOffsets(cfg Config) (*offsets.File, error) {
 	if cfg.Offsets == "" {
 		return nil, nil
 	}
-	o, err := symbols.OpenOffsets(cfg.Offsets)
+	o, err := offsets.Open(cfg.Offsets)
 	if err != nil {
 		return nil, &ConfigError{Key: "offsets", Msg: err.Error()}
 	}

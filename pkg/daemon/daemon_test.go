@@ -23,6 +23,7 @@ import (
 	"github.com/cilium-tracer/tracer/internal/testagent"
 	"github.com/cilium-tracer/tracer/pkg/export"
 	"github.com/cilium-tracer/tracer/pkg/symbols"
+	"github.com/cilium-tracer/tracer/pkg/symbols/offsets"
 )
 
 func TestMain(m *testing.M) {
@@ -783,7 +784,7 @@ func TestDaemonGoidUnknown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	o, err := symbols.NewOffsets(f, nil, nil)
+	o, err := offsets.New(f, nil, nil)
 	f.Close()
 	if err != nil {
 		t.Fatal(err)

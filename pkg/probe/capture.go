@@ -6,7 +6,7 @@ import (
 	"unsafe"
 
 	"github.com/cilium-tracer/tracer/bpf/uprobes"
-	"github.com/cilium-tracer/tracer/pkg/symbols"
+	"github.com/cilium-tracer/tracer/pkg/symbols/args"
 )
 
 // MaxCaptures is how many values one probe can capture.
@@ -33,7 +33,7 @@ type Value struct {
 
 const capValsSize = int(unsafe.Sizeof(uprobes.UprobesCaptureVals{}))
 
-func captureSpec(c symbols.Capture) uprobes.UprobesCaptureSpec {
+func captureSpec(c args.Capture) uprobes.UprobesCaptureSpec {
 	s := uprobes.UprobesCaptureSpec{
 		Reg:         uint8(c.Reg),
 		Kind:        1, // CAPTURE_SCALAR
@@ -41,7 +41,7 @@ func captureSpec(c symbols.Capture) uprobes.UprobesCaptureSpec {
 		Offset:      int32(c.Offset),
 		DerefOffset: int32(c.DerefOffset),
 	}
-	if c.Kind == symbols.KindString {
+	if c.Kind == args.KindString {
 		s.Kind = 2 // CAPTURE_STRING
 	}
 	if c.InReg {
@@ -70,7 +70,7 @@ func checkCaptures(p Probe, arch string) error {
 			return fmt.Errorf("%s: %w", p.Func.Name, err)
 		}
 		last := c.Reg
-		if c.InReg && c.Kind == symbols.KindString {
+		if c.InReg && c.Kind == args.KindString {
 			last++
 		}
 		if last >= n {

@@ -8,14 +8,15 @@ import (
 
 	"github.com/cilium-tracer/tracer/bpf/uprobes"
 	"github.com/cilium-tracer/tracer/pkg/symbols"
+	"github.com/cilium-tracer/tracer/pkg/symbols/args"
 )
 
 func TestCheckCaptures(t *testing.T) {
-	id := symbols.Capture{Name: "id", Reg: 0, Offset: 16, Kind: symbols.KindUint, Size: 2}
-	str := func(reg int) symbols.Capture {
-		return symbols.Capture{Name: "s", Reg: reg, InReg: true, Kind: symbols.KindString, Size: 16}
+	id := args.Capture{Name: "id", Reg: 0, Offset: 16, Kind: args.KindUint, Size: 2}
+	str := func(reg int) args.Capture {
+		return args.Capture{Name: "s", Reg: reg, InReg: true, Kind: args.KindString, Size: 16}
 	}
-	probe := func(cs ...symbols.Capture) Probe {
+	probe := func(cs ...args.Capture) Probe {
 		return Probe{Func: symbols.Func{Name: "f"}, Captures: cs}
 	}
 	for _, tc := range []struct {
@@ -26,14 +27,14 @@ func TestCheckCaptures(t *testing.T) {
 		{probe(id), "amd64", ""},
 		{probe(id, id, id, id), "amd64", ""},
 		{probe(id, id, id, id, id), "amd64", "at most 4"},
-		{Probe{Func: symbols.Func{Name: "f"}, Captures: []symbols.Capture{id}, Config: Config{EntryOnly: true}}, "amd64", "entry-only"},
+		{Probe{Func: symbols.Func{Name: "f"}, Captures: []args.Capture{id}, Config: Config{EntryOnly: true}}, "amd64", "entry-only"},
 		{probe(str(7)), "amd64", ""},
 		{probe(str(8)), "amd64", "register 9"}, // the length would be in a tenth register
 		{probe(str(14)), "arm64", ""},
 		{probe(str(15)), "arm64", "register 16"},
 		{probe(id), "riscv64", "not supported"},
 		{probe(), "riscv64", ""},
-		{probe(symbols.Capture{Name: "x", Kind: symbols.KindUint, Size: 3 << 4}), "amd64", "bad size"},
+		{probe(args.Capture{Name: "x", Kind: args.KindUint, Size: 3 << 4}), "amd64", "bad size"},
 	} {
 		err := checkCaptures(tc.p, tc.arch)
 		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {

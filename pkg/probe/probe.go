@@ -17,6 +17,7 @@ import (
 
 	"github.com/cilium-tracer/tracer/bpf/uprobes"
 	"github.com/cilium-tracer/tracer/pkg/symbols"
+	"github.com/cilium-tracer/tracer/pkg/symbols/args"
 )
 
 // MaxProbes is how many functions one Set can trace: the size of the BPF
@@ -46,7 +47,7 @@ type Probe struct {
 	Returns []uint64
 	// Captures are read at each entry and reported with the call's
 	// record, in this order.
-	Captures []symbols.Capture
+	Captures []args.Capture
 	Config
 }
 

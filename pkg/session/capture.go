@@ -7,6 +7,8 @@ import (
 
 	"github.com/cilium-tracer/tracer/pkg/probe"
 	"github.com/cilium-tracer/tracer/pkg/symbols"
+	"github.com/cilium-tracer/tracer/pkg/symbols/args"
+	"github.com/cilium-tracer/tracer/pkg/symbols/offsets"
 )
 
 // ResolveCaptures sets the captures of the probes from exprs, each
@@ -16,19 +18,19 @@ import (
 // probed function that has the argument it names, so one set of captures
 // serves functions with different parameters; one that no function has, a
 // missing field, or an unsupported type is an error. With no exprs, the
-// probes capture whatever offsets lists for their functions. offsets may be
-// nil; if not, it must have been generated from a build of the same code as
-// f.
-func ResolveCaptures(f *symbols.File, probes []probe.Probe, exprs []string, offsets *symbols.Offsets) error {
-	if offsets != nil {
-		if err := offsets.Check(f); err != nil {
+// probes capture whatever the offsets file o lists for their functions. o
+// may be nil; if not, it must have been generated from a build of the same
+// code as f.
+func ResolveCaptures(f *symbols.File, probes []probe.Probe, exprs []string, o *offsets.File) error {
+	if o != nil {
+		if err := o.Check(f); err != nil {
 			return err
 		}
 	}
 	type namedExpr struct{ name, expr string }
 	var parsed []namedExpr
 	for _, s := range exprs {
-		name, expr, err := symbols.ParseCaptureFlag(s)
+		name, expr, err := args.ParseCaptureFlag(s)
 		if err != nil {
 			return err
 		}
@@ -41,24 +43,24 @@ func ResolveCaptures(f *symbols.File, probes []probe.Probe, exprs []string, offs
 	}
 	for i := range probes {
 		probes[i].Captures = nil
-		if len(parsed) == 0 && offsets != nil {
-			probes[i].Captures = offsets.Funcs[probes[i].Func.Name]
+		if len(parsed) == 0 && o != nil {
+			probes[i].Captures = o.Funcs[probes[i].Func.Name]
 		}
 	}
 	fns := make([]symbols.Func, len(probes))
 	for i, p := range probes {
 		fns[i] = p.Func
 	}
-	r := f.NewCaptureResolver(fns)
+	r := args.NewCaptureResolver(f, fns)
 	for _, ne := range parsed {
 		var missing error
 		found := false
 		for i := range probes {
 			p := &probes[i]
-			c, err := resolveCapture(f, r, p.Func, ne.name, ne.expr, offsets)
-			var ce *symbols.CaptureError
+			c, err := resolveCapture(f, r, p.Func, ne.name, ne.expr, o)
+			var ce *args.CaptureError
 			switch {
-			case errors.As(err, &ce) && !ce.Field, errors.Is(err, symbols.ErrNotInOffsets):
+			case errors.As(err, &ce) && !ce.Field, errors.Is(err, offsets.ErrNotInFile):
 				missing = cmp.Or(missing, err)
 				continue
 			case err != nil:
@@ -79,11 +81,11 @@ func ResolveCaptures(f *symbols.File, probes []probe.Probe, exprs []string, offs
 	return nil
 }
 
-func resolveCapture(f *symbols.File, r *symbols.CaptureResolver, fn symbols.Func, name, expr string, offsets *symbols.Offsets) (symbols.Capture, error) {
-	if symbols.IsRawCapture(expr) || f.HasDWARF || offsets == nil {
+func resolveCapture(f *symbols.File, r *args.CaptureResolver, fn symbols.Func, name, expr string, o *offsets.File) (args.Capture, error) {
+	if args.IsRawCapture(expr) || f.HasDWARF || o == nil {
 		return r.Resolve(fn, name, expr)
 	}
-	c, err := offsets.Lookup(fn.Name, name)
+	c, err := o.Lookup(fn.Name, name)
 	if err != nil {
 		return c, err
 	}

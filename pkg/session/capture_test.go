@@ -14,6 +14,8 @@ import (
 	"github.com/cilium-tracer/tracer/pkg/calls"
 	"github.com/cilium-tracer/tracer/pkg/session"
 	"github.com/cilium-tracer/tracer/pkg/symbols"
+	"github.com/cilium-tracer/tracer/pkg/symbols/args"
+	"github.com/cilium-tracer/tracer/pkg/symbols/offsets"
 )
 
 var captures = []string{
@@ -33,7 +35,7 @@ var regeneratedLine = regexp.MustCompile(`^regenerated endpoint_id=(\d+) k8s_pod
 
 // offsetsFor generates the offsets file for captures from the unstripped
 // build of v's toolchain, as `tracer offsets` does.
-func offsetsFor(t *testing.T, v testagent.Variant, captures []string) *symbols.Offsets {
+func offsetsFor(t *testing.T, v testagent.Variant, captures []string) *offsets.File {
 	t.Helper()
 	v.Stripped = false
 	f, err := symbols.Open(testagent.Build(t, v))
@@ -51,13 +53,13 @@ func offsetsFor(t *testing.T, v testagent.Variant, captures []string) *symbols.O
 	}
 	var pairs [][2]string
 	for _, c := range captures {
-		name, expr, err := symbols.ParseCaptureFlag(c)
+		name, expr, err := args.ParseCaptureFlag(c)
 		if err != nil {
 			t.Fatal(err)
 		}
 		pairs = append(pairs, [2]string{name, expr})
 	}
-	o, err := symbols.NewOffsets(f, fns, pairs)
+	o, err := offsets.New(f, fns, pairs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -194,12 +196,12 @@ func TestCaptureRefused(t *testing.T) {
 	other := offsetsFor(t, testagent.Variant{Toolchain: "go1.22.12"}, captures[:1])
 	agent2 := testagent.Start(t, stripped, "-workers", "1", "-interval", "10ms")
 	_, err := session.Start(session.Config{PID: agent2.PID, Funcs: []string{testagent.RegenerateBPF}, Captures: captures[:1], Offsets: other})
-	if !errors.Is(err, symbols.ErrOffsetsMismatch) {
-		t.Errorf("offsets of another build: %v, want ErrOffsetsMismatch", err)
+	if !errors.Is(err, offsets.ErrMismatch) {
+		t.Errorf("offsets of another build: %v, want ErrMismatch", err)
 	}
 	// A stripped binary without offsets: the raw form or an offsets file.
 	_, err = session.Start(session.Config{PID: agent2.PID, Funcs: []string{testagent.RegenerateBPF}, Captures: captures[:1]})
-	if !errors.Is(err, symbols.ErrNoDWARF) {
+	if !errors.Is(err, args.ErrNoDWARF) {
 		t.Errorf("stripped without offsets: %v, want ErrNoDWARF", err)
 	}
 }

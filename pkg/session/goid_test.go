@@ -10,6 +10,7 @@ import (
 	"github.com/cilium-tracer/tracer/pkg/calls"
 	"github.com/cilium-tracer/tracer/pkg/session"
 	"github.com/cilium-tracer/tracer/pkg/symbols"
+	"github.com/cilium-tracer/tracer/pkg/symbols/offsets"
 )
 
 // A stripped build of a release the goid table does not know: without an
@@ -25,18 +26,18 @@ func TestGoidUnknownRelease(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	offsets, err := symbols.NewOffsets(f, nil, nil)
+	o, err := offsets.New(f, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if offsets.GoidOffset == 0 || f.GoVersion != future {
-		t.Fatalf("offsets file of %s: goid offset %d", f.GoVersion, offsets.GoidOffset)
+	if o.GoidOffset == 0 || f.GoVersion != future {
+		t.Fatalf("offsets file of %s: goid offset %d", f.GoVersion, o.GoidOffset)
 	}
 
 	for _, withFile := range []bool{false, true} {
 		cfg := session.Config{Funcs: []string{testagent.RegenerateBPF}}
 		if withFile {
-			cfg.Offsets = offsets
+			cfg.Offsets = o
 		}
 		const workers = 4
 		agent := testagent.Start(t, stripped, "-wait-start", "-workers", "4", "-iterations", "5", "-interval", "1ms", "-policy-depth", "1")
@@ -45,7 +46,7 @@ func TestGoidUnknownRelease(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if withFile && s.GoidErr != nil || !withFile && !errors.Is(s.GoidErr, symbols.ErrUnknownGoVersion) {
+		if withFile && s.GoidErr != nil || !withFile && !errors.Is(s.GoidErr, offsets.ErrUnknownGoVersion) {
 			t.Errorf("offsets file %v: GoidErr %v", withFile, s.GoidErr)
 		}
 		agent.Begin(t)

@@ -13,6 +13,8 @@ import (
 	"github.com/cilium-tracer/tracer/pkg/calls"
 	"github.com/cilium-tracer/tracer/pkg/probe"
 	"github.com/cilium-tracer/tracer/pkg/symbols"
+	"github.com/cilium-tracer/tracer/pkg/symbols/offsets"
+	"github.com/cilium-tracer/tracer/pkg/symbols/procmaps"
 )
 
 // Config is what one session traces and how.
@@ -26,7 +28,7 @@ type Config struct {
 	// call attributes (see ResolveCaptures).
 	Captures []string
 	// Offsets resolves Captures on stripped executables.
-	Offsets *symbols.Offsets
+	Offsets *offsets.File
 	// ExpireAfter is how long a call may go without returning before it
 	// is reported unfinished and dropped from the goroutine table, so
 	// goroutines that ended without a RET do not fill it; default 10m.
@@ -159,13 +161,13 @@ func start(cfg Config, f *symbols.File) (_ *Session, err error) {
 	if err != nil {
 		return nil, err
 	}
-	bias, err := f.Bias(cfg.PID)
+	bias, err := procmaps.Bias(f, cfg.PID)
 	if err != nil {
 		return nil, fmt.Errorf("load address of %s in PID %d: %w", bin, cfg.PID, err)
 	}
 	// Without the goid offset the probes pair calls by g address, which
 	// is no goroutine ID: the calls say their goroutine is unknown.
-	goid, goidErr := f.GoidOffsetFrom(cfg.Offsets)
+	goid, goidErr := offsets.GoidOffsetFrom(f, cfg.Offsets)
 
 	set, err := probe.Attach(probes, probe.Options{
 		Binary:     bin,

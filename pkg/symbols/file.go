@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 )
@@ -36,6 +37,10 @@ type File struct {
 	PIE       bool
 	Stripped  bool // no .symtab
 	HasDWARF  bool
+	// Inode is the file's inode number when it was opened by Open (0
+	// otherwise): it tells the file's mappings in a process from those of
+	// other files.
+	Inode uint64
 
 	elf    *elf.File
 	r      io.ReaderAt
@@ -45,7 +50,6 @@ type File struct {
 	// mapping puts what is read once in the page cache, not the RSS.
 	file  *os.File
 	unmap func() error
-	ident *fileIdent // device and inode, when opened from a path
 
 	// text is the executable PT_LOAD segment: file offsets for probes are
 	// computed through it.
@@ -95,7 +99,7 @@ func Open(path string) (*File, error) {
 	}
 	f.mapped, f.unmap = mapped, unmap
 	f.closer, f.file = fh, fh
-	f.ident = statIdent(fh)
+	f.Inode = statInode(fh)
 	return f, nil
 }
 
@@ -202,7 +206,7 @@ func (f *File) readBuildID() string {
 	if s == nil || s.Type != elf.SHT_NOTE || s.Size > 1<<12 {
 		return ""
 	}
-	b, err := f.sectionData(s)
+	b, err := f.SectionData(s)
 	if err != nil || len(b) < 16 {
 		return ""
 	}
@@ -218,13 +222,32 @@ func (f *File) readBuildID() string {
 	return string(b[16 : 16+descsz])
 }
 
-// sectionData returns a section's contents, without copying when the file is
-// memory-mapped.
-func (f *File) sectionData(s *elf.Section) ([]byte, error) {
+// ELF returns the executable as debug/elf reads it, for the sections this
+// package does not interpret, such as DWARF. It fails with os.ErrClosed
+// after Close: the sections then read memory that is no longer mapped.
+func (f *File) ELF() (*elf.File, error) {
+	if f.closed.Load() {
+		return nil, os.ErrClosed
+	}
+	return f.elf, nil
+}
+
+// Mapped reports whether the file is memory-mapped: SectionData then returns
+// the contents of a section stored uncompressed without reading them.
+func (f *File) Mapped() bool { return f.mapped != nil }
+
+// SectionData returns the contents of s, a section of the executable,
+// without copying when the file is memory-mapped and s is stored
+// uncompressed. The contents are valid until Close.
+func (f *File) SectionData(s *elf.Section) ([]byte, error) {
+	if f.closed.Load() {
+		return nil, os.ErrClosed
+	}
 	if s.Type == elf.SHT_NOBITS {
 		return nil, fmt.Errorf("section %s has no data", s.Name)
 	}
-	if f.mapped != nil && s.Flags&elf.SHF_COMPRESSED == 0 {
+	// Older linkers compressed DWARF into .zdebug sections without the flag.
+	if f.mapped != nil && s.Flags&elf.SHF_COMPRESSED == 0 && !strings.HasPrefix(s.Name, ".zdebug") {
 		if s.Offset > uint64(len(f.mapped)) || s.Size > uint64(len(f.mapped))-s.Offset {
 			return nil, fmt.Errorf("section %s: out of file bounds", s.Name)
 		}
@@ -258,6 +281,10 @@ func (f *File) readAt(off, n uint64) ([]byte, error) {
 	}
 	return b, nil
 }
+
+// TextSegment returns the header of the executable PT_LOAD segment, which
+// places the functions' virtual addresses at file offsets.
+func (f *File) TextSegment() elf.ProgHeader { return f.text.ProgHeader }
 
 // fileOffset converts a virtual address inside the executable segment to a
 // file offset.

@@ -14,10 +14,11 @@ const maxInlineDepth = 256
 const maxCachedPCs = 1 << 16
 
 // Frames symbolizes pc, a virtual address in the executable's own address
-// space (subtract Bias for runtime addresses of a PIE). The result lists the
-// functions inlined at pc first, innermost first, and the physical function
-// last. It is nil if pc is not inside a Go function. Frames is exact: for a
-// return address, pass the address minus one to get the call's line.
+// space (subtract procmaps.Bias for runtime addresses of a PIE). The result
+// lists the functions inlined at pc first, innermost first, and the physical
+// function last. It is nil if pc is not inside a Go function. Frames is
+// exact: for a return address, pass the address minus one to get the call's
+// line.
 func (f *File) Frames(pc uint64) []Frame {
 	if f.closed.Load() {
 		return nil

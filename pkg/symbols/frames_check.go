@@ -3,6 +3,8 @@ package symbols
 import (
 	"fmt"
 	"strings"
+
+	"github.com/cilium-tracer/tracer/pkg/symbols/disasm"
 )
 
 // A FrameError reports a function whose decoded instructions disagree with
@@ -25,9 +27,9 @@ func (e *FrameError) Error() string {
 // .gopclntab and so are there in stripped executables too: every RET must be
 // where the stack pointer is back at its value on entry, and every point
 // where either table changes value must start an instruction.
-func (t *pclntab) checkFrames(fn Func, b *body) error {
+func (t *pclntab) checkFrames(fn Func, b *disasm.Body) error {
 	fail := func(pc uint64, format string, args ...any) error {
-		return &FrameError{Func: fn.Name, Offset: b.start + pc - fn.Entry, Reason: fmt.Sprintf(format, args...)}
+		return &FrameError{Func: fn.Name, Offset: b.Start + pc - fn.Entry, Reason: fmt.Sprintf(format, args...)}
 	}
 	i, ok := t.find(fn.Entry)
 	if !ok || t.entry(i) != fn.Entry {
@@ -37,16 +39,16 @@ func (t *pclntab) checkFrames(fn Func, b *body) error {
 	if !ok {
 		return fail(fn.Entry, "malformed pclntab function record")
 	}
-	rets := b.rets
+	rets := b.Rets
 	var bad error
 	err := t.pcRuns(r.word(funcPCSP), fn.Entry, fn.End, func(lo, hi uint64, sp int32) bool {
-		if !b.boundary(lo - fn.Entry) {
+		if !b.Boundary(lo - fn.Entry) {
 			bad = fail(lo, "pcsp table changes inside an instruction")
 			return false
 		}
-		for ; len(rets) > 0 && fn.Entry+rets[0]-b.start < hi; rets = rets[1:] {
+		for ; len(rets) > 0 && fn.Entry+rets[0]-b.Start < hi; rets = rets[1:] {
 			if sp != 0 {
-				bad = fail(fn.Entry+rets[0]-b.start, "RET where the pcsp table says the frame is not popped (SP delta %d)", sp)
+				bad = fail(fn.Entry+rets[0]-b.Start, "RET where the pcsp table says the frame is not popped (SP delta %d)", sp)
 				return false
 			}
 		}
@@ -58,10 +60,10 @@ func (t *pclntab) checkFrames(fn Func, b *body) error {
 	case bad != nil:
 		return bad
 	case len(rets) > 0:
-		return fail(fn.Entry+rets[0]-b.start, "RET outside the pcsp table")
+		return fail(fn.Entry+rets[0]-b.Start, "RET outside the pcsp table")
 	}
 	err = t.pcRuns(r.word(funcPCFile), fn.Entry, fn.End, func(lo, _ uint64, _ int32) bool {
-		if !b.boundary(lo - fn.Entry) {
+		if !b.Boundary(lo - fn.Entry) {
 			bad = fail(lo, "pcfile table changes inside an instruction")
 			return false
 		}
@@ -118,16 +120,16 @@ func (e *NoReturnError) Error() string {
 }
 
 // noReturn names the functions b jumps to.
-func (t *pclntab) noReturn(fn Func, b *body) error {
+func (t *pclntab) noReturn(fn Func, b *disasm.Body) error {
 	e := &NoReturnError{Func: fn.Name}
 	seen := map[uint64]bool{}
-	for _, br := range b.branches {
-		if br.call || seen[br.target] {
+	for _, br := range b.Branches {
+		if br.Call || seen[br.Target] {
 			continue
 		}
-		seen[br.target] = true
-		name := fmt.Sprintf("%#x", br.target)
-		if i, ok := t.find(br.target); ok && t.entry(i) == br.target {
+		seen[br.Target] = true
+		name := fmt.Sprintf("%#x", br.Target)
+		if i, ok := t.find(br.Target); ok && t.entry(i) == br.Target {
 			name = string(t.funcName(i))
 		}
 		e.TailCalls = append(e.TailCalls, name)

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/cilium-tracer/tracer/internal/testagent"
+	"github.com/cilium-tracer/tracer/pkg/symbols/disasm"
 )
 
 // A run of a crafted pc-value table: n bytes of code with value val.
@@ -105,14 +106,14 @@ func TestCheckFramesCrafted(t *testing.T) {
 	} {
 		fn := Func{Name: "f", Entry: entry, End: entry + uint64(len(tc.code)), Offset: start}
 		tab := craftTable(entry, uint64(len(tc.code)), map[string]uint64{"amd64": 1, "arm64": 4}[tc.arch], tc.pcsp, tc.pcfile)
-		b, err := decodeCode(tc.arch, fn, start, tc.code)
+		b, err := disasm.Decode(tc.arch, fn.Name, fn.Entry, start, tc.code)
 		if err != nil {
 			t.Fatalf("%s: decode: %v", tc.name, err)
 		}
 		err = tab.checkFrames(fn, b)
 		if tc.rets != nil {
-			if err != nil || !slices.Equal(b.rets, tc.rets) {
-				t.Errorf("%s: RETs %#x, %v; want %#x", tc.name, b.rets, err, tc.rets)
+			if err != nil || !slices.Equal(b.Rets, tc.rets) {
+				t.Errorf("%s: RETs %#x, %v; want %#x", tc.name, b.Rets, err, tc.rets)
 			}
 			continue
 		}
@@ -238,7 +239,7 @@ func BenchmarkReturnOffsets(b *testing.B) {
 	}
 	var (
 		decoded []Func
-		bodies  []*body
+		bodies  []*disasm.Body
 	)
 	for _, fn := range fns {
 		if body, err := f.decode(fn); err == nil {
@@ -294,13 +295,13 @@ func FuzzCheckFrames(f *testing.F) {
 		rec := tab.funcs[12:]
 		binary.LittleEndian.PutUint32(rec[funcPCSP:], spOff)
 		binary.LittleEndian.PutUint32(rec[funcPCFile:], fileOff)
-		b, err := decodeCode(arch, fn, start, code)
+		b, err := disasm.Decode(arch, fn.Name, fn.Entry, start, code)
 		if err != nil {
 			return
 		}
 		if err := tab.checkFrames(fn, b); err == nil {
-			for _, r := range b.rets {
-				if !b.boundary(r - start) {
+			for _, r := range b.Rets {
+				if !b.Boundary(r - start) {
 					t.Fatalf("RET at %#x off an instruction boundary", r)
 				}
 			}

@@ -228,8 +228,8 @@ func (f *File) branchesTo(t *pclntab, i int, target uint64) bool {
 	if err != nil {
 		return false
 	}
-	for _, br := range b.branches {
-		if br.target == target {
+	for _, br := range b.Branches {
+		if br.Target == target {
 			return true
 		}
 	}

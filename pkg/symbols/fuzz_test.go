@@ -5,14 +5,10 @@ import (
 	"debug/elf"
 	"encoding/binary"
 	"errors"
-	"fmt"
-	"reflect"
-	"slices"
 	"strings"
 	"testing"
 
-	"golang.org/x/arch/arm64/arm64asm"
-	"golang.org/x/arch/x86/x86asm"
+	"github.com/cilium-tracer/tracer/pkg/symbols/internal/symtest"
 )
 
 // Each parser has a fuzz target of its own, seeded with small real inputs:
@@ -27,7 +23,7 @@ import (
 // "context deadline exceeded" and no input (golang/go#75804): not a finding.
 
 // mainTable cuts the main package's functions out of tg's pclntab.
-func mainTable(tb testing.TB, tg *target) smallTable {
+func mainTable(tb testing.TB, tg *symtest.Target) smallTable {
 	tb.Helper()
 	f := openTarget(tb, tg)
 	t, err := f.pcln()
@@ -52,7 +48,7 @@ var seedBuilds = []struct{ name, toolchain, goarch string }{
 }
 
 // funcTable cuts the function named name out of tg's pclntab.
-func funcTable(tb testing.TB, tg *target, name string) smallTable {
+func funcTable(tb testing.TB, tg *symtest.Target, name string) smallTable {
 	tb.Helper()
 	f := openTarget(tb, tg)
 	return cutPCLNTab(tb, f, funcIndex(tb, f, name), 1)
@@ -66,7 +62,7 @@ func seedTables(tb testing.TB) map[string]smallTable {
 	tb.Helper()
 	seeds := map[string]smallTable{}
 	for _, b := range seedBuilds {
-		tg := findTarget(tb, b.toolchain, b.goarch, false, true)
+		tg := symtest.FindTarget(tb, b.toolchain, b.goarch, false, true)
 		seeds[b.name+"/inlined"] = funcTable(tb, tg, "main.(*Endpoint).regenerateBPF")
 		seeds[b.name+"/recursive"] = funcTable(tb, tg, "main.recurse")
 	}
@@ -78,16 +74,8 @@ func uncaught(f *testing.F) {
 	f.Cleanup(func() { catchPanics = true })
 }
 
-// oneLine fails unless err's message is a single line.
-func oneLine(t *testing.T, err error) {
-	t.Helper()
-	if strings.ContainsAny(err.Error(), "\n\r") {
-		t.Fatalf("error of several lines: %q", err)
-	}
-}
-
 // FuzzNewFile is the glue: a whole executable through NewFile, Funcs,
-// ReturnOffsets, Frames, GoidOffset and Fingerprint. The seeds are tiny
+// ReturnOffsets, Frames and Fingerprint. The seeds are tiny
 // stripped executables (tinyELF) holding the main package of real builds,
 // whose text start comes from the moduledata.
 //
@@ -104,16 +92,15 @@ func FuzzNewFile(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		file, err := NewFile(bytes.NewReader(data))
 		if err != nil {
-			oneLine(t, err)
+			symtest.OneLine(t, err)
 			return
 		}
-		file.GoidOffset()
 		if _, err := file.Fingerprint(); err != nil {
-			oneLine(t, err)
+			symtest.OneLine(t, err)
 		}
 		fns, err := file.Funcs("*")
 		if err != nil {
-			oneLine(t, err)
+			symtest.OneLine(t, err)
 			return
 		}
 		budget := 512 // pcs symbolized per input
@@ -126,7 +113,7 @@ func FuzzNewFile(f *testing.F) {
 			}
 			offs, err := file.ReturnOffsets(fn)
 			if err != nil {
-				oneLine(t, err)
+				symtest.OneLine(t, err)
 			}
 			for j, off := range offs {
 				if off < fn.Offset || off-fn.Offset >= fn.End-fn.Entry || j > 0 && off <= offs[j-1] {
@@ -171,7 +158,7 @@ func FuzzPCLNTab(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte, textStart uint64) {
 		tab, headerText, err := parsePCLNTab(data)
 		if err != nil {
-			oneLine(t, err)
+			symtest.OneLine(t, err)
 			return
 		}
 		tab.textStart = textStart
@@ -316,141 +303,3 @@ func FuzzFrames(f *testing.F) {
 }
 
 var errOutside = errors.New("outside go:func.*")
-
-// FuzzScanReturns scans a function body for RETs. Each offset must be in
-// the body, decode as a RET, and be an instruction boundary: the body cut
-// at one scans to the RETs before it, and the rest to the RETs after it.
-//
-//	go test -run '^$' -fuzz '^FuzzScanReturns$' -fuzztime 10m -fuzzminimizetime 1000x ./pkg/symbols
-func FuzzScanReturns(f *testing.F) {
-	// The bodies of the main package's functions.
-	for _, b := range seedBuilds {
-		st := mainTable(f, findTarget(f, b.toolchain, b.goarch, false, true))
-		tab, _, err := parsePCLNTab(st.pclntab)
-		if err != nil {
-			f.Fatal(err)
-		}
-		for i := range tab.nfunc {
-			f.Add(st.text[tab.entryOff(i):tab.entryOff(i+1)], b.goarch == "arm64")
-		}
-	}
-	f.Add(append(bytes.Clone(endbr64), 0x55, 0xc3), false)              // ENDBR64; PUSH RBP; RET
-	f.Add([]byte{0xc5, 0xf8, 0x77, 0xc3}, false)                        // VZEROUPPER; RET
-	f.Add([]byte{0xc0, 0x03, 0x5f, 0xd6, 0, 0, 0, 0}, true)             // RET; padding
-	f.Add([]byte{0x20, 0x7c, 0xa0, 0x88, 0xc0, 0x03, 0x5f, 0xd6}, true) // CAS; RET
-	f.Fuzz(func(t *testing.T, code []byte, arm bool) {
-		arch := "amd64"
-		if arm {
-			arch = "arm64"
-		}
-		rets, bad, err := scanReturns(arch, code)
-		if err != nil {
-			oneLine(t, err)
-			if bad < 0 || bad >= len(code) {
-				t.Fatalf("undecodable instruction at %d of %d bytes: %v", bad, len(code), err)
-			}
-			return
-		}
-		for k, r := range rets {
-			if r < 0 || r >= len(code) || k > 0 && r <= rets[k-1] {
-				t.Fatalf("RETs at %d in %d bytes", rets, len(code))
-			}
-			if !isRET(arch, code[r:]) {
-				t.Fatalf("RET at %d does not decode as one: % x", r, code[r:min(r+16, len(code))])
-			}
-		}
-		if len(rets) == 0 {
-			return
-		}
-		// Cut before the last RET, the body scans to the others; from the
-		// first, to all of them: both are instruction boundaries.
-		last := rets[len(rets)-1]
-		before, _, err := scanReturns(arch, code[:last])
-		if err != nil || !slices.Equal(before, rets[:len(rets)-1]) {
-			t.Fatalf("RETs %d; the body cut at %d scans to %d, %v", rets, last, before, err)
-		}
-		after, _, err := scanReturns(arch, code[rets[0]:])
-		for j := range after {
-			after[j] += rets[0]
-		}
-		if err != nil || !slices.Equal(after, rets) {
-			t.Fatalf("RETs %d; the body from %d scans to %d, %v", rets, rets[0], after, err)
-		}
-	})
-}
-
-// scanReturns decodes code as the body of a function at file offset 0 and
-// returns its RETs, or the offset of the instruction that did not decode.
-// Every RET must also be an instruction boundary of the decoded body.
-func scanReturns(arch string, code []byte) (rets []int, bad int, err error) {
-	const entry = 0x401000
-	b, err := decodeCode(arch, Func{Name: "f", Entry: entry, End: entry + uint64(len(code))}, 0, code)
-	if err != nil {
-		var de *DecodeError
-		if errors.As(err, &de) {
-			bad = int(de.Offset)
-		}
-		return nil, bad, err
-	}
-	for _, r := range b.rets {
-		if !b.boundary(r) {
-			return nil, int(r), fmt.Errorf("RET at %d is not an instruction boundary", r)
-		}
-		rets = append(rets, int(r))
-	}
-	return rets, 0, nil
-}
-
-func isRET(arch string, b []byte) bool {
-	if arch == "arm64" {
-		inst, err := arm64asm.Decode(b)
-		return err == nil && inst.Op == arm64asm.RET
-	}
-	inst, err := x86asm.Decode(b, 64)
-	return err == nil && inst.Op == x86asm.RET
-}
-
-// FuzzReadOffsets reads an offsets file: a file it accepts must write back
-// to a file that reads the same, and every capture in it must be found.
-//
-//	go test -run '^$' -fuzz '^FuzzReadOffsets$' -fuzztime 10m -fuzzminimizetime 1000x ./pkg/symbols
-func FuzzReadOffsets(f *testing.F) {
-	o := &Offsets{GoVersion: "go1.26.8", Arch: "amd64", Fingerprint: strings.Repeat("ab", 32), Funcs: map[string][]Capture{
-		"github.com/cilium/cilium/pkg/endpoint.(*Endpoint).regenerateBPF": {
-			{Name: "endpoint", Expr: "e.ID", Reg: 0, Offset: 1280, Kind: KindUint, Size: 2},
-			{Name: "ifname", Expr: "e.ifName", Reg: 0, Offset: 96, Kind: KindString, Size: 16},
-		},
-		"main.f": {{Name: "p", Expr: "arg1.next.v", Reg: 1, Offset: 8, Deref: true, DerefOffset: -4, Kind: KindInt, Size: 4}},
-	}}
-	var b bytes.Buffer
-	if err := o.Write(&b); err != nil {
-		f.Fatal(err)
-	}
-	f.Add(b.Bytes())
-	f.Add([]byte(`{"fingerprint":"x","funcs":{"f":[{"name":"s","reg":3,"in_reg":true,"kind":"string","size":16}]}}`))
-	f.Fuzz(func(t *testing.T, data []byte) {
-		o, err := ReadOffsets(bytes.NewReader(data))
-		if err != nil {
-			oneLine(t, err)
-			return
-		}
-		var b bytes.Buffer
-		if err := o.Write(&b); err != nil {
-			t.Fatal(err)
-		}
-		again, err := ReadOffsets(&b)
-		if err != nil {
-			t.Fatalf("written back, it fails to read: %v\n%s", err, b.Bytes())
-		}
-		if !reflect.DeepEqual(o, again) {
-			t.Fatalf("read %+v, written and read back %+v", o, again)
-		}
-		for fn, cs := range o.Funcs {
-			for _, c := range cs {
-				if _, err := o.Lookup(fn, c.Name); err != nil {
-					t.Fatal(err)
-				}
-			}
-		}
-	})
-}

@@ -17,12 +17,12 @@ const (
 // experiment list ("go1.26.8 X:nodwarf5").
 var goRelease = regexp.MustCompile(`^go1\.(\d+)(?:\.\d+|rc\d+|beta\d+)?(?:[-+ ].*)?$`)
 
-// goMinor returns the minor release of a Go version string as the build
+// GoMinor returns the minor release of a Go version string as the build
 // information spells it: 26 for "go1.26.8", "go1.26", "go1.26rc1" and
 // "go1.26beta1". Release candidates and betas come after the freeze, so their
 // runtime layouts are the release's. Development builds ("devel go1.27-abcdef
 // ...") and releases outside the supported range are not known: ok is false.
-func goMinor(version string) (minor int, ok bool) {
+func GoMinor(version string) (minor int, ok bool) {
 	m := goRelease.FindStringSubmatch(version)
 	if m == nil {
 		return 0, false
@@ -40,7 +40,7 @@ func goMinor(version string) (minor int, ok bool) {
 // FuncID_runfinq into FuncID_runFinalizers and FuncID_runCleanups (each
 // release's src/internal/abi/symtab.go, runtime/symtab.go before Go 1.21).
 func wrapperFuncID(version string) (uint8, bool) {
-	minor, ok := goMinor(version)
+	minor, ok := GoMinor(version)
 	switch {
 	case !ok:
 		return 0, false

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/cilium-tracer/tracer/pkg/symbols/internal/symtest"
 )
 
 func TestGoMinor(t *testing.T) {
@@ -33,9 +35,9 @@ func TestGoMinor(t *testing.T) {
 		{"go2.0", 0},
 		{"", 0},
 	} {
-		minor, ok := goMinor(tc.version)
+		minor, ok := GoMinor(tc.version)
 		if ok != (tc.minor != 0) || minor != tc.minor {
-			t.Errorf("goMinor(%q) = %d, %v; want %d", tc.version, minor, ok, tc.minor)
+			t.Errorf("GoMinor(%q) = %d, %v; want %d", tc.version, minor, ok, tc.minor)
 		}
 	}
 }
@@ -49,8 +51,8 @@ func TestGoMinor(t *testing.T) {
 // ABIInternal wrapper. With -randlayout the wrapper can come first, so the
 // order of the function table cannot stand in for the marking.
 func TestABIWrapper(t *testing.T) {
-	for _, tg := range allTargets(t) {
-		if tg.stripped {
+	for _, tg := range symtest.Targets(t) {
+		if tg.Stripped {
 			continue
 		}
 		f := openTarget(t, tg)
@@ -69,7 +71,7 @@ func TestABIWrapper(t *testing.T) {
 		// Without the symbol table: the stripped build when it is laid
 		// out identically, else this build's own .gopclntab.
 		resolve := func(name string) ([]Func, error) { return f.pclnFuncs(compilePattern(name)) }
-		if s := strippedSibling(t, tg); s != nil && !tg.external {
+		if s := symtest.StrippedSibling(t, tg); s != nil && !tg.External {
 			resolve = openTarget(t, s).Funcs
 		}
 		wrapperID, ok := wrapperFuncID(f.GoVersion)
@@ -104,7 +106,7 @@ func TestABIWrapper(t *testing.T) {
 		if _, ok := byName["runtime.newstack.abi0"]; !ok || goPairs == 0 {
 			t.Errorf("%s: no Go function with an ABI0 wrapper", tg)
 		}
-		if tg.randlayout && wrapperFirst == 0 {
+		if tg.RandLayout && wrapperFirst == 0 {
 			t.Errorf("%s: -randlayout put no ABI0 wrapper before its body", tg)
 		}
 	}
@@ -127,7 +129,7 @@ func funcRecordAt(t *testing.T, pcln *pclntab, entry uint64) funcRecord {
 // from its body: resolving such a function is an error naming it, not a
 // guess; functions with one body resolve as before.
 func TestABIWrapperUnknownRelease(t *testing.T) {
-	f := openTarget(t, findTarget(t, "local", "amd64", false, true))
+	f := openTarget(t, symtest.FindTarget(t, "local", "amd64", false, true))
 	f.GoVersion = "go1.27.0"
 	_, err := f.Funcs("runtime.newstack")
 	var ae *ABIError

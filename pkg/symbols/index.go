@@ -80,11 +80,11 @@ func (f *File) symbols() (*symtab, error) {
 	if sect == nil || sect.Link == 0 || int(sect.Link) >= len(f.elf.Sections) {
 		return nil, errNoSymtab
 	}
-	syms, err := f.sectionData(sect)
+	syms, err := f.SectionData(sect)
 	if err != nil {
 		return nil, err
 	}
-	strtab, err := f.sectionData(f.elf.Sections[sect.Link])
+	strtab, err := f.SectionData(f.elf.Sections[sect.Link])
 	if err != nil {
 		return nil, err
 	}

@@ -19,18 +19,15 @@ func mmapFile(fh *os.File, size int64) ([]byte, func() error, error) {
 	return b, func() error { return syscall.Munmap(b) }, nil
 }
 
-type fileIdent struct {
-	dev, ino uint64
-}
-
-func statIdent(fh *os.File) *fileIdent {
+// statInode returns the file's inode number, or 0.
+func statInode(fh *os.File) uint64 {
 	st, err := fh.Stat()
 	if err != nil {
-		return nil
+		return 0
 	}
 	sys, ok := st.Sys().(*syscall.Stat_t)
 	if !ok {
-		return nil
+		return 0
 	}
-	return &fileIdent{dev: uint64(sys.Dev), ino: sys.Ino}
+	return sys.Ino
 }

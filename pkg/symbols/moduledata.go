@@ -30,7 +30,7 @@ func (f *File) loadPCLNTab() (t *pclntab, err error) {
 	var data []byte
 	var addr uint64
 	if sect := pclntabSection(f.elf); sect != nil {
-		if data, err = f.sectionData(sect); err != nil {
+		if data, err = f.SectionData(sect); err != nil {
 			return nil, fmt.Errorf("%w: %v", ErrNoPCLNTab, err)
 		}
 		addr = sect.Addr
@@ -178,7 +178,7 @@ func (w *wordReader) eachRelative(fn func(off, addend uint64) bool) {
 			if s.Type != elf.SHT_RELA {
 				continue
 			}
-			if data, err := w.f.sectionData(s); err == nil {
+			if data, err := w.f.SectionData(s); err == nil {
 				w.relas = append(w.relas, data)
 			}
 		}
@@ -199,7 +199,7 @@ func (w *wordReader) eachRelative(fn func(off, addend uint64) bool) {
 // find returns the 8-byte aligned addresses in s that hold the value v,
 // directly or through a relocation.
 func (w *wordReader) find(s *elf.Section, v uint64) []uint64 {
-	data, err := w.f.sectionData(s)
+	data, err := w.f.SectionData(s)
 	if err != nil {
 		return nil
 	}

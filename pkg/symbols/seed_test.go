@@ -6,6 +6,8 @@ import (
 	"encoding/binary"
 	"slices"
 	"testing"
+
+	"github.com/cilium-tracer/tracer/pkg/symbols/internal/symtest"
 )
 
 // A smallTable is a pclntab cut out of a real executable: a run of
@@ -297,7 +299,7 @@ func TestTinyELFMatchesBuild(t *testing.T) {
 		{"go1.18.10", "amd64", elf.EM_X86_64},
 	} {
 		t.Run(tc.toolchain+"/"+tc.goarch, func(t *testing.T) {
-			tg := findTarget(t, tc.toolchain, tc.goarch, false, true)
+			tg := symtest.FindTarget(t, tc.toolchain, tc.goarch, false, true)
 			real := openTarget(t, tg)
 			tiny, err := NewFile(bytes.NewReader(tinyELF(mainTable(t, tg), tc.machine, real.GoVersion)))
 			if err != nil {

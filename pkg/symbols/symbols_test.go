@@ -1,10 +1,8 @@
 package symbols
 
 import (
-	"bufio"
 	"debug/elf"
 	"errors"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,20 +10,22 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
+
+	"github.com/cilium-tracer/tracer/pkg/symbols/disasm"
+	"github.com/cilium-tracer/tracer/pkg/symbols/internal/symtest"
 )
 
 func TestOpen(t *testing.T) {
-	for _, tg := range allTargets(t) {
+	for _, tg := range symtest.Targets(t) {
 		f := openTarget(t, tg)
-		if f.GoVersion != tg.goVersion() {
-			t.Errorf("%s: GoVersion %q, want %q", tg, f.GoVersion, tg.goVersion())
+		if f.GoVersion != tg.GoVersion() {
+			t.Errorf("%s: GoVersion %q, want %q", tg, f.GoVersion, tg.GoVersion())
 		}
-		if f.Arch != tg.goarch || f.PIE != tg.pie || f.Stripped != tg.stripped || f.HasDWARF == tg.stripped {
+		if f.Arch != tg.GOARCH || f.PIE != tg.PIE || f.Stripped != tg.Stripped || f.HasDWARF == tg.Stripped {
 			t.Errorf("%s: Arch %s PIE %v Stripped %v HasDWARF %v", tg, f.Arch, f.PIE, f.Stripped, f.HasDWARF)
 		}
-		out, err := exec.Command("go", "tool", "buildid", tg.path).Output()
+		out, err := exec.Command("go", "tool", "buildid", tg.Path).Output()
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -52,7 +52,7 @@ func textOffset(t *testing.T, path string, v uint64) uint64 {
 }
 
 func TestFuncs(t *testing.T) {
-	for _, tg := range allTargets(t) {
+	for _, tg := range symtest.Targets(t) {
 		f := openTarget(t, tg)
 		for _, tc := range []struct{ pattern, want string }{
 			{"main.(*Endpoint).regenerateBPF", "main.(*Endpoint).regenerateBPF"},
@@ -75,7 +75,7 @@ func TestFuncs(t *testing.T) {
 			if fn.End <= fn.Entry || fn.End-fn.Entry > 4096 {
 				t.Errorf("%s: %s bounds [%#x, %#x)", tg, fn.Name, fn.Entry, fn.End)
 			}
-			if want := textOffset(t, tg.path, fn.Entry); fn.Offset != want {
+			if want := textOffset(t, tg.Path, fn.Entry); fn.Offset != want {
 				t.Errorf("%s: %s Offset %#x, want %#x", tg, fn.Name, fn.Offset, want)
 			}
 		}
@@ -99,8 +99,8 @@ func TestFuncs(t *testing.T) {
 // same build stripped (internal linking lays out stripped builds
 // identically; the external linker does not).
 func TestFuncsSymtabMatchesPCLNTab(t *testing.T) {
-	for _, tg := range allTargets(t) {
-		if tg.stripped {
+	for _, tg := range symtest.Targets(t) {
+		if tg.Stripped {
 			continue
 		}
 		f := openTarget(t, tg)
@@ -112,7 +112,7 @@ func TestFuncsSymtabMatchesPCLNTab(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if s := strippedSibling(t, tg); s != nil && !tg.external {
+		if s := symtest.StrippedSibling(t, tg); s != nil && !tg.External {
 			fromStripped, err := openTarget(t, s).Funcs("*")
 			if err != nil {
 				t.Fatal(err)
@@ -128,13 +128,13 @@ func TestFuncsSymtabMatchesPCLNTab(t *testing.T) {
 		abi0, seen := 0, 0
 		for _, want := range fromSymtab {
 			got, ok := byEntry[want.Entry]
-			if !ok && tg.external {
+			if !ok && tg.External {
 				continue // C code
 			}
 			seen++
 			// The symbol table spells the compiler's "·" as ".".
 			got.Name = strings.ReplaceAll(got.Name, "·", ".")
-			if slices.Contains(oldToolchains, tg.toolchain) {
+			if slices.Contains(symtest.OldToolchains, tg.Toolchain) {
 				// Before Go 1.21 the pclntab elides bracketed type
 				// arguments and array lengths.
 				want.Name = elideBrackets(want.Name)
@@ -187,12 +187,12 @@ func elideBrackets(name string) string {
 // entry: binutils' objdump for amd64 (x86asm, which `go tool objdump` also
 // uses, is what is under test), `go tool objdump` for arm64, which the
 // installed binutils cannot disassemble.
-func objdumpRets(t *testing.T, tg *target) map[uint64][]uint64 {
+func objdumpRets(t *testing.T, tg *symtest.Target) map[uint64][]uint64 {
 	t.Helper()
 	rets := make(map[uint64][]uint64)
 	var entry uint64
-	if tg.goarch == "amd64" {
-		out, err := exec.Command("objdump", "-d", "-w", tg.path).Output()
+	if tg.GOARCH == "amd64" {
+		out, err := exec.Command("objdump", "-d", "-w", tg.Path).Output()
 		if err != nil {
 			t.Fatalf("binutils objdump: %v", err)
 		}
@@ -219,7 +219,7 @@ func objdumpRets(t *testing.T, tg *target) map[uint64][]uint64 {
 		}
 		return rets
 	}
-	out, err := exec.Command("go", "tool", "objdump", tg.path).Output()
+	out, err := exec.Command("go", "tool", "objdump", tg.Path).Output()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -249,8 +249,8 @@ func objdumpRets(t *testing.T, tg *target) map[uint64][]uint64 {
 }
 
 func TestReturnOffsetsMatchObjdump(t *testing.T) {
-	for _, tg := range allTargets(t) {
-		if tg.stripped || (tg.toolchain != "local" && tg.toolchain != "go1.22.12") {
+	for _, tg := range symtest.Targets(t) {
+		if tg.Stripped || (tg.Toolchain != "local" && tg.Toolchain != "go1.22.12") {
 			continue
 		}
 		f := openTarget(t, tg)
@@ -264,7 +264,7 @@ func TestReturnOffsetsMatchObjdump(t *testing.T) {
 			offs, err := f.ReturnOffsets(fn)
 			want, ok := rets[fn.Entry]
 			var (
-				de *DecodeError
+				de *disasm.DecodeError
 				fe *FrameError
 				nr *NoReturnError
 			)
@@ -283,7 +283,7 @@ func TestReturnOffsetsMatchObjdump(t *testing.T) {
 				fr := f.Frames(fn.Entry)
 				asm := len(fr) > 0 && strings.HasSuffix(fr[len(fr)-1].File, ".s")
 				marker := strings.HasPrefix(fn.Name, "go:") // go:textfipsstart
-				c := tg.external && len(fr) == 0
+				c := tg.External && len(fr) == 0
 				if !(errors.As(err, &de) || errors.As(err, &fe)) || !(asm || marker || c) {
 					t.Errorf("%s: %s refused: %v", tg, fn.Name, err)
 				}
@@ -307,10 +307,10 @@ func TestReturnOffsetsMatchObjdump(t *testing.T) {
 			t.Errorf("%s: %d of %d functions refused", tg, refused, len(fns))
 		}
 		// The stripped build must give the same offsets for the user code.
-		if tg.external {
+		if tg.External {
 			continue // the external linker lays stripped builds out differently
 		}
-		sf := openTarget(t, strippedSibling(t, tg))
+		sf := openTarget(t, symtest.StrippedSibling(t, tg))
 		for _, name := range []string{"main.(*Endpoint).regenerateBPF", "main.recurse", "main.Endpoint.Name"} {
 			a := retOffsets(t, f, name)
 			b := retOffsets(t, sf, name)
@@ -334,116 +334,12 @@ func retOffsets(t *testing.T, f *File, name string) []uint64 {
 	return offs
 }
 
-// The target prints the return addresses of a call made from a method
-// inlined into regenerateBPF and the runtime's own symbolization of them; it
-// then sleeps, so Bias can read its mappings.
-func TestFramesOfRunningProcess(t *testing.T) {
-	for _, tg := range allTargets(t) {
-		if tg.goarch != "amd64" {
-			continue
-		}
-		t.Run(tg.String(), func(t *testing.T) {
-			f := openTarget(t, tg)
-			cmd := exec.Command(tg.path, "3")
-			cmd.Env = append(os.Environ(), "TARGET_STACK=1", "TARGET_SLEEP=1")
-			stdout, err := cmd.StdoutPipe()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			defer func() {
-				cmd.Process.Kill()
-				cmd.Wait()
-			}()
-			var pcs []uint64
-			type fl struct {
-				fn   string
-				line int
-			}
-			var want []fl
-			sc := bufio.NewScanner(stdout)
-			for sc.Scan() && sc.Text() != "end" {
-				fields := strings.Fields(sc.Text())
-				switch fields[0] {
-				case "pc":
-					pc, err := strconv.ParseUint(strings.TrimPrefix(fields[1], "0x"), 16, 64)
-					if err != nil {
-						t.Fatal(err)
-					}
-					pcs = append(pcs, pc)
-				case "frame":
-					line, _ := strconv.Atoi(fields[2])
-					want = append(want, fl{fields[1], line})
-				}
-			}
-			bias, err := f.Bias(cmd.Process.Pid)
-			if err != nil {
-				t.Fatal(err)
-			}
-			// The binary as the process sees it gives the same answers.
-			pf, err := Open(fmt.Sprintf("/proc/%d/exe", cmd.Process.Pid))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer pf.Close()
-			if pbias, err := pf.Bias(cmd.Process.Pid); err != nil || pbias != bias || pf.BuildID != f.BuildID {
-				t.Errorf("via /proc/PID/exe: bias %#x, %v, build ID %q; want %#x, %q", pbias, err, pf.BuildID, bias, f.BuildID)
-			}
-			if (bias != 0) != tg.pie {
-				t.Errorf("bias %#x for PIE=%v", bias, tg.pie)
-			}
-			frames := f.Frames(pcs[0] - 1 - bias)
-			if len(frames) != 2 ||
-				frames[0].Func != "main.(*Endpoint).step" || !frames[0].Inlined || frames[0].Line != want[0].line ||
-				frames[1].Func != "main.(*Endpoint).regenerateBPF" || frames[1].Inlined || frames[1].Line != want[1].line ||
-				filepath.Base(frames[0].File) != "main.go" {
-				t.Errorf("frames at %#x: %+v, want %v", pcs[0], frames, want[:2])
-			}
-			// Every frame the runtime reports is the innermost frame at one
-			// of the return addresses.
-			var got []fl
-			for _, pc := range pcs {
-				for _, fr := range f.Frames(pc - 1 - bias) {
-					got = append(got, fl{fr.Func, fr.Line})
-				}
-			}
-			for _, w := range want {
-				found := false
-				for _, g := range got {
-					found = found || g == w
-				}
-				if !found {
-					t.Errorf("runtime frame %v not found in %v", w, got)
-				}
-			}
-		})
-	}
-}
-
-// sourceLine returns the line of testdata/target/main.go containing s.
-func sourceLine(t *testing.T, s string) int {
-	t.Helper()
-	src, err := os.ReadFile("testdata/target/main.go")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i, line := range strings.Split(string(src), "\n") {
-		if strings.Contains(line, s) {
-			return i + 1
-		}
-	}
-	t.Fatalf("%q not in main.go", s)
-	return 0
-}
-
 // Every build, including the arm64 ones that cannot run here, symbolizes the
 // inlined call of step inside regenerateBPF.
 func TestFramesInlined(t *testing.T) {
-	callLine := sourceLine(t, "total += e.step(i)")
-	stepStart, stepEnd := sourceLine(t, "func (e *Endpoint) step"), sourceLine(t, "return e.n * 3")
-	for _, tg := range allTargets(t) {
+	callLine := symtest.SourceLine(t, "total += e.step(i)")
+	stepStart, stepEnd := symtest.SourceLine(t, "func (e *Endpoint) step"), symtest.SourceLine(t, "return e.n * 3")
+	for _, tg := range symtest.Targets(t) {
 		f := openTarget(t, tg)
 		fns, err := f.Funcs("main.(*Endpoint).regenerateBPF")
 		if err != nil {
@@ -470,34 +366,8 @@ func TestFramesInlined(t *testing.T) {
 	}
 }
 
-// A File is shared by the goroutines of the tracer (resolution, stack
-// symbolization); run with -race.
-func TestConcurrentUse(t *testing.T) {
-	for _, stripped := range []bool{false, true} {
-		f := openTarget(t, findTarget(t, "local", "amd64", true, stripped))
-		var wg sync.WaitGroup
-		for i := 0; i < 4; i++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for _, name := range []string{"main.recurse", "main.(*Endpoint).*", "fmt.Fprintf", "nope"} {
-					fns, _ := f.Funcs(name)
-					for _, fn := range fns {
-						f.ReturnOffsets(fn)
-						for pc := fn.Entry; pc < fn.End; pc += 3 {
-							f.Frames(pc)
-						}
-					}
-				}
-				f.GoidOffset()
-			}()
-		}
-		wg.Wait()
-	}
-}
-
 func TestFramesOutsideText(t *testing.T) {
-	f := openTarget(t, findTarget(t, "local", "amd64", false, true))
+	f := openTarget(t, symtest.FindTarget(t, "local", "amd64", false, true))
 	for _, pc := range []uint64{0, 1, f.text.Vaddr - 1, 1 << 62} {
 		if fr := f.Frames(pc); fr != nil {
 			t.Errorf("Frames(%#x) = %v, want nil", pc, fr)
@@ -520,45 +390,9 @@ func TestFramesOutsideText(t *testing.T) {
 	}
 }
 
-func TestGoidOffset(t *testing.T) {
-	fromDWARF := make(map[string]uint64) // by toolchain
-	for _, tg := range allTargets(t) {
-		if tg.stripped {
-			continue
-		}
-		f := openTarget(t, tg)
-		d := stdlibFieldOffset(t, f, "runtime.g", "goid")
-		got, err := f.GoidOffset()
-		if err != nil || got != d {
-			t.Errorf("%s: GoidOffset() = %d, %v; DWARF says %d", tg, got, err, d)
-		}
-		fromDWARF[tg.toolchain] = d
-		// Without DWARF the table must agree.
-		f.HasDWARF = false
-		got, err = f.GoidOffset()
-		if err != nil || got != d {
-			t.Errorf("%s: GoidOffset() from the table = %d, %v; DWARF says %d", tg, got, err, d)
-		}
-	}
-	for _, tg := range allTargets(t) {
-		if !tg.stripped {
-			continue
-		}
-		got, err := openTarget(t, tg).GoidOffset()
-		if err != nil || got != fromDWARF[tg.toolchain] {
-			t.Errorf("%s: GoidOffset() = %d, %v; want %d", tg, got, err, fromDWARF[tg.toolchain])
-		}
-	}
-	f := openTarget(t, findTarget(t, "local", "amd64", false, true))
-	f.GoVersion = "go1.99.1"
-	if _, err := f.GoidOffset(); !errors.Is(err, ErrUnknownGoVersion) {
-		t.Errorf("GoidOffset for go1.99.1: %v, want ErrUnknownGoVersion", err)
-	}
-}
-
 func TestNoMatch(t *testing.T) {
 	for _, stripped := range []bool{false, true} {
-		f := openTarget(t, findTarget(t, "local", "amd64", false, stripped))
+		f := openTarget(t, symtest.FindTarget(t, "local", "amd64", false, stripped))
 		_, err := f.Funcs("main.(*Endpoint).regenerateBFP")
 		var nm *NoMatchError
 		if !errors.As(err, &nm) {
@@ -600,12 +434,12 @@ func TestBadInput(t *testing.T) {
 		t.Errorf("Open(/bin/true): %v, want ErrNotGo", err)
 	}
 
-	tg := findTarget(t, "local", "amd64", false, true)
-	good, err := os.ReadFile(tg.path)
+	tg := symtest.FindTarget(t, "local", "amd64", false, true)
+	good, err := os.ReadFile(tg.Path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ef, err := elf.Open(tg.path)
+	ef, err := elf.Open(tg.Path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -647,18 +481,10 @@ func TestBadInput(t *testing.T) {
 		f.Close()
 	}
 
-	f := openTarget(t, tg)
-	cmd := exec.Command("true")
-	if err := cmd.Run(); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.Bias(cmd.Process.Pid); err == nil {
-		t.Error("Bias of a dead process succeeded")
-	}
 }
 
 func TestClosed(t *testing.T) {
-	f, err := Open(findTarget(t, "local", "amd64", false, true).path)
+	f, err := Open(symtest.FindTarget(t, "local", "amd64", false, true).Path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -680,29 +506,6 @@ func TestClosed(t *testing.T) {
 	}
 	if err := f.Close(); !errors.Is(err, os.ErrClosed) {
 		t.Errorf("second Close: %v", err)
-	}
-}
-
-func TestFindTextMapping(t *testing.T) {
-	maps := []byte(`00400000-00401000 r--p 00000000 fd:01 100 /usr/bin/agent
-00401000-0049f000 r-xp 00001000 fd:01 100 /usr/bin/agent
-7f0000000000-7f0000001000 r--p 00000000 fd:01 200 /usr/lib/other lib.so
-7f0000001000-7f0000090000 r-xp 00001000 fd:01 200 /usr/lib/other lib.so
-7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0 [stack]
-`)
-	m, err := findTextMapping(maps, 0x1000, &fileIdent{ino: 200}, "/usr/bin/agent")
-	if err != nil || m.start != 0x7f0000001000 || m.path != "/usr/lib/other lib.so" {
-		t.Errorf("by inode: %+v, %v", m, err)
-	}
-	m, err = findTextMapping(maps, 0x1000, nil, "/usr/bin/agent")
-	if err != nil || m.start != 0x401000 {
-		t.Errorf("by path: %+v, %v", m, err)
-	}
-	if _, err := findTextMapping(maps, 0x1000, nil, ""); err == nil {
-		t.Error("ambiguous mappings accepted")
-	}
-	if _, err := findTextMapping(maps, 0x1000, &fileIdent{ino: 300}, "/nowhere"); err == nil {
-		t.Error("ambiguous mappings accepted")
 	}
 }
 

@@ -1,4 +1,4 @@
-package symbols
+package args
 
 import (
 	"debug/dwarf"

@@ -1,4 +1,4 @@
-package symbols
+package args
 
 import (
 	"debug/dwarf"
@@ -8,13 +8,16 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/cilium-tracer/tracer/pkg/symbols"
+	"github.com/cilium-tracer/tracer/pkg/symbols/internal/symtest"
 )
 
 // stdlib reads DWARF with debug/elf and debug/dwarf, whole and eagerly, as
 // the tracer did before it read only what captures need: the reference the
 // lazy reader is checked against.
 type stdlib struct {
-	f *File
+	f *symbols.File
 	d *dwarf.Data
 	// subprograms holds the entry of each function: the first in the
 	// compile unit of its package, else the first anywhere.
@@ -22,9 +25,13 @@ type stdlib struct {
 	byPkg       map[string][]string // top-level subprograms by compile unit
 }
 
-func newStdlib(t testing.TB, f *File) stdlib {
+func newStdlib(t testing.TB, f *symbols.File) stdlib {
 	t.Helper()
-	d, err := f.elf.DWARF()
+	ef, err := f.ELF()
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := ef.DWARF()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,45 +117,6 @@ func (s stdlib) params(name string) ([]Param, error) {
 	return ps, nil
 }
 
-// fieldOffset returns the offset of a member of the named struct type.
-func (s stdlib) fieldOffset(typ, field string) (uint64, error) {
-	r := s.d.Reader()
-	for {
-		e, err := r.Next()
-		if err != nil {
-			return 0, err
-		}
-		if e == nil {
-			return 0, fmt.Errorf("type %s not in DWARF", typ)
-		}
-		if e.Tag != dwarf.TagStructType || e.Val(dwarf.AttrName) != typ {
-			if e.Tag != dwarf.TagCompileUnit {
-				r.SkipChildren()
-			}
-			continue
-		}
-		t, err := s.d.Type(e.Offset)
-		if err != nil {
-			return 0, err
-		}
-		for _, m := range t.(*dwarf.StructType).Field {
-			if m.Name == field {
-				return uint64(m.ByteOffset), nil
-			}
-		}
-		return 0, fmt.Errorf("%s.%s not in DWARF", typ, field)
-	}
-}
-
-func stdlibFieldOffset(t testing.TB, f *File, typ, field string) uint64 {
-	t.Helper()
-	off, err := newStdlib(t, f).fieldOffset(typ, field)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return off
-}
-
 // captureExprs returns expressions for p and, through pointers to structs,
 // for its fields and theirs one pointer further, as far as debug/dwarf's
 // types show them.
@@ -177,15 +145,15 @@ func captureExprs(p Param) []string {
 // checkLikeStdlib compares, for every function of the packages, the
 // parameters and captures the resolver finds with debug/dwarf's. It returns
 // how many captures it compared.
-func checkLikeStdlib(t *testing.T, f *File, pkgs ...string) int {
+func checkLikeStdlib(t *testing.T, f *symbols.File, pkgs ...string) int {
 	t.Helper()
 	std := newStdlib(t, f)
 	names := std.funcs(pkgs...)
-	fns := make([]Func, len(names))
+	fns := make([]symbols.Func, len(names))
 	for i, n := range names {
-		fns[i] = Func{Name: n}
+		fns[i] = symbols.Func{Name: n}
 	}
-	r := f.NewCaptureResolver(fns)
+	r := NewCaptureResolver(f, fns)
 	noop := func(dwarf.Type) error { return nil }
 	n := 0
 	for _, fn := range fns {
@@ -225,17 +193,17 @@ func checkLikeStdlib(t *testing.T, f *File, pkgs ...string) int {
 // externally linked (with gcc's compile units in .debug_info), and in the
 // example agent, whose types mimic cilium's.
 func TestDWARFLikeStdlib(t *testing.T) {
-	for _, tg := range allTargets(t) {
-		if tg.stripped {
+	for _, tg := range symtest.Targets(t) {
+		if tg.Stripped {
 			continue
 		}
 		t.Run(strings.ReplaceAll(tg.String(), "/", "-"), func(t *testing.T) {
-			f := openTarget(t, tg)
+			f := symtest.Open(t, tg.Path, symbols.Open)
 			if n := checkLikeStdlib(t, f, "main", "runtime", "fmt", "reflect", "strconv", "os", "time"); n < 1000 {
 				t.Errorf("only %d captures compared", n)
 			}
-			want := stdlibFieldOffset(t, f, "runtime.g", "goid")
-			if got, err := f.dwarfFieldOffset("runtime.g", "goid"); err != nil || got != want {
+			want := symtest.DWARFFieldOffset(t, tg.Path, "runtime.g", "goid")
+			if got, err := RuntimeFieldOffset(f, "runtime.g", "goid"); err != nil || got != want {
 				t.Errorf("runtime.g.goid at %d, %v; debug/dwarf says %d", got, err, want)
 			}
 		})
@@ -253,7 +221,7 @@ func TestDWARFLikeStdlib(t *testing.T) {
 // the struct a pointer field points to keeps its fields unread.
 func TestDWARFReadLazily(t *testing.T) {
 	f, fn := openAgent(t, false)
-	r := f.NewCaptureResolver([]Func{fn})
+	r := NewCaptureResolver(f, []symbols.Func{fn})
 	c, err := r.Resolve(fn, "id", "e.ID")
 	if err != nil || c.Offset != 16 {
 		t.Fatalf("e.ID: %+v, %v", c, err)
@@ -469,15 +437,16 @@ func TestDWARFSeed(t *testing.T) {
 // sized and assigned registers, and the parameters and captures of every
 // function. Cycles that would recurse forever must be errors.
 //
-//	go test -run '^$' -fuzz '^FuzzDWARF$' -fuzztime 10m -fuzzminimizetime 1000x ./pkg/symbols
+//	go test -run '^$' -fuzz '^FuzzDWARF$' -fuzztime 10m -fuzzminimizetime 1000x ./pkg/symbols/args
 func FuzzDWARF(f *testing.F) {
 	abbrev, unit := dwarfSeed()
 	f.Add(abbrev, unit)
-	uncaught(f)
+	catchPanics = false
+	f.Cleanup(func() { catchPanics = true })
 	f.Fuzz(func(t *testing.T, abbrev, data []byte) {
 		u, err := parseUnitHeader(0, data, 4, false, abbrev, map[uint64]abbrevTable{})
 		if err != nil {
-			oneLine(t, err)
+			symtest.OneLine(t, err)
 			return
 		}
 		if u == nil {
@@ -489,7 +458,7 @@ func FuzzDWARF(f *testing.F) {
 		for pos, n := u.first, 0; pos < len(u.data) && n < 256; n++ {
 			e, next, err := u.entry(pos)
 			if err != nil {
-				oneLine(t, err)
+				symtest.OneLine(t, err)
 				break
 			}
 			if next <= pos {
@@ -507,7 +476,7 @@ func FuzzDWARF(f *testing.F) {
 				err = types.complete(typ)
 			}
 			if err != nil {
-				oneLine(t, err)
+				symtest.OneLine(t, err)
 				continue
 			}
 			_, _ = typ.String(), typ.Size()
@@ -518,7 +487,7 @@ func FuzzDWARF(f *testing.F) {
 		for _, name := range funcs {
 			subs, err := u.subprograms(map[string]bool{name: true})
 			if err != nil {
-				oneLine(t, err)
+				symtest.OneLine(t, err)
 				return
 			}
 			if _, ok := subs[name]; !ok {
@@ -527,7 +496,7 @@ func FuzzDWARF(f *testing.F) {
 			r := &CaptureResolver{info: info, types: newTypeReader(info), subprograms: subs}
 			ps, err := r.params(name)
 			if err != nil {
-				oneLine(t, err)
+				symtest.OneLine(t, err)
 				continue
 			}
 			a := abiAssigner{maxInts: 9, maxFloats: 15}
@@ -535,7 +504,7 @@ func FuzzDWARF(f *testing.F) {
 				ps[i].Regs, ps[i].OnStack = a.assign(ps[i].typ)
 				for _, expr := range captureExprs(ps[i]) {
 					if _, err := resolveCapture(name, ps, "x", expr, r.types.complete); err != nil {
-						oneLine(t, err)
+						symtest.OneLine(t, err)
 					}
 				}
 			}

@@ -1,4 +1,4 @@
-package symbols
+package symtest
 
 import (
 	"crypto/sha256"
@@ -14,43 +14,43 @@ import (
 	"testing"
 )
 
-// A target is one build of testdata/target.
-type target struct {
-	toolchain string // GOTOOLCHAIN value; "local" is the toolchain running the tests
-	goarch    string
-	pie       bool
-	stripped  bool
-	external  bool // cgo and the external linker
-	// randlayout shuffles the functions (-ldflags=-randlayout, Go 1.23+):
+// A Target is one build of testdata/target.
+type Target struct {
+	Toolchain string // GOTOOLCHAIN value; "local" is the toolchain running the tests
+	GOARCH    string
+	PIE       bool
+	Stripped  bool
+	External  bool // cgo and the external linker
+	// RandLayout shuffles the functions (-ldflags=-randlayout, Go 1.23+):
 	// an ABI0 wrapper can then come before its body.
-	randlayout bool
+	RandLayout bool
 
-	path string
+	Path string
 }
 
-func (t *target) String() string {
-	s := t.toolchain + "/" + t.goarch
-	if t.pie {
+func (t *Target) String() string {
+	s := t.Toolchain + "/" + t.GOARCH
+	if t.PIE {
 		s += "/pie"
 	}
-	if t.external {
+	if t.External {
 		s += "/external"
 	}
-	if t.randlayout {
+	if t.RandLayout {
 		s += "/randlayout"
 	}
-	if t.stripped {
+	if t.Stripped {
 		s += "/stripped"
 	}
 	return s
 }
 
-// goVersion is the version the binary reports.
-func (t *target) goVersion() string {
-	if t.toolchain == "local" {
+// GoVersion is the version the binary reports.
+func (t *Target) GoVersion() string {
+	if t.Toolchain == "local" {
 		return runtime.Version()
 	}
-	return t.toolchain
+	return t.Toolchain
 }
 
 // Toolchains the tests build with. The full matrix (PIE or not, stripped or
@@ -62,17 +62,17 @@ func (t *target) goVersion() string {
 var (
 	fullToolchains  = []string{"local", "go1.22.12", "go1.21.13"}
 	plainToolchains = []string{"go1.23.0", "go1.24.0", "go1.25.0"}
-	oldToolchains   = []string{"go1.20.14", "go1.18.10"}
+	OldToolchains   = []string{"go1.20.14", "go1.18.10"}
 )
 
 var (
 	buildOnce sync.Once
-	targets   []*target
+	targets   []*Target
 	buildErr  error
 )
 
-// allTargets builds every target once per test binary.
-func allTargets(t testing.TB) []*target {
+// Targets builds every target once per test binary.
+func Targets(t testing.TB) []*Target {
 	t.Helper()
 	buildOnce.Do(func() { buildErr = buildTargets() })
 	if buildErr != nil {
@@ -81,34 +81,30 @@ func allTargets(t testing.TB) []*target {
 	return targets
 }
 
-// findTarget returns the build with the given properties.
-func findTarget(t testing.TB, toolchain, goarch string, pie, stripped bool) *target {
+// FindTarget returns the build with the given properties.
+func FindTarget(t testing.TB, toolchain, goarch string, pie, stripped bool) *Target {
 	t.Helper()
-	if tg := lookupTarget(t, toolchain, goarch, pie, stripped); tg != nil {
+	if tg := lookup(t, Target{Toolchain: toolchain, GOARCH: goarch, PIE: pie, Stripped: stripped}); tg != nil {
 		return tg
 	}
 	t.Fatalf("no target %s/%s pie=%v stripped=%v", toolchain, goarch, pie, stripped)
 	return nil
 }
 
-func lookupTarget(t testing.TB, toolchain, goarch string, pie, stripped bool) *target {
-	return lookup(t, target{toolchain: toolchain, goarch: goarch, pie: pie, stripped: stripped})
-}
-
 // lookup returns the build with want's properties, or nil.
-func lookup(t testing.TB, want target) *target {
-	for _, tg := range allTargets(t) {
-		if tg.toolchain == want.toolchain && tg.goarch == want.goarch && tg.pie == want.pie && tg.stripped == want.stripped && tg.external == want.external && tg.randlayout == want.randlayout {
+func lookup(t testing.TB, want Target) *Target {
+	for _, tg := range Targets(t) {
+		if tg.Toolchain == want.Toolchain && tg.GOARCH == want.GOARCH && tg.PIE == want.PIE && tg.Stripped == want.Stripped && tg.External == want.External && tg.RandLayout == want.RandLayout {
 			return tg
 		}
 	}
 	return nil
 }
 
-// strippedSibling returns the stripped build of tg's configuration, or nil.
-func strippedSibling(t testing.TB, tg *target) *target {
+// StrippedSibling returns the stripped build of tg's configuration, or nil.
+func StrippedSibling(t testing.TB, tg *Target) *Target {
 	want := *tg
-	want.stripped = true
+	want.Stripped = true
 	return lookup(t, want)
 }
 
@@ -116,7 +112,7 @@ func strippedSibling(t testing.TB, tg *target) *target {
 // target's source, so that later runs and the worker processes of `go test
 // -fuzz` reuse the binaries.
 func buildTargets() error {
-	main, err := os.ReadFile("testdata/target/main.go")
+	main, err := os.ReadFile(targetSource())
 	if err != nil {
 		return err
 	}
@@ -151,7 +147,7 @@ func buildTargets() error {
 					continue
 				}
 				for _, stripped := range []bool{false, true} {
-					targets = append(targets, &target{toolchain: tc, goarch: arch, pie: pie, stripped: stripped})
+					targets = append(targets, &Target{Toolchain: tc, GOARCH: arch, PIE: pie, Stripped: stripped})
 				}
 			}
 		}
@@ -160,32 +156,32 @@ func buildTargets() error {
 	// external linker.
 	for _, tc := range []string{"local", "go1.22.12"} {
 		for _, v := range []struct{ pie, stripped bool }{{false, false}, {false, true}, {true, false}, {true, true}} {
-			targets = append(targets, &target{toolchain: tc, goarch: "amd64", pie: v.pie, stripped: v.stripped, external: true})
+			targets = append(targets, &Target{Toolchain: tc, GOARCH: "amd64", PIE: v.pie, Stripped: v.stripped, External: true})
 		}
 	}
 	for _, arch := range []string{"amd64", "arm64"} {
 		for _, stripped := range []bool{false, true} {
-			targets = append(targets, &target{toolchain: "local", goarch: arch, stripped: stripped, randlayout: true})
+			targets = append(targets, &Target{Toolchain: "local", GOARCH: arch, Stripped: stripped, RandLayout: true})
 		}
 	}
 	for _, tc := range plainToolchains {
 		for _, arch := range []string{"amd64", "arm64"} {
-			targets = append(targets, &target{toolchain: tc, goarch: arch})
+			targets = append(targets, &Target{Toolchain: tc, GOARCH: arch})
 		}
 	}
-	for _, tc := range oldToolchains {
+	for _, tc := range OldToolchains {
 		targets = append(targets,
-			&target{toolchain: tc, goarch: "amd64"},
-			&target{toolchain: tc, goarch: "amd64", stripped: true},
-			&target{toolchain: tc, goarch: "arm64"})
+			&Target{Toolchain: tc, GOARCH: "amd64"},
+			&Target{Toolchain: tc, GOARCH: "amd64", Stripped: true},
+			&Target{Toolchain: tc, GOARCH: "arm64"})
 	}
 	// Builds are mostly linking; two at a time keeps a shared machine usable.
 	sem := make(chan struct{}, 2)
 	errs := make(chan error, len(targets))
 	var wg sync.WaitGroup
 	for _, tg := range targets {
-		tg.path = filepath.Join(dir, strings.ReplaceAll(tg.String(), "/", "-"))
-		if _, err := os.Stat(tg.path); err == nil {
+		tg.Path = filepath.Join(dir, strings.ReplaceAll(tg.String(), "/", "-"))
+		if _, err := os.Stat(tg.Path); err == nil {
 			continue
 		}
 		wg.Add(1)
@@ -193,21 +189,21 @@ func buildTargets() error {
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			tmp := tg.path + ".tmp" + strconv.Itoa(os.Getpid())
+			tmp := tg.Path + ".tmp" + strconv.Itoa(os.Getpid())
 			args := []string{"build", "-o", tmp}
-			if tg.pie {
+			if tg.PIE {
 				args = append(args, "-buildmode=pie")
 			}
 			var ldflags []string
-			if tg.stripped {
+			if tg.Stripped {
 				ldflags = append(ldflags, "-s", "-w")
 			}
 			cgo := "0"
-			if tg.external {
+			if tg.External {
 				ldflags = append(ldflags, "-linkmode=external")
 				cgo = "1"
 			}
-			if tg.randlayout {
+			if tg.RandLayout {
 				ldflags = append(ldflags, "-randlayout=1")
 			}
 			if len(ldflags) > 0 {
@@ -215,12 +211,12 @@ func buildTargets() error {
 			}
 			cmd := exec.Command("go", args...)
 			cmd.Dir = src
-			cmd.Env = append(os.Environ(), "GOTOOLCHAIN="+tg.toolchain, "GOOS=linux", "GOARCH="+tg.goarch, "CGO_ENABLED="+cgo, "GOFLAGS=")
+			cmd.Env = append(os.Environ(), "GOTOOLCHAIN="+tg.Toolchain, "GOOS=linux", "GOARCH="+tg.GOARCH, "CGO_ENABLED="+cgo, "GOFLAGS=")
 			if out, err := cmd.CombinedOutput(); err != nil {
 				errs <- fmt.Errorf("build %s: %v\n%s", tg, err, out)
 				return
 			}
-			if err := os.Rename(tmp, tg.path); err != nil {
+			if err := os.Rename(tmp, tg.Path); err != nil {
 				errs <- err
 			}
 		}()
@@ -228,14 +224,4 @@ func buildTargets() error {
 	wg.Wait()
 	close(errs)
 	return <-errs
-}
-
-func openTarget(t testing.TB, tg *target) *File {
-	t.Helper()
-	f, err := Open(tg.path)
-	if err != nil {
-		t.Fatalf("%s: %v", tg, err)
-	}
-	t.Cleanup(func() { f.Close() })
-	return f
 }

@@ -1,59 +1,17 @@
-package symbols
+package args
 
 import (
-	"bytes"
 	"debug/dwarf"
 	"errors"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"reflect"
-	"runtime"
 	"strings"
-	"sync"
 	"testing"
+
+	"github.com/cilium-tracer/tracer/pkg/symbols"
+	"github.com/cilium-tracer/tracer/pkg/symbols/internal/symtest"
 )
 
-const regenerateBPF = "github.com/cilium/cilium/pkg/endpoint.(*Endpoint).regenerateBPF"
-
-var (
-	agentOnce sync.Once
-	agentDir  string
-	agentErr  error
-)
-
-// agentBuild builds examples/agent once per test process, unstripped and
-// stripped, into a fixed directory so reruns overwrite instead of piling up.
-func agentBuild(t *testing.T, name string) string {
-	t.Helper()
-	agentOnce.Do(func() {
-		agentDir = filepath.Join(os.TempDir(), "tracer-symbols-args-test")
-		_, file, _, _ := runtime.Caller(0)
-		src := filepath.Join(filepath.Dir(file), "..", "..", "examples", "agent")
-		for _, b := range []struct {
-			out, goarch string
-			flags       []string
-		}{
-			{"agent", runtime.GOARCH, nil},
-			{"agent-stripped", runtime.GOARCH, []string{"-ldflags=-s -w"}},
-			{"agent-arm64", "arm64", nil},
-		} {
-			cmd := exec.Command("go", append(append([]string{"build", "-o", filepath.Join(agentDir, b.out)}, b.flags...), "./daemon")...)
-			cmd.Dir = src
-			cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOARCH="+b.goarch)
-			if out, err := cmd.CombinedOutput(); err != nil {
-				agentErr = errors.New(string(out))
-				return
-			}
-		}
-	})
-	if agentErr != nil {
-		t.Fatalf("build agent: %v", agentErr)
-	}
-	return filepath.Join(agentDir, name)
-}
-
-func openAgent(t *testing.T, stripped bool) (*File, Func) {
+func openAgent(t *testing.T, stripped bool) (*symbols.File, symbols.Func) {
 	t.Helper()
 	name := "agent"
 	if stripped {
@@ -62,14 +20,10 @@ func openAgent(t *testing.T, stripped bool) (*File, Func) {
 	return openAgentBuild(t, name)
 }
 
-func openAgentBuild(t *testing.T, name string) (*File, Func) {
+func openAgentBuild(t *testing.T, name string) (*symbols.File, symbols.Func) {
 	t.Helper()
-	f, err := Open(agentBuild(t, name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	fns, err := f.Funcs(regenerateBPF)
+	f := symtest.Open(t, symtest.Agent(t, name), symbols.Open)
+	fns, err := f.Funcs(symtest.RegenerateBPF)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +35,7 @@ func openAgentBuild(t *testing.T, name string) (*File, Func) {
 // K8sPodName string at 24, ...
 func TestResolveCapture(t *testing.T) {
 	f, fn := openAgent(t, false)
-	params, err := f.NewCaptureResolver([]Func{fn}).Params(fn)
+	params, err := NewCaptureResolver(f, []symbols.Func{fn}).Params(fn)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,12 +50,12 @@ func TestResolveCapture(t *testing.T) {
 		{"e.ID", Capture{Reg: 0, Offset: 16, Kind: KindUint, Size: 2}},
 		{"e.K8sPodName", Capture{Reg: 0, Offset: 24, Kind: KindString, Size: 16}},
 		{"e.SecurityIdentity", Capture{Reg: 0, Offset: 56, Kind: KindUint, Size: 4}},
-		{"e.desiredPolicy.Revision", Capture{Reg: 0, Offset: int64(stdlibFieldOffset(t, f, "github.com/cilium/cilium/pkg/endpoint.Endpoint", "desiredPolicy")), Deref: true, DerefOffset: 32, Kind: KindUint, Size: 8}},
+		{"e.desiredPolicy.Revision", Capture{Reg: 0, Offset: int64(symtest.DWARFFieldOffset(t, symtest.Agent(t, "agent"), "github.com/cilium/cilium/pkg/endpoint.Endpoint", "desiredPolicy")), Deref: true, DerefOffset: 32, Kind: KindUint, Size: 8}},
 		{"e", Capture{Reg: 0, InReg: true, Kind: KindPtr, Size: 8}},
 		{"ctx", Capture{Reg: 1, InReg: true, Kind: KindPtr, Size: 8}},
 		{"ctx.bpfSleep", Capture{Reg: 1, Offset: 0, Kind: KindInt, Size: 8}},
 	} {
-		got, err := f.NewCaptureResolver([]Func{fn}).Resolve(fn, "x", tc.expr)
+		got, err := NewCaptureResolver(f, []symbols.Func{fn}).Resolve(fn, "x", tc.expr)
 		if err != nil {
 			t.Errorf("%s: %v", tc.expr, err)
 			continue
@@ -124,7 +78,7 @@ func TestResolveCaptureArm64(t *testing.T) {
 		"e.K8sPodName": {Reg: 0, Offset: 24, Kind: KindString, Size: 16},
 		"ctx":          {Reg: 1, InReg: true, Kind: KindPtr, Size: 8},
 	} {
-		got, err := f.NewCaptureResolver([]Func{fn}).Resolve(fn, "x", expr)
+		got, err := NewCaptureResolver(f, []symbols.Func{fn}).Resolve(fn, "x", expr)
 		want.Name, want.Expr = "x", expr
 		if err != nil || got != want {
 			t.Errorf("%s: got %+v, %v, want %+v", expr, got, err, want)
@@ -139,14 +93,14 @@ func TestResolveCaptureErrors(t *testing.T) {
 		available []string // for a *CaptureError
 		msg       string
 	}{
-		{"ep.ID", []string{"e", "ctx"}, `no argument "ep" in ` + regenerateBPF},
+		{"ep.ID", []string{"e", "ctx"}, `no argument "ep" in ` + symtest.RegenerateBPF},
 		{"e.Id", []string{"mutex", "owner", "ID", "K8sPodName"}, `no field "Id" in github.com/cilium/cilium/pkg/endpoint.Endpoint`},
 		{"e.desiredPolicy.Rev", []string{"Identity", "Rules", "Revision"}, `no field "Rev" in github.com/cilium/cilium/pkg/policy.EndpointPolicy`},
 		{"e.owner.Repository.Depth", nil, "at most one"},
 		{"e.labels", nil, "supported: integers"},
 		{"e.ID.x", nil, "e.ID is not a struct"},
 	} {
-		_, err := f.NewCaptureResolver([]Func{fn}).Resolve(fn, "x", tc.expr)
+		_, err := NewCaptureResolver(f, []symbols.Func{fn}).Resolve(fn, "x", tc.expr)
 		if err == nil {
 			t.Errorf("%s: no error", tc.expr)
 			continue
@@ -170,7 +124,7 @@ func TestResolveCaptureErrors(t *testing.T) {
 	}
 
 	sf, sfn := openAgent(t, true)
-	if _, err := sf.NewCaptureResolver([]Func{fn}).Resolve(sfn, "x", "e.ID"); !errors.Is(err, ErrNoDWARF) {
+	if _, err := NewCaptureResolver(sf, []symbols.Func{fn}).Resolve(sfn, "x", "e.ID"); !errors.Is(err, ErrNoDWARF) {
 		t.Errorf("stripped: %v, want ErrNoDWARF", err)
 	}
 }
@@ -264,71 +218,4 @@ func TestABIAssign(t *testing.T) {
 			t.Errorf("arg %d (%s): registers %v on stack %v, want %v %v", i, w.t, regs, onStack, w.regs, w.onStack)
 		}
 	}
-}
-
-// Stripping changes the Go build ID but not the fingerprint; an offsets
-// file made on the unstripped build works on the stripped one and is
-// refused by another build.
-func TestOffsetsFile(t *testing.T) {
-	f, fn := openAgent(t, false)
-	sf, _ := openAgent(t, true)
-	if f.BuildID == sf.BuildID {
-		t.Errorf("build IDs of stripped and unstripped builds are equal (%s): the fingerprint would not be needed", f.BuildID)
-	}
-	o, err := NewOffsets(f, []Func{fn}, [][2]string{{"endpoint_id", "e.ID"}, {"pod", "e.K8sPodName"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	back := roundTrip(t, o)
-	if err := back.Check(sf); err != nil {
-		t.Errorf("stripped build refused: %v", err)
-	}
-	c, err := back.Lookup(regenerateBPF, "endpoint_id")
-	if err != nil || c.Offset != 16 || c.Kind != KindUint || c.Size != 2 {
-		t.Errorf("Lookup = %+v, %v", c, err)
-	}
-	if _, err := back.Lookup(regenerateBPF, "nope"); err == nil || !strings.Contains(err.Error(), "endpoint_id, pod") {
-		t.Errorf("Lookup of a missing capture: %v", err)
-	}
-
-	// Any other Go executable: the test binary itself.
-	self, err := os.Executable()
-	if err != nil {
-		t.Fatal(err)
-	}
-	other, err := Open(self)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
-	if err := back.Check(other); !errors.Is(err, ErrOffsetsMismatch) {
-		t.Errorf("Check against another build: %v, want ErrOffsetsMismatch", err)
-	}
-
-	for _, bad := range []string{
-		`{}`,
-		`{"fingerprint":"x","funcs":{"f":[{"name":"a","kind":"float","size":8}]}}`,
-		`{"fingerprint":"x","funcs":{"f":[{"name":"a","kind":"uint","size":16}]}}`,
-		`{"fingerprint":"x","funcs":{"f":[{"name":"a","kind":"uint","size":8,"reg":99}]}}`,
-		`{"fingerprint":"x","bogus":1}`,
-		`not json`,
-	} {
-		if _, err := ReadOffsets(strings.NewReader(bad)); err == nil {
-			t.Errorf("ReadOffsets(%s): no error", bad)
-		}
-	}
-}
-
-// roundTrip writes o as an offsets file and reads it back.
-func roundTrip(t *testing.T, o *Offsets) *Offsets {
-	t.Helper()
-	var buf bytes.Buffer
-	if err := o.Write(&buf); err != nil {
-		t.Fatal(err)
-	}
-	back, err := ReadOffsets(&buf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return back
 }

@@ -1,10 +1,11 @@
-package symbols
+package offsets
 
 import (
-	"debug/dwarf"
 	"errors"
 	"fmt"
-	"os"
+
+	"github.com/cilium-tracer/tracer/pkg/symbols"
+	"github.com/cilium-tracer/tracer/pkg/symbols/args"
 )
 
 // goidOffsets is the offset of runtime.g.goid per Go minor release (the same
@@ -31,19 +32,20 @@ var ErrUnknownGoVersion = errors.New("unknown Go version")
 // DWARF when the executable has it. The table comes first because reading
 // runtime.g from DWARF costs hundreds of milliseconds and of megabytes on a
 // large binary; the tests check every entry against DWARF.
-func (f *File) GoidOffset() (uint64, error) {
-	if f.closed.Load() {
-		return 0, os.ErrClosed
+func GoidOffset(f *symbols.File) (uint64, error) {
+	// A closed file fails as its own methods do.
+	if _, err := f.ELF(); err != nil {
+		return 0, err
 	}
 	if f.Arch == "amd64" || f.Arch == "arm64" {
-		if minor, ok := goMinor(f.GoVersion); ok {
+		if minor, ok := symbols.GoMinor(f.GoVersion); ok {
 			if off, ok := goidOffsets[minor]; ok {
 				return off, nil
 			}
 		}
 	}
 	if f.HasDWARF {
-		if off, err := f.dwarfFieldOffset("runtime.g", "goid"); err == nil {
+		if off, err := args.RuntimeFieldOffset(f, "runtime.g", "goid"); err == nil {
 			return off, nil
 		}
 	}
@@ -56,8 +58,8 @@ func (f *File) GoidOffset() (uint64, error) {
 // GoidOffsetFrom is GoidOffset, falling back to the goid offset that
 // `tracer offsets` recorded from an unstripped build of the same code in o
 // (nil: no offsets file).
-func (f *File) GoidOffsetFrom(o *Offsets) (uint64, error) {
-	off, err := f.GoidOffset()
+func GoidOffsetFrom(f *symbols.File, o *File) (uint64, error) {
+	off, err := GoidOffset(f)
 	if err == nil || o == nil {
 		return off, err
 	}
@@ -68,54 +70,4 @@ func (f *File) GoidOffsetFrom(o *Offsets) (uint64, error) {
 		return 0, fmt.Errorf("%w, and the offsets file cannot supply it: %v", err, cerr)
 	}
 	return o.GoidOffset, nil
-}
-
-// dwarfFieldOffset returns the byte offset of a member of a struct type
-// of package runtime, reading only runtime's compile units: the Go linker
-// puts every type in one of them.
-func (f *File) dwarfFieldOffset(typ, field string) (off uint64, err error) {
-	defer func() {
-		if !catchPanics {
-			return
-		}
-		if p := recover(); p != nil {
-			err = fmt.Errorf("malformed DWARF: %v", p)
-		}
-	}()
-	var (
-		found, hasMember bool
-		member           int64
-	)
-	_, err = f.readDebugInfo(func(u *dwarfUnit) (keep, stop bool, err error) {
-		if u.name != "runtime" {
-			return false, false, nil
-		}
-		cu, next, err := u.entry(u.first)
-		if err != nil {
-			return false, false, err
-		}
-		err = u.children(cu, next, func(e die, _, next int) (bool, error) {
-			if e.tag != dwarf.TagStructType || e.name != typ {
-				return true, nil
-			}
-			found = true
-			return false, u.children(e, next, func(m die, _, _ int) (bool, error) {
-				if m.tag == dwarf.TagMember && m.name == field {
-					member, hasMember = m.memberLoc, true
-					return false, nil
-				}
-				return true, nil
-			})
-		})
-		return false, found, err
-	})
-	switch {
-	case err != nil:
-		return 0, err
-	case !found:
-		return 0, fmt.Errorf("type %s not in DWARF", typ)
-	case !hasMember || member < 0:
-		return 0, fmt.Errorf("%s.%s not in DWARF", typ, field)
-	}
-	return uint64(member), nil
 }

@@ -1,4 +1,4 @@
-package symbols
+package args
 
 import (
 	"debug/dwarf"
@@ -7,8 +7,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode"
 
 	"golang.org/x/mod/semver"
+
+	"github.com/cilium-tracer/tracer/pkg/symbols"
 )
 
 // ValueKind is how a captured value is read and shown.
@@ -45,6 +48,12 @@ type Capture struct {
 	Kind ValueKind `json:"kind"`
 	Size int       `json:"size"` // bytes of a scalar; 16 (the header) for a string
 }
+
+// catchPanics turns panics in the DWARF reader into errors: it checks its
+// bounds, but a binary from a container is untrusted input and must never
+// crash the tracer. The fuzz test turns it off to see the panics the bounds
+// checks should have prevented.
+var catchPanics = true
 
 // ErrNoDWARF is returned when a capture needs types from DWARF and the
 // executable has none.
@@ -149,6 +158,32 @@ func ParseRawCapture(name, expr string) (Capture, error) {
 	return c, nil
 }
 
+// Validate checks what the BPF programs rely on.
+func (c Capture) Validate() error {
+	if c.Name == "" {
+		return errors.New("capture without a name")
+	}
+	// The name becomes an attribute key and appears in errors, which are
+	// one line.
+	if strings.ContainsFunc(c.Name, unicode.IsControl) {
+		return fmt.Errorf("capture %q: control character in the name", c.Name)
+	}
+	switch {
+	case c.Kind != KindUint && c.Kind != KindInt && c.Kind != KindBool && c.Kind != KindPtr && c.Kind != KindString:
+		return fmt.Errorf("capture %s: unknown kind %q", c.Name, c.Kind)
+	case c.Kind == KindString && c.Size != 16,
+		c.Kind != KindString && (c.Size < 1 || c.Size > 8):
+		return fmt.Errorf("capture %s: bad size %d for %s", c.Name, c.Size, c.Kind)
+	case c.Reg < 0 || c.Reg > 15:
+		return fmt.Errorf("capture %s: bad register index %d", c.Name, c.Reg)
+	case c.InReg && (c.Offset != 0 || c.Deref):
+		return fmt.Errorf("capture %s: a register value has no offsets", c.Name)
+	case c.Offset < -1<<31 || c.Offset > 1<<31-1 || c.DerefOffset < -1<<31 || c.DerefOffset > 1<<31-1:
+		return fmt.Errorf("capture %s: offset out of range", c.Name)
+	}
+	return nil
+}
+
 // Integer and floating-point argument registers of Go's internal ABI
 // (ABIInternal), per GOARCH.
 var abiRegs = map[string]struct{ ints, floats int }{
@@ -176,8 +211,8 @@ type Param struct {
 // readDebugInfo).
 // It is not safe for concurrent use.
 type CaptureResolver struct {
-	f    *File
-	fns  []Func // read together on first use
+	f    *symbols.File
+	fns  []symbols.Func // read together on first use
 	info *debugInfo
 	// subprograms are the offsets of the DWARF entries of the functions
 	// found, by name.
@@ -189,13 +224,13 @@ type CaptureResolver struct {
 // NewCaptureResolver returns a resolver for f's functions. fns are the
 // functions whose captures it will resolve: the DWARF of all of them is read
 // in one pass. Others can be resolved too, at the cost of another pass.
-func (f *File) NewCaptureResolver(fns []Func) *CaptureResolver {
+func NewCaptureResolver(f *symbols.File, fns []symbols.Func) *CaptureResolver {
 	return &CaptureResolver{f: f, fns: fns}
 }
 
 // Params returns the parameters of fn, receiver first, from DWARF, with the
 // registers the register ABI assigns them.
-func (r *CaptureResolver) Params(fn Func) (ps []Param, err error) {
+func (r *CaptureResolver) Params(fn symbols.Func) (ps []Param, err error) {
 	defer func() {
 		if !catchPanics {
 			return
@@ -212,7 +247,7 @@ func (r *CaptureResolver) Params(fn Func) (ps []Param, err error) {
 	if !ok {
 		return nil, fmt.Errorf("register arguments on %s are not supported", f.Arch)
 	}
-	if err := f.checkRegABI(); err != nil {
+	if err := checkRegABI(f); err != nil {
 		return nil, err
 	}
 	params, err := retry(r, func() ([]Param, error) { return r.params(fn.Name) })
@@ -229,7 +264,7 @@ func (r *CaptureResolver) Params(fn Func) (ps []Param, err error) {
 
 // checkRegABI refuses Go releases that pass arguments on the stack: amd64
 // has the register ABI since Go 1.17, arm64 since Go 1.18.
-func (f *File) checkRegABI() error {
+func checkRegABI(f *symbols.File) error {
 	v := f.GoVersion
 	if v == "" {
 		return nil
@@ -318,9 +353,9 @@ func (r *CaptureResolver) subprogram(name string) (uint64, error) {
 	if r.err != nil {
 		return 0, r.err
 	}
-	known := slices.ContainsFunc(r.fns, func(fn Func) bool { return fn.Name == name })
+	known := slices.ContainsFunc(r.fns, func(fn symbols.Func) bool { return fn.Name == name })
 	if !known {
-		r.fns = append(r.fns, Func{Name: name})
+		r.fns = append(r.fns, symbols.Func{Name: name})
 	}
 	if r.info == nil || !known {
 		if r.err = r.read(false); r.err != nil {
@@ -351,7 +386,7 @@ func (r *CaptureResolver) read(all bool) error {
 	}
 	r.subprograms = map[string]uint64{}
 	var need []uint64 // offsets of the parameters' types
-	info, err := r.f.readDebugInfo(func(u *dwarfUnit) (keep, stop bool, err error) {
+	info, err := readDebugInfo(r.f, func(u *dwarfUnit) (keep, stop bool, err error) {
 		if !all && !pkgs[u.name] && u.name != "runtime" {
 			return false, false, nil
 		}
@@ -472,7 +507,7 @@ func unwrap(t dwarf.Type) dwarf.Type {
 // e.desiredPolicy.Revision), against fn's DWARF. The path may follow at
 // most one pointer beyond the parameter itself. The raw form is parsed as
 // it is.
-func (r *CaptureResolver) Resolve(fn Func, name, expr string) (Capture, error) {
+func (r *CaptureResolver) Resolve(fn symbols.Func, name, expr string) (Capture, error) {
 	if IsRawCapture(expr) {
 		return ParseRawCapture(name, expr)
 	}

@@ -1,4 +1,4 @@
-package symbols
+package args
 
 import (
 	"debug/dwarf"
@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"strings"
+
+	"github.com/cilium-tracer/tracer/pkg/symbols"
 )
 
 // The DWARF of a large Go binary is read piecemeal: debug/elf's DWARF
@@ -501,20 +503,24 @@ type unitVisitor func(u *dwarfUnit) (keep, stop bool, err error)
 
 // readDebugInfo streams .debug_info, decompressing it if need be, and keeps
 // the units visit asks for.
-func (f *File) readDebugInfo(visit unitVisitor) (*debugInfo, error) {
-	abbrevs, err := f.debugSection("abbrev")
+func readDebugInfo(f *symbols.File, visit unitVisitor) (*debugInfo, error) {
+	ef, err := f.ELF()
 	if err != nil {
 		return nil, err
 	}
-	sect := f.debugSectionHeader("info")
+	abbrevs, err := debugSection(f, ef, "abbrev")
+	if err != nil {
+		return nil, err
+	}
+	sect := debugSectionHeader(ef, "info")
 	if sect == nil {
 		return nil, ErrNoDWARF
 	}
 	// Uncompressed and mapped: units alias the file.
 	var mapped []byte
 	var r io.Reader
-	if sect.Flags&elf.SHF_COMPRESSED == 0 && !strings.HasPrefix(sect.Name, ".zdebug") && f.mapped != nil {
-		if mapped, err = f.sectionData(sect); err != nil {
+	if sect.Flags&elf.SHF_COMPRESSED == 0 && !strings.HasPrefix(sect.Name, ".zdebug") && f.Mapped() {
+		if mapped, err = f.SectionData(sect); err != nil {
 			return nil, err
 		}
 	} else {
@@ -649,24 +655,27 @@ func parseUnitHeader(off uint64, data []byte, lenSize int, dwarf64 bool, abbrevs
 }
 
 // debugSectionHeader returns the section .debug_NAME or .zdebug_NAME.
-func (f *File) debugSectionHeader(name string) *elf.Section {
-	if s := f.elf.Section(".debug_" + name); s != nil {
+func debugSectionHeader(ef *elf.File, name string) *elf.Section {
+	if s := ef.Section(".debug_" + name); s != nil {
 		return s
 	}
-	return f.elf.Section(".zdebug_" + name)
+	return ef.Section(".zdebug_" + name)
 }
 
+// maxSection bounds a decompressed section read whole.
+const maxSection = 1 << 26
+
 // debugSection returns the contents of .debug_NAME, decompressed.
-func (f *File) debugSection(name string) ([]byte, error) {
-	s := f.debugSectionHeader(name)
+func debugSection(f *symbols.File, ef *elf.File, name string) ([]byte, error) {
+	s := debugSectionHeader(ef, name)
 	if s == nil {
 		return nil, fmt.Errorf("%w: no .debug_%s", ErrNoDWARF, name)
 	}
 	if s.Flags&elf.SHF_COMPRESSED == 0 && !strings.HasPrefix(s.Name, ".zdebug") {
-		return f.sectionData(s)
+		return f.SectionData(s)
 	}
 	r := s.Open()
-	if s.Size > maxRead {
+	if s.Size > maxSection {
 		return nil, fmt.Errorf("section %s: %d bytes, too large", s.Name, s.Size)
 	}
 	b := make([]byte, s.Size)

@@ -1,4 +1,4 @@
-package symbols
+package procmaps
 
 import (
 	"bufio"
@@ -7,28 +7,30 @@ import (
 	"os"
 	"strconv"
 	"strings"
+
+	"github.com/cilium-tracer/tracer/pkg/symbols"
 )
 
 // Bias returns the difference between runtime addresses in process pid and
-// this executable's virtual addresses: ELF vaddr = runtime PC - bias. It is 0
-// for non-PIE executables. The executable segment's mapping is found in
-// /proc/PID/maps by its file offset and permissions, and told apart from
-// other mappings by inode (when the File was opened from a path) or by the
-// path of /proc/PID/exe.
-func (f *File) Bias(pid int) (uint64, error) {
+// f's virtual addresses: ELF vaddr = runtime PC - bias. It is 0 for non-PIE
+// executables. The executable segment's mapping is found in /proc/PID/maps
+// by its file offset and permissions, and told apart from other mappings by
+// inode (when f was opened from a path) or by the path of /proc/PID/exe.
+func Bias(f *symbols.File, pid int) (uint64, error) {
 	maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
 	if err != nil {
 		return 0, err
 	}
 	exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
 	exe = strings.TrimSuffix(exe, " (deleted)")
-	m, err := findTextMapping(maps, f.text.Off, f.ident, exe)
+	text := f.TextSegment()
+	m, err := findTextMapping(maps, text.Off, f.Inode, exe)
 	if err != nil {
 		return 0, fmt.Errorf("pid %d: %w", pid, err)
 	}
 	// The mapping places file offset m.offset at m.start, so vaddr v (file
 	// offset v - Vaddr + Off) runs at m.start + v - Vaddr + Off - m.offset.
-	return m.start - m.offset + f.text.Off - f.text.Vaddr, nil
+	return m.start - m.offset + text.Off - text.Vaddr, nil
 }
 
 type mapping struct {
@@ -73,9 +75,9 @@ func parseMaps(data []byte) []mapping {
 
 // findTextMapping picks the executable mapping of the file's text segment.
 // Candidates must be executable and map the page holding the segment's file
-// offset; the inode, then the executable's path, settles between several
-// (a process can map several binaries with equal offsets).
-func findTextMapping(maps []byte, textOff uint64, ident *fileIdent, exe string) (mapping, error) {
+// offset; the inode (0: unknown), then the executable's path, settles
+// between several (a process can map several binaries with equal offsets).
+func findTextMapping(maps []byte, textOff, inode uint64, exe string) (mapping, error) {
 	page := uint64(os.Getpagesize())
 	var cands []mapping
 	for _, m := range parseMaps(maps) {
@@ -96,8 +98,8 @@ func findTextMapping(maps []byte, textOff uint64, ident *fileIdent, exe string) 
 		}
 		return out
 	}
-	if ident != nil {
-		if byInode := pick(func(m mapping) bool { return m.inode == ident.ino }); len(byInode) > 0 {
+	if inode != 0 {
+		if byInode := pick(func(m mapping) bool { return m.inode == inode }); len(byInode) > 0 {
 			cands = byInode
 		}
 	}
