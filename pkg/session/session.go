@@ -40,6 +40,9 @@ type Config struct {
 	// Funcs, Config, Captures and Offsets: the daemon gives each pattern
 	// filters of its own.
 	Resolve func(*symbols.File) ([]probe.Probe, []Refused, error)
+	// Tripped, if set, is called on Run's goroutine as soon as the
+	// breaker of a probe trips (probe.Config.BurstLimit), with its ID.
+	Tripped func(probe int)
 }
 
 // ErrTargetExited ends Run when the traced process is gone.
@@ -295,8 +298,15 @@ func (s *Session) expire(maxAge time.Duration) ([]calls.Call, error) {
 	return cs, err
 }
 
-// build converts a record.
+// build converts a record. A breaker's record is no call: it goes to
+// Config.Tripped.
 func (s *Session) build(r *probe.Record) (calls.Call, bool) {
+	if r.Kind == probe.Tripped {
+		if s.cfg.Tripped != nil {
+			s.cfg.Tripped(r.Probe)
+		}
+		return calls.Call{}, false
+	}
 	s.buildMu.Lock()
 	defer s.buildMu.Unlock()
 	// A record whose stack could not be read is still a call.
