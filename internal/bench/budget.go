@@ -51,7 +51,14 @@ type budgetResult struct {
 	Version string
 	Budget  float64 // CPUs
 	Runs    []budgetRun
+	// Idle is the daemon's CPU time over IdleWall with no regeneration
+	// asked for; IdleHits the hits its probes took meanwhile.
+	Idle, IdleWall time.Duration
+	IdleHits       float64
 }
+
+// idleSpan is how long the daemon's idle CPU is measured.
+const idleSpan = time.Minute
 
 // benchBudget runs the same bursty workload on the real agent, untraced
 // and under tracer daemon at its default settings, interleaved, reps
@@ -94,7 +101,55 @@ func benchBudget(ctx context.Context, dir string, reps int, log io.Writer) (budg
 			res.Runs = append(res.Runs, r)
 		}
 	}
+	if err := budgetIdle(ctx, lab, tracer, dir, &res); err != nil {
+		return res, err
+	}
+	fmt.Fprintf(log, "  idle: daemon %.3f s over %.0f s (%.3f%%), %.0f hits\n",
+		res.Idle.Seconds(), res.IdleWall.Seconds(), 100*res.Idle.Seconds()/res.IdleWall.Seconds(), res.IdleHits)
 	return res, nil
+}
+
+// budgetIdle measures the daemon's CPU while the agent does nothing it
+// was asked to.
+func budgetIdle(ctx context.Context, lab *ciliumlab.Lab, tracer, dir string, res *budgetResult) error {
+	if err := lab.WaitQuiet(ctx); err != nil {
+		return err
+	}
+	d, err := startBudgetDaemon(ctx, tracer, dir, lab.AgentPID())
+	if err != nil {
+		return err
+	}
+	defer d.stop()
+	// Past the start: symbols, the cost measurement, the first rates.
+	time.Sleep(10 * time.Second)
+	hits := func() (float64, error) {
+		m, err := d.metrics()
+		var n float64
+		for k, v := range m {
+			if strings.HasPrefix(k, "tracer_probe_hits_total{") {
+				n += v
+			}
+		}
+		return n, err
+	}
+	h0, err := hits()
+	if err != nil {
+		return err
+	}
+	c0, err := procCPU(d.cmd.Process.Pid)
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	time.Sleep(idleSpan)
+	c1, err := procCPU(d.cmd.Process.Pid)
+	if err != nil {
+		return err
+	}
+	res.Idle, res.IdleWall = c1-c0, time.Since(start)
+	h1, err := hits()
+	res.IdleHits = h1 - h0
+	return err
 }
 
 // budgetWorkload regenerates every pod budgetRounds times from a quiet
@@ -341,6 +396,11 @@ func budgetSection(b budgetResult) section {
 		}, "%.0f%%"), Target: "within 25%", Met: verdict(worstReport <= 0.25)},
 		row{Name: "daemon: governor decisions per workload (throttle / readmit / trip)", Value: rng(traced, func(r budgetRun) float64 { return r.Throttles }, "%.0f") + " / " + rng(traced, func(r budgetRun) float64 { return r.Readmits }, "%.0f") + " / " + rng(traced, func(r budgetRun) float64 { return r.Trips }, "%.0f")},
 	)
+	if b.IdleWall > 0 {
+		idle := 100 * b.Idle.Seconds() / b.IdleWall.Seconds()
+		s.Rows = append(s.Rows, row{Name: fmt.Sprintf("daemon idle (no regenerations asked; %.0f hits), %% of one CPU", b.IdleHits),
+			Value: fmt.Sprintf("%.3f%% (%.2f s over %.0f s)", idle, b.Idle.Seconds(), b.IdleWall.Seconds()), Target: "<= 0.1%", Met: verdict(idle <= 0.1)})
+	}
 	if worst > 1.5 {
 		s.Missed = append(s.Missed, fmt.Sprintf("The agent and the daemon together took up to %.2f%% of a CPU more than untraced (target 1.5%%).", worst))
 	}
