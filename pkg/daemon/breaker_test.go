@@ -2,13 +2,112 @@ package daemon
 
 import (
 	"bufio"
+	"errors"
+	"os"
+	"reflect"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/cilium-tracer/tracer/internal/testagent"
+	"github.com/cilium-tracer/tracer/pkg/probe"
+	"github.com/cilium-tracer/tracer/pkg/session"
+	"github.com/cilium-tracer/tracer/pkg/symbols"
 )
+
+// The breaker in BPF, on a function of the test's own process called in a
+// tight loop on one thread: it does the work of exactly its allowance of
+// hits, no more, then the entries only count, and its record wakes the
+// reader at once, without waiting for a batch of records.
+func TestBreakerTrips(t *testing.T) {
+	const (
+		limit = 20
+		calls = 5000
+	)
+	name := runtime.FuncForPC(reflect.ValueOf(calibrationTarget).Pointer()).Name()
+	f, err := symbols.Open("/proc/self/exe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	probes, _, err := session.Resolve(f, []string{name}, probe.Config{BurstLimit: limit})
+	if err != nil || len(probes) != 1 {
+		t.Fatalf("%d probes: %v", len(probes), err)
+	}
+	// One thread: its hits all count in one CPU's window.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	set, err := probe.Attach(probes, probe.Options{Binary: "/proc/self/exe", PID: os.Getpid()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer set.Close()
+	// A reader waiting before the calls: the records of calls alone do not
+	// wake it (they wait for a batch), the trip's does.
+	set.SetDeadline(time.Now().Add(time.Minute))
+	first := make(chan error, 1)
+	var woken time.Time
+	go func() {
+		var rec probe.Record
+		err := set.Read(&rec)
+		woken = time.Now()
+		first <- err
+	}()
+	time.Sleep(50 * time.Millisecond)
+	start := time.Now()
+	timeCalls(calls)
+	cs, err := set.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := cs[0]
+	worked := c.Hits - c.Shed
+	t.Logf("%d calls in %v: %d hits, %d traced, %d shed, %d trips, %d records", calls, time.Since(start), c.Hits, worked, c.Shed, c.Tripped, c.Emitted)
+	if c.Hits != calls || c.Tripped == 0 {
+		t.Fatalf("counters %+v: want %d hits and a trip", c, calls)
+	}
+	// A preempted thread may move to another CPU, whose window counts
+	// from zero.
+	if worked < limit || worked > limit*uint64(runtime.NumCPU()) {
+		t.Errorf("%d hits traced before the breaker stopped the work, allowance %d per CPU", worked, limit)
+	}
+	if c.Emitted > worked {
+		t.Errorf("%d records of %d traced hits", c.Emitted, worked)
+	}
+
+	if err := <-first; err != nil {
+		t.Fatalf("the waiting reader: %v, want woken by the trip", err)
+	}
+	t.Logf("the waiting reader had its first record %v after the calls began", woken.Sub(start))
+
+	// The other calls traced, then the trip, all readable now.
+	set.SetDeadline(time.Now().Add(time.Millisecond))
+	var rec probe.Record
+	returned, tripped := 1, 0 // the first record read was a call
+	for {
+		err := set.Read(&rec)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch rec.Kind {
+		case probe.Tripped:
+			tripped++
+			if rec.Probe != 0 {
+				t.Errorf("trip of probe %d, want 0", rec.Probe)
+			}
+		case probe.Returned:
+			returned++
+		}
+	}
+	if tripped == 0 || uint64(returned) != c.Emitted {
+		t.Errorf("read %d trips and %d calls, want a trip and %d calls", tripped, returned, c.Emitted)
+	}
+}
 
 // scrape returns the values of series in one reading of /metrics.
 func (r *running) scrape(t *testing.T, series ...string) []float64 {
