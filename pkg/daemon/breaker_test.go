@@ -116,7 +116,7 @@ func (r *running) scrape(t *testing.T, series ...string) []float64 {
 	sc := bufio.NewScanner(strings.NewReader(r.get(t, "/metrics")))
 	for sc.Scan() {
 		name, val, ok := strings.Cut(sc.Text(), " ")
-		if !ok {
+		if !ok || strings.HasPrefix(name, "#") {
 			continue
 		}
 		v, err := strconv.ParseFloat(val, 64)

@@ -128,6 +128,7 @@ type Governor struct {
 	self0    float64 // Self at the first Tick
 	selfSeen bool
 	history  []account // the last accountSpan of spent and self
+	settled  bool      // history covers most of accountSpan
 	measured Overhead
 }
 
@@ -452,9 +453,10 @@ func (g *Governor) account(now time.Time, cs []probe.Counters) {
 		m.Target = (g.spent - first.target) / dt
 		m.Self = (self - first.self) / dt
 	}
-	// Over only once the span is mostly covered: a daemon starting up
-	// spends a burst of its own CPU on symbols.
-	m.Over = now.Sub(first.at) >= accountSpan/2 && m.Target+m.Self > g.Budget*1.1
+	// Only once the span is mostly covered: a daemon starting up spends
+	// a burst of its own CPU on its pipeline and first readings.
+	g.settled = now.Sub(first.at) >= accountSpan/2
+	m.Over = g.settled && m.Target+m.Self > g.Budget*1.1
 	if m.Over && !g.measured.Over {
 		g.Log.Warn("governor: measured overhead over budget",
 			"target_percent", round2(100*m.Target), "self_percent", round2(100*m.Self),
@@ -488,7 +490,11 @@ func (g *Governor) decide(now time.Time, set probeSet) {
 
 	// The process's own CPU comes first: the probes share what it
 	// leaves.
-	remaining := g.Budget - g.measured.Self
+	self := 0.0
+	if g.settled {
+		self = g.measured.Self
+	}
+	remaining := g.Budget - self
 	var throttled []*governed
 	for _, p := range ps {
 		o := g.overhead(p)
@@ -498,14 +504,16 @@ func (g *Governor) decide(now time.Time, set probeSet) {
 		}
 		forced := p.forced || p.state == Throttled && now.Before(p.until)
 		p.forced = false
-		if o <= limit && !forced {
+		// A probe that costs nothing is never throttled, even when the
+		// process's own CPU has used up the budget.
+		if o == 0 && !forced || o <= limit && !forced {
 			g.admit(now, p, set)
 			remaining -= o
 			continue
 		}
 		throttled = append(throttled, p)
 	}
-	g.estimate = g.Budget - g.measured.Self - remaining
+	g.estimate = g.Budget - self - remaining
 
 	// Equal shares of what remains, hottest first: a probe held at the
 	// longest period spends more than its share, and the others split
