@@ -506,7 +506,7 @@ func (g *Governor) decide(now time.Time, set probeSet) {
 		p.forced = false
 		// A probe that costs nothing is never throttled, even when the
 		// process's own CPU has used up the budget.
-		if o == 0 && !forced || o <= limit && !forced {
+		if !forced && (o == 0 || o <= limit) {
 			g.admit(now, p, set)
 			remaining -= o
 			continue
@@ -524,7 +524,10 @@ func (g *Governor) decide(now time.Time, set probeSet) {
 	for i, p := range throttled {
 		o := g.overhead(p)
 		share := max(rest, 0) / float64(len(throttled)-i)
-		duty := min(max(share/o, minDuty), maxDuty)
+		duty := maxDuty // held by its backoff alone: costs nothing
+		if o > 0 {
+			duty = min(max(share/o, minDuty), maxDuty)
+		}
 		rest -= o * duty
 		p.duty = duty
 		p.period = time.Duration(float64(g.Window) / duty)
