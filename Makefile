@@ -51,7 +51,9 @@ test:
 # Overhead side by side with bpftrace, pipeline throughput, attach cost;
 # prints a table and rewrites BENCHMARKS.md. Needs root and bpftrace.
 # BENCHFLAGS=-only=cilium (or overhead, pipeline, attach) runs one section
-# and leaves BENCHMARKS.md alone.
+# and leaves BENCHMARKS.md alone. -only=budget, run only when named (about
+# 15 minutes), measures the daemon's CPU budget on the real cilium-agent
+# under a bursty workload.
 bench:
 	$(GO) run ./internal/bench $(BENCHFLAGS)
 

@@ -40,6 +40,9 @@ enum event_kind {
 	EVENT_RETURN = 0,     // the call returned through a RET
 	EVENT_UNWOUND = 1,    // the goroutine went on above this frame without a RET (panic, Goexit)
 	EVENT_SUPERSEDED = 2, // a new call at the same depth replaced it after a panic or Goexit
+	// Not a call: the probe's breaker tripped (see breaker). 3 and 4 are
+	// kinds user space gives records of its own.
+	EVENT_TRIPPED = 5,
 };
 
 enum capture_kind {
@@ -70,6 +73,10 @@ struct probe_cfg {
 	// gen changes each time the entry probe is attached again: a frame
 	// pushed before a detach is not the call a later RET returns from.
 	__u32 gen;
+	// burst_limit is the breaker: past this many entry hits on one CPU in
+	// one breaker window, the probe's entries only count until it is
+	// attached again (a new gen). 0: no breaker.
+	__u32 burst_limit;
 	struct capture_spec captures[MAX_CAPTURES];
 };
 
@@ -92,6 +99,8 @@ struct counters {
 	__u64 reentered;  // entry re-fired for a call in flight (morestack)
 	__u64 untracked;  // entries not tracked: shadow stack or goroutine table full, unreadable g
 	__u64 contended;  // entries without stack or values: preempted probes on the CPU held every scratch slot
+	__u64 tripped;    // times the breaker tripped
+	__u64 shed;       // entries that only counted: the breaker had tripped
 };
 
 struct frame {
@@ -162,6 +171,7 @@ struct entry_key {
 // Set by the loader before the programs are loaded.
 volatile const __u64 goid_offset = 0; // offset of g.goid; 0: report the g address instead
 volatile const __u32 capture_stacks = 0;
+volatile const __u64 breaker_window_ns = 10000000;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -274,6 +284,29 @@ static __always_inline void release(struct scratch *s)
 {
 	__sync_fetch_and_add(&s->busy, -1);
 }
+
+// A probe's entry hits in the current breaker window, per CPU: no CPU
+// waits for another to count.
+struct burst {
+	__u64 start_ns;
+	__u64 hits;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, MAX_PROBES);
+	__type(key, __u32);
+	__type(value, struct burst);
+} bursts SEC(".maps");
+
+// Per probe, the gen whose breaker tripped, plus one (0: none): shared by
+// the CPUs, so one trip stops the work on all of them.
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_PROBES);
+	__type(key, __u32);
+	__type(value, __u32);
+} tripped_gens SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -562,6 +595,46 @@ static __always_inline int capture(struct pt_regs *ctx, struct probe_cfg *cfg, s
 	return bpf_map_update_elem(&captures, &id, v, BPF_ANY) == 0;
 }
 
+// breaker reports whether the probe's entry must do nothing but count: its
+// breaker has tripped, or trips now. The trap of a hit cannot be avoided
+// while the probe is attached, only the work after it; so the first CPU to
+// trip it wakes the reader at once, and user space detaches the probe in
+// milliseconds rather than at its next reading of the counters.
+static __always_inline int breaker(struct probe_cfg *cfg, __u32 probe_id, struct counters *c)
+{
+	__u32 *t = bpf_map_lookup_elem(&tripped_gens, &probe_id);
+	struct burst *b = bpf_map_lookup_elem(&bursts, &probe_id);
+	if (!t || !b)
+		return 0;
+	__u32 gen = cfg->gen + 1;
+	if (*t == gen) {
+		INC(c, shed);
+		return 1;
+	}
+	__u64 now = bpf_ktime_get_ns();
+	if (now - b->start_ns >= breaker_window_ns) {
+		b->start_ns = now;
+		b->hits = 0;
+	}
+	if (++b->hits <= cfg->burst_limit)
+		return 0;
+	// Two CPUs may trip it at once: both report, which is harmless.
+	*t = gen;
+	INC(c, tripped);
+	INC(c, shed);
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e)
+		return 1; // the counter tells the reader at its next reading
+	__builtin_memset(e, 0, sizeof(*e));
+	e->probe_id = probe_id;
+	e->stack_id = -1;
+	e->kind = EVENT_TRIPPED;
+	e->end_ns = now;
+	e->tgid = bpf_get_current_pid_tgid() >> 32;
+	bpf_ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
+	return 1;
+}
+
 SEC("uprobe")
 int go_entry(struct pt_regs *ctx)
 {
@@ -571,6 +644,8 @@ int go_entry(struct pt_regs *ctx)
 	if (!cfg || !c)
 		return 0;
 	INC(c, hits);
+	if (cfg->burst_limit && breaker(cfg, probe_id, c))
+		return 0;
 
 	if (cfg->flags & PROBE_ENTRY_ONLY) {
 		struct entry_key k = {.probe_id = probe_id, .stack_id = -1};

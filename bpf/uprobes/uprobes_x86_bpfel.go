@@ -13,6 +13,12 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type UprobesBurst struct {
+	_       structs.HostLayout
+	StartNs uint64
+	Hits    uint64
+}
+
 type UprobesCaptureSpec struct {
 	_           structs.HostLayout
 	Reg         uint8
@@ -42,6 +48,8 @@ type UprobesCounters struct {
 	Reentered  uint64
 	Untracked  uint64
 	Contended  uint64
+	Tripped    uint64
+	Shed       uint64
 }
 
 type UprobesEntryKey struct {
@@ -106,7 +114,9 @@ type UprobesProbeCfg struct {
 	Flags         uint32
 	Ncaptures     uint32
 	Gen           uint32
+	BurstLimit    uint32
 	Captures      [4]UprobesCaptureSpec
+	_             [4]byte
 }
 
 type UprobesScratch struct {
@@ -127,6 +137,7 @@ type UprobesStackTrace struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	UprobesMapBursts            = "bursts"
 	UprobesMapCaptures          = "captures"
 	UprobesMapEntryCounts       = "entry_counts"
 	UprobesMapEvents            = "events"
@@ -136,9 +147,11 @@ const (
 	UprobesMapProbeCounters     = "probe_counters"
 	UprobesMapScratch           = "scratch"
 	UprobesMapStacks            = "stacks"
+	UprobesMapTrippedGens       = "tripped_gens"
 	UprobesProgGoEntry          = "go_entry"
 	UprobesProgGoPanic          = "go_panic"
 	UprobesProgGoReturn         = "go_return"
+	UprobesVarBreakerWindowNs   = "breaker_window_ns"
 	UprobesVarCaptureStacks     = "capture_stacks"
 	UprobesVarGoidOffset        = "goid_offset"
 	UprobesVarUnusedCaptureVals = "unused_capture_vals"
@@ -196,6 +209,7 @@ type UprobesProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type UprobesMapSpecs struct {
+	Bursts        *ebpf.MapSpec `ebpf:"bursts"`
 	Captures      *ebpf.MapSpec `ebpf:"captures"`
 	EntryCounts   *ebpf.MapSpec `ebpf:"entry_counts"`
 	Events        *ebpf.MapSpec `ebpf:"events"`
@@ -205,12 +219,14 @@ type UprobesMapSpecs struct {
 	ProbeCounters *ebpf.MapSpec `ebpf:"probe_counters"`
 	Scratch       *ebpf.MapSpec `ebpf:"scratch"`
 	Stacks        *ebpf.MapSpec `ebpf:"stacks"`
+	TrippedGens   *ebpf.MapSpec `ebpf:"tripped_gens"`
 }
 
 // UprobesVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type UprobesVariableSpecs struct {
+	BreakerWindowNs   *ebpf.VariableSpec `ebpf:"breaker_window_ns"`
 	CaptureStacks     *ebpf.VariableSpec `ebpf:"capture_stacks"`
 	GoidOffset        *ebpf.VariableSpec `ebpf:"goid_offset"`
 	UnusedCaptureVals *ebpf.VariableSpec `ebpf:"unused_capture_vals"`
@@ -237,6 +253,7 @@ func (o *UprobesObjects) Close() error {
 //
 // It can be passed to LoadUprobesObjects or ebpf.CollectionSpec.LoadAndAssign.
 type UprobesMaps struct {
+	Bursts        *ebpf.Map `ebpf:"bursts"`
 	Captures      *ebpf.Map `ebpf:"captures"`
 	EntryCounts   *ebpf.Map `ebpf:"entry_counts"`
 	Events        *ebpf.Map `ebpf:"events"`
@@ -246,10 +263,12 @@ type UprobesMaps struct {
 	ProbeCounters *ebpf.Map `ebpf:"probe_counters"`
 	Scratch       *ebpf.Map `ebpf:"scratch"`
 	Stacks        *ebpf.Map `ebpf:"stacks"`
+	TrippedGens   *ebpf.Map `ebpf:"tripped_gens"`
 }
 
 func (m *UprobesMaps) Close() error {
 	return _UprobesClose(
+		m.Bursts,
 		m.Captures,
 		m.EntryCounts,
 		m.Events,
@@ -259,6 +278,7 @@ func (m *UprobesMaps) Close() error {
 		m.ProbeCounters,
 		m.Scratch,
 		m.Stacks,
+		m.TrippedGens,
 	)
 }
 
@@ -266,6 +286,7 @@ func (m *UprobesMaps) Close() error {
 //
 // It can be passed to LoadUprobesObjects or ebpf.CollectionSpec.LoadAndAssign.
 type UprobesVariables struct {
+	BreakerWindowNs   *ebpf.Variable `ebpf:"breaker_window_ns"`
 	CaptureStacks     *ebpf.Variable `ebpf:"capture_stacks"`
 	GoidOffset        *ebpf.Variable `ebpf:"goid_offset"`
 	UnusedCaptureVals *ebpf.Variable `ebpf:"unused_capture_vals"`

@@ -31,7 +31,7 @@ func main() {
 	)
 	flag.Parse()
 	maybeAttachChild()
-	sections := allSections
+	sections := slices.DeleteFunc(slices.Clone(allSections), func(s string) bool { return slices.Contains(optInSections, s) })
 	if *only != "" {
 		sections = strings.Split(*only, ",")
 		for _, s := range sections {
@@ -48,7 +48,10 @@ func main() {
 }
 
 // allSections are the benchmarks, in the order they run and are reported.
-var allSections = []string{"overhead", "pipeline", "attach", "cilium"}
+var allSections = []string{"overhead", "pipeline", "attach", "cilium", "budget"}
+
+// optInSections run only when named in -only: they take many minutes.
+var optInSections = []string{"budget"}
 
 // run runs the benchmarks of sections and writes the report to out; with
 // every section and not quick, by default to BENCHMARKS.md.
@@ -120,9 +123,20 @@ func run(quick bool, out string, rounds int, record bool, sections []string, w i
 		}
 	}
 
+	if slices.Contains(sections, "budget") {
+		reps := 3
+		if quick {
+			reps = 1
+		}
+		fmt.Fprintf(w, "\nbudget: the real cilium-agent %s, untraced and under tracer daemon, %d interleaved repetitions\n", ciliumlab.Pinned, reps)
+		if r.Budget, err = benchBudget(context.Background(), tmp, reps, w); err != nil {
+			return err
+		}
+	}
+
 	fmt.Fprintln(w)
 	r.writeTable(w)
-	if out == "" && !quick && len(sections) == len(allSections) {
+	if out == "" && !quick && len(sections) == len(allSections)-len(optInSections) && !slices.Contains(sections, "budget") {
 		out = filepath.Join(root, "BENCHMARKS.md")
 	}
 	if out != "" {

@@ -60,6 +60,7 @@ type report struct {
 	Pipeline pipelineResult
 	Attach   []attachResult
 	Cilium   ciliumResult
+	Budget   budgetResult
 }
 
 // A row is one line of a results table.
@@ -207,6 +208,9 @@ func (r report) sections() []section {
 	}
 	if len(r.Cilium.Builds) > 0 {
 		out = append(out, ciliumSection(r.Cilium))
+	}
+	if len(r.Budget.Runs) > 0 {
+		out = append(out, budgetSection(r.Budget))
 	}
 	return out
 }

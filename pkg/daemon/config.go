@@ -105,6 +105,14 @@ type GovernorConfig struct {
 	// MaxPeriod bounds a throttled probe's period, so its rate is measured
 	// again at least this often; default 1m.
 	MaxPeriod time.Duration `yaml:"max_period"`
+	// Horizon is how long a measured hit rate counts: probes are admitted
+	// on their peak rate over the horizon, because an agent's hot paths
+	// come in bursts and a window between two bursts measures nothing;
+	// default 5m.
+	Horizon time.Duration `yaml:"horizon"`
+	// Backoff is how long a throttled probe stays throttled at least;
+	// it doubles with each further throttle, up to 64 times; default 1m.
+	Backoff time.Duration `yaml:"backoff"`
 	// HitCost is the CPU time one traced call costs (entry and RET
 	// traps); 0 measures it at start.
 	HitCost time.Duration `yaml:"hit_cost"`
@@ -136,6 +144,8 @@ const (
 	DefaultInterval      = time.Second
 	DefaultWindow        = 200 * time.Millisecond
 	DefaultMaxPeriod     = time.Minute
+	DefaultHorizon       = 5 * time.Minute
+	DefaultBackoff       = time.Minute
 )
 
 // A ConfigError is one problem in a configuration.
@@ -306,6 +316,8 @@ func (c *Config) Validate() error {
 		{"governor.interval", &g.Interval, DefaultInterval},
 		{"governor.window", &g.Window, DefaultWindow},
 		{"governor.max_period", &g.MaxPeriod, DefaultMaxPeriod},
+		{"governor.horizon", &g.Horizon, DefaultHorizon},
+		{"governor.backoff", &g.Backoff, DefaultBackoff},
 	} {
 		if *d.v == 0 {
 			*d.v = d.def

@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 	"reflect"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/cilium-tracer/tracer/pkg/calls"
@@ -155,6 +157,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	d.mu.Lock()
 	d.cost = cost
 	d.gov = NewGovernor(policy(cfg.Governor, cost), d.log)
+	d.gov.Self = selfCPU
 	d.mu.Unlock()
 
 	if wait := Jitter(cfg.Jitter.Start, d.opts.Rand); wait > 0 {
@@ -219,7 +222,43 @@ func policy(g GovernorConfig, cost time.Duration) Policy {
 		Interval:  g.Interval,
 		Window:    g.Window,
 		MaxPeriod: g.MaxPeriod,
+		Horizon:   g.Horizon,
+		Backoff:   g.Backoff,
+		TripRate:  float64(burstLimit(g.BudgetPercent/100, cost)) / probe.DefaultBreakerWindow.Seconds(),
 	}
+}
+
+// breakerFactor sets where a breaker trips: at a rate of hits on one CPU
+// that, sustained, would cost the target this many times the whole
+// budget. An admitted probe averages at most the budget; only a burst
+// trips it.
+const breakerFactor = 10
+
+// burstLimit is a probe's breaker allowance: its hits per CPU in one
+// breaker window.
+func burstLimit(budget float64, cost time.Duration) uint32 {
+	if cost <= 0 {
+		return 0
+	}
+	n := breakerFactor * budget * probe.DefaultBreakerWindow.Seconds() / cost.Seconds()
+	return uint32(min(max(math.Ceil(n), 4), math.MaxUint32))
+}
+
+// selfCPU is the CPU time this process has used, user and system: the
+// daemon's own cost, which the budget covers.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// costPerCall is the cost of a traced call in force.
+func (d *Daemon) costPerCall(cfg Config) time.Duration {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return cmp.Or(cfg.Governor.HitCost, d.cost)
 }
 
 // configure returns the session configuration of an attach to proc, from
@@ -247,6 +286,7 @@ func (d *Daemon) configure(proc container.Process) (session.Config, error) {
 		Offsets:     offsets,
 		ExpireAfter: cfg.ExpireAfter,
 		Detaching:   d.detaching,
+		Tripped:     d.tripped,
 		Resolve: func(f *symbols.File) ([]probe.Probe, []session.Refused, error) {
 			probes, maxEPS, err := d.resolve(f, cfg, offsets)
 			if err != nil {
@@ -300,6 +340,15 @@ func (d *Daemon) attached(s *session.Session, proc container.Process, restarted 
 	}
 	d.attaches++
 	d.last = proc
+}
+
+// tripped hands a breaker's trip to the governor, which detaches the probe
+// at once.
+func (d *Daemon) tripped(id int) {
+	d.mu.Lock()
+	d.gov.Trip(id)
+	d.mu.Unlock()
+	d.poke()
 }
 
 // govern runs the governor over s's probes until the returned function
@@ -396,8 +445,9 @@ func (d *Daemon) pipeline(cfg Config, a *attachment, exps map[string]export.Expo
 func (d *Daemon) resolve(f *symbols.File, cfg Config, offsets *offsets.File) ([]probe.Probe, map[string]float64, error) {
 	var probes []probe.Probe
 	maxEPS := map[string]float64{}
+	limit := burstLimit(cfg.Governor.BudgetPercent/100, d.costPerCall(cfg))
 	for i, pc := range cfg.Probes {
-		ps, refused, err := session.Resolve(f, []string{pc.Func}, probe.Config{MinDuration: pc.MinDuration, SampleEvery: pc.Sample})
+		ps, refused, err := session.Resolve(f, []string{pc.Func}, probe.Config{MinDuration: pc.MinDuration, SampleEvery: pc.Sample, BurstLimit: limit})
 		for _, r := range refused {
 			d.log.Warn("not probing", "func", r.Func, "reason", r.Reason)
 		}

@@ -264,7 +264,7 @@ func TestGovernorOnAgent(t *testing.T) {
 probes:
   - func: "`+testagent.RegenerateBPF+`"
   - func: "`+testagent.CTLookup+`"
-governor: {budget_percent: 1, interval: 1s, window: 100ms, max_period: 20s}
+governor: {budget_percent: 1, interval: 1s, window: 100ms, max_period: 20s, horizon: 5s, backoff: 5s}
 `, agent.PID)
 	agent.Begin(t)
 

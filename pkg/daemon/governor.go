@@ -48,7 +48,28 @@ type Policy struct {
 	// MaxPeriod bounds a throttled probe's period, so a probe whose
 	// function calmed down is noticed within MaxPeriod.
 	MaxPeriod time.Duration
+	// Horizon is how long a measured rate counts: admission divides the
+	// budget by each probe's peak rate over the horizon. A window that
+	// fell between two bursts lowers nothing; only a horizon without a
+	// burst does. 0 keeps only the latest measurement.
+	Horizon time.Duration
+	// Backoff is how long a probe stays throttled at least once
+	// throttled; each further throttle doubles it, up to maxDoublings
+	// times. A probe admitted for twice its last backoff starts over.
+	Backoff time.Duration
+	// TripRate is the hit rate a tripped breaker stands for (its
+	// allowance per breaker window, over the window): a trip measures
+	// at least this, however few hits the governor saw since its last
+	// reading.
+	TripRate float64
 }
+
+// maxDoublings bounds a throttled probe's backoff: 64 × Backoff.
+const maxDoublings = 6
+
+// accountSpan is how far back the measured overhead is averaged, for the
+// budget and /metrics.
+const accountSpan = time.Minute
 
 // grace is how long the RET probes of a throttled probe outlive its entry
 // probe when it is switched off: the calls in flight return and are
@@ -80,24 +101,50 @@ const (
 	off                  // detached
 )
 
-// A Governor keeps the estimated cost of a set of probes under its budget:
-// cost = Σ hit rate × Cost over the probes, with each rate measured while
-// its probe is attached. Probes are admitted cheapest first while the
-// budget lasts, so cold probes keep tracing every call; the rest, the
-// hottest, are duty-cycled and share what remains. A throttled probe is
-// admitted again when its rate, measured in its windows, fits.
+// A Governor keeps the cost of a set of probes, and of the process that
+// runs them, under its budget. The probes cost the target hits × Cost;
+// the process's own CPU time comes from Self. Probes are admitted
+// cheapest first, each at its peak rate over the Horizon, while the
+// budget left by the process lasts, so cold probes keep tracing every
+// call; the rest, the hottest, are duty-cycled and share what remains. A
+// throttled probe is admitted again when its peak, measured in its
+// windows, fits, and not before its backoff ends.
 //
 // Unsampled calls cost the same trap as sampled ones, so sampling does not
 // enter the estimate. A Governor is not safe for concurrent use.
 type Governor struct {
 	Policy
 	Log *slog.Logger
+	// Self, if set, returns the CPU time the process has used so far.
+	Self func() time.Duration
 
 	probes       map[string]*governed
 	nextDecision time.Time
 	estimate     float64
 	overBudget   bool
 	decisions    Decisions
+
+	spent    float64 // target CPU seconds of the hits counted so far
+	self0    float64 // Self at the first Tick
+	selfSeen bool
+	history  []account // the last accountSpan of spent and self
+	settled  bool      // history covers most of accountSpan
+	measured Overhead
+}
+
+// account is the CPU time spent by a time: by the probes in the target,
+// and by the process itself.
+type account struct {
+	at           time.Time
+	target, self float64
+}
+
+// Overhead is the CPU the tracing measurably costs.
+type Overhead struct {
+	Target, Self           float64 // CPUs, averaged over the last minute
+	TargetTotal, SelfTotal float64 // CPU seconds since the governor started
+	// Over: Target + Self exceeded the budget over the last minute.
+	Over bool
 }
 
 // Decisions count what the governor did since it started.
@@ -105,6 +152,7 @@ type Decisions struct {
 	Throttled  uint64 // probes switched to duty cycles
 	Readmitted uint64 // throttled probes admitted again
 	Resampled  uint64 // sampling changes for max_events_per_second
+	Tripped    uint64 // breakers tripped in BPF
 }
 
 // Decisions returns what the governor did since it started.
@@ -123,9 +171,19 @@ type governed struct {
 	duty   float64
 	period time.Duration
 
-	rate     float64 // entry hits/s while attached
-	emitRate float64 // records/s while attached
+	rate     float64  // entry hits/s while attached, latest measurement
+	samples  []sample // rates measured over the horizon, oldest first
+	emitRate float64  // records/s while attached
 	measured bool
+
+	throttles  int       // throttles since the probe was last admitted for long
+	until      time.Time // a throttled probe stays throttled until then
+	admittedAt time.Time
+	trip       bool   // the breaker tripped since the last Tick
+	trips      uint64 // breaker trips counted in BPF, as last read
+	forced     bool   // tripped while admitted: throttle at this decision
+	seen       uint64 // hits already in spent
+	counting   bool   // seen holds this set's counter
 
 	baseline bool // hits and emitted hold the counters at since
 	hits     uint64
@@ -148,7 +206,7 @@ func (g *Governor) Add(fn string, id int, c probe.Config, maxEPS float64) {
 		g.probes[fn] = p
 	}
 	p.id, p.base, p.maxEPS, p.sample = id, c, maxEPS, max(c.SampleEvery, 1)
-	p.phase, p.baseline = on, false
+	p.phase, p.baseline, p.counting, p.trip = on, false, false, false
 	if p.state == Throttled {
 		p.next = time.Time{} // measured, then switched off, at the next Tick
 	}
@@ -191,7 +249,18 @@ func (g *Governor) Remove(fn string) { delete(g.probes, fn) }
 // was measured, for Add after the target restarts.
 func (g *Governor) Reset() {
 	for _, p := range g.probes {
-		p.baseline = false
+		p.baseline, p.counting = false, false
+	}
+}
+
+// Trip tells the governor that the breaker of probe id tripped in BPF:
+// its hits in one breaker window passed their allowance. The next Tick,
+// due at once, throttles it or ends its window.
+func (g *Governor) Trip(id int) {
+	for _, p := range g.probes {
+		if p.id == id && p.phase == on {
+			p.trip = true
+		}
 	}
 }
 
@@ -199,6 +268,9 @@ func (g *Governor) Reset() {
 func (g *Governor) Next() time.Time {
 	next := g.nextDecision
 	for _, p := range g.probes {
+		if p.trip {
+			return time.Time{}
+		}
 		if p.state == Throttled && p.next.Before(next) {
 			next = p.next
 		}
@@ -214,16 +286,43 @@ func (g *Governor) Tick(now time.Time, set probeSet) error {
 	if err != nil {
 		return fmt.Errorf("governor: %w", err)
 	}
+	g.account(now, cs)
+	tripped := false
 	for _, p := range g.sorted() {
 		if p.id >= len(cs) {
 			continue
 		}
 		c := cs[p.id]
+		if c.Tripped != p.trips {
+			if c.Tripped > p.trips && p.phase == on {
+				p.trip = true
+			}
+			p.trips = c.Tripped
+		}
 		if !p.baseline {
 			p.reset(c, now)
 			if p.state == Throttled && p.next.IsZero() {
 				p.next = now.Add(g.Window)
 			}
+			if !p.trip {
+				continue
+			}
+		}
+		if p.trip {
+			p.trip = false
+			if p.phase != on {
+				continue
+			}
+			g.decisions.Tripped++
+			g.measure(p, c, now, g.TripRate)
+			if p.state == Admitted {
+				// Throttled now, not at the next decision: a burst
+				// costs the target every trap until then.
+				p.forced = true
+				tripped = true
+				continue
+			}
+			g.pause(now, p, set)
 			continue
 		}
 		if p.state != Throttled || now.Before(p.next) {
@@ -231,7 +330,7 @@ func (g *Governor) Tick(now time.Time, set probeSet) error {
 		}
 		switch p.phase {
 		case on:
-			p.measure(c, now)
+			g.measure(p, c, now, 0)
 			g.pause(now, p, set)
 		case pausing:
 			if err := set.Detach(p.id); err != nil {
@@ -250,12 +349,12 @@ func (g *Governor) Tick(now time.Time, set probeSet) error {
 			p.reset(c, now)
 		}
 	}
-	if now.Before(g.nextDecision) {
+	if now.Before(g.nextDecision) && !tripped {
 		return nil
 	}
 	for _, p := range g.probes {
-		if p.state == Admitted && p.baseline && p.id < len(cs) {
-			p.measure(cs[p.id], now)
+		if p.state == Admitted && p.baseline && p.id < len(cs) && !p.forced {
+			g.measure(p, cs[p.id], now, 0)
 		}
 	}
 	g.decide(now, set)
@@ -267,20 +366,111 @@ func (p *governed) reset(c probe.Counters, now time.Time) {
 	p.hits, p.emitted, p.since, p.baseline = c.Hits, c.Emitted, now, true
 }
 
-// measure takes the rates since the baseline and starts a new one.
-func (p *governed) measure(c probe.Counters, now time.Time) {
+// measure takes the rates since the baseline, at least floor, keeps the
+// hit rate for the horizon and starts a new baseline.
+func (g *Governor) measure(p *governed, c probe.Counters, now time.Time, floor float64) {
 	dt := now.Sub(p.since).Seconds()
-	if dt < 0.01 {
+	if dt < 0.001 {
+		if floor > 0 {
+			p.rate = max(p.rate, floor)
+			p.record(now, p.rate, g.Horizon)
+		}
 		return
 	}
-	p.rate = float64(c.Hits-p.hits) / dt
+	p.rate = max(float64(c.Hits-p.hits)/dt, floor)
 	p.emitRate = float64(c.Emitted-p.emitted) / dt
 	p.measured = true
+	p.record(now, p.rate, g.Horizon)
 	p.reset(c, now)
 }
 
+type sample struct {
+	at   time.Time
+	rate float64
+}
+
+// record keeps a measured rate and forgets those older than the horizon,
+// all but the latest.
+func (p *governed) record(now time.Time, rate float64, horizon time.Duration) {
+	p.samples = append(p.samples, sample{now, rate})
+	old := 0
+	for old < len(p.samples)-1 && now.Sub(p.samples[old].at) > horizon {
+		old++
+	}
+	p.samples = slices.Delete(p.samples, 0, old)
+}
+
+// peak is the highest rate measured over the horizon, or the latest.
+func (p *governed) peak() float64 {
+	var r float64
+	for _, s := range p.samples {
+		r = max(r, s.rate)
+	}
+	return r
+}
+
+// overhead is what the probe costs the target attached all the time, at
+// its peak rate.
 func (g *Governor) overhead(p *governed) float64 {
-	return p.rate * g.Cost.Seconds()
+	return p.peak() * g.Cost.Seconds()
+}
+
+// backoff is how long a probe stays throttled after its nth throttle.
+func (g *Governor) backoff(n int) time.Duration {
+	return g.Backoff << min(max(n-1, 0), maxDoublings)
+}
+
+// account adds the hits since the last reading to the CPU time spent in
+// the target, and measures the overhead over the last accountSpan.
+func (g *Governor) account(now time.Time, cs []probe.Counters) {
+	for _, p := range g.probes {
+		if p.id >= len(cs) {
+			continue
+		}
+		h := cs[p.id].Hits
+		if p.counting && h >= p.seen {
+			g.spent += float64(h-p.seen) * g.Cost.Seconds()
+		}
+		p.seen, p.counting = h, true
+	}
+	var self float64
+	if g.Self != nil {
+		self = g.Self().Seconds()
+		if !g.selfSeen {
+			g.self0, g.selfSeen = self, true
+		}
+		self -= g.self0
+	}
+	g.history = append(g.history, account{now, g.spent, self})
+	old := 0
+	for old < len(g.history)-1 && now.Sub(g.history[old+1].at) >= accountSpan {
+		old++
+	}
+	g.history = slices.Delete(g.history, 0, old)
+	first := g.history[0]
+	m := Overhead{TargetTotal: g.spent, SelfTotal: self}
+	if dt := now.Sub(first.at).Seconds(); dt > 0 {
+		m.Target = (g.spent - first.target) / dt
+		m.Self = (self - first.self) / dt
+	}
+	// Only once the span is mostly covered: a daemon starting up spends
+	// a burst of its own CPU on its pipeline and first readings.
+	g.settled = now.Sub(first.at) >= accountSpan/2
+	m.Over = g.settled && m.Target+m.Self > g.Budget*1.1
+	if m.Over && !g.measured.Over {
+		g.Log.Warn("governor: measured overhead over budget",
+			"target_percent", round2(100*m.Target), "self_percent", round2(100*m.Self),
+			"budget_percent", round2(100*g.Budget))
+	}
+	g.measured = m
+}
+
+// Overhead returns what the tracing measurably costs. Over is also set
+// while the plan itself cannot hold the budget.
+func (g *Governor) Overhead() Overhead {
+	m := g.measured
+	m.Over = m.Over || g.overBudget
+	return m
 }
 
 func (g *Governor) sorted() []*governed {
@@ -298,7 +488,13 @@ func (g *Governor) decide(now time.Time, set probeSet) {
 	ps := g.sorted()
 	slices.SortStableFunc(ps, func(a, b *governed) int { return cmp.Compare(g.overhead(a), g.overhead(b)) })
 
-	remaining := g.Budget
+	// The process's own CPU comes first: the probes share what it
+	// leaves.
+	self := 0.0
+	if g.settled {
+		self = g.measured.Self
+	}
+	remaining := g.Budget - self
 	var throttled []*governed
 	for _, p := range ps {
 		o := g.overhead(p)
@@ -306,14 +502,18 @@ func (g *Governor) decide(now time.Time, set probeSet) {
 		if p.state == Throttled {
 			limit *= readmit
 		}
-		if o <= limit {
+		forced := p.forced || p.state == Throttled && now.Before(p.until)
+		p.forced = false
+		// A probe that costs nothing is never throttled, even when the
+		// process's own CPU has used up the budget.
+		if !forced && (o == 0 || o <= limit) {
 			g.admit(now, p, set)
 			remaining -= o
 			continue
 		}
 		throttled = append(throttled, p)
 	}
-	g.estimate = g.Budget - remaining
+	g.estimate = g.Budget - self - remaining
 
 	// Equal shares of what remains, hottest first: a probe held at the
 	// longest period spends more than its share, and the others split
@@ -324,7 +524,10 @@ func (g *Governor) decide(now time.Time, set probeSet) {
 	for i, p := range throttled {
 		o := g.overhead(p)
 		share := max(rest, 0) / float64(len(throttled)-i)
-		duty := min(max(share/o, minDuty), maxDuty)
+		duty := maxDuty // held by its backoff alone: costs nothing
+		if o > 0 {
+			duty = min(max(share/o, minDuty), maxDuty)
+		}
 		rest -= o * duty
 		p.duty = duty
 		p.period = time.Duration(float64(g.Window) / duty)
@@ -332,13 +535,21 @@ func (g *Governor) decide(now time.Time, set probeSet) {
 		if p.state == Throttled {
 			continue
 		}
+		if !p.admittedAt.IsZero() && now.Sub(p.admittedAt) > 2*g.backoff(p.throttles) {
+			p.throttles = 0
+		}
+		p.throttles++
+		p.until = now.Add(g.backoff(p.throttles))
 		g.Log.Info("governor: throttling probe",
-			"func", p.fn, "calls_per_s", math.Round(p.rate),
+			"func", p.fn, "calls_per_s", math.Round(p.rate), "peak_calls_per_s", math.Round(p.peak()),
 			"overhead_percent", round2(100*o), "budget_percent", round2(100*g.Budget),
-			"window", g.Window, "period", p.period.Round(time.Millisecond))
+			"window", g.Window, "period", p.period.Round(time.Millisecond),
+			"until", p.until.Sub(now).Round(time.Second))
 		p.state = Throttled
 		g.decisions.Throttled++
-		g.pause(now, p, set)
+		if p.phase == on {
+			g.pause(now, p, set)
+		}
 	}
 	over := g.estimate > g.Budget*1.0001
 	if over && !g.overBudget {
@@ -376,9 +587,9 @@ func (g *Governor) admit(now time.Time, p *governed, set probeSet) {
 		}
 	}
 	g.Log.Info("governor: re-admitting probe",
-		"func", p.fn, "calls_per_s", math.Round(p.rate),
+		"func", p.fn, "calls_per_s", math.Round(p.rate), "peak_calls_per_s", math.Round(p.peak()),
 		"overhead_percent", round2(100*g.overhead(p)), "budget_percent", round2(100*g.Budget))
-	p.state, p.phase = Admitted, on
+	p.state, p.phase, p.admittedAt = Admitted, on, now
 	p.baseline = false
 	g.decisions.Readmitted++
 }
@@ -421,8 +632,9 @@ type ProbeStatus struct {
 	State    State
 	Attached bool    // entry probe attached now
 	Rate     float64 // entry hits/s, measured while attached
+	Peak     float64 // highest Rate over the horizon
 	Duty     float64 // share of time attached: 1 when admitted
-	Overhead float64 // estimated CPUs: Rate × Cost × Duty
+	Overhead float64 // estimated CPUs: Peak × Cost × Duty
 	Sample   uint32  // 1-in-N sampling in force
 }
 
@@ -437,7 +649,7 @@ func (g *Governor) Status() ([]ProbeStatus, float64) {
 		}
 		out = append(out, ProbeStatus{
 			Func: p.fn, ID: p.id, State: p.state, Attached: p.phase == on,
-			Rate: p.rate, Duty: duty, Overhead: g.overhead(p) * duty, Sample: p.sample,
+			Rate: p.rate, Peak: p.peak(), Duty: duty, Overhead: g.overhead(p) * duty, Sample: p.sample,
 		})
 	}
 	return out, g.estimate

@@ -236,3 +236,118 @@ func TestJitterUniform(t *testing.T) {
 		t.Error("no window must mean no wait")
 	}
 }
+
+// runTrace is run with the functions' rates following trace, read at the
+// start of each step. Steps of 7 ms, a divisor of no period the governor
+// sets, make it act a little late, as a real one does: its windows drift
+// across the bursts instead of meeting each at the same phase.
+func runTrace(g *Governor, s *fakeSet, now *time.Time, d time.Duration, trace func(time.Time, []float64)) {
+	end := now.Add(d)
+	for now.Before(end) {
+		trace(*now, s.rates)
+		step := min(7*time.Millisecond, end.Sub(*now))
+		s.advance(step)
+		*now = now.Add(step)
+		if !now.Before(g.Next()) {
+			g.Tick(*now, s)
+		}
+	}
+}
+
+// A hot function that runs in bursts, 20,000 calls/s for 500 ms and none
+// for the next 500 ms, as cilium-agent decodes JSON during regenerations.
+// A window between two bursts measures nothing: the probe is not admitted
+// again on it, re-admissions back off, and over half an hour its hits
+// cost no more than the budget.
+func TestGovernorBurstyTrace(t *testing.T) {
+	set := newFakeSet(0, 10)
+	pol := testPolicy()
+	pol.MaxPeriod, pol.Horizon, pol.Backoff = time.Minute, 5*time.Minute, time.Minute
+	g := NewGovernor(pol, quiet)
+	g.Add("bursty", 0, probe.Config{}, 0)
+	g.Add("cold", 1, probe.Config{}, 0)
+	start := time.Unix(1000, 0)
+	now := start
+	bursts := func(at time.Time, rates []float64) {
+		rates[0] = 0
+		if at.Sub(start)/(500*time.Millisecond)%2 == 0 {
+			rates[0] = 20000
+		}
+	}
+	const span = 30 * time.Minute
+	runTrace(g, set, &now, span, bursts)
+
+	spent := set.hits[0] * g.Cost.Seconds() / span.Seconds()
+	dec := g.Decisions()
+	t.Logf("bursty probe: %.0f hits, %.3f%% of a CPU; %d throttles, %d re-admissions",
+		set.hits[0], 100*spent, dec.Throttled, dec.Readmitted)
+	if spent > g.Budget {
+		t.Errorf("bursty probe cost %.4f CPUs, budget %.4f", spent, g.Budget)
+	}
+	// Re-admitted at most once per backoff, doubling: 1+2+4+8+16 minutes.
+	if dec.Readmitted > 5 {
+		t.Errorf("%d re-admissions in %v: flapping", dec.Readmitted, span)
+	}
+	if st := status(g, "cold"); st.State != Admitted {
+		t.Errorf("cold probe %+v, want admitted", st)
+	}
+	if _, est := g.Status(); est > g.Budget*1.0001 {
+		t.Errorf("planned overhead %.4f CPUs, budget %.4f", est, g.Budget)
+	}
+}
+
+// A throttled function that stops altogether is admitted again, once a
+// whole horizon of windows saw no burst and its backoff has ended; one
+// empty window is not enough.
+func TestGovernorReadmitsAfterHorizon(t *testing.T) {
+	set := newFakeSet(20000)
+	pol := testPolicy()
+	pol.Horizon, pol.Backoff = 5*time.Minute, time.Minute
+	g := NewGovernor(pol, quiet)
+	g.Add("f", 0, probe.Config{}, 0)
+	now := time.Unix(1000, 0)
+	run(g, set, &now, 3*time.Second)
+	if st := status(g, "f"); st.State != Throttled {
+		t.Fatalf("probe %+v, want throttled", st)
+	}
+	set.rates[0] = 0
+	run(g, set, &now, pol.Horizon-30*time.Second)
+	if st := status(g, "f"); st.State != Throttled {
+		t.Fatalf("probe %+v within the horizon of its last burst, want throttled", st)
+	}
+	run(g, set, &now, 30*time.Second+pol.MaxPeriod+2*time.Second)
+	if st := status(g, "f"); st.State != Admitted || !st.Attached {
+		t.Fatalf("probe %+v a horizon after its last burst, want admitted", st)
+	}
+}
+
+// A breaker's trip throttles an admitted probe at once, not at the next
+// decision, and counts as a burst at its allowance.
+func TestGovernorTrip(t *testing.T) {
+	set := newFakeSet(10)
+	pol := testPolicy()
+	pol.TripRate = 2500 // 25 hits per 10 ms
+	g := NewGovernor(pol, quiet)
+	g.Add("f", 0, probe.Config{}, 0)
+	now := time.Unix(1000, 0)
+	run(g, set, &now, 2500*time.Millisecond)
+	if st := status(g, "f"); st.State != Admitted {
+		t.Fatalf("probe %+v, want admitted", st)
+	}
+	g.Trip(0)
+	if !g.Next().IsZero() {
+		t.Fatal("a trip does not make the next Tick due at once")
+	}
+	now = now.Add(time.Millisecond)
+	g.Tick(now, set)
+	st := status(g, "f")
+	if st.State != Throttled || set.entry[0] {
+		t.Fatalf("probe %+v (entry attached %v) after its breaker tripped, want throttled and paused", st, set.entry[0])
+	}
+	if st.Peak < pol.TripRate {
+		t.Errorf("peak %.0f hits/s after a trip, want at least %.0f", st.Peak, pol.TripRate)
+	}
+	if g.Decisions().Tripped != 1 {
+		t.Errorf("decisions %+v, want one trip", g.Decisions())
+	}
+}

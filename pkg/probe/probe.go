@@ -63,6 +63,11 @@ type Config struct {
 	// EntryOnly attaches no RET probes and counts entries per stack
 	// instead of pairing calls: the cheapest mode for hot functions.
 	EntryOnly bool
+	// BurstLimit is the probe's breaker: past this many entry hits on
+	// one CPU within one Options.BreakerWindow, its entries only count
+	// (Counters.Shed) until it is attached again, and a Tripped record
+	// wakes the reader at once. 0: no breaker.
+	BurstLimit uint32
 }
 
 // Options configure a Set.
@@ -83,7 +88,14 @@ type Options struct {
 	// a re-entry after stack growth; without them such a call is mistaken
 	// for a re-entry of the call the panic ended.
 	Panics []uint64
+	// BreakerWindow is the window Config.BurstLimit counts hits in;
+	// default DefaultBreakerWindow.
+	BreakerWindow time.Duration
 }
+
+// DefaultBreakerWindow is short beside the governor's interval: a burst
+// that trips a breaker costs the target a few windows of traps at most.
+const DefaultBreakerWindow = 10 * time.Millisecond
 
 // A Set is a group of probes attached to one executable.
 type Set struct {
@@ -147,6 +159,12 @@ func Attach(probes []Probe, opts Options) (_ *Set, err error) {
 	}
 	if err := spec.Variables["capture_stacks"].Set(boolU32(opts.Stacks)); err != nil {
 		return nil, fmt.Errorf("set capture_stacks: %w", err)
+	}
+	if opts.BreakerWindow <= 0 {
+		opts.BreakerWindow = DefaultBreakerWindow
+	}
+	if err := spec.Variables["breaker_window_ns"].Set(uint64(opts.BreakerWindow)); err != nil {
+		return nil, fmt.Errorf("set breaker_window_ns: %w", err)
 	}
 
 	s := &Set{opts: opts, probes: probes, entryOf: make([]*group, len(probes)), retsOf: make([]*group, len(probes)), gens: make([]uint32, len(probes))}
@@ -435,7 +453,7 @@ func (s *Set) Reattach(id int) error {
 
 // SetConfig changes the filters of probe id.
 func (s *Set) SetConfig(id int, c Config) error {
-	cfg := uprobes.UprobesProbeCfg{MinDurationNs: uint64(c.MinDuration), SampleEvery: c.SampleEvery, Gen: s.gens[id]}
+	cfg := uprobes.UprobesProbeCfg{MinDurationNs: uint64(c.MinDuration), SampleEvery: c.SampleEvery, Gen: s.gens[id], BurstLimit: c.BurstLimit}
 	if c.EntryOnly {
 		cfg.Flags |= 1
 	}

@@ -32,6 +32,10 @@ const (
 	// Expired: the call had not returned long after it started, and was
 	// removed from the goroutine table (see Set.Expire).
 	Expired
+	// Tripped is no call: the breaker of the record's probe tripped (see
+	// Config.BurstLimit). The probe's entries only count until it is
+	// attached again.
+	Tripped
 )
 
 func (k Kind) String() string {
@@ -46,6 +50,8 @@ func (k Kind) String() string {
 		return "in flight when tracing stopped"
 	case Expired:
 		return "no return for too long: goroutine gone, or still running"
+	case Tripped:
+		return "breaker tripped"
 	}
 	return fmt.Sprintf("kind(%d)", uint32(k))
 }
@@ -274,6 +280,8 @@ func (c Counters) Add(o Counters) Counters {
 	c.Reentered += o.Reentered
 	c.Untracked += o.Untracked
 	c.Contended += o.Contended
+	c.Tripped += o.Tripped
+	c.Shed += o.Shed
 	return c
 }
 

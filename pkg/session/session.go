@@ -42,6 +42,9 @@ type Config struct {
 	// Funcs, Config, Captures and Offsets: the daemon gives each pattern
 	// filters of its own.
 	Resolve func(*symbols.File) ([]probe.Probe, []Refused, error)
+	// Tripped, if set, is called on Run's goroutine as soon as the
+	// breaker of a probe trips (probe.Config.BurstLimit), with its ID.
+	Tripped func(probe int)
 }
 
 // ErrTargetExited ends Run when the traced process is gone.
@@ -237,6 +240,7 @@ func (s *Session) Run(ctx context.Context, emit func(*calls.Call)) error {
 	}
 	expireAfter := cmp.Or(s.cfg.ExpireAfter, 10*time.Minute)
 	lastSweep := time.Now()
+	wait := minWait
 	for ctx.Err() == nil {
 		if time.Since(lastSweep) > expireAfter/10 {
 			lastSweep = time.Now()
@@ -248,13 +252,15 @@ func (s *Session) Run(ctx context.Context, emit func(*calls.Call)) error {
 				return s.finish(handle, err)
 			}
 		}
-		c, ok, err := s.read()
+		c, ok, err := s.read(wait)
 		switch {
 		case err == nil:
+			wait = minWait
 			if ok {
 				emit(&c)
 			}
 		case errors.Is(err, os.ErrDeadlineExceeded):
+			wait = min(2*wait, maxWait)
 			if alive(s.PID) != nil {
 				return s.finish(handle, fmt.Errorf("PID %d: %w", s.PID, ErrTargetExited))
 			}
@@ -265,15 +271,23 @@ func (s *Session) Run(ctx context.Context, emit func(*calls.Call)) error {
 	return s.finish(handle, nil)
 }
 
-// read waits for the next record and builds its call. It holds the probe
-// list while it waits, not while the call is emitted: emit may wait for
-// whoever changes the probes.
-func (s *Session) read() (calls.Call, bool, error) {
+// The probes wake the reader only for batches (see wakeup_flags in
+// uprobes.c), and a breaker's trip: the reader's deadline bounds how long
+// a lone call waits. It is short while calls come, and doubles up to
+// maxWait while none do, so an idle daemon wakes once a second, not ten
+// times.
+const (
+	minWait = 100 * time.Millisecond
+	maxWait = time.Second
+)
+
+// read waits up to wait for the next record and builds its call. It holds
+// the probe list while it waits, not while the call is emitted: emit may
+// wait for whoever changes the probes.
+func (s *Session) read(wait time.Duration) (calls.Call, bool, error) {
 	var rec probe.Record
 	s.list.RLock()
-	// The probes wake the reader only for batches (see wakeup_flags in
-	// uprobes.c): the deadline bounds how long a lone call waits.
-	s.Set.SetDeadline(time.Now().Add(100 * time.Millisecond))
+	s.Set.SetDeadline(time.Now().Add(wait))
 	err := s.Set.Read(&rec)
 	s.list.RUnlock()
 	if err != nil {
@@ -297,8 +311,15 @@ func (s *Session) expire(maxAge time.Duration) ([]calls.Call, error) {
 	return cs, err
 }
 
-// build converts a record.
+// build converts a record. A breaker's record is no call: it goes to
+// Config.Tripped.
 func (s *Session) build(r *probe.Record) (calls.Call, bool) {
+	if r.Kind == probe.Tripped {
+		if s.cfg.Tripped != nil {
+			s.cfg.Tripped(r.Probe)
+		}
+		return calls.Call{}, false
+	}
 	s.buildMu.Lock()
 	defer s.buildMu.Unlock()
 	// A record whose stack could not be read is still a call.

@@ -49,6 +49,8 @@ type config struct {
 	panicEvery       uint64
 	hot              int
 	hotBackground    bool
+	hotBursts        int
+	hotPause         time.Duration
 	logRegenerations bool
 	startDelay       time.Duration
 	waitStart        bool
@@ -78,6 +80,8 @@ func parseFlags(args []string) (config, error) {
 	fs.Uint64Var(&c.panicEvery, "panic-every", 5, "every Nth AllocateIdentity call panics and is recovered (0: never)")
 	fs.IntVar(&c.hot, "hot", 0, "call ctmap lookup N times before the regenerations and print a checksum")
 	fs.BoolVar(&c.hotBackground, "hot-background", false, "run the hot loop alongside the regenerations instead of before them")
+	fs.IntVar(&c.hotBursts, "hot-bursts", 1, "run the hot loop this many times, -hot-pause apart: a hot path that comes in bursts")
+	fs.DurationVar(&c.hotPause, "hot-pause", 500*time.Millisecond, "pause between two -hot-bursts")
 	fs.BoolVar(&c.logRegenerations, "log-regenerations", false, "print one line per regeneration with the endpoint's fields")
 	fs.DurationVar(&c.startDelay, "start-delay", 0, "wait this long after printing ready before starting, so a tracer can attach")
 	fs.BoolVar(&c.waitStart, "wait-start", false, "after printing ready, wait for SIGUSR2 before starting (then -start-delay), so a tracer can attach first")
@@ -109,6 +113,10 @@ func parseFlags(args []string) (config, error) {
 		return config{}, fmt.Errorf("-scratch-calls, -goexit-workers, -recurse-depth, -recurse-times and -churn-goroutines must not be negative: %w", errBadFlag)
 	case c.hot < 0:
 		return config{}, fmt.Errorf("-hot %d is negative: %w", c.hot, errBadFlag)
+	case c.hotBursts < 1:
+		return config{}, fmt.Errorf("-hot-bursts %d is less than 1: %w", c.hotBursts, errBadFlag)
+	case c.hotPause < 0:
+		return config{}, fmt.Errorf("-hot-pause %v is negative: %w", c.hotPause, errBadFlag)
 	case c.interval < 0 || c.bpfSleep < 0 || c.compileSleep < 0 || c.policySleep < 0 || c.startDelay < 0 || c.churn < 0 || c.churnRest < 0:
 		return config{}, fmt.Errorf("durations must not be negative: %w", errBadFlag)
 	}
@@ -186,9 +194,19 @@ func main() {
 func run(cfg config, out *printer) {
 	var wg sync.WaitGroup
 	hot := func() {
-		sum := ctmap.NewMap().Scan(cfg.hot)
+		var sum uint64
+		bursts := cfg.hotBursts
+		if bursts < 1 {
+			bursts = 1
+		}
+		for i := 0; i < bursts; i++ {
+			if i > 0 {
+				time.Sleep(cfg.hotPause)
+			}
+			sum = ctmap.NewMap().Scan(cfg.hot)
+		}
 		checksum.Store(sum)
-		out.printf("hot calls=%d checksum=%d\n", cfg.hot, sum)
+		out.printf("hot calls=%d checksum=%d\n", cfg.hot*bursts, sum)
 	}
 	switch {
 	case cfg.hot > 0 && cfg.hotBackground:
