@@ -30,9 +30,10 @@
 
 enum probe_flags {
 	PROBE_ENTRY_ONLY = 1, // count entries per stack, no pairing
-	// The function's first instruction is PUSH %rbp or ENDBR64 (a Go
-	// function without a stack check): there, x86 kernels >= 6.11 put the
-	// return address into the user stack themselves.
+	// The instruction at the entry probe is PUSH %rbp or ENDBR64 (the
+	// entry of a Go function without a stack check, or the instruction
+	// after one): there, x86 kernels >= 6.11 put the return address into
+	// the user stack themselves.
 	PROBE_ENTRY_PUSHES_BP = 2,
 };
 
@@ -188,13 +189,17 @@ struct {
 } probe_counters SEC(".maps");
 
 // Goroutines with traced calls in flight. Not an LRU: an eviction would lose
-// frames silently, a full table is counted instead (untracked). Entries are
-// allocated as goroutines enter traced calls, about 3.6 KiB each (a 4 KiB
-// allocation): 32 MiB with the table full.
+// frames silently, a full table is counted instead (untracked). An entry
+// lives while its goroutine has a traced call in flight, so each call of a
+// hot function inserts and deletes one. Preallocated, about 3.6 KiB each
+// (15 MiB): an allocation at run time can fail on a busy CPU (on Linux 6.x
+// the allocator's per-CPU cache is refilled asynchronously), which lost one
+// call in a million here, and Linux 5.10 warns at load (kernel WARNING, a
+// panic with panic_on_warn) about a tracing program using a map that
+// allocates.
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 8192);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 4096);
 	__type(key, struct gkey);
 	__type(value, struct gstate);
 } gstates SEC(".maps");

@@ -42,6 +42,11 @@ const MaxNesting = len(uprobes.UprobesGstate{}.Frames)
 // is its probe ID in records and counters.
 type Probe struct {
 	Func symbols.Func
+	// Entry, when not zero, is the file offset of the entry uprobe in
+	// place of Func.Offset. An EntryOnly probe goes past the stack check
+	// (symbols.File.EntryOnce): it has no frame table to see a call pass
+	// its entry twice through runtime.morestack.
+	Entry uint64
 	// Returns are the file offsets of every RET of the function; unused
 	// for EntryOnly probes.
 	Returns []uint64
@@ -277,7 +282,7 @@ func (s *Set) link(ids []int, rets bool) (*group, error) {
 	}
 	var offs, cookies []uint64
 	for _, id := range ids {
-		sites := []uint64{s.probes[id].Func.Offset}
+		sites := []uint64{s.probes[id].entry()}
 		if rets {
 			sites = s.probes[id].Returns
 		}
@@ -581,11 +586,19 @@ func boolU32(b bool) uint32 {
 	return 0
 }
 
-// entriesPushBP reports, per probe, whether its function's first
-// instruction in binary is PUSH %rbp or ENDBR64: Go functions without a
-// stack check start so. At such an entry x86 kernels >= 6.11 put the
-// return address into a user stack walk themselves, and the BPF program
-// must not add it again (stack_id in uprobes.c).
+// entry is the file offset of p's entry uprobe.
+func (p *Probe) entry() uint64 {
+	if p.Entry != 0 {
+		return p.Entry
+	}
+	return p.Func.Offset
+}
+
+// entriesPushBP reports, per probe, whether the instruction at its entry
+// uprobe in binary is PUSH %rbp or ENDBR64: Go functions without a stack
+// check start so, and the others continue so after it. There x86 kernels
+// >= 6.11 put the return address into a user stack walk themselves, and
+// the BPF program must not add it again (stack_id in uprobes.c).
 func entriesPushBP(binary string, probes []Probe) ([]bool, error) {
 	out := make([]bool, len(probes))
 	if runtime.GOARCH != "amd64" {
@@ -598,8 +611,8 @@ func entriesPushBP(binary string, probes []Probe) ([]bool, error) {
 	defer f.Close()
 	for i, p := range probes {
 		var b [4]byte
-		if _, err := f.ReadAt(b[:], int64(p.Func.Offset)); err != nil {
-			return nil, fmt.Errorf("%s: read entry at file offset %#x: %w", p.Func.Name, p.Func.Offset, err)
+		if _, err := f.ReadAt(b[:], int64(p.entry())); err != nil {
+			return nil, fmt.Errorf("%s: read entry at file offset %#x: %w", p.Func.Name, p.entry(), err)
 		}
 		out[i] = b[0] == 0x55 || b == [4]byte{0xf3, 0x0f, 0x1e, 0xfa}
 	}

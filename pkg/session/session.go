@@ -113,13 +113,15 @@ func Resolve(f *symbols.File, patterns []string, c probe.Config) ([]probe.Probe,
 			}
 			seen[fn.Entry] = true
 			p := probe.Probe{Func: fn, Config: c}
-			if !c.EntryOnly {
-				rets, err := f.ReturnOffsets(fn)
-				if err != nil {
-					refused = append(refused, Refused{Func: fn.Name, Reason: err})
-					continue
-				}
-				p.Returns = rets
+			var err error
+			if c.EntryOnly {
+				p.Entry, err = f.EntryOnce(fn)
+			} else {
+				p.Returns, err = f.ReturnOffsets(fn)
+			}
+			if err != nil {
+				refused = append(refused, Refused{Func: fn.Name, Reason: err})
+				continue
 			}
 			probes = append(probes, p)
 		}

@@ -304,7 +304,7 @@ func TestOutputUnchanged(t *testing.T) {
 	// buffer; the calls that found it full are counted, not lost unseen.
 	c := counters[testagent.CTLookup]
 	if c.Hits != n || c.Returns != n {
-		t.Errorf("BPF counted %d entries, %d returns; want %d calls", c.Hits, c.Returns, n)
+		t.Errorf("BPF counted %d entries, %d returns; want %d calls (counters %+v)", c.Hits, c.Returns, n, c)
 	}
 	done := 0
 	for _, c := range got {

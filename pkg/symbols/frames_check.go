@@ -136,3 +136,26 @@ func (t *pclntab) noReturn(fn Func, b *disasm.Body) error {
 	}
 	return e
 }
+
+// spAt returns the stack pointer delta the pcsp table of fn, which the
+// caller found in the table, gives at pc.
+func (t *pclntab) spAt(fn Func, pc uint64) (int32, error) {
+	i, _ := t.find(fn.Entry)
+	r, ok := t.record(i)
+	if !ok {
+		return 0, fmt.Errorf("malformed pclntab function record")
+	}
+	var sp int32
+	found := false
+	err := t.pcRuns(r.word(funcPCSP), fn.Entry, fn.End, func(lo, hi uint64, val int32) bool {
+		if lo <= pc && pc < hi {
+			sp, found = val, true
+			return false
+		}
+		return true
+	})
+	if err == nil && !found {
+		err = fmt.Errorf("no pcsp entry for %#x", pc)
+	}
+	return sp, err
+}

@@ -36,6 +36,8 @@ type Body struct {
 	// Branches are the direct jumps and calls whose target is outside
 	// the body.
 	Branches []Branch
+	// Check is the function's stack-bound check, if it has one.
+	Check *StackCheck
 	// starts has a bit set for each offset from the entry where an
 	// instruction starts, and for Size; nil on arm64, where every
 	// instruction is 4 bytes.
@@ -46,6 +48,16 @@ type Body struct {
 type Branch struct {
 	Target uint64 // virtual address
 	Call   bool
+}
+
+// A StackCheck is the prologue of a Go function that compares the stack
+// pointer with g.stackguard0 and, when the stack is short or a preemption is
+// requested, branches to a block that calls runtime.morestack and jumps back
+// to the entry. A call can thus pass its entry several times, but the
+// instruction after the check once.
+type StackCheck struct {
+	End    uint64 // file offset of the first instruction after the check
+	Callee uint64 // virtual address the check's block calls: runtime.morestack*
 }
 
 // Boundary reports whether off bytes from the entry is an instruction
@@ -106,6 +118,7 @@ func Decode(arch, name string, entry, start uint64, code []byte) (*Body, error) 
 			i += inst.Len
 		}
 		b.starts[len(code)/64] |= 1 << (len(code) % 64)
+		b.Check = stackCheck(entry, start, code, decodeAMD64)
 	case "arm64":
 		// The arm64 assembler pads function bodies to 16 bytes with zero
 		// words, which are included in the symbol size and the pc tables; a
@@ -133,10 +146,146 @@ func Decode(arch, name string, entry, start uint64, code []byte) (*Body, error) 
 				}
 			}
 		}
+		b.Check = stackCheck(entry, start, code, decodeARM64)
 	default:
 		return nil, fmt.Errorf("%s: return offsets are not supported on %s", name, arch)
 	}
 	return b, nil
+}
+
+// An inst is what stackCheck needs of one instruction.
+type inst struct {
+	len    int
+	kind   instKind
+	target uint64 // of a direct branch, relative to the instruction
+}
+
+type instKind int
+
+const (
+	other instKind = iota
+	condJump
+	jump
+	call
+	stop // RET, indirect branch, or anything that ends a prologue scan
+)
+
+// maxPrologue bounds the instructions before a stack check's branch: at
+// most six in the largest-frame form on amd64 (ENDBR64, MOVQ SP, SUBQ,
+// JB, CMPQ, JBE); maxSpills bounds its block's argument spills, calls and
+// reloads (Go's register ABI has 9 integer and 15 float argument
+// registers).
+const (
+	maxPrologue = 8
+	maxSpills   = 64
+)
+
+// stackCheck finds the stack-bound check at the start of a decoded body:
+// the last of its first conditional branches whose target block calls a
+// function and jumps back to the entry. Its callee is checked by the
+// caller, which knows the names of functions.
+func stackCheck(entry, start uint64, code []byte, dec func([]byte) inst) *StackCheck {
+	var c *StackCheck
+	off := 0
+	for n := 0; n < maxPrologue && off < len(code); n++ {
+		in := dec(code[off:])
+		if in.len == 0 {
+			return c
+		}
+		switch in.kind {
+		case condJump:
+			t := uint64(off) + in.target
+			if callee, ok := morestackBlock(entry, t, code, dec); ok {
+				c = &StackCheck{End: start + uint64(off+in.len), Callee: callee}
+			}
+		case jump, call, stop:
+			return c
+		}
+		off += in.len
+	}
+	return c
+}
+
+// morestackBlock reports whether the block at offset t spills, calls one
+// function, reloads and jumps back to the entry, and what it calls.
+func morestackBlock(entry, t uint64, code []byte, dec func([]byte) inst) (callee uint64, ok bool) {
+	off := t
+	called := false
+	for n := 0; n < maxSpills && off < uint64(len(code)); n++ {
+		in := dec(code[off:])
+		switch in.kind {
+		case call:
+			if called {
+				return 0, false
+			}
+			callee, called = entry+off+in.target, true
+		case jump:
+			return callee, called && off+in.target == 0
+		case condJump, stop:
+			return 0, false
+		}
+		if in.len == 0 {
+			return 0, false
+		}
+		off += uint64(in.len)
+	}
+	return 0, false
+}
+
+// decodeAMD64 and decodeARM64 classify one instruction for stackCheck; a
+// zero len means it does not decode. Branch targets of the rel forms are
+// relative to the instruction's start.
+func decodeAMD64(code []byte) inst {
+	if bytes.HasPrefix(code, endbr64) {
+		return inst{len: len(endbr64)}
+	}
+	in, err := x86asm.Decode(code, 64)
+	if err != nil || in.Len <= 0 {
+		return inst{}
+	}
+	out := inst{len: in.Len}
+	rel, isRel := in.Args[0].(x86asm.Rel)
+	switch {
+	case in.Op == x86asm.JMP && isRel:
+		out.kind = jump
+	case in.Op == x86asm.CALL && isRel:
+		out.kind = call
+	case in.Op == x86asm.JMP, in.Op == x86asm.CALL, in.Op == x86asm.RET:
+		out.kind = stop
+	case isRel:
+		out.kind = condJump
+	}
+	if isRel {
+		out.target = uint64(in.Len) + uint64(int64(rel))
+	}
+	return out
+}
+
+func decodeARM64(code []byte) inst {
+	in, err := arm64asm.Decode(code)
+	if err != nil {
+		if len(code) >= 4 && arm64Known(binary.LittleEndian.Uint32(code)) {
+			return inst{len: 4}
+		}
+		return inst{}
+	}
+	out := inst{len: 4}
+	switch in.Op {
+	case arm64asm.B, arm64asm.BL:
+		if rel, ok := in.Args[0].(arm64asm.PCRel); ok {
+			out.kind, out.target = jump, uint64(int64(rel))
+			if in.Op == arm64asm.BL {
+				out.kind = call
+			}
+		} else if rel, ok := in.Args[1].(arm64asm.PCRel); ok {
+			out.kind, out.target = condJump, uint64(int64(rel))
+		}
+	case arm64asm.CBZ, arm64asm.CBNZ, arm64asm.TBZ, arm64asm.TBNZ:
+		out.kind = condJump // never a stack check, but a branch
+	case arm64asm.RET, arm64asm.BR, arm64asm.BLR:
+		out.kind = stop
+	}
+	return out
 }
 
 // errVEX refuses VEX and EVEX (AVX) instructions: x86asm decodes some of
