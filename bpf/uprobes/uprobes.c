@@ -21,6 +21,7 @@
 #define MAX_FRAMES 64 // in-flight traced calls per goroutine; a power of two
 #define MAX_STACK_DEPTH 64
 #define WAKEUP_BYTES (64 << 10)
+#define LONE_WAKEUP_NS 100000000ULL // see wakeup_flags; probe.LoneWakeup
 #define EEXIST_ 17 // errno, without the libc headers
 #define MAX_CAPTURES 4    // captured values per probe
 #define CAPTURE_BYTES 64  // per value: a scalar, or a string's first bytes
@@ -389,13 +390,27 @@ static __always_inline struct counters *counters_of(__u32 probe_id)
 			INC(c, field);   \
 	} while (0)
 
-// wakeup_flags wakes the reader only once a batch of records is waiting:
-// waking it for every record (the default when it keeps up) costs the probed
-// thread several microseconds per call. The reader also polls on a short
-// deadline, so a lone record is not held for long.
-static __always_inline __u64 wakeup_flags(void)
+// When a lone record last woke the reader (bpf_ktime_get_ns), shared by
+// the CPUs.
+__u64 lone_wakeup_ns = 0;
+
+// wakeup_flags wakes the reader once a batch of records is waiting: waking
+// it for every record (the default when it keeps up) costs the probed
+// thread several microseconds per call. A record below a batch wakes it too
+// when no record did for LONE_WAKEUP_NS: an idle reader blocks with no
+// deadline, and wakes only for this, so an idle tracer costs nothing. Once
+// woken, it polls on a short deadline for longer than LONE_WAKEUP_NS, and
+// finds the lone records that did not wake it.
+static __always_inline __u64 wakeup_flags(__u64 now)
 {
-	return bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+	if (bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES)
+		return BPF_RB_FORCE_WAKEUP;
+	// CPUs racing here may both wake it, which is harmless.
+	if (now - lone_wakeup_ns >= LONE_WAKEUP_NS) {
+		lone_wakeup_ns = now;
+		return BPF_RB_FORCE_WAKEUP;
+	}
+	return BPF_RB_NO_WAKEUP;
 }
 
 static __always_inline void fill(struct event *e, struct gstate *gs, __u32 i, __u32 kind, __u64 now, __u32 tgid)
@@ -438,7 +453,7 @@ __attribute__((noinline)) int emit(struct gstate *gs, __u32 i, __u32 kind, __u64
 			return 0;
 		}
 		fill(e, gs, i, kind, now, tgid);
-		bpf_ringbuf_submit(e, wakeup_flags());
+		bpf_ringbuf_submit(e, wakeup_flags(now));
 		COUNT(c, emitted);
 		return 0;
 	}
@@ -457,7 +472,7 @@ __attribute__((noinline)) int emit(struct gstate *gs, __u32 i, __u32 kind, __u64
 	else
 		ec->v.ok = 0; // evicted from the LRU: an event with no values
 	bpf_map_delete_elem(&captures, &id);
-	bpf_ringbuf_submit(ec, wakeup_flags());
+	bpf_ringbuf_submit(ec, wakeup_flags(now));
 	COUNT(c, emitted);
 	return 0;
 }

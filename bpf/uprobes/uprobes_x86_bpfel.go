@@ -154,6 +154,7 @@ const (
 	UprobesVarBreakerWindowNs   = "breaker_window_ns"
 	UprobesVarCaptureStacks     = "capture_stacks"
 	UprobesVarGoidOffset        = "goid_offset"
+	UprobesVarLoneWakeupNs      = "lone_wakeup_ns"
 	UprobesVarUnusedCaptureVals = "unused_capture_vals"
 	UprobesVarUnusedEvent       = "unused_event"
 )
@@ -229,6 +230,7 @@ type UprobesVariableSpecs struct {
 	BreakerWindowNs   *ebpf.VariableSpec `ebpf:"breaker_window_ns"`
 	CaptureStacks     *ebpf.VariableSpec `ebpf:"capture_stacks"`
 	GoidOffset        *ebpf.VariableSpec `ebpf:"goid_offset"`
+	LoneWakeupNs      *ebpf.VariableSpec `ebpf:"lone_wakeup_ns"`
 	UnusedCaptureVals *ebpf.VariableSpec `ebpf:"unused_capture_vals"`
 	UnusedEvent       *ebpf.VariableSpec `ebpf:"unused_event"`
 }
@@ -289,6 +291,7 @@ type UprobesVariables struct {
 	BreakerWindowNs   *ebpf.Variable `ebpf:"breaker_window_ns"`
 	CaptureStacks     *ebpf.Variable `ebpf:"capture_stacks"`
 	GoidOffset        *ebpf.Variable `ebpf:"goid_offset"`
+	LoneWakeupNs      *ebpf.Variable `ebpf:"lone_wakeup_ns"`
 	UnusedCaptureVals *ebpf.Variable `ebpf:"unused_capture_vals"`
 	UnusedEvent       *ebpf.Variable `ebpf:"unused_event"`
 }

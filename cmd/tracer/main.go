@@ -1,5 +1,11 @@
 // Command tracer traces Go functions inside a running cilium-agent with
 // uprobes and turns each call into an OpenTelemetry span.
+
+// The runtime would read the CPU affinity and cgroup limit every second to
+// adjust GOMAXPROCS: a wakeup that an idle daemon, held to 0.1% of a CPU,
+// does not need. The value chosen at start stays.
+//
+//go:debug updatemaxprocs=0
 package main
 
 import (

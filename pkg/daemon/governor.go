@@ -120,6 +120,8 @@ type Governor struct {
 
 	probes       map[string]*governed
 	nextDecision time.Time
+	idle         time.Duration // since the last hit, counted at decisions
+	spentAt      float64       // spent at the last decision
 	estimate     float64
 	overBudget   bool
 	decisions    Decisions
@@ -358,8 +360,30 @@ func (g *Governor) Tick(now time.Time, set probeSet) error {
 		}
 	}
 	g.decide(now, set)
-	g.nextDecision = now.Add(g.Interval)
+	g.nextDecision = now.Add(g.interval())
 	return nil
+}
+
+// idleDecisions is how many intervals apart decisions get while no probe
+// is hit, throttled or resampled: an idle daemon wakes less. A probe that
+// turns hot meanwhile is held by its breaker within milliseconds.
+const idleDecisions = 4
+
+// interval is how long until the next decision.
+func (g *Governor) interval() time.Duration {
+	quiet := g.spent == g.spentAt
+	g.spentAt = g.spent
+	for _, p := range g.probes {
+		// A probe still sampled above its configuration after a burst
+		// of events relaxes one step per decision.
+		quiet = quiet && p.state == Admitted && p.sample <= max(p.base.SampleEvery, 1)
+	}
+	if !quiet {
+		g.idle = 0
+		return g.Interval
+	}
+	g.idle += g.Interval
+	return min(g.idle, idleDecisions*g.Interval)
 }
 
 func (p *governed) reset(c probe.Counters, now time.Time) {

@@ -189,13 +189,20 @@ func (p *Pipeline) dispatch() {
 		}
 	}()
 
-	ticker := time.NewTicker(p.cfg.BatchTimeout)
-	defer ticker.Stop()
+	// Armed by a batch's first span only: an idle daemon does not wake
+	// for an empty batch.
+	timer := time.NewTimer(p.cfg.BatchTimeout)
+	timer.Stop()
+	defer timer.Stop()
 	batch := make([]Span, 0, p.cfg.BatchSize)
 	add := func(c calls.Call) {
+		if len(batch) == 0 {
+			timer.Reset(p.cfg.BatchTimeout)
+		}
 		batch = append(batch, p.builder.Build(c))
 		p.batchLen.Store(int64(len(batch)))
 		if len(batch) == p.cfg.BatchSize {
+			timer.Stop()
 			p.flush(batch)
 			batch = make([]Span, 0, p.cfg.BatchSize)
 		}
@@ -204,7 +211,7 @@ func (p *Pipeline) dispatch() {
 		select {
 		case c := <-p.in:
 			add(c)
-		case <-ticker.C:
+		case <-timer.C:
 			if len(batch) > 0 {
 				p.flush(batch)
 				batch = make([]Span, 0, p.cfg.BatchSize)

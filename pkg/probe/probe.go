@@ -535,8 +535,11 @@ func (s *Set) readUntil(deadline time.Time, handle func(*Record)) error {
 	s.SetDeadline(deadline)
 	for {
 		if err := s.Read(&rec); err != nil {
-			if errors.Is(err, os.ErrDeadlineExceeded) {
+			switch {
+			case errors.Is(err, os.ErrDeadlineExceeded):
 				return nil
+			case errors.Is(err, ErrInterrupted):
+				continue // meant for a reader that has stopped reading
 			}
 			return err
 		}

@@ -78,13 +78,21 @@ const recordSize = int(unsafe.Sizeof(uprobes.UprobesEvent{}))
 // ErrClosed is returned by Read after Close.
 var ErrClosed = errors.New("probe set closed")
 
+// ErrInterrupted is returned by Read after Interrupt.
+var ErrInterrupted = errors.New("read interrupted")
+
 // Read blocks until the next record arrives, or the deadline set with
-// SetDeadline passes (os.ErrDeadlineExceeded), or the set is closed.
+// SetDeadline passes (os.ErrDeadlineExceeded), or Interrupt is called
+// (ErrInterrupted, once the records already waiting are read), or the set
+// is closed.
 func (s *Set) Read(r *Record) error {
 	var raw ringbuf.Record
 	if err := s.reader.ReadInto(&raw); err != nil {
-		if errors.Is(err, ringbuf.ErrClosed) {
+		switch {
+		case errors.Is(err, ringbuf.ErrClosed):
 			return ErrClosed
+		case errors.Is(err, ringbuf.ErrFlushed):
+			return ErrInterrupted
 		}
 		return err
 	}
@@ -96,6 +104,10 @@ func (s *Set) Read(r *Record) error {
 	}
 	return nil
 }
+
+// Interrupt makes a Read blocked with no deadline return, from any
+// goroutine.
+func (s *Set) Interrupt() error { return s.reader.Flush() }
 
 // SetDeadline makes Read return os.ErrDeadlineExceeded after t; the zero
 // time blocks forever.

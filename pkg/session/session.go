@@ -15,6 +15,7 @@ import (
 	"github.com/cilium-tracer/tracer/pkg/symbols"
 	"github.com/cilium-tracer/tracer/pkg/symbols/offsets"
 	"github.com/cilium-tracer/tracer/pkg/symbols/procmaps"
+	"golang.org/x/sys/unix"
 )
 
 // Config is what one session traces and how.
@@ -242,6 +243,8 @@ func (s *Session) Run(ctx context.Context, emit func(*calls.Call)) error {
 	}
 	expireAfter := cmp.Or(s.cfg.ExpireAfter, 10*time.Minute)
 	lastSweep := time.Now()
+	stop, watched := s.watch(ctx)
+	defer stop()
 	wait := minWait
 	for ctx.Err() == nil {
 		if time.Since(lastSweep) > expireAfter/10 {
@@ -254,15 +257,26 @@ func (s *Session) Run(ctx context.Context, emit func(*calls.Call)) error {
 				return s.finish(handle, err)
 			}
 		}
-		c, ok, err := s.read(wait)
+		deadline := time.Now().Add(wait)
+		if wait > maxWait {
+			// Idle: the probes wake the reader for a lone record, the
+			// watcher when the target exits or ctx is done.
+			deadline = lastSweep.Add(expireAfter / 10)
+		}
+		c, ok, err := s.read(deadline)
 		switch {
 		case err == nil:
 			wait = minWait
 			if ok {
 				emit(&c)
 			}
-		case errors.Is(err, os.ErrDeadlineExceeded):
-			wait = min(2*wait, maxWait)
+		case errors.Is(err, os.ErrDeadlineExceeded), errors.Is(err, probe.ErrInterrupted):
+			if wait <= maxWait {
+				wait *= 2
+			}
+			if !watched {
+				wait = min(wait, maxWait)
+			}
 			if alive(s.PID) != nil {
 				return s.finish(handle, fmt.Errorf("PID %d: %w", s.PID, ErrTargetExited))
 			}
@@ -273,23 +287,63 @@ func (s *Session) Run(ctx context.Context, emit func(*calls.Call)) error {
 	return s.finish(handle, nil)
 }
 
-// The probes wake the reader only for batches (see wakeup_flags in
-// uprobes.c), and a breaker's trip: the reader's deadline bounds how long
-// a lone call waits. It is short while calls come, and doubles up to
-// maxWait while none do, so an idle daemon wakes once a second, not ten
-// times.
+// The probes wake the reader for a batch of records, a breaker's trip, and
+// a lone record when no record did in the last 100 ms (wakeup_flags in
+// uprobes.c). After a record the reader polls on a deadline that doubles
+// from minWait to maxWait, longer in all than those 100 ms, so it finds the
+// lone records that did not wake it. Then, idle, it blocks until a wakeup,
+// the target's exit or the next sweep: an idle daemon does not wake at all.
 const (
 	minWait = 100 * time.Millisecond
 	maxWait = time.Second
 )
 
-// read waits up to wait for the next record and builds its call. It holds
-// the probe list while it waits, not while the call is emitted: emit may
-// wait for whoever changes the probes.
-func (s *Session) read(wait time.Duration) (calls.Call, bool, error) {
+// watch interrupts the reader when the target exits or ctx is done, and
+// reports whether it watches the exit: without a pidfd (Linux < 5.3, or a
+// seccomp policy) the reader keeps polling, once every maxWait when idle.
+func (s *Session) watch(ctx context.Context) (stop func(), watched bool) {
+	done := make(chan struct{})
+	go func() {
+		select {
+		case <-ctx.Done():
+			s.Set.Interrupt()
+		case <-done:
+		}
+	}()
+	fd, err := unix.PidfdOpen(s.PID, unix.PIDFD_NONBLOCK)
+	if err != nil {
+		return func() { close(done) }, false
+	}
+	// Through the runtime's poller: a pidfd becomes readable when its
+	// process exits, and closing the file ends the wait.
+	f := os.NewFile(uintptr(fd), "pidfd")
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return func() { close(done) }, false
+	}
+	exited := make(chan struct{})
+	go func() {
+		defer close(exited)
+		first := true
+		if rc.Read(func(uintptr) bool { ready := !first; first = false; return ready }) == nil {
+			s.Set.Interrupt()
+		}
+	}()
+	return func() {
+		close(done)
+		f.Close()
+		<-exited
+	}, true
+}
+
+// read waits until deadline for the next record and builds its call. It
+// holds the probe list while it waits, not while the call is emitted: emit
+// may wait for whoever changes the probes.
+func (s *Session) read(deadline time.Time) (calls.Call, bool, error) {
 	var rec probe.Record
 	s.list.RLock()
-	s.Set.SetDeadline(time.Now().Add(wait))
+	s.Set.SetDeadline(deadline)
 	err := s.Set.Read(&rec)
 	s.list.RUnlock()
 	if err != nil {

@@ -48,7 +48,9 @@ func traceAll(t *testing.T, agent *testagent.Agent, cfg session.Config) ([]calls
 	agent.Begin(t)
 
 	var got []calls.Call
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	// Only a guard against a hang: a million traced calls take over a
+	// minute on two busy cores, where each trap costs up to 100 us.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	err = s.Run(ctx, func(c *calls.Call) { got = append(got, *c) })
 	if !errors.Is(err, session.ErrTargetExited) {
@@ -428,7 +430,9 @@ func TestExpire(t *testing.T) {
 	agent.Begin(t)
 
 	var got []calls.Call
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	// Only a guard against a hang: a million traced calls take over a
+	// minute on two busy cores, where each trap costs up to 100 us.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
 	if err := s.Run(ctx, func(c *calls.Call) {
 		got = append(got, *c)
