@@ -33,6 +33,10 @@ type Check struct {
 // OK reports whether the kernel has the feature.
 func (c Check) OK() bool { return c.Err == nil }
 
+// Missing reports whether the kernel lacks the feature; neither OK nor
+// Missing: the check failed.
+func (c Check) Missing() bool { return errors.Is(c.Err, ebpf.ErrNotSupported) }
+
 // Names of the checks.
 const (
 	UprobePrograms  = "BPF programs at uprobes"
@@ -194,5 +198,3 @@ func haveUprobeMultiPIDFilter() error {
 	}
 	return err
 }
-
-func isNotSupported(err error) bool { return errors.Is(err, ebpf.ErrNotSupported) }

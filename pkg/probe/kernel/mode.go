@@ -85,7 +85,7 @@ func (f Features) Describe(m Mode) string {
 
 // missing says that the kernel lacks c, or that checking it failed.
 func (c Check) missing(release string) error {
-	if isNotSupported(c.Err) {
+	if c.Missing() {
 		return fmt.Errorf("Linux %s has no %s (Linux %s has)", release, c.Name, c.Min)
 	}
 	if errors.Is(c.Err, os.ErrPermission) {
