@@ -209,7 +209,7 @@ func Attach(probes []Probe, opts Options) (_ *Set, err error) {
 		return nil, err
 	}
 	if !mode.Cookies {
-		if err := s.checkSites(probes); err != nil {
+		if err := checkSites(probes); err != nil {
 			return nil, err
 		}
 		if s.fileBase, err = fileBase(opts.Binary, opts.PID, probes[0].entry()); err != nil {
@@ -438,7 +438,7 @@ func (s *Set) Add(p Probe) (int, error) {
 		return 0, fmt.Errorf("%s: %d functions with %d uprobes to probe, at most %d functions and %d uprobes", p.Func.Name, id+1, n, MaxProbes, MaxUprobes)
 	}
 	if !s.mode.Cookies {
-		if err := s.checkSites(append(slices.Clip(s.probes), p)); err != nil {
+		if err := checkSites(append(slices.Clip(s.probes), p)); err != nil {
 			return 0, err
 		}
 	}
@@ -617,6 +617,9 @@ func (s *Set) Close() error {
 	if s.reader != nil {
 		s.reader.Close()
 	}
+	if s.probeIDs != nil {
+		s.probeIDs.Close()
+	}
 	return s.objs.Close()
 }
 
@@ -711,7 +714,7 @@ func (s *Set) load(spec *ebpf.CollectionSpec) error {
 
 // checkSites refuses two probes at one entry: without cookies a site's
 // address names one probe.
-func (s *Set) checkSites(probes []Probe) error {
+func checkSites(probes []Probe) error {
 	seen := map[uint64]int{}
 	for id, p := range probes {
 		if other, ok := seen[p.entry()]; ok {
