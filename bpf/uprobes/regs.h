@@ -15,6 +15,7 @@ struct pt_regs {
 // Go's register ABI keeps the current g in R14.
 #define GO_G(ctx) ((ctx)->r14)
 #define GO_SP(ctx) ((ctx)->sp)
+#define GO_PC(ctx) ((ctx)->ip)
 
 // At the first instruction the CALL has just pushed the return address.
 #define GO_RETURN_ADDRESS_ON_STACK 1
@@ -57,6 +58,7 @@ struct pt_regs {
 // in LR (R30).
 #define GO_G(ctx) ((ctx)->regs[28])
 #define GO_SP(ctx) ((ctx)->sp)
+#define GO_PC(ctx) ((ctx)->pc)
 #define GO_RETURN_ADDRESS(ctx) ((ctx)->regs[30])
 // The prologue saves LR at a frame-size dependent place: the entry cannot
 // find it.

@@ -5,7 +5,8 @@
 // Entry and RET uprobes for Go functions.
 //
 // One entry program and one return program serve every probed site; the
-// attach cookie is the probe ID. Calls are paired per goroutine on a shadow
+// attach cookie is the probe ID (built with LEGACY: the probed address, see
+// probe_id_of). Calls are paired per goroutine on a shadow
 // stack of in-flight frames, keyed by the goroutine's g pointer. A frame is
 // identified by its depth: the distance from the goroutine's stack top
 // (g.stack.hi) to the stack pointer at entry. At a RET the stack pointer is
@@ -18,6 +19,7 @@
 #include "regs.h"
 
 #define MAX_PROBES 1024
+#define MAX_SITES (4 * MAX_PROBES) // probed instructions: entries and RETs
 #define MAX_FRAMES 64 // in-flight traced calls per goroutine; a power of two
 #define MAX_STACK_DEPTH 64
 #define WAKEUP_BYTES (64 << 10)
@@ -205,6 +207,32 @@ struct {
 	__type(value, struct gstate);
 } gstates SEC(".maps");
 
+// LEGACY builds the object for kernels before 5.15, which have no attach
+// cookies for uprobes (see probe_id_of). Those before 5.12 also refuse a
+// global function with a pointer argument other than the context ("Arg#0
+// type PTR in emit() is not supported yet"), and emit, unwind and drop_dead
+// must stay global: inlined, the verifier checks their loops at every call
+// site and gives up past a million instructions. So there they take the
+// goroutine's key (a scalar, with tgid) rather than its state, and look the
+// state up again: one more hash lookup per call of them, on old kernels
+// only.
+#ifdef LEGACY
+typedef __u64 gs_ref; // gkey.g
+#define GS_REF(gs, g) (g)
+static __always_inline struct gstate *gs_deref(gs_ref g, __u32 tgid)
+{
+	struct gkey key = {.g = g, .tgid = tgid};
+	return bpf_map_lookup_elem(&gstates, &key);
+}
+#else
+typedef struct gstate *gs_ref;
+#define GS_REF(gs, g) (gs)
+static __always_inline struct gstate *gs_deref(gs_ref gs, __u32 tgid)
+{
+	return gs;
+}
+#endif
+
 // Scratch zero value: a gstate does not fit on the 512-byte BPF stack.
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -326,6 +354,38 @@ struct {
 	__uint(max_entries, 4 << 20);
 } events SEC(".maps");
 
+#ifdef LEGACY
+// The probe ID of each probed instruction by its address in the target,
+// written at attach time: without attach cookies, the program learns which
+// site fired from the instruction pointer, which the kernel sets to the
+// probed instruction's address before it runs the programs.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_SITES);
+	__type(key, __u64);
+	__type(value, __u32);
+} probe_ids SEC(".maps");
+
+// probe_id_of gives the ID of the probe that fired; -1 for an address no
+// probe of this set is attached at (another process mapping the file at a
+// different address).
+static __always_inline int probe_id_of(struct pt_regs *ctx, __u32 *id)
+{
+	__u64 ip = GO_PC(ctx);
+	__u32 *v = bpf_map_lookup_elem(&probe_ids, &ip);
+	if (!v)
+		return -1;
+	*id = *v;
+	return 0;
+}
+#else
+static __always_inline int probe_id_of(struct pt_regs *ctx, __u32 *id)
+{
+	*id = bpf_get_attach_cookie(ctx);
+	return 0;
+}
+#endif
+
 // stack_id walks the user stack at a function's entry and stores it under a
 // 31-bit FNV-1a hash of its PCs; -1 when there is none or the table is
 // full. Two distinct stacks share an ID with odds of about n^2/2^32 for n
@@ -437,8 +497,9 @@ static __always_inline void fill(struct event *e, struct gstate *gs, __u32 i, __
 //
 // A global function: the verifier checks it once, not at every call site in
 // every iteration of the unwinding loops.
-__attribute__((noinline)) int emit(struct gstate *gs, __u32 i, __u32 kind, __u64 now, __u32 tgid)
+__attribute__((noinline)) int emit(gs_ref ref, __u32 i, __u32 kind, __u64 now, __u32 tgid)
 {
+	struct gstate *gs = gs_deref(ref, tgid);
 	if (!gs)
 		return 0;
 	struct frame *f = &gs->frames[i & (MAX_FRAMES - 1)];
@@ -482,8 +543,9 @@ __attribute__((noinline)) int emit(struct gstate *gs, __u32 i, __u32 kind, __u64
 //
 // A global function, like emit: inlined, its loop over MAX_FRAMES frames at
 // each call site takes the verifier past its instruction limit.
-__attribute__((noinline)) int unwind(struct gstate *gs, __u64 depth, __u64 now, __u32 tgid)
+__attribute__((noinline)) int unwind(gs_ref ref, __u64 depth, __u64 now, __u32 tgid)
 {
+	struct gstate *gs = gs_deref(ref, tgid);
 	if (!gs)
 		return 0;
 	for (int k = 0; k < MAX_FRAMES; k++) {
@@ -492,7 +554,7 @@ __attribute__((noinline)) int unwind(struct gstate *gs, __u64 depth, __u64 now, 
 			return 0;
 		if (gs->frames[(n - 1) & (MAX_FRAMES - 1)].depth <= depth)
 			return 0;
-		emit(gs, n - 1, EVENT_UNWOUND, now, tgid);
+		emit(ref, n - 1, EVENT_UNWOUND, now, tgid);
 		gs->n = n - 1;
 	}
 	return 0;
@@ -520,9 +582,10 @@ static __always_inline int locate(struct pt_regs *ctx, struct where *w)
 // frame whose slot holds something else is gone. Only frames pushed before
 // the goroutine's latest panic are checked, so the common path reads nothing.
 // A global function, as unwind.
-__attribute__((noinline)) int drop_dead(struct gstate *gs, __u64 hi, __u64 now, __u32 tgid)
+__attribute__((noinline)) int drop_dead(gs_ref ref, __u64 hi, __u64 now, __u32 tgid)
 {
 #if GO_RETURN_ADDRESS_ON_STACK
+	struct gstate *gs = gs_deref(ref, tgid);
 	if (!gs)
 		return 0;
 	for (int k = 0; k < MAX_FRAMES; k++) {
@@ -538,7 +601,7 @@ __attribute__((noinline)) int drop_dead(struct gstate *gs, __u64 hi, __u64 now, 
 			f->panics = gs->panics;
 			return 0;
 		}
-		emit(gs, n - 1, EVENT_UNWOUND, now, tgid);
+		emit(ref, n - 1, EVENT_UNWOUND, now, tgid);
 		gs->n = n - 1;
 	}
 #endif
@@ -658,7 +721,9 @@ static __always_inline int breaker(struct probe_cfg *cfg, __u32 probe_id, struct
 SEC("uprobe")
 int go_entry(struct pt_regs *ctx)
 {
-	__u32 probe_id = bpf_get_attach_cookie(ctx);
+	__u32 probe_id;
+	if (probe_id_of(ctx, &probe_id))
+		return 0;
 	struct probe_cfg *cfg = bpf_map_lookup_elem(&probe_cfgs, &probe_id);
 	struct counters *c = counters_of(probe_id);
 	if (!cfg || !c)
@@ -731,11 +796,11 @@ int go_entry(struct pt_regs *ctx)
 	if (gs->goid != goid) {
 		// The g was reused by a new goroutine: the old one's frames
 		// ended with it.
-		unwind(gs, 0, now, tgid);
+		unwind(GS_REF(gs, w.g), 0, now, tgid);
 		gs->goid = goid;
 		gs->over.depth = 0;
 	}
-	unwind(gs, w.depth, now, tgid);
+	unwind(GS_REF(gs, w.g), w.depth, now, tgid);
 
 	__u32 n = gs->n;
 	if (n > 0 && n <= MAX_FRAMES) {
@@ -749,7 +814,7 @@ int go_entry(struct pt_regs *ctx)
 				INC(c, reentered);
 				return 0;
 			}
-			emit(gs, n - 1, EVENT_SUPERSEDED, now, tgid);
+			emit(GS_REF(gs, w.g), n - 1, EVENT_SUPERSEDED, now, tgid);
 			n--;
 			gs->n = n;
 		}
@@ -758,7 +823,7 @@ int go_entry(struct pt_regs *ctx)
 		INC(c, skipped);
 		return 0;
 	}
-	drop_dead(gs, w.hi, now, tgid);
+	drop_dead(GS_REF(gs, w.g), w.hi, now, tgid);
 	n = gs->n;
 	if (n >= MAX_FRAMES) {
 		struct overflow *o = &gs->over;
@@ -801,7 +866,9 @@ int go_entry(struct pt_regs *ctx)
 SEC("uprobe")
 int go_return(struct pt_regs *ctx)
 {
-	__u32 probe_id = bpf_get_attach_cookie(ctx);
+	__u32 probe_id;
+	if (probe_id_of(ctx, &probe_id))
+		return 0;
 	struct where w;
 	if (locate(ctx, &w))
 		return 0;
@@ -818,12 +885,12 @@ int go_return(struct pt_regs *ctx)
 		// entry saw its g reused: they are not this goroutine's.
 		__u64 goid = 0;
 		if (!bpf_probe_read_user(&goid, sizeof(goid), (void *)(w.g + goid_offset)) && goid != gs->goid) {
-			unwind(gs, 0, now, tgid);
+			unwind(GS_REF(gs, w.g), 0, now, tgid);
 			bpf_map_delete_elem(&gstates, &key);
 			return 0;
 		}
 	}
-	unwind(gs, w.depth, now, tgid);
+	unwind(GS_REF(gs, w.g), w.depth, now, tgid);
 
 	__u32 n = gs->n;
 	if (n > 0 && n <= MAX_FRAMES) {
@@ -833,7 +900,7 @@ int go_return(struct pt_regs *ctx)
 		if (cfg && top->depth == w.depth && top->probe_id == probe_id && top->gen != cfg->gen) {
 			// Entered before the probe was detached and attached again:
 			// this RET ends a later call, whose entry was not sampled.
-			emit(gs, i, EVENT_SUPERSEDED, now, tgid);
+			emit(GS_REF(gs, w.g), i, EVENT_SUPERSEDED, now, tgid);
 			n--;
 			gs->n = n;
 		} else if (top->depth == w.depth && top->probe_id == probe_id) {
@@ -844,7 +911,7 @@ int go_return(struct pt_regs *ctx)
 				if (top->captured)
 					bpf_map_delete_elem(&captures, &top->id);
 			} else
-				emit(gs, i, EVENT_RETURN, now, tgid);
+				emit(GS_REF(gs, w.g), i, EVENT_RETURN, now, tgid);
 			n--;
 			gs->n = n;
 		} else if (gs->over.depth == w.depth)

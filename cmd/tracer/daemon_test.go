@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/cilium-tracer/tracer/internal/testagent"
+	"github.com/cilium-tracer/tracer/pkg/probe/kernel"
 )
 
 // A bad configuration stops the daemon before it does anything, with one
@@ -109,6 +111,11 @@ func TestDaemonSignals(t *testing.T) {
 		<-exited
 	})
 	waitFor(t, stderr, "msg=tracing", 30*time.Second)
+	// The log says how the probes run.
+	feats := kernel.Probe()
+	if mode, err := feats.Mode(); err != nil || !strings.Contains(stderr.String(), "mode="+strconv.Quote(feats.Describe(mode))) {
+		t.Errorf("the tracing line does not name the mode %v (%v): %s", mode, err, stderr.String())
+	}
 	agent.Begin(t)
 	time.Sleep(3 * time.Second)
 

@@ -16,6 +16,7 @@ import (
 
 	"github.com/cilium-tracer/tracer/internal/otlptest"
 	"github.com/cilium-tracer/tracer/internal/testagent"
+	"github.com/cilium-tracer/tracer/pkg/probe/kernel"
 )
 
 var tracerBin string
@@ -238,6 +239,15 @@ func TestTraceJSON(t *testing.T) {
 	n := report.Counts[testagent.ResolvePolicy]
 	if uint64(len(cs)) != n || n != 4*5*3 {
 		t.Errorf("%d calls on stdout, the agent made %d (want 60)", len(cs), n)
+	}
+	// The first line says how the probes ran.
+	feats := kernel.Probe()
+	mode, err := feats.Mode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first, _, _ := strings.Cut(r.stderr.String(), "\n"); first != "tracer: "+feats.Describe(mode) {
+		t.Errorf("first line %q, want the mode %q", first, feats.Describe(mode))
 	}
 	row := regexp.MustCompile(`(?m)^\s*(\d+)\s.*` + regexp.QuoteMeta(testagent.ResolvePolicy) + `$`).FindStringSubmatch(r.stderr.String())
 	if !strings.Contains(r.stderr.String(), "untracked") || row == nil || row[1] != strconv.FormatUint(n, 10) {

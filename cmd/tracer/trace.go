@@ -14,6 +14,7 @@ import (
 	"github.com/cilium-tracer/tracer/pkg/calls"
 	"github.com/cilium-tracer/tracer/pkg/container"
 	"github.com/cilium-tracer/tracer/pkg/export"
+	"github.com/cilium-tracer/tracer/pkg/probe/kernel"
 	"github.com/cilium-tracer/tracer/pkg/session"
 )
 
@@ -170,6 +171,8 @@ func runTrace(ctx context.Context, cmd *cobra.Command, f traceFlags) error {
 		},
 		Attached: func(s *session.Session, p container.Process, restarted bool) {
 			if pipe == nil {
+				// First: how the probes run on this kernel.
+				fmt.Fprintf(stderr, "tracer: %s\n", kernel.Probe().Describe(s.Set.Mode()))
 				res := export.Resource{PID: p.PID, ContainerID: p.ContainerID, GoVersion: s.File.GoVersion}
 				res.HostName = export.NodeName()
 				pipe = export.NewPipeline(export.NewSpanBuilder(res), exporters, export.PipelineConfig{BatchTimeout: 100 * time.Millisecond})

@@ -23,6 +23,7 @@ import (
 	"github.com/cilium-tracer/tracer/pkg/container"
 	"github.com/cilium-tracer/tracer/pkg/export"
 	"github.com/cilium-tracer/tracer/pkg/probe"
+	"github.com/cilium-tracer/tracer/pkg/probe/kernel"
 	"github.com/cilium-tracer/tracer/pkg/session"
 	"github.com/cilium-tracer/tracer/pkg/symbols"
 	"github.com/cilium-tracer/tracer/pkg/symbols/offsets"
@@ -330,7 +331,7 @@ func (d *Daemon) attached(s *session.Session, proc container.Process, restarted 
 
 	switch {
 	case d.attaches == 0:
-		d.log.Info("tracing", "pid", proc.PID, "target", proc.String(), "probes", len(probes))
+		d.log.Info("tracing", "pid", proc.PID, "target", proc.String(), "probes", len(probes), "mode", kernel.Probe().Describe(s.Set.Mode()))
 	case restarted:
 		d.log.Info("target restarted: re-attached",
 			"old_pid", d.last.PID, "pid", proc.PID, "binary_changed", !proc.SameBinary(d.last),

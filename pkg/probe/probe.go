@@ -7,17 +7,19 @@ import (
 	"runtime"
 	"slices"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
 
 	"github.com/cilium-tracer/tracer/bpf/uprobes"
+	"github.com/cilium-tracer/tracer/pkg/probe/kernel"
 	"github.com/cilium-tracer/tracer/pkg/symbols"
 	"github.com/cilium-tracer/tracer/pkg/symbols/args"
+	"github.com/cilium-tracer/tracer/pkg/symbols/procmaps"
 )
 
 // MaxProbes is how many functions one Set can trace: the size of the BPF
@@ -96,6 +98,10 @@ type Options struct {
 	// BreakerWindow is the window Config.BurstLimit counts hits in;
 	// default DefaultBreakerWindow.
 	BreakerWindow time.Duration
+	// Mode, if set, is how the probes run in place of the fastest the
+	// kernel supports (kernel.Features.Mode): tests run the fallbacks
+	// of older kernels with it.
+	Mode *kernel.Mode
 }
 
 // DefaultBreakerWindow is short beside the governor's interval: a burst
@@ -115,10 +121,14 @@ type Set struct {
 	pushesBP        []bool   // per probe: its entry is PUSH %rbp or ENDBR64
 	panics          []link.Link
 	reader          *ringbuf.Reader
-	// multi attaches through uprobe_multi links (Linux 6.6+): one link for
-	// the sites of many probes instead of one perf event each, and, on
-	// kernels with the CVE-2025-38466 fix, no CAP_SYS_ADMIN needed.
-	multi bool
+	// mode.Multi attaches through uprobe_multi links (Linux 6.6+): one
+	// link for the sites of many probes instead of one perf event each,
+	// and, on kernels with the CVE-2025-38466 fix, no CAP_SYS_ADMIN
+	// needed. Without mode.Cookies the probe IDs are in probeIDs, by
+	// address in the target: file offset + fileBase.
+	mode     kernel.Mode
+	probeIDs *ebpf.Map
+	fileBase uint64
 }
 
 // A group is one BPF program attached at the entries, or at the RETs, of
@@ -130,11 +140,19 @@ type Set struct {
 type group struct {
 	ids   []int
 	links []link.Link
+	// sites are the addresses the group put in the probe ID map (no
+	// cookies): each site is one probe's, so they go with the group.
+	sites    []uint64
+	probeIDs *ebpf.Map
 }
 
 func (g *group) close() {
 	closeAll(g.links)
 	g.links = nil
+	for _, a := range g.sites {
+		g.probeIDs.Delete(a)
+	}
+	g.sites = nil
 }
 
 // Attach loads the BPF programs and attaches them at the entry and every RET
@@ -151,11 +169,25 @@ func Attach(probes []Probe, opts Options) (_ *Set, err error) {
 			return nil, err
 		}
 	}
+	feats := kernel.Probe()
+	mode, err := feats.Mode()
+	if err != nil {
+		return nil, err
+	}
+	if opts.Mode != nil {
+		if err := feats.Allows(*opts.Mode); err != nil {
+			return nil, err
+		}
+		mode = *opts.Mode
+	}
+	if !mode.Cookies && opts.PID == 0 {
+		return nil, errors.New("without attach cookies (Linux < 5.15) the probes need a PID")
+	}
 	// Kernels >= 5.11 account BPF memory to the cgroup; where the limit
 	// cannot be raised (no CAP_SYS_RESOURCE) loading may still work.
 	_ = rlimit.RemoveMemlock()
 
-	spec, err := uprobes.LoadUprobes()
+	spec, err := loadSpec(mode)
 	if err != nil {
 		return nil, fmt.Errorf("load BPF spec: %w", err)
 	}
@@ -172,17 +204,24 @@ func Attach(probes []Probe, opts Options) (_ *Set, err error) {
 		return nil, fmt.Errorf("set breaker_window_ns: %w", err)
 	}
 
-	s := &Set{opts: opts, probes: probes, entryOf: make([]*group, len(probes)), retsOf: make([]*group, len(probes)), gens: make([]uint32, len(probes))}
+	s := &Set{opts: opts, probes: probes, entryOf: make([]*group, len(probes)), retsOf: make([]*group, len(probes)), gens: make([]uint32, len(probes)), mode: mode}
 	if s.pushesBP, err = entriesPushBP(opts.Binary, probes); err != nil {
 		return nil, err
 	}
-	if features.HaveBPFLinkUprobeMulti() == nil {
-		s.multi = true
+	if !mode.Cookies {
+		if err := checkSites(probes); err != nil {
+			return nil, err
+		}
+		if s.fileBase, err = fileBase(opts.Binary, opts.PID, probes[0].entry()); err != nil {
+			return nil, err
+		}
+	}
+	if mode.Multi {
 		for _, p := range spec.Programs {
 			p.AttachType = ebpf.AttachTraceUprobeMulti
 		}
 	}
-	if err := spec.LoadAndAssign(&s.objs, nil); err != nil {
+	if err := s.load(spec); err != nil {
 		if errors.Is(err, os.ErrPermission) || errors.Is(err, ebpf.ErrNotSupported) {
 			return nil, fmt.Errorf("load BPF programs (needs root or CAP_BPF+CAP_PERFMON): %w", err)
 		}
@@ -215,7 +254,7 @@ func Attach(probes []Probe, opts Options) (_ *Set, err error) {
 	for id := range ids {
 		ids[id] = id
 	}
-	if s.multi {
+	if s.mode.Multi {
 		err = s.attach(ids)
 	} else {
 		// A perf uprobe per site either way: a group per probe lets one
@@ -291,8 +330,21 @@ func (s *Set) link(ids []int, rets bool) (*group, error) {
 			cookies = append(cookies, uint64(id))
 		}
 	}
+	if !s.mode.Cookies {
+		// The programs find the probe by the address that fired.
+		g.probeIDs = s.probeIDs
+		for i, off := range offs {
+			a := off + s.fileBase
+			if err := s.probeIDs.Put(a, uint32(cookies[i])); err != nil {
+				g.close()
+				return nil, fmt.Errorf("probe ID of site %#x: %w", off, err)
+			}
+			g.sites = append(g.sites, a)
+		}
+	}
 	ls, err := s.uprobes(prog, offs, cookies)
 	if err != nil {
+		g.close()
 		if len(ids) == 1 {
 			return nil, fmt.Errorf("attach %s %s: %w", s.probes[ids[0]].Func.Name, what, err)
 		}
@@ -302,11 +354,11 @@ func (s *Set) link(ids []int, rets bool) (*group, error) {
 	return g, nil
 }
 
-// uprobes attaches prog at each file offset, with its cookie: one
-// uprobe_multi link for all of them where the kernel has it, else one perf
+// uprobes attaches prog at each file offset, with its cookie where the
+// kernel has them: one uprobe_multi link for all of them, or one perf
 // uprobe each.
 func (s *Set) uprobes(prog *ebpf.Program, offs, cookies []uint64) ([]link.Link, error) {
-	if s.multi {
+	if s.mode.Multi {
 		l, err := s.exe.UprobeMulti(nil, prog, &link.UprobeMultiOptions{Addresses: offs, Cookies: cookies, PID: uint32(s.opts.PID)})
 		if err != nil {
 			return nil, err
@@ -315,7 +367,11 @@ func (s *Set) uprobes(prog *ebpf.Program, offs, cookies []uint64) ([]link.Link, 
 	}
 	var ls []link.Link
 	for i, off := range offs {
-		l, err := s.exe.Uprobe("", prog, &link.UprobeOptions{Address: off, PID: s.opts.PID, Cookie: cookies[i]})
+		o := &link.UprobeOptions{Address: off, PID: s.opts.PID}
+		if s.mode.Cookies {
+			o.Cookie = cookies[i]
+		}
+		l, err := s.exe.Uprobe("", prog, o)
 		if err != nil {
 			closeAll(ls)
 			return nil, fmt.Errorf("at %#x: %w", off, err)
@@ -381,6 +437,11 @@ func (s *Set) Add(p Probe) (int, error) {
 	if id >= MaxProbes || n > MaxUprobes {
 		return 0, fmt.Errorf("%s: %d functions with %d uprobes to probe, at most %d functions and %d uprobes", p.Func.Name, id+1, n, MaxProbes, MaxUprobes)
 	}
+	if !s.mode.Cookies {
+		if err := checkSites(append(slices.Clip(s.probes), p)); err != nil {
+			return 0, err
+		}
+	}
 	s.probes = append(s.probes, p)
 	s.entryOf, s.retsOf = append(s.entryOf, nil), append(s.retsOf, nil)
 	s.gens = append(s.gens, 0)
@@ -399,6 +460,9 @@ func (s *Set) Add(p Probe) (int, error) {
 	}
 	return id, nil
 }
+
+// Mode returns how the probes run.
+func (s *Set) Mode() kernel.Mode { return s.mode }
 
 // Probes returns the probes of the set, indexed by probe ID.
 func (s *Set) Probes() []Probe { return s.probes }
@@ -556,6 +620,9 @@ func (s *Set) Close() error {
 	if s.reader != nil {
 		s.reader.Close()
 	}
+	if s.probeIDs != nil {
+		s.probeIDs.Close()
+	}
 	return s.objs.Close()
 }
 
@@ -620,4 +687,57 @@ func entriesPushBP(binary string, probes []Probe) ([]bool, error) {
 		out[i] = b[0] == 0x55 || b == [4]byte{0xf3, 0x0f, 0x1e, 0xfa}
 	}
 	return out, nil
+}
+
+// loadSpec returns the BPF objects mode m runs: without attach cookies,
+// those built for older kernels.
+func loadSpec(m kernel.Mode) (*ebpf.CollectionSpec, error) {
+	if m.Cookies {
+		return uprobes.LoadUprobes()
+	}
+	return uprobes.LoadUprobesLegacy()
+}
+
+// load loads the programs and maps of spec; without cookies also the map of
+// probe IDs by address.
+func (s *Set) load(spec *ebpf.CollectionSpec) error {
+	if s.mode.Cookies {
+		return spec.LoadAndAssign(&s.objs, nil)
+	}
+	objs := struct {
+		uprobes.UprobesObjects
+		ProbeIDs *ebpf.Map `ebpf:"probe_ids"`
+	}{}
+	if err := spec.LoadAndAssign(&objs, nil); err != nil {
+		return err
+	}
+	s.objs, s.probeIDs = objs.UprobesObjects, objs.ProbeIDs
+	return nil
+}
+
+// checkSites refuses two probes at one entry: without cookies a site's
+// address names one probe.
+func checkSites(probes []Probe) error {
+	seen := map[uint64]int{}
+	for id, p := range probes {
+		if other, ok := seen[p.entry()]; ok {
+			return fmt.Errorf("%s: probed twice (probes %d and %d), which needs attach cookies (Linux 5.15)", p.Func.Name, other, id)
+		}
+		seen[p.entry()] = id
+	}
+	return nil
+}
+
+// fileBase returns where process pid maps file offset 0 of binary's
+// executable segment, found through the mapping holding file offset off.
+func fileBase(binary string, pid int, off uint64) (uint64, error) {
+	var st syscall.Stat_t
+	if err := syscall.Stat(binary, &st); err != nil {
+		return 0, err
+	}
+	base, err := procmaps.FileBase(pid, st.Ino, off)
+	if err != nil {
+		return 0, fmt.Errorf("load address of %s: %w", binary, err)
+	}
+	return base, nil
 }

@@ -55,3 +55,16 @@ func TestAttachLimits(t *testing.T) {
 		t.Errorf("%d entry-only probes count %d uprobes", MaxProbes, n)
 	}
 }
+
+// Without attach cookies the address of a site names its probe: a function
+// cannot be probed twice.
+func TestCheckSites(t *testing.T) {
+	f := Probe{Func: symbols.Func{Name: "f", Offset: 0x1000}}
+	g := Probe{Func: symbols.Func{Name: "g", Offset: 0x2000}}
+	if err := checkSites([]Probe{f, g}); err != nil {
+		t.Error(err)
+	}
+	if err := checkSites([]Probe{f, g, f}); err == nil || err.Error() != "f: probed twice (probes 0 and 2), which needs attach cookies (Linux 5.15)" {
+		t.Errorf("checkSites: %v", err)
+	}
+}

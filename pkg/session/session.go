@@ -12,6 +12,7 @@ import (
 
 	"github.com/cilium-tracer/tracer/pkg/calls"
 	"github.com/cilium-tracer/tracer/pkg/probe"
+	"github.com/cilium-tracer/tracer/pkg/probe/kernel"
 	"github.com/cilium-tracer/tracer/pkg/symbols"
 	"github.com/cilium-tracer/tracer/pkg/symbols/offsets"
 	"github.com/cilium-tracer/tracer/pkg/symbols/procmaps"
@@ -46,6 +47,9 @@ type Config struct {
 	// Tripped, if set, is called on Run's goroutine as soon as the
 	// breaker of a probe trips (probe.Config.BurstLimit), with its ID.
 	Tripped func(probe int)
+	// Mode, if set, is how the probes run in place of the fastest the
+	// kernel supports: tests run the fallbacks of older kernels with it.
+	Mode *kernel.Mode
 }
 
 // ErrTargetExited ends Run when the traced process is gone.
@@ -181,6 +185,7 @@ func start(cfg Config, f *symbols.File) (_ *Session, err error) {
 		GoidOffset: goid,
 		Stacks:     cfg.Stacks,
 		Panics:     PanicOffsets(f),
+		Mode:       cfg.Mode,
 	})
 	if err != nil {
 		return nil, err

@@ -13,6 +13,7 @@ import (
 
 	"github.com/cilium-tracer/tracer/internal/testagent"
 	"github.com/cilium-tracer/tracer/pkg/calls"
+	"github.com/cilium-tracer/tracer/pkg/probe/kernel"
 	"github.com/cilium-tracer/tracer/pkg/session"
 )
 
@@ -61,31 +62,38 @@ func traceAll(t *testing.T, agent *testagent.Agent, cfg session.Config) ([]calls
 
 func TestTraceAgent(t *testing.T) {
 	for _, v := range testagent.Matrix {
-		t.Run(v.String(), func(t *testing.T) {
-			bin := testagent.Build(t, v)
-			got, report, s, _ := run(t, bin, "-measure",
-				"-workers", "50", "-iterations", "4", "-interval", "5ms", "-hot", "2000",
-				"-policy-depth", strconv.Itoa(policyDepth), "-policy-sleep", "2ms",
-				"-panic-every", "7")
-
-			byFunc := map[string][]calls.Call{}
-			ids := map[uint64]bool{}
-			for _, c := range got {
-				byFunc[c.Func] = append(byFunc[c.Func], c)
-				if ids[c.ID] {
-					t.Errorf("call ID %#x reported twice", c.ID)
-				}
-				ids[c.ID] = true
-			}
-
-			t.Run("counts", func(t *testing.T) { checkCounts(t, byFunc, report) })
-			t.Run("recursion", func(t *testing.T) { checkRecursion(t, byFunc[testagent.ResolvePolicy]) })
-			t.Run("durations", func(t *testing.T) { checkDurations(t, byFunc, report) })
-			t.Run("stack growth", func(t *testing.T) { checkStackGrowth(t, s, byFunc) })
-			t.Run("panic", func(t *testing.T) { checkPanics(t, s, byFunc[testagent.Allocate], report) })
-			t.Run("stacks", func(t *testing.T) { checkStacks(t, byFunc[testagent.RegenerateBPF]) })
-		})
+		t.Run(v.String(), func(t *testing.T) { traceAgent(t, testagent.Build(t, v), nil) })
 	}
+}
+
+// traceAgent runs the core checks on the agent bin, with the probes in mode
+// (nil: the kernel's best).
+func traceAgent(t *testing.T, bin string, mode *kernel.Mode) {
+	agent := testagent.Start(t, bin, "-wait-start", "-measure",
+		"-workers", "50", "-iterations", "4", "-interval", "5ms", "-hot", "2000",
+		"-policy-depth", strconv.Itoa(policyDepth), "-policy-sleep", "2ms",
+		"-panic-every", "7")
+	got, report, s := traceAll(t, agent, session.Config{Funcs: testagent.Counted, Stacks: true, Captures: []string{testagent.SeqCapture}, Mode: mode})
+	if mode != nil && s.Set.Mode() != *mode {
+		t.Fatalf("the probes ran as %v, want %v", s.Set.Mode(), *mode)
+	}
+
+	byFunc := map[string][]calls.Call{}
+	ids := map[uint64]bool{}
+	for _, c := range got {
+		byFunc[c.Func] = append(byFunc[c.Func], c)
+		if ids[c.ID] {
+			t.Errorf("call ID %#x reported twice", c.ID)
+		}
+		ids[c.ID] = true
+	}
+
+	t.Run("counts", func(t *testing.T) { checkCounts(t, byFunc, report) })
+	t.Run("recursion", func(t *testing.T) { checkRecursion(t, byFunc[testagent.ResolvePolicy]) })
+	t.Run("durations", func(t *testing.T) { checkDurations(t, byFunc, report) })
+	t.Run("stack growth", func(t *testing.T) { checkStackGrowth(t, s, byFunc) })
+	t.Run("panic", func(t *testing.T) { checkPanics(t, s, byFunc[testagent.Allocate], report) })
+	t.Run("stacks", func(t *testing.T) { checkStacks(t, byFunc[testagent.RegenerateBPF]) })
 }
 
 // The tracer sees exactly the calls the agent made: 50 goroutines call every

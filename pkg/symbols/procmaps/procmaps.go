@@ -17,20 +17,33 @@ import (
 // by its file offset and permissions, and told apart from other mappings by
 // inode (when f was opened from a path) or by the path of /proc/PID/exe.
 func Bias(f *symbols.File, pid int) (uint64, error) {
+	text := f.TextSegment()
+	base, err := FileBase(pid, f.Inode, text.Off)
+	if err != nil {
+		return 0, err
+	}
+	// File offset o runs at base + o, and vaddr v is at file offset
+	// v - Vaddr + Off.
+	return base + text.Off - text.Vaddr, nil
+}
+
+// FileBase returns where the executable mapping holding file offset off of
+// process pid's executable puts file offset 0: code at file offset o of
+// that mapping runs at base + o, the address a uprobe at o reports as its
+// instruction pointer. inode (0: unknown) and the path of /proc/PID/exe tell
+// the executable apart from other files mapped at the same offset.
+func FileBase(pid int, inode, off uint64) (uint64, error) {
 	maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
 	if err != nil {
 		return 0, err
 	}
 	exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
 	exe = strings.TrimSuffix(exe, " (deleted)")
-	text := f.TextSegment()
-	m, err := findTextMapping(maps, text.Off, f.Inode, exe)
+	m, err := findTextMapping(maps, off, inode, exe)
 	if err != nil {
 		return 0, fmt.Errorf("pid %d: %w", pid, err)
 	}
-	// The mapping places file offset m.offset at m.start, so vaddr v (file
-	// offset v - Vaddr + Off) runs at m.start + v - Vaddr + Off - m.offset.
-	return m.start - m.offset + text.Off - text.Vaddr, nil
+	return m.start - m.offset, nil
 }
 
 type mapping struct {
