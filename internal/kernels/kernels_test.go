@@ -9,6 +9,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -103,18 +104,29 @@ func TestKernels(t *testing.T) {
 	}
 
 	// The binaries of an architecture, by their path in the guest, built
-	// when a kernel of it first boots.
+	// when a kernel of it first boots; nil after a failed build.
 	tmp := t.TempDir()
+	var mu sync.Mutex
 	built := map[string]map[string]string{}
 	files := func(t *testing.T, arch string) map[string]string {
-		if built[arch] == nil {
-			start := time.Now()
-			built[arch] = binaries(t, filepath.Join(tmp, arch), arch, fetch(t, "busybox-static", arch), fetch(t, "libc6", arch))
-			t.Logf("%s binaries built in %v", arch, time.Since(start).Round(time.Second))
+		mu.Lock()
+		defer mu.Unlock()
+		if f, ok := built[arch]; ok {
+			if f == nil {
+				t.Fatalf("the %s binaries did not build", arch)
+			}
+			return f
 		}
-		return built[arch]
+		built[arch] = nil
+		start := time.Now()
+		f := binaries(t, filepath.Join(tmp, arch), arch, fetch(t, "busybox-static", arch), fetch(t, "libc6", arch))
+		t.Logf("%s binaries built in %v", arch, time.Since(start).Round(time.Second))
+		built[arch] = f
+		return f
 	}
 
+	// Two VMs at a time (go test's -parallel is GOMAXPROCS), each on one
+	// host thread for amd64, two for arm64.
 	for _, k := range matrix {
 		name := k.arch + "-" + k.version
 		cmdlines := []string{""}
@@ -127,6 +139,7 @@ func TestKernels(t *testing.T) {
 				sub += "-" + strings.ReplaceAll(cmdline, "=", "-")
 			}
 			t.Run(sub, func(t *testing.T) {
+				t.Parallel()
 				image, err := filepath.Glob(filepath.Join(fetch(t, k.pkg, k.arch), "boot", "vmlinuz-*"))
 				if err != nil || len(image) != 1 {
 					t.Fatalf("%s: %d kernel images in boot/", k.pkg, len(image))
@@ -301,6 +314,10 @@ func boot(t *testing.T, vm kernels.VM, files map[string]string, checks []check) 
 	start := time.Now()
 	err = vm.Run(func(l string) {
 		console = append(console, l)
+		// A kernel message may have begun the line.
+		if i := strings.Index(l, "matrix: "); i > 0 {
+			l = l[i:]
+		}
 		switch {
 		case strings.HasPrefix(l, "matrix: kernel "):
 			kernel = strings.TrimPrefix(l, "matrix: kernel ")
