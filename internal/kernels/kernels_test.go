@@ -19,7 +19,9 @@ import (
 
 // The kernels cilium-agent v1.18 runs on (Linux >= 5.10), as Debian ships
 // them for the cloud: every feature the tracer needs is built in, so the
-// initramfs needs no modules.
+// initramfs needs no modules. The packages are named by ABI, and Debian's
+// mirror drops an old ABI some time after a newer one appears: when apt-get
+// no longer finds one, name the newer build here.
 var matrix = []struct {
 	arch, version, pkg string
 }{
@@ -158,22 +160,22 @@ func binaries(t *testing.T, dir, arch, busybox, libc string) map[string]string {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	goBuild := func(out string, args ...string) string {
+	goCmd := func(args ...string) {
 		t.Helper()
-		path := filepath.Join(dir, out)
-		cmd := exec.Command("go", append(append(args[:1:1], "-ldflags=-s -w", "-o", path), args[1:]...)...)
+		cmd := exec.Command("go", args...)
 		cmd.Dir = testagent.Root()
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+arch)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Fatalf("go %s (%s): %v\n%s", strings.Join(args, " "), arch, err, out)
 		}
-		return path
 	}
-	files := map[string]string{
-		"/bin/busybox":             filepath.Join(busybox, "bin", "busybox"),
-		prebuilt + "/tracer":       goBuild("tracer", "build", "./cmd/tracer"),
-		prebuilt + "/session.test": goBuild("session.test", "test", "-c", "./pkg/session"),
-		prebuilt + "/tracer.test":  goBuild("tracer.test", "test", "-c", "./cmd/tracer"),
+	// One go command for both test binaries, named session.test and
+	// tracer.test after their packages, so their dependencies build once.
+	goCmd("test", "-c", "-ldflags=-s -w", "-o", dir+"/", "./pkg/session", "./cmd/tracer")
+	goCmd("build", "-ldflags=-s -w", "-o", filepath.Join(dir, "tracer"), "./cmd/tracer")
+	files := map[string]string{"/bin/busybox": filepath.Join(busybox, "bin", "busybox")}
+	for _, name := range []string{"tracer", "session.test", "tracer.test"} {
+		files[prebuilt+"/"+name] = filepath.Join(dir, name)
 	}
 	for _, v := range agents {
 		built := v
