@@ -62,7 +62,7 @@ func goTest(name, binary, run string) check {
 //     goroutine table empty after, a stack with the immediate caller and an
 //     inlined frame;
 //   - TestGoroutineReuse: goroutines ended by runtime.Goexit in a traced
-//     call are reported unfinished;
+//     call are reported unfinished, the goroutine table empty after;
 //   - cmd/tracer's TestEntryOnly (entry-only counts) and TestCaptureStripped
 //     (--capture through an offsets file, on the stripped agent).
 //

@@ -170,6 +170,9 @@ func TestGoroutineReuse(t *testing.T) {
 	if done != n || unfinished != n {
 		t.Errorf("traced %d returned and %d unfinished calls, want %d and %d", done, unfinished, n, n)
 	}
+	if left, err := s.Set.InFlight(); err != nil || left != 0 {
+		t.Errorf("goroutine table holds %d entries after the session (err %v)", left, err)
+	}
 	// Without a g reused at the same depth the test proves nothing.
 	if reused == 0 {
 		t.Error("no frame of a dead goroutine met a return on its reused g")
