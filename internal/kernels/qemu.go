@@ -57,8 +57,9 @@ type VM struct {
 var controls = regexp.MustCompile(`\x1b(\[[0-9;?]*[A-Za-z]|.)`)
 
 // Run boots vm, calls line with each line the guest prints on its
-// console (without terminal control sequences), and returns when qemu exits: the guest powered off, or its
-// kernel panicked (panic=-1 reboots, and -no-reboot makes that an exit).
+// console (without terminal control sequences), and returns when qemu
+// exits: the guest powered off, or its kernel panicked (panic=-1 reboots,
+// and -no-reboot makes that an exit).
 func (vm VM) Run(line func(string)) error {
 	m, ok := Machines[vm.Arch]
 	if !ok {
