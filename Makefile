@@ -37,7 +37,10 @@ e2e-cilium:
 # Grafana SDK). layout_test.go fails if a go.mod is missing from this list.
 MODULES := examples/agent examples/deploy examples/grafana internal/bench/big
 
-# Runs every test: real uprobes, real Docker. Needs root and a Docker engine.
+# Runs every test: real uprobes, real Docker, real kernels. Needs root, a
+# Docker engine, and qemu-system-x86 and qemu-system-arm for the kernel
+# matrix (internal/kernels boots Debian's kernels, fetched into
+# ~/.cache/tracer/kernels).
 test:
 	# One package at a time. No test depends on it (they compare with the
 	# agent's own clock and counts, so a loaded machine only slows them),

@@ -36,15 +36,15 @@ func TestCaptureStripped(t *testing.T) {
 		t.Fatalf("tracer offsets: %s", r.stderr)
 	}
 
-	agent := testagent.Start(t, stripped, "-start-delay", "3s", "-workers", "4", "-iterations", "5",
+	agent := testagent.Start(t, stripped, "-wait-start", "-workers", "4", "-iterations", "5",
 		"-interval", "2ms", "-log-regenerations")
 	// With only --offsets, everything the file lists is captured.
-	r = tracer(t, nil, "trace", "--pid", strconv.Itoa(agent.PID), "--func", captureFunc,
+	tr := startTracer(t, nil, "trace", "--pid", strconv.Itoa(agent.PID), "--func", captureFunc,
 		"--offsets", offsets, "--output", "json", "--follow=false")
-	if r.code != 0 {
-		t.Fatalf("tracer trace: %s", r.stderr)
-	}
-	agent.Wait(t, 10*time.Second)
+	tr.waitFor(t, "tracing 1 functions", time.Minute)
+	agent.Begin(t)
+	agent.Wait(t, 30*time.Second)
+	tr.wait(t, 30*time.Second)
 
 	line := regexp.MustCompile(`^regenerated endpoint_id=(\d+) k8s_pod_name=(\S+) policy_revision=(\d+)$`)
 	var want, got []string
@@ -53,7 +53,7 @@ func TestCaptureStripped(t *testing.T) {
 			want = append(want, strings.Join(m[1:], " "))
 		}
 	}
-	for _, l := range strings.Split(r.stdout, "\n") {
+	for _, l := range strings.Split(tr.stdout.String(), "\n") {
 		if !strings.HasPrefix(l, "{") {
 			continue
 		}

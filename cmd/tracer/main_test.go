@@ -29,7 +29,9 @@ func TestMain(m *testing.M) {
 	// Readable by all: one test runs the tracer as nobody.
 	os.Chmod(dir, 0o755)
 	tracerBin = filepath.Join(dir, "tracer")
-	if out, err := exec.Command("go", "build", "-o", tracerBin, ".").CombinedOutput(); err != nil {
+	if pre := os.Getenv(testagent.PrebuiltEnv); pre != "" {
+		tracerBin = filepath.Join(pre, "tracer")
+	} else if out, err := exec.Command("go", "build", "-o", tracerBin, ".").CombinedOutput(); err != nil {
 		os.Stderr.Write(out)
 		os.Exit(1)
 	}
@@ -293,6 +295,20 @@ func (r *running) waitFor(t *testing.T, s string, timeout time.Duration) time.Du
 	return 0
 }
 
+// wait waits for the tracer to exit by itself, and fails unless it
+// succeeded.
+func (r *running) wait(t *testing.T, timeout time.Duration) {
+	t.Helper()
+	select {
+	case <-r.done:
+	case <-time.After(timeout):
+		t.Fatalf("tracer still running %v later: %s", timeout, r.stderr.String())
+	}
+	if !r.cmd.ProcessState.Success() {
+		t.Fatalf("tracer failed: %v: %s", r.cmd.ProcessState, r.stderr.String())
+	}
+}
+
 func (r *running) stop(t *testing.T) {
 	t.Helper()
 	r.cmd.Process.Signal(os.Interrupt)
@@ -367,18 +383,19 @@ func TestTraceOTLP(t *testing.T) {
 // frame that bpftrace's ustack at entry loses.
 func TestEntryOnly(t *testing.T) {
 	bin := testagent.Build(t, testagent.Variant{Stripped: true})
-	a := testagent.Start(t, bin, "-workers", "4", "-iterations", "10", "-interval", "1ms", "-start-delay", "2s")
-	r := tracer(t, nil, "trace", "--pid", strconv.Itoa(a.PID), "--entry-only", "--follow=false",
+	a := testagent.Start(t, bin, "-wait-start", "-workers", "4", "-iterations", "10", "-interval", "1ms")
+	r := startTracer(t, nil, "trace", "--pid", strconv.Itoa(a.PID), "--entry-only", "--follow=false",
 		"--func", testagent.RegenerateBPF, "--func", testagent.DumpToSlice)
-	if r.code != 0 {
-		t.Fatalf("trace --entry-only: %s", r.stderr)
-	}
-	report := a.Wait(t, 10*time.Second)
+	r.waitFor(t, "tracing 2 functions", time.Minute)
+	a.Begin(t)
+	report := a.Wait(t, 30*time.Second)
+	r.wait(t, 30*time.Second)
+	stdout := r.stdout.String()
 	// DumpToSlice's prologue grows the stack on every call, so its entry
 	// runs twice per call: each call still counts once.
 	for fn, want := range map[string]int{testagent.RegenerateBPF: 40, testagent.DumpToSlice: int(report.Counts[testagent.DumpToSlice])} {
 		total := 0
-		for _, l := range strings.Split(r.stdout, "\n") {
+		for _, l := range strings.Split(stdout, "\n") {
 			if n, f, ok := strings.Cut(l, " calls of "); ok && f == fn {
 				c, err := strconv.Atoi(n)
 				if err != nil {
@@ -388,11 +405,11 @@ func TestEntryOnly(t *testing.T) {
 			}
 		}
 		if made := int(report.Counts[fn]); total != made || made != want || made == 0 {
-			t.Errorf("entry-only counted %d calls of %s, the agent made %d (want %d):\n%s", total, fn, made, want, r.stdout)
+			t.Errorf("entry-only counted %d calls of %s, the agent made %d (want %d):\n%s", total, fn, made, want, stdout)
 		}
 	}
 	stack := regexp.MustCompile(`(?s)regenerateBPF\n.*\n    \S+realizeBPFState \(inlined\)\n.*\n    \S+\.\(\*Endpoint\)\.regenerate\n`)
-	if !stack.MatchString(r.stdout) {
-		t.Errorf("stack lacks the inlined realizeBPFState and the caller regenerate:\n%s", r.stdout)
+	if !stack.MatchString(stdout) {
+		t.Errorf("stack lacks the inlined realizeBPFState and the caller regenerate:\n%s", stdout)
 	}
 }

@@ -70,10 +70,29 @@ var (
 	built = map[Variant]string{}
 )
 
+// PrebuiltEnv names the directory of binaries built beforehand, for where
+// no Go toolchain is: the kernel matrix's VMs (internal/kernels). When it
+// is set, Build returns the agent at Prebuilt(dir, v), and the tracer's
+// command tests run the tracer at dir/tracer.
+const PrebuiltEnv = "TRACER_PREBUILT"
+
+// Prebuilt returns where, in a directory of prebuilt binaries, the agent
+// of variant v lies.
+func Prebuilt(dir string, v Variant) string {
+	return filepath.Join(dir, strings.ReplaceAll(v.String(), "/", "_"), "cilium-agent")
+}
+
 // Build builds the agent once per variant and test process, and returns the
 // path of the binary. Cleanup removes the binaries.
 func Build(tb testing.TB, v Variant) string {
 	tb.Helper()
+	if d := os.Getenv(PrebuiltEnv); d != "" {
+		p := Prebuilt(d, v)
+		if _, err := os.Stat(p); err != nil {
+			tb.Fatalf("%s=%s: no agent %v: %v", PrebuiltEnv, d, v, err)
+		}
+		return p
+	}
 	mu.Lock()
 	defer mu.Unlock()
 	if p, ok := built[v]; ok {
@@ -85,7 +104,7 @@ func Build(tb testing.TB, v Variant) string {
 			tb.Fatal(err)
 		}
 	}
-	out := filepath.Join(dir, strings.ReplaceAll(v.String(), "/", "_"), "cilium-agent")
+	out := Prebuilt(dir, v)
 	args := []string{"build", "-o", out}
 	if v.Stripped {
 		args = append(args, "-ldflags=-s -w")

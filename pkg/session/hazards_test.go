@@ -76,18 +76,21 @@ func TestScratchPerCall(t *testing.T) {
 		}
 		perCaller[want]++
 	}
-	if made := report.Counts[tortureTraced]; made != workers*perWorker || done != made {
-		t.Errorf("traced %d calls, the agent made %d, want %d", done, made, workers*perWorker)
+	// Under emulation (the kernel matrix) the reader may fall behind and
+	// the ring buffer fill: BPF counts each call it could not report.
+	if made := report.Counts[tortureTraced]; made != workers*perWorker || done+c.Dropped != made || done == 0 {
+		t.Errorf("traced %d calls and %d dropped, the agent made %d, want %d", done, c.Dropped, made, workers*perWorker)
 	}
-	if bare != c.Contended {
-		t.Errorf("%d calls without stack and values, BPF counted %d with the scratch buffer busy", bare, c.Contended)
+	// A call that found the buffer busy may have been dropped too.
+	if bare > c.Contended || bare+c.Dropped < c.Contended {
+		t.Errorf("%d calls without stack and values, BPF counted %d with the scratch buffer busy and %d dropped", bare, c.Contended, c.Dropped)
 	}
 	for caller, n := range perCaller {
-		if uint64(n)+bare < perWorker {
+		if uint64(n)+bare+c.Dropped < perWorker {
 			t.Errorf("%s: %d calls, want %d", caller, n, perWorker)
 		}
 	}
-	t.Logf("%d calls, %d found the scratch buffer busy", done, c.Contended)
+	t.Logf("%d calls, %d found the scratch buffer busy, %d dropped", done, c.Contended, c.Dropped)
 }
 
 // A RET is paired only with a frame of the same goroutine. Goroutines end
@@ -166,6 +169,9 @@ func TestGoroutineReuse(t *testing.T) {
 	}
 	if done != n || unfinished != n {
 		t.Errorf("traced %d returned and %d unfinished calls, want %d and %d", done, unfinished, n, n)
+	}
+	if left, err := s.Set.InFlight(); err != nil || left != 0 {
+		t.Errorf("goroutine table holds %d entries after the session (err %v)", left, err)
 	}
 	// Without a g reused at the same depth the test proves nothing.
 	if reused == 0 {
