@@ -248,8 +248,9 @@ func (s *Session) Run(ctx context.Context, emit func(*calls.Call)) error {
 	}
 	expireAfter := cmp.Or(s.cfg.ExpireAfter, 10*time.Minute)
 	lastSweep := time.Now()
-	stop, watched := s.watch(ctx)
+	exited, stop := s.watch(ctx)
 	defer stop()
+	watched := exited != nil
 	wait := minWait
 	for ctx.Err() == nil {
 		if time.Since(lastSweep) > expireAfter/10 {
@@ -282,7 +283,15 @@ func (s *Session) Run(ctx context.Context, emit func(*calls.Call)) error {
 			if !watched {
 				wait = min(wait, maxWait)
 			}
-			if alive(s.PID) != nil {
+			// The pidfd fires at the exit, before the process is reaped:
+			// /proc/PID stays meanwhile.
+			gone := alive(s.PID) != nil
+			select {
+			case <-exited:
+				gone = true
+			default:
+			}
+			if gone {
 				return s.finish(handle, fmt.Errorf("PID %d: %w", s.PID, ErrTargetExited))
 			}
 		default:
@@ -303,10 +312,11 @@ const (
 	maxWait = time.Second
 )
 
-// watch interrupts the reader when the target exits or ctx is done, and
-// reports whether it watches the exit: without a pidfd (Linux < 5.3, or a
-// seccomp policy) the reader keeps polling, once every maxWait when idle.
-func (s *Session) watch(ctx context.Context) (stop func(), watched bool) {
+// watch interrupts the reader when the target exits or ctx is done. The
+// channel it returns is closed at the exit; it is nil without a pidfd
+// (Linux < 5.3, or a seccomp policy), and the reader keeps polling then,
+// once every maxWait when idle.
+func (s *Session) watch(ctx context.Context) (exited <-chan struct{}, stop func()) {
 	done := make(chan struct{})
 	go func() {
 		select {
@@ -317,7 +327,7 @@ func (s *Session) watch(ctx context.Context) (stop func(), watched bool) {
 	}()
 	fd, err := unix.PidfdOpen(s.PID, unix.PIDFD_NONBLOCK)
 	if err != nil {
-		return func() { close(done) }, false
+		return nil, func() { close(done) }
 	}
 	// Through the runtime's poller: a pidfd becomes readable when its
 	// process exits, and closing the file ends the wait.
@@ -325,21 +335,22 @@ func (s *Session) watch(ctx context.Context) (stop func(), watched bool) {
 	rc, err := f.SyscallConn()
 	if err != nil {
 		f.Close()
-		return func() { close(done) }, false
+		return nil, func() { close(done) }
 	}
-	exited := make(chan struct{})
+	gone, ended := make(chan struct{}), make(chan struct{})
 	go func() {
-		defer close(exited)
+		defer close(ended)
 		first := true
 		if rc.Read(func(uintptr) bool { ready := !first; first = false; return ready }) == nil {
+			close(gone)
 			s.Set.Interrupt()
 		}
 	}()
-	return func() {
+	return gone, func() {
 		close(done)
 		f.Close()
-		<-exited
-	}, true
+		<-ended
+	}
 }
 
 // read waits until deadline for the next record and builds its call. It
