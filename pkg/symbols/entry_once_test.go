@@ -92,30 +92,13 @@ func fpSetup(t *testing.T, path string, off, n uint64) bool {
 	if n == 0 || n > uint64(len(setup)) {
 		return false
 	}
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	b := make([]byte, n)
-	if _, err := f.ReadAt(b, int64(off)); err != nil {
-		t.Fatal(err)
-	}
-	return bytes.Equal(b, setup[:n])
+	return bytes.Equal(readAt(t, path, off, n), setup[:n])
 }
 
 // condBranches counts the conditional branches in the n bytes at file
 // offset off of path.
 func condBranches(t *testing.T, arch, path string, off, n uint64) int {
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	code := make([]byte, n)
-	if _, err := f.ReadAt(code, int64(off)); err != nil {
-		t.Fatal(err)
-	}
+	code := readAt(t, path, off, n)
 	count := 0
 	for i := 0; i < len(code); {
 		if arch == "arm64" {
@@ -136,6 +119,20 @@ func condBranches(t *testing.T, arch, path string, off, n uint64) int {
 		i += in.Len
 	}
 	return count
+}
+
+// readAt reads the n bytes at file offset off of path.
+func readAt(t *testing.T, path string, off, n uint64) []byte {
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := make([]byte, n)
+	if _, err := f.ReadAt(b, int64(off)); err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 // prologueEnds returns the addresses DWARF marks as the end of a
