@@ -1,14 +1,11 @@
 package main_test
 
 import (
-	"bytes"
-	"context"
 	"fmt"
 	"os/exec"
 	"regexp"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/cilium-tracer/tracer/pkg/probe/kernel"
 )
@@ -25,19 +22,7 @@ func doctor(t *testing.T, caps string) result {
 		}
 		argv = append([]string{setpriv, "--bounding-set", caps, "--"}, argv...)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	r := result{stdout: stdout.String(), stderr: stderr.String()}
-	if ee, ok := err.(*exec.ExitError); ok {
-		r.code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	return r
+	return run(t, nil, argv)
 }
 
 // line returns the line of out that matches re, failing if none or several

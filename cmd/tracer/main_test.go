@@ -49,15 +49,21 @@ type result struct {
 
 func tracer(t *testing.T, env []string, args ...string) result {
 	t.Helper()
+	return run(t, env, append([]string{tracerBin}, args...))
+}
+
+// run runs argv to its end, within a hang guard.
+func run(t *testing.T, env, argv []string) result {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, tracerBin, args...)
+	cmd := exec.CommandContext(ctx, argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), env...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
 	if ctx.Err() != nil {
-		t.Fatalf("tracer %q hung", args)
+		t.Fatalf("%q hung", argv)
 	}
 	r := result{stdout: stdout.String(), stderr: stderr.String()}
 	if ee, ok := err.(*exec.ExitError); ok {
