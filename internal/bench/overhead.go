@@ -19,12 +19,12 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
-	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 
 	emptybpf "github.com/cilium-tracer/tracer/internal/bench/bpf"
 	"github.com/cilium-tracer/tracer/pkg/calls"
 	"github.com/cilium-tracer/tracer/pkg/probe"
+	"github.com/cilium-tracer/tracer/pkg/probe/kernel"
 	"github.com/cilium-tracer/tracer/pkg/session"
 	"github.com/cilium-tracer/tracer/pkg/symbols"
 )
@@ -214,7 +214,7 @@ func attachBare(t *target, rets, perf bool) (func() error, error) {
 	}
 	p := probes[0]
 
-	_ = rlimit.RemoveMemlock()
+	_ = kernel.RaiseMemlock()
 	spec, err := emptybpf.LoadEmpty()
 	if err != nil {
 		return nil, err

@@ -9,7 +9,6 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
-	"github.com/cilium/ebpf/rlimit"
 
 	"github.com/cilium-tracer/tracer/pkg/probe/kernel"
 )
@@ -36,9 +35,8 @@ type Diagnosis struct {
 // loads the BPF programs the mode runs and attaches a uprobe at the entry
 // point of its own executable, which runs once at start: nothing it traces.
 func Diagnose() Diagnosis {
-	d := Diagnosis{Features: kernel.Probe(), Settings: kernel.Settings()}
+	d := Diagnosis{Memlock: kernel.RaiseMemlock(), Features: kernel.Probe(), Settings: kernel.Settings()}
 	d.Capabilities, d.CapErr = kernel.Capabilities()
-	d.Memlock = rlimit.RemoveMemlock()
 	d.Mode, d.ModeErr = d.Features.Mode()
 	kernel.Need(d.Capabilities, d.Mode, d.Memlock != nil)
 	if d.ModeErr != nil {

@@ -13,7 +13,6 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
-	"github.com/cilium/ebpf/rlimit"
 
 	"github.com/cilium-tracer/tracer/bpf/uprobes"
 	"github.com/cilium-tracer/tracer/pkg/probe/kernel"
@@ -183,10 +182,6 @@ func Attach(probes []Probe, opts Options) (_ *Set, err error) {
 	if !mode.Cookies && opts.PID == 0 {
 		return nil, errors.New("without attach cookies (Linux < 5.15) the probes need a PID")
 	}
-	// Kernels >= 5.11 account BPF memory to the cgroup; where the limit
-	// cannot be raised (no CAP_SYS_RESOURCE) loading may still work.
-	_ = rlimit.RemoveMemlock()
-
 	spec, err := loadSpec(mode)
 	if err != nil {
 		return nil, fmt.Errorf("load BPF spec: %w", err)

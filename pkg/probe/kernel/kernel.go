@@ -11,6 +11,7 @@ import (
 	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/features"
 	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 )
 
@@ -79,14 +80,23 @@ func (f Features) check(name string) Check {
 
 // Probe runs every check once per process and returns the results; later
 // calls return the same. The checks load tiny BPF programs, so they need
-// the privileges tracing needs.
+// the privileges tracing needs, and RLIMIT_MEMLOCK raised first.
 var Probe = sync.OnceValue(func() Features {
+	_ = RaiseMemlock()
 	f := Features{Release: release()}
 	for _, c := range checks {
 		f.Checks = append(f.Checks, Check{Name: c.name, Min: c.min, Required: c.required, Err: c.run()})
 	}
 	return f
 })
+
+// RaiseMemlock lifts RLIMIT_MEMLOCK, once per process. Before Linux 5.11
+// BPF memory counts against it, per user: the default 64 KiB is taken by
+// one map, and memory freed by another process of the same user is
+// uncharged only later, so even the checks' tiny programs can fail with
+// EPERM. The error says the limit could not be raised (no
+// CAP_SYS_RESOURCE); it is nil where the cgroup accounts BPF memory.
+var RaiseMemlock = sync.OnceValue(rlimit.RemoveMemlock)
 
 var checks = []struct {
 	name, min string
