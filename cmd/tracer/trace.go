@@ -33,6 +33,7 @@ type traceFlags struct {
 	pprof    string
 	folded   string
 	entry    bool
+	byProc   bool
 
 	clickhouse export.ClickHouseExporterConfig
 	otlp       export.OTLPExporterConfig
@@ -41,9 +42,21 @@ type traceFlags struct {
 func traceCmd() *cobra.Command {
 	var f traceFlags
 	cmd := &cobra.Command{
-		Use:   "trace [--pid PID | --container NAME | --process NAME] --func PATTERN...",
+		Use:   "trace [--pid PID | --container NAME | --process NAME | --binary PATH] --func PATTERN...",
 		Short: "Trace calls live and print a per-function summary at the end",
 		Long: `Trace calls live and print a per-function summary at the end.
+
+What is traced:
+  --pid, --process, or neither: one process (by default the one cilium-agent
+    on the node), followed across restarts; --binary then names the file to
+    attach to in its place.
+  --binary PATH alone: every process that runs the file PATH, those started
+    later included, as bpftrace's path probes are: short-lived programs such
+    as cilium-cni. Each call names its process, and the summary lists the
+    processes that ran.
+  --container NAME --binary PATH: the same, for the file PATH inside the
+    container's root. The probes are on the file, so they fire in every
+    container sharing the image layer that holds it.
 
 The summary has, per function: completed calls; p50, p90 and p99 of their
 durations by nearest rank (of n durations sorted in increasing order, the
@@ -66,13 +79,14 @@ and the summary (or the --entry-only counts) goes to stderr, so
 	fl.IntVar(&f.target.PID, "pid", 0, "host PID of the target")
 	fl.StringVar(&f.target.Container, "container", "", "Docker container name or ID of the target")
 	fl.StringVar(&f.target.Process, "process", "", "process name to find in /proc (default: find cilium-agent)")
-	fl.StringVar(&f.binary, "binary", "", "executable to read symbols from and attach to (default: the target's, through /proc/PID/root)")
+	fl.StringVar(&f.binary, "binary", "", "alone or with --container: trace every process that runs this executable (inside the container's root with --container); with --pid or --process: the file to attach to in place of the target's")
 	fl.StringArrayVar(&f.funcs, "func", nil, "function name or glob (`*` and `?`; `(*` is literal), repeatable")
 	fl.DurationVar(&f.duration, "duration", 0, "stop after this long (default: until interrupted or the target exits)")
 	fl.DurationVar(&f.minDur, "min-duration", 0, "report only calls at least this long (filtered in BPF)")
 	fl.Uint32Var(&f.sample, "sample", 1, "trace one call in N, chosen at random in BPF")
 	fl.StringVar(&f.output, "output", "text", "live output: text, json (one object per call and line; the summary goes to stderr) or none")
 	fl.BoolVar(&f.stacks, "stacks", false, "capture and print the caller stack of each call")
+	fl.BoolVar(&f.byProc, "by-process", false, "with --binary: a summary per process too")
 	fl.BoolVar(&f.entry, "entry-only", false, "count calls per caller stack at entry only: no RET probes, no durations or spans, about half the cost per call, for hot functions; prints the counts at the end")
 	fl.BoolVar(&f.follow, "follow", true, "when the target exits, wait for it to restart and attach again")
 	fl.StringArrayVar(&f.clickhouse.Addrs, "clickhouse", nil, "also export spans to this ClickHouse (host:port, native protocol), repeatable for a cluster; password from $CLICKHOUSE_PASSWORD or --clickhouse-password-file")
@@ -97,10 +111,14 @@ func runTrace(ctx context.Context, cmd *cobra.Command, f traceFlags) error {
 	if f.sample == 0 {
 		return errors.New("--sample must be at least 1")
 	}
+	everyProcess := f.binary != "" && f.target.PID == 0 && f.target.Process == ""
+	if f.byProc && !everyProcess {
+		return errors.New("--by-process needs --binary without --pid or --process: one process is traced otherwise")
+	}
 	var exporterCfgs []export.ExporterConfig
 	switch f.output {
 	case "text":
-		exporterCfgs = append(exporterCfgs, export.ExporterConfig{Terminal: &export.TerminalExporterConfig{Stacks: f.stacks}})
+		exporterCfgs = append(exporterCfgs, export.ExporterConfig{Terminal: &export.TerminalExporterConfig{Stacks: f.stacks, Processes: everyProcess}})
 	case "json":
 		exporterCfgs = append(exporterCfgs, export.ExporterConfig{JSON: &export.JSONExporterConfig{}})
 	case "none":
@@ -151,12 +169,26 @@ func runTrace(ctx context.Context, cmd *cobra.Command, f traceFlags) error {
 		summary calls.Summary
 		extra   = map[string]calls.Dropped{}
 		pipe    *export.Pipeline
+		spans   *export.SpanBuilder
+		procs   processes
 	)
 	cfg := session.FollowConfig{
-		Config:  session.Config{Binary: f.binary, Funcs: f.funcs, Stacks: f.stacks, Captures: f.captures, Offsets: offsets},
-		Target:  f.target,
-		Backoff: container.DefaultBackoff,
-		Once:    !f.follow,
+		Config:       session.Config{Binary: f.binary, Funcs: f.funcs, Stacks: f.stacks, Captures: f.captures, Offsets: offsets},
+		Target:       f.target,
+		Backoff:      container.DefaultBackoff,
+		Once:         !f.follow,
+		EveryProcess: everyProcess,
+	}
+	if everyProcess {
+		cfg.Process = func(p session.Process) {
+			if p.Exited.IsZero() {
+				spans.AddProcess(p.PID, export.Resource{
+					PID: p.PID, Command: p.Comm, ContainerID: p.ContainerID,
+					HostName: export.NodeName(), GoVersion: procs.goVersion,
+				})
+			}
+			procs.update(p)
+		}
 	}
 	cfg.MinDuration, cfg.SampleEvery = f.minDur, f.sample
 	cfg.Detaching = detachProgress(stderr, time.Second)
@@ -167,6 +199,9 @@ func runTrace(ctx context.Context, cmd *cobra.Command, f traceFlags) error {
 	hooks := session.Hooks{
 		Call: func(c *calls.Call) {
 			summary.Add(c)
+			if f.byProc {
+				procs.add(c)
+			}
 			pipe.Enqueue(*c)
 		},
 		Attached: func(s *session.Session, p container.Process, restarted bool) {
@@ -174,14 +209,24 @@ func runTrace(ctx context.Context, cmd *cobra.Command, f traceFlags) error {
 				// First: how the probes run on this kernel.
 				fmt.Fprintf(stderr, "tracer: %s\n", kernel.Probe().Describe(s.Set.Mode()))
 				res := export.Resource{PID: p.PID, ContainerID: p.ContainerID, GoVersion: s.File.GoVersion}
+				if everyProcess {
+					// Each process gets a resource of its own.
+					res = export.Resource{GoVersion: s.File.GoVersion}
+					procs.goVersion = s.File.GoVersion
+				}
 				res.HostName = export.NodeName()
-				pipe = export.NewPipeline(export.NewSpanBuilder(res), exporters, export.PipelineConfig{BatchTimeout: 100 * time.Millisecond})
+				spans = export.NewSpanBuilder(res)
+				pipe = export.NewPipeline(spans, exporters, export.PipelineConfig{BatchTimeout: 100 * time.Millisecond})
 			}
 			for _, r := range s.Refused {
 				fmt.Fprintf(stderr, "tracer: not probing %s: %v\n", r.Func, r.Reason)
 			}
 			if s.GoidErr != nil {
 				fmt.Fprintf(stderr, "tracer: warning: goroutine IDs unknown (g=?): %v; 'tracer offsets' on an unstripped build of the same code records it\n", s.GoidErr)
+			}
+			if everyProcess {
+				fmt.Fprintf(stderr, "tracer: tracing %d functions in every process that runs %s, %s\n", len(s.Set.Probes()), s.Binary, s.File.GoVersion)
+				return
 			}
 			verb := "tracing"
 			if restarted {
@@ -252,6 +297,11 @@ func runTrace(ctx context.Context, cmd *cobra.Command, f traceFlags) error {
 	}
 	if err := summary.Print(end, extra); err != nil {
 		return err
+	}
+	if everyProcess {
+		if err := procs.print(end, f.byProc); err != nil {
+			return err
+		}
 	}
 	return errors.Join(runErr, pipeErr)
 }

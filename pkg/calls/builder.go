@@ -12,12 +12,17 @@ import (
 	"github.com/cilium-tracer/tracer/pkg/symbols/args"
 )
 
-// A Builder turns records of one traced process into calls.
+// A Builder turns records of the processes running one executable into
+// calls.
 type Builder struct {
 	// File is the traced executable; Bias its load bias in the process
 	// (runtime address - ELF address, 0 unless PIE).
 	File *symbols.File
 	Bias uint64
+	// BiasOf, if set, gives each process's load bias in place of Bias:
+	// processes load a PIE executable at addresses of their own. ok false
+	// leaves that process's stacks as raw addresses.
+	BiasOf func(pid int) (bias uint64, ok bool)
 	// Probes are the attached probes, indexed by probe ID.
 	Probes []probe.Probe
 	// Stack returns the runtime addresses recorded under a stack ID;
@@ -29,8 +34,17 @@ type Builder struct {
 	GoidUnknown bool
 
 	clock      probe.Clock
-	frames     map[uint64][]symbols.Frame // by runtime PC, adjusted for return addresses
-	symbolized map[int32][]Frame          // each distinct stack once
+	frames     map[uint64][]symbols.Frame // by ELF address, adjusted for return addresses
+	symbolized map[stackKey][]Frame       // each distinct stack once
+}
+
+// A stackKey names a recorded stack as symbolized: its ID, and the load
+// bias its addresses were read with, since processes of one PIE
+// executable share the stack table.
+type stackKey struct {
+	id    int32
+	bias  uint64
+	known bool // bias is known; else the addresses stay raw
 }
 
 // Build converts one record.
@@ -70,7 +84,7 @@ func (b *Builder) Build(r *probe.Record) (Call, error) {
 		c.Reason = r.Kind.String()
 	}
 	if b.Stack != nil && r.StackID >= 0 {
-		st, err := b.StackFrames(r.StackID)
+		st, err := b.StackFrames(r.PID, r.StackID)
 		if err != nil {
 			return c, err
 		}
@@ -80,10 +94,14 @@ func (b *Builder) Build(r *probe.Record) (Call, error) {
 	return c, nil
 }
 
-// StackFrames returns the symbolized stack recorded under id, shared with
-// the calls that have it: do not modify it.
-func (b *Builder) StackFrames(id int32) ([]Frame, error) {
-	if st, ok := b.symbolized[id]; ok {
+// StackFrames returns the symbolized stack recorded under id in process
+// pid, shared with the calls that have it: do not modify it.
+func (b *Builder) StackFrames(pid int, id int32) ([]Frame, error) {
+	k := stackKey{id: id, bias: b.Bias, known: true}
+	if b.BiasOf != nil {
+		k.bias, k.known = b.BiasOf(pid)
+	}
+	if st, ok := b.symbolized[k]; ok {
 		return st, nil
 	}
 	// Stack IDs are stable (the table is never cleared while attached):
@@ -92,20 +110,39 @@ func (b *Builder) StackFrames(id int32) ([]Frame, error) {
 	if err != nil {
 		return nil, err
 	}
-	st := b.Symbolize(pcs)
-	if b.symbolized == nil {
-		b.symbolized = make(map[int32][]Frame)
+	var st []Frame
+	if k.known {
+		st = b.symbolize(pcs, k.bias)
+	} else {
+		st = rawFrames(pcs)
 	}
-	b.symbolized[id] = st
+	if b.symbolized == nil {
+		b.symbolized = make(map[stackKey][]Frame)
+	}
+	b.symbolized[k] = st
 	return st, nil
 }
 
 // Symbolize turns a stack recorded at a function's entry into frames: the
 // function's own PC first, then return addresses.
 func (b *Builder) Symbolize(pcs []uint64) []Frame {
+	return b.symbolize(pcs, b.Bias)
+}
+
+func (b *Builder) symbolize(pcs []uint64, bias uint64) []Frame {
 	var out []Frame
 	for i, pc := range pcs {
-		out = append(out, b.frames1(pc, i > 0)...)
+		out = append(out, b.frames1(pc, bias, i > 0)...)
+	}
+	return out
+}
+
+// rawFrames are the frames of a stack whose process's load bias is
+// unknown: the addresses, unnamed.
+func rawFrames(pcs []uint64) []Frame {
+	out := make([]Frame, len(pcs))
+	for i, pc := range pcs {
+		out[i] = Frame{PC: pc, Func: fmt.Sprintf("?%#x", pc)}
 	}
 	return out
 }
@@ -113,19 +150,19 @@ func (b *Builder) Symbolize(pcs []uint64) []Frame {
 // Frame is re-exported so users of calls need not import symbols for it.
 type Frame = symbols.Frame
 
-func (b *Builder) frames1(pc uint64, isReturn bool) []Frame {
-	key := pc
+func (b *Builder) frames1(pc, bias uint64, isReturn bool) []Frame {
+	key := pc - bias
 	if isReturn {
 		// A return address points after the CALL; pc-1 is inside it,
 		// with the call's line and inlining.
-		key = pc - 1
+		key--
 	}
 	if fs, ok := b.frames[key]; ok {
 		return fs
 	}
-	fs := b.File.Frames(key - b.Bias)
+	fs := b.File.Frames(key)
 	if len(fs) == 0 {
-		fs = []Frame{{PC: key - b.Bias, Func: fmt.Sprintf("?%#x", pc)}}
+		fs = []Frame{{PC: key, Func: fmt.Sprintf("?%#x", pc-bias)}}
 	}
 	if b.frames == nil {
 		b.frames = make(map[uint64][]Frame)

@@ -59,7 +59,7 @@ func inspectContainer(ctx context.Context, c *client.Client, ref string) (Proces
 		}
 		return Process{}, fmt.Errorf("container %s: %w (%s)", name, ErrContainerNotRunning, status)
 	}
-	p, err := readProcess(ctr.State.Pid)
+	p, err := ReadProcess(ctr.State.Pid)
 	if err != nil {
 		// Exited between the inspect and the read: the container stopped.
 		if errors.Is(err, ErrNoProcess) {

@@ -122,12 +122,13 @@ func procPath(pid int, name string) string {
 	return filepath.Join(procDir, strconv.Itoa(pid), name)
 }
 
-// stat holds what readProcess needs from /proc/PID/stat.
+// stat holds what ReadProcess and ExitStatus need from /proc/PID/stat.
 type stat struct {
 	comm      string
 	state     byte
 	flags     uint64 // PF_* flags
 	startTime uint64
+	exitCode  int64 // field 52, as wait(2) reports it; -1 when absent
 }
 
 // pfKthread marks kernel threads in the flags of /proc/PID/stat.
@@ -154,7 +155,33 @@ func parseStat(b []byte) (stat, error) {
 	if err != nil {
 		return stat{}, fmt.Errorf("malformed stat: starttime: %w", err)
 	}
-	return stat{comm: string(b[open+1 : end]), state: f[0][0], flags: flags, startTime: st}, nil
+	s := stat{comm: string(b[open+1 : end]), state: f[0][0], flags: flags, startTime: st, exitCode: -1}
+	// exit_code exists since Linux 3.5, and ptrace access hides it.
+	if len(f) >= 50 {
+		if c, err := strconv.ParseInt(f[49], 10, 64); err == nil {
+			s.exitCode = c
+		}
+	}
+	return s, nil
+}
+
+// ExitStatus returns how process pid, started at startTime (field 22 of
+// its stat), exited, as a shell shows it: the exit code, or 128 plus the
+// signal that killed it. It is known only while the process is a zombie,
+// exited but not yet reaped by its parent.
+func ExitStatus(pid int, startTime uint64) (int, bool) {
+	b, err := os.ReadFile(procPath(pid, "stat"))
+	if err != nil {
+		return 0, false
+	}
+	s, err := parseStat(b)
+	if err != nil || s.state != 'Z' || s.startTime != startTime || s.exitCode < 0 {
+		return 0, false
+	}
+	if sig := s.exitCode & 0x7f; sig != 0 {
+		return 128 + int(sig), true
+	}
+	return int(s.exitCode>>8) & 0xff, true
 }
 
 // readStat reads /proc/PID/stat; a missing or exited process gives
@@ -197,8 +224,9 @@ func parseNSPID(status []byte) (int, bool) {
 	return 0, false
 }
 
-// readProcess reads everything Process holds except the container name.
-func readProcess(pid int) (Process, error) {
+// ReadProcess reads what /proc says of process pid: everything Process
+// holds except the container name, which takes the Docker API.
+func ReadProcess(pid int) (Process, error) {
 	if pid <= 0 {
 		return Process{}, fmt.Errorf("pid %d: %w", pid, ErrNoProcess)
 	}

@@ -50,7 +50,7 @@ func Resolve(ctx context.Context, sel Selector) (Process, error) {
 	}
 	switch {
 	case sel.PID != 0:
-		p, err := readProcess(sel.PID)
+		p, err := ReadProcess(sel.PID)
 		if err != nil {
 			return Process{}, err
 		}
@@ -140,7 +140,7 @@ func scanProc(name string) ([]Process, error) {
 		if err != nil || strings.TrimSuffix(string(b), "\n") != comm || !namedAs(pid, name) {
 			continue
 		}
-		p, err := readProcess(pid)
+		p, err := ReadProcess(pid)
 		if errors.Is(err, ErrNoProcess) {
 			continue
 		}

@@ -23,6 +23,9 @@ type ExporterConfig struct {
 type TerminalExporterConfig struct {
 	Path   string `yaml:"path"` // file to append to; default standard output
 	Stacks bool   `yaml:"stacks"`
+	// Processes names each call's process (pid=N): for tracing every
+	// process that runs an executable.
+	Processes bool `yaml:"processes"`
 }
 
 // JSONExporterConfig writes one JSON object per call and line
@@ -166,7 +169,7 @@ func newExporter(ctx context.Context, c ExporterConfig, stdout io.Writer) (strin
 			return "terminal", nil, err
 		}
 		e := NewTextExporter(w, c.Terminal.Stacks)
-		e.closer = closer
+		e.closer, e.processes = closer, c.Terminal.Processes
 		return "terminal", e, nil
 	case c.JSON != nil:
 		w, closer, err := output(c.JSON.Path, stdout)

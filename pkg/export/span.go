@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -43,6 +44,7 @@ type Resource struct {
 	HostName      string // host.name
 	ContainerID   string // container.id
 	PID           int    // process.pid, as seen from the host
+	Command       string // process.command
 	CiliumVersion string // cilium.version
 	GoVersion     string // process.runtime.version of the traced binary
 }
@@ -76,6 +78,7 @@ func (r Resource) Attributes() []attribute.KeyValue {
 	if r.PID != 0 {
 		kvs = append(kvs, attribute.Int("process.pid", r.PID))
 	}
+	add("process.command", r.Command)
 	add("cilium.version", r.CiliumVersion)
 	add("process.runtime.version", r.GoVersion)
 	return kvs
@@ -95,7 +98,7 @@ type Span struct {
 	StatusMessage string
 
 	Attributes []attribute.KeyValue
-	Resource   *resource.Resource // shared by all spans of a builder
+	Resource   *resource.Resource // shared by all spans of a builder, or of one process
 
 	Call calls.Call
 }
@@ -111,6 +114,10 @@ type SpanBuilder struct {
 	resource *resource.Resource
 
 	mu sync.Mutex
+	// processes are the resources of the processes added with
+	// AddProcess, by PID; perProcess says there are any, without the lock.
+	processes  map[int]*resource.Resource
+	perProcess atomic.Bool
 	// stacks renders each distinct stack once. calls.Builder gives the
 	// calls of one stack the same frames, so the first frame's address
 	// names the stack.
@@ -143,8 +150,41 @@ func NewSpanBuilder(res Resource) *SpanBuilder {
 	return b
 }
 
-// Resource returns the resource attached to every span.
+// Resource returns the resource attached to every span, but those of
+// processes added with AddProcess.
 func (b *SpanBuilder) Resource() *resource.Resource { return b.resource }
+
+// maxProcesses bounds the processes a builder keeps a resource for; past
+// it the map starts over, and the calls of the processes added before get
+// the builder's resource.
+const maxProcesses = 1 << 14
+
+// AddProcess gives the calls of process pid a resource of their own: when
+// every process running an executable is traced, each span names its
+// process.
+func (b *SpanBuilder) AddProcess(pid int, res Resource) {
+	r := resource.NewSchemaless(res.Attributes()...)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.processes == nil || len(b.processes) >= maxProcesses {
+		b.processes = make(map[int]*resource.Resource)
+	}
+	b.processes[pid] = r
+	b.perProcess.Store(true)
+}
+
+// resourceOf returns the resource of the calls of process pid.
+func (b *SpanBuilder) resourceOf(pid int) *resource.Resource {
+	if !b.perProcess.Load() {
+		return b.resource
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if r, ok := b.processes[pid]; ok {
+		return r
+	}
+	return b.resource
+}
 
 // TraceID returns the trace ID of the tree whose outermost call is rootID.
 func (b *SpanBuilder) TraceID(rootID uint64) trace.TraceID {
@@ -163,7 +203,7 @@ func (b *SpanBuilder) Build(c calls.Call) Span {
 		Kind:     trace.SpanKindInternal,
 		Start:    c.Start,
 		End:      c.Start.Add(c.Duration),
-		Resource: b.resource,
+		Resource: b.resourceOf(c.PID),
 		Call:     c,
 	}
 	if c.ParentID != 0 {

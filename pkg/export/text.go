@@ -14,9 +14,10 @@ import (
 // ("g=?" when unknown), function, captured attributes, and why the call is unfinished if it is.
 // With Stacks set, the call's stack follows, one indented frame per line.
 type TextExporter struct {
-	w      io.Writer
-	stacks bool
-	closer io.Closer // closed by Shutdown: a file NewExporters opened
+	w         io.Writer
+	stacks    bool
+	processes bool      // name each call's process
+	closer    io.Closer // closed by Shutdown: a file NewExporters opened
 	guard
 }
 
@@ -37,8 +38,11 @@ func (e *TextExporter) Export(_ context.Context, spans []Span) error {
 		if c.Goroutine != 0 {
 			g = strconv.FormatUint(c.Goroutine, 10)
 		}
-		fmt.Fprintf(&buf, "%s %12s g=%-6s %s",
-			s.Start.Format("15:04:05.000000"), c.Duration.Round(time.Microsecond), g, s.Name)
+		fmt.Fprintf(&buf, "%s %12s g=%-6s ", s.Start.Format("15:04:05.000000"), c.Duration.Round(time.Microsecond), g)
+		if e.processes {
+			fmt.Fprintf(&buf, "pid=%-7d ", c.PID)
+		}
+		buf.WriteString(s.Name)
 		for _, a := range c.Attrs {
 			fmt.Fprintf(&buf, " %s=%s", a.Key, a.Value)
 		}

@@ -1,6 +1,7 @@
 package probe
 
 import (
+	"debug/elf"
 	"errors"
 	"fmt"
 	"os"
@@ -179,9 +180,6 @@ func Attach(probes []Probe, opts Options) (_ *Set, err error) {
 		}
 		mode = *opts.Mode
 	}
-	if !mode.Cookies && opts.PID == 0 {
-		return nil, errors.New("without attach cookies (Linux < 5.15) the probes need a PID")
-	}
 	spec, err := loadSpec(mode)
 	if err != nil {
 		return nil, fmt.Errorf("load BPF spec: %w", err)
@@ -207,7 +205,7 @@ func Attach(probes []Probe, opts Options) (_ *Set, err error) {
 		if err := checkSites(probes); err != nil {
 			return nil, err
 		}
-		if s.fileBase, err = fileBase(opts.Binary, opts.PID, probes[0].entry()); err != nil {
+		if s.fileBase, err = fileBase(opts.Binary, opts.PID, probes[0].EntryOffset()); err != nil {
 			return nil, err
 		}
 	}
@@ -316,7 +314,7 @@ func (s *Set) link(ids []int, rets bool) (*group, error) {
 	}
 	var offs, cookies []uint64
 	for _, id := range ids {
-		sites := []uint64{s.probes[id].entry()}
+		sites := []uint64{s.probes[id].EntryOffset()}
 		if rets {
 			sites = s.probes[id].Returns
 		}
@@ -651,8 +649,9 @@ func boolU32(b bool) uint32 {
 	return 0
 }
 
-// entry is the file offset of p's entry uprobe.
-func (p *Probe) entry() uint64 {
+// EntryOffset is the file offset of p's entry uprobe: Entry, or the
+// function's entry.
+func (p *Probe) EntryOffset() uint64 {
 	if p.Entry != 0 {
 		return p.Entry
 	}
@@ -676,8 +675,8 @@ func entriesPushBP(binary string, probes []Probe) ([]bool, error) {
 	defer f.Close()
 	for i, p := range probes {
 		var b [4]byte
-		if _, err := f.ReadAt(b[:], int64(p.entry())); err != nil {
-			return nil, fmt.Errorf("%s: read entry at file offset %#x: %w", p.Func.Name, p.entry(), err)
+		if _, err := f.ReadAt(b[:], int64(p.EntryOffset())); err != nil {
+			return nil, fmt.Errorf("%s: read entry at file offset %#x: %w", p.Func.Name, p.EntryOffset(), err)
 		}
 		out[i] = b[0] == 0x55 || b == [4]byte{0xf3, 0x0f, 0x1e, 0xfa}
 	}
@@ -715,17 +714,22 @@ func (s *Set) load(spec *ebpf.CollectionSpec) error {
 func checkSites(probes []Probe) error {
 	seen := map[uint64]int{}
 	for id, p := range probes {
-		if other, ok := seen[p.entry()]; ok {
+		if other, ok := seen[p.EntryOffset()]; ok {
 			return fmt.Errorf("%s: probed twice (probes %d and %d), which needs attach cookies (Linux 5.15)", p.Func.Name, other, id)
 		}
-		seen[p.entry()] = id
+		seen[p.EntryOffset()] = id
 	}
 	return nil
 }
 
 // fileBase returns where process pid maps file offset 0 of binary's
 // executable segment, found through the mapping holding file offset off.
+// Without a PID it is where every process maps it, which only a non-PIE
+// executable has.
 func fileBase(binary string, pid int, off uint64) (uint64, error) {
+	if pid == 0 {
+		return fixedFileBase(binary, off)
+	}
 	var st syscall.Stat_t
 	if err := syscall.Stat(binary, &st); err != nil {
 		return 0, err
@@ -735,4 +739,24 @@ func fileBase(binary string, pid int, off uint64) (uint64, error) {
 		return 0, fmt.Errorf("load address of %s: %w", binary, err)
 	}
 	return base, nil
+}
+
+// fixedFileBase is fileBase for a non-PIE executable, from its program
+// headers: the segment holding off is loaded at its own address in every
+// process.
+func fixedFileBase(binary string, off uint64) (uint64, error) {
+	f, err := elf.Open(binary)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	if f.Type != elf.ET_EXEC {
+		return 0, fmt.Errorf("%s is position-independent: tracing every process that runs it needs attach cookies (Linux 5.15), or a PID", binary)
+	}
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_LOAD && p.Off <= off && off < p.Off+p.Filesz {
+			return p.Vaddr - p.Off, nil
+		}
+	}
+	return 0, fmt.Errorf("%s: file offset %#x is in no loaded segment", binary, off)
 }

@@ -36,6 +36,9 @@ const (
 	// Config.BurstLimit). The probe's entries only count until it is
 	// attached again.
 	Tripped
+	// Exited: the call was in flight when its process exited (see
+	// Set.Exited).
+	Exited
 )
 
 func (k Kind) String() string {
@@ -50,6 +53,8 @@ func (k Kind) String() string {
 		return "in flight when tracing stopped"
 	case Expired:
 		return "no return for too long: goroutine gone, or still running"
+	case Exited:
+		return "its process exited"
 	case Tripped:
 		return "breaker tripped"
 	}
@@ -156,7 +161,7 @@ func (s *Set) Stack(id int32) ([]uint64, error) {
 // returns them as InFlight records, ending now. Call it after detaching, so
 // no probe adds to the table meanwhile.
 func (s *Set) Drain() ([]Record, error) {
-	return s.sweep(0, InFlight)
+	return s.sweep(InFlight, func(uint64, *uprobes.UprobesGkey, *uprobes.UprobesGstate) bool { return true })
 }
 
 // Expire removes the goroutines whose every traced call in flight started
@@ -166,19 +171,27 @@ func (s *Set) Drain() ([]Record, error) {
 // maxAge; either way the table does not keep them forever. It is safe while
 // the probes are attached: a goroutine with any younger call is left alone.
 func (s *Set) Expire(maxAge time.Duration) ([]Record, error) {
-	return s.sweep(maxAge, Expired)
-}
-
-func (s *Set) sweep(maxAge time.Duration, kind Kind) ([]Record, error) {
-	now, err := monotonicNow()
-	if err != nil {
-		return nil, err
-	}
-	idle := func(gs *uprobes.UprobesGstate) bool {
+	return s.sweep(Expired, func(now uint64, _ *uprobes.UprobesGkey, gs *uprobes.UprobesGstate) bool {
 		n := min(int(gs.N), len(gs.Frames))
 		// The newest frame is the last: if it is young, so is the
 		// goroutine's activity.
 		return n == 0 || now-gs.Frames[n-1].StartNs >= uint64(maxAge)
+	})
+}
+
+// Exited removes the goroutines of process pid, which has exited, and
+// returns their calls in flight as Exited records. Their RETs never come,
+// and a later process given the same PID must not pair with them.
+func (s *Set) Exited(pid int) ([]Record, error) {
+	return s.sweep(Exited, func(_ uint64, k *uprobes.UprobesGkey, _ *uprobes.UprobesGstate) bool { return int(k.Tgid) == pid })
+}
+
+// sweep removes the goroutines gone says are done with and returns their
+// calls as records of kind.
+func (s *Set) sweep(kind Kind, gone func(now uint64, k *uprobes.UprobesGkey, gs *uprobes.UprobesGstate) bool) ([]Record, error) {
+	now, err := monotonicNow()
+	if err != nil {
+		return nil, err
 	}
 	var (
 		key  uprobes.UprobesGkey
@@ -188,7 +201,7 @@ func (s *Set) sweep(maxAge time.Duration, kind Kind) ([]Record, error) {
 	)
 	it := s.objs.Gstates.Iterate()
 	for it.Next(&key, &gs) {
-		if idle(&gs) {
+		if gone(now, &key, &gs) {
 			keys = append(keys, key)
 		}
 	}
@@ -207,7 +220,7 @@ func (s *Set) sweep(maxAge time.Duration, kind Kind) ([]Record, error) {
 		}
 		// A call entered since the scan: the goroutine goes back, unless
 		// a probe has made it a new entry meanwhile.
-		if !idle(&gs) && s.objs.Gstates.Update(k, &gs, ebpf.UpdateNoExist) == nil {
+		if !gone(now, &k, &gs) && s.objs.Gstates.Update(k, &gs, ebpf.UpdateNoExist) == nil {
 			continue
 		}
 		recs = append(recs, s.records(k, &gs, now, kind)...)
@@ -259,6 +272,24 @@ func (s *Set) records(k uprobes.UprobesGkey, gs *uprobes.UprobesGstate, now uint
 // beyond it is counted untracked.
 func (s *Set) GoroutineTableSize() int {
 	return int(s.objs.Gstates.MaxEntries())
+}
+
+// Processes returns the PIDs of the processes with traced calls in flight.
+func (s *Set) Processes() ([]int, error) {
+	var (
+		key  uprobes.UprobesGkey
+		gs   uprobes.UprobesGstate
+		seen = map[int]bool{}
+		out  []int
+	)
+	it := s.objs.Gstates.Iterate()
+	for it.Next(&key, &gs) {
+		if pid := int(key.Tgid); !seen[pid] {
+			seen[pid] = true
+			out = append(out, pid)
+		}
+	}
+	return out, it.Err()
 }
 
 // InFlight returns how many goroutines have traced calls in flight: the

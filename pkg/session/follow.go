@@ -3,6 +3,9 @@ package session
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/cilium-tracer/tracer/pkg/calls"
@@ -53,6 +56,13 @@ type FollowConfig struct {
 	// on top of Backoff, so a fleet whose targets restart together does
 	// not attach all at once.
 	Jitter func() time.Duration
+	// EveryProcess traces every process that runs Binary, now and
+	// later, instead of one target: the uprobes are on the file. With a
+	// Target, Binary is a path inside the target's root (its container's
+	// image), and the probes fire in every process running that file,
+	// in any container sharing the image layer. The session lasts until
+	// ctx is done.
+	EveryProcess bool
 }
 
 // Follow traces the process cfg.Target designates until ctx is done. When
@@ -63,6 +73,9 @@ type FollowConfig struct {
 // A restart running the same executable file keeps its symbol tables; a
 // changed one is read anew.
 func Follow(ctx context.Context, cfg FollowConfig, h Hooks) error {
+	if cfg.EveryProcess {
+		return everyProcess(ctx, cfg, h)
+	}
 	proc, err := find(ctx, cfg, h)
 	if err != nil || ctx.Err() != nil {
 		return err
@@ -136,6 +149,63 @@ func Follow(ctx context.Context, cfg FollowConfig, h Hooks) error {
 			return nil // ctx is done
 		}
 	}
+}
+
+// everyProcess is Follow for FollowConfig.EveryProcess: one session on the
+// file, with no target of its own.
+func everyProcess(ctx context.Context, cfg FollowConfig, h Hooks) error {
+	if cfg.Binary == "" {
+		return errors.New("tracing every process that runs an executable needs its path")
+	}
+	var root container.Process
+	if cfg.Target != (container.Selector{}) {
+		var err error
+		if root, err = find(ctx, cfg, h); err != nil || ctx.Err() != nil {
+			return err
+		}
+		cfg.Binary = filepath.Join(fmt.Sprintf("/proc/%d/root", root.PID), cfg.Binary)
+	}
+	if err := checkExecutable(cfg.Binary); err != nil {
+		return err
+	}
+	sc := cfg.Config
+	if h.Configure != nil {
+		var err error
+		if sc, err = h.Configure(root); err != nil {
+			return err
+		}
+	}
+	sc.PID, sc.Binary = 0, cfg.Binary
+	s, err := Start(sc)
+	if err != nil {
+		return err
+	}
+	if h.Attached != nil {
+		h.Attached(s, root, false)
+	}
+	emit := h.Call
+	if emit == nil {
+		emit = func(*calls.Call) {}
+	}
+	runErr := s.Run(ctx, emit)
+	if h.Detached != nil {
+		h.Detached(s, runErr)
+	}
+	return errors.Join(runErr, s.Close())
+}
+
+// checkExecutable says in one line why path is no executable to trace.
+func checkExecutable(path string) error {
+	st, err := os.Stat(path)
+	switch {
+	case err != nil:
+		return err
+	case st.IsDir():
+		return fmt.Errorf("%s is a directory, not an executable", path)
+	case !st.Mode().IsRegular():
+		return fmt.Errorf("%s is not a regular file", path)
+	}
+	return nil
 }
 
 // find resolves the target, waiting for it with backoff if cfg.Wait.

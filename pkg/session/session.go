@@ -16,12 +16,14 @@ import (
 	"github.com/cilium-tracer/tracer/pkg/symbols"
 	"github.com/cilium-tracer/tracer/pkg/symbols/offsets"
 	"github.com/cilium-tracer/tracer/pkg/symbols/procmaps"
-	"golang.org/x/sys/unix"
 )
 
 // Config is what one session traces and how.
 type Config struct {
-	PID    int    // host PID of the target
+	// PID is the host PID of the target. 0 traces every process that
+	// runs Binary, those started later included: the uprobes are on the
+	// file, as bpftrace's path probes are.
+	PID    int
 	Binary string // path of the target's executable as the host sees it; default /proc/PID/exe
 	Funcs  []string
 	probe.Config
@@ -50,6 +52,10 @@ type Config struct {
 	// Mode, if set, is how the probes run in place of the fastest the
 	// kernel supports: tests run the fallbacks of older kernels with it.
 	Mode *kernel.Mode
+	// Process, if set, hears of each process running the executable when
+	// PID is 0: at its first call, before the call is emitted, and when
+	// it exits, after its calls in flight are. On Run's goroutine.
+	Process func(Process)
 }
 
 // ErrTargetExited ends Run when the traced process is gone.
@@ -94,6 +100,8 @@ type Session struct {
 	// the changes update.
 	buildMu sync.Mutex
 	builder calls.Builder
+	// procs follows the processes running the executable when PID is 0.
+	procs *processes
 }
 
 // Resolve finds the probes for the patterns: every matching function with
@@ -152,11 +160,14 @@ func start(cfg Config, f *symbols.File) (_ *Session, err error) {
 			f.Close()
 		}
 	}()
-	if cfg.PID <= 0 {
+	everyProcess := cfg.PID == 0 && cfg.Binary != ""
+	if cfg.PID < 0 || cfg.PID == 0 && !everyProcess {
 		return nil, fmt.Errorf("invalid PID %d", cfg.PID)
 	}
-	if err := alive(cfg.PID); err != nil {
-		return nil, err
+	if !everyProcess {
+		if err := alive(cfg.PID); err != nil {
+			return nil, err
+		}
 	}
 	bin := cfg.Binary
 	if bin == "" {
@@ -171,9 +182,11 @@ func start(cfg Config, f *symbols.File) (_ *Session, err error) {
 	if err != nil {
 		return nil, err
 	}
-	bias, err := procmaps.Bias(f, cfg.PID)
-	if err != nil {
-		return nil, fmt.Errorf("load address of %s in PID %d: %w", bin, cfg.PID, err)
+	var bias uint64
+	if !everyProcess {
+		if bias, err = procmaps.Bias(f, cfg.PID); err != nil {
+			return nil, fmt.Errorf("load address of %s in PID %d: %w", bin, cfg.PID, err)
+		}
 	}
 	// Without the goid offset the probes pair calls by g address, which
 	// is no goroutine ID: the calls say their goroutine is unknown.
@@ -192,6 +205,12 @@ func start(cfg Config, f *symbols.File) (_ *Session, err error) {
 	}
 	s := &Session{cfg: cfg, PID: cfg.PID, Binary: bin, File: f, Set: set, Refused: refused, GoidErr: goidErr}
 	s.builder = calls.Builder{File: f, Bias: bias, Probes: slices.Clone(set.Probes()), GoidUnknown: goidErr != nil}
+	if everyProcess {
+		s.procs = newProcesses(f, func() { set.Interrupt() })
+		if f.PIE {
+			s.builder.BiasOf = s.procs.bias
+		}
+	}
 	if cfg.Stacks {
 		s.builder.Stack = set.Stack
 	}
@@ -239,7 +258,9 @@ func alive(pid int) error {
 // table: calls without a return for ExpireAfter are reported unfinished and
 // leave it, so goroutines that ended without a RET do not fill it. Then it
 // detaches the probes, every entry before any RET, and reports the calls
-// still in flight as unfinished.
+// still in flight as unfinished. Tracing every process that runs the
+// executable, it runs until ctx is done, and reports the calls in flight
+// in each process that exits as unfinished.
 func (s *Session) Run(ctx context.Context, emit func(*calls.Call)) error {
 	handle := func(r *probe.Record) {
 		if c, ok := s.build(r); ok {
@@ -247,12 +268,21 @@ func (s *Session) Run(ctx context.Context, emit func(*calls.Call)) error {
 		}
 	}
 	expireAfter := cmp.Or(s.cfg.ExpireAfter, 10*time.Minute)
-	lastSweep := time.Now()
+	lastSweep, lastScan := time.Now(), time.Now()
 	exited, stop := s.watch(ctx)
 	defer stop()
 	watched := exited != nil
 	wait := minWait
 	for ctx.Err() == nil {
+		if s.procs != nil && time.Since(lastScan) >= scanEvery {
+			lastScan = time.Now()
+			if err := s.scan(); err != nil {
+				return s.finish(handle, err)
+			}
+		}
+		if err := s.exits(emit); err != nil {
+			return s.finish(handle, err)
+		}
 		if time.Since(lastSweep) > expireAfter/10 {
 			lastSweep = time.Now()
 			cs, err := s.expire(expireAfter)
@@ -268,6 +298,9 @@ func (s *Session) Run(ctx context.Context, emit func(*calls.Call)) error {
 			// Idle: the probes wake the reader for a lone record, the
 			// watcher when the target exits or ctx is done.
 			deadline = lastSweep.Add(expireAfter / 10)
+			if s.procs != nil {
+				deadline = lastScan.Add(scanEvery)
+			}
 		}
 		c, ok, err := s.read(deadline)
 		switch {
@@ -282,6 +315,9 @@ func (s *Session) Run(ctx context.Context, emit func(*calls.Call)) error {
 			}
 			if !watched {
 				wait = min(wait, maxWait)
+			}
+			if s.procs != nil {
+				continue
 			}
 			// The pidfd fires at the exit, before the process is reaped:
 			// /proc/PID stays meanwhile.
@@ -299,6 +335,50 @@ func (s *Session) Run(ctx context.Context, emit func(*calls.Call)) error {
 		}
 	}
 	return s.finish(handle, nil)
+}
+
+// scanEvery is how often a session tracing every process that runs the
+// executable looks in the goroutine table for processes it has no record
+// of: one killed in its first traced call, whose exit only the table
+// shows. A look is one syscall per goroutine with calls in flight.
+const scanEvery = time.Second
+
+// scan follows the processes with calls in flight that no record named.
+func (s *Session) scan() error {
+	s.list.RLock()
+	pids, err := s.Set.Processes()
+	s.list.RUnlock()
+	for _, pid := range pids {
+		if p := s.procs.see(pid); p != nil && s.cfg.Process != nil {
+			s.cfg.Process(*p)
+		}
+	}
+	return err
+}
+
+// exits reports the calls in flight in each traced process that exited,
+// then the process, when tracing every process that runs the executable.
+func (s *Session) exits(emit func(*calls.Call)) error {
+	if s.procs == nil {
+		return nil
+	}
+	for _, pid := range s.procs.exits() {
+		s.list.RLock()
+		recs, err := s.Set.Exited(pid)
+		s.list.RUnlock()
+		for i := range recs {
+			if c, ok := s.build(&recs[i]); ok {
+				emit(&c)
+			}
+		}
+		if err != nil {
+			return err
+		}
+		if p, ok := s.procs.exit(pid); ok && s.cfg.Process != nil {
+			s.cfg.Process(p)
+		}
+	}
+	return nil
 }
 
 // The probes wake the reader for a batch of records, a breaker's trip, and
@@ -325,31 +405,21 @@ func (s *Session) watch(ctx context.Context) (exited <-chan struct{}, stop func(
 		case <-done:
 		}
 	}()
-	fd, err := unix.PidfdOpen(s.PID, unix.PIDFD_NONBLOCK)
+	if s.procs != nil {
+		// No target to exit: each process wakes the reader at its exit.
+		return make(chan struct{}), func() { close(done) }
+	}
+	gone := make(chan struct{})
+	stopWait, err := onExit(s.PID, func() {
+		close(gone)
+		s.Set.Interrupt()
+	})
 	if err != nil {
 		return nil, func() { close(done) }
 	}
-	// Through the runtime's poller: a pidfd becomes readable when its
-	// process exits, and closing the file ends the wait.
-	f := os.NewFile(uintptr(fd), "pidfd")
-	rc, err := f.SyscallConn()
-	if err != nil {
-		f.Close()
-		return nil, func() { close(done) }
-	}
-	gone, ended := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(ended)
-		first := true
-		if rc.Read(func(uintptr) bool { ready := !first; first = false; return ready }) == nil {
-			close(gone)
-			s.Set.Interrupt()
-		}
-	}()
 	return gone, func() {
 		close(done)
-		f.Close()
-		<-ended
+		stopWait()
 	}
 }
 
@@ -392,8 +462,16 @@ func (s *Session) build(r *probe.Record) (calls.Call, bool) {
 		}
 		return calls.Call{}, false
 	}
+	if s.procs != nil {
+		if p := s.procs.see(r.PID); p != nil && s.cfg.Process != nil {
+			s.cfg.Process(*p)
+		}
+	}
 	s.buildMu.Lock()
 	defer s.buildMu.Unlock()
+	if s.builder.BiasOf != nil && r.StackID >= 0 && r.Probe >= 0 && r.Probe < len(s.builder.Probes) {
+		s.procs.learnBias(r.PID, s.builder.Probes[r.Probe].EntryOffset(), func() ([]uint64, error) { return s.Set.Stack(r.StackID) })
+	}
 	// A record whose stack could not be read is still a call.
 	c, err := s.builder.Build(r)
 	return c, err == nil || c.Func != ""
@@ -423,7 +501,11 @@ func (s *Session) finish(handle func(*probe.Record), cause error) error {
 	s.mu.Lock()
 	s.finished = true
 	s.mu.Unlock()
-	return errors.Join(cause, s.Set.Stop(handle))
+	err := s.Set.Stop(handle)
+	if s.procs != nil {
+		s.procs.close()
+	}
+	return errors.Join(cause, err)
 }
 
 // change runs f unless the detach has begun, one change at a time.
@@ -534,7 +616,7 @@ func (s *Session) EntryCounts() ([]StackCount, error) {
 		sc := StackCount{Func: probes[ec.Probe].Func.Name, Count: ec.Count}
 		if ec.StackID >= 0 && s.builder.Stack != nil {
 			// A stack that cannot be read still counts.
-			sc.Stack, _ = s.builder.StackFrames(ec.StackID)
+			sc.Stack, _ = s.builder.StackFrames(s.PID, ec.StackID)
 		}
 		out = append(out, sc)
 	}
