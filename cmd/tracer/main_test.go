@@ -149,6 +149,11 @@ func TestBadInput(t *testing.T) {
 		{"bad flag", []string{"trace", "--pid", pid, "--func", bpf, "--duration", "soon"}, "soon"},
 		{"two targets", []string{"trace", "--pid", pid, "--process", "x", "--func", bpf}, "only one"},
 		{"too many uprobes", []string{"trace", "--pid", pid, "--func", "*"}, "uprobes to probe, at most 1024 functions and 4096 uprobes"},
+		{"every process: missing file", []string{"trace", "--binary", filepath.Join(dir, "nope"), "--func", bpf}, "no such file"},
+		{"every process: non-Go file", []string{"trace", "--binary", "/bin/true", "--func", "main.main"}, "not a Go executable"},
+		{"every process: directory", []string{"trace", "--binary", dir, "--func", bpf}, "is a directory"},
+		{"every process: not ELF", []string{"trace", "--binary", garbage, "--func", bpf}, "not an ELF file"},
+		{"by process of one process", []string{"trace", "--pid", pid, "--func", bpf, "--by-process"}, "--by-process"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			mustFail(t, tracer(t, nil, tc.args...), tc.want)

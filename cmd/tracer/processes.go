@@ -54,7 +54,7 @@ func (ps *processes) print(w io.Writer, byProcess bool) error {
 		p := ps.byPID[pid]
 		comm, ctr := p.Comm, p.ShortID()
 		if p.Err != nil {
-			comm = "? (exited before it could be read: stacks unsymbolized if PIE)"
+			comm = "? (exited before it could be read)"
 		}
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", pid, dash(comm), dash(ctr), p.Seen.Format("15:04:05.000"), exit(p.Process))
 	}

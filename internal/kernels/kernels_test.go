@@ -63,6 +63,9 @@ func goTest(name, binary, run string) check {
 //     inlined frame;
 //   - TestGoroutineReuse: goroutines ended by runtime.Goexit in a traced
 //     call are reported unfinished, the goroutine table empty after;
+//   - TestEveryProcess and TestEveryProcessExit: every process that runs
+//     the stripped agent, PIE and not, traced from its file, with exact
+//     counts per process; without attach cookies a PIE is refused;
 //   - cmd/tracer's TestEntryOnly (entry-only counts), TestCaptureStripped
 //     (--capture through an offsets file, on the stripped agent) and
 //     TestDoctor (tracer doctor's checks, capabilities and mode agree with
@@ -76,8 +79,10 @@ func checks(preempt bool) []check {
 		session += "|TestScratchPerCall"
 	}
 	variant := regexp.QuoteMeta(testagent.Variant{Stripped: true, PIE: true}.String())
+	nonPIE := regexp.QuoteMeta(testagent.Variant{Stripped: true}.String())
 	return []check{
 		goTest("session", "session.test", "^("+session+")$/^"+variant+"$"),
+		goTest("every-process", "session.test", "^(TestEveryProcess|TestEveryProcessExit)$/^("+variant+"|"+nonPIE+")$"),
 		goTest("cli", "tracer.test", "^(TestEntryOnly|TestCaptureStripped|TestDoctor)$"),
 	}
 }

@@ -51,8 +51,12 @@ type TargetConfig struct {
 	PID       int    `yaml:"pid"`
 	Container string `yaml:"container"`
 	Process   string `yaml:"process"`
-	// Binary overrides the executable symbols are read from and probes
-	// attached to (default: the target's, through /proc/PID/root).
+	// Binary, alone or with Container, traces every process that runs
+	// this file (a path inside the container's root with Container),
+	// those started later included: short-lived programs such as
+	// cilium-cni. With PID or Process it overrides the executable symbols
+	// are read from and probes attached to (default: the target's,
+	// through /proc/PID/root).
 	Binary string `yaml:"binary"`
 	// RestartBackoff paces the search for the target after it exits:
 	// attempt n waits a random time below min(max, base·2ⁿ). Defaults
@@ -349,6 +353,11 @@ func (c *Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// everyProcess says the daemon traces every process that runs Binary.
+func (t TargetConfig) everyProcess() bool {
+	return t.Binary != "" && t.PID == 0 && t.Process == ""
 }
 
 // selector is the target as pkg/container takes it.

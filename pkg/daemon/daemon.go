@@ -78,6 +78,7 @@ type Daemon struct {
 type attachment struct {
 	proc    container.Process
 	s       *session.Session
+	spans   *export.SpanBuilder
 	pipe    *export.Pipeline
 	stopGov func()
 }
@@ -171,11 +172,15 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 
 	fc := session.FollowConfig{
-		Target:  cfg.Target.selector(),
-		Backoff: cfg.Target.backoff(),
-		Wait:    true,
-		Persist: true,
-		Jitter:  func() time.Duration { return Jitter(d.config().Jitter.Reattach, d.opts.Rand) },
+		Target:       cfg.Target.selector(),
+		Backoff:      cfg.Target.backoff(),
+		Wait:         true,
+		Persist:      true,
+		Jitter:       func() time.Duration { return Jitter(d.config().Jitter.Reattach, d.opts.Rand) },
+		EveryProcess: cfg.Target.everyProcess(),
+	}
+	if fc.EveryProcess {
+		fc.Binary = cfg.Target.Binary
 	}
 	err = session.Follow(ctx, fc, session.Hooks{
 		Configure: d.configure,
@@ -288,6 +293,7 @@ func (d *Daemon) configure(proc container.Process) (session.Config, error) {
 		ExpireAfter: cfg.ExpireAfter,
 		Detaching:   d.detaching,
 		Tripped:     d.tripped,
+		Process:     d.process,
 		Resolve: func(f *symbols.File) ([]probe.Probe, []session.Refused, error) {
 			probes, maxEPS, err := d.resolve(f, cfg, offsets)
 			if err != nil {
@@ -330,6 +336,8 @@ func (d *Daemon) attached(s *session.Session, proc container.Process, restarted 
 	a.stopGov = d.govern(s)
 
 	switch {
+	case d.config().Target.everyProcess():
+		d.log.Info("tracing every process that runs the file", "binary", s.Binary, "probes", len(probes), "mode", kernel.Probe().Describe(s.Set.Mode()))
 	case d.attaches == 0:
 		d.log.Info("tracing", "pid", proc.PID, "target", proc.String(), "probes", len(probes), "mode", kernel.Probe().Describe(s.Set.Mode()))
 	case restarted:
@@ -341,6 +349,25 @@ func (d *Daemon) attached(s *session.Session, proc container.Process, restarted 
 	}
 	d.attaches++
 	d.last = proc
+}
+
+// process hears of a process running the traced file, when every process
+// that runs it is traced: its spans name it.
+func (d *Daemon) process(p session.Process) {
+	d.mu.Lock()
+	a := d.cur
+	d.mu.Unlock()
+	if !p.Exited.IsZero() {
+		d.log.Debug("traced process exited", "pid", p.PID, "exit_status", p.ExitStatus, "exit_known", p.ExitKnown)
+		return
+	}
+	d.log.Debug("tracing a new process", "pid", p.PID, "process", p.String())
+	if a != nil {
+		a.spans.AddProcess(p.PID, export.Resource{
+			PID: p.PID, Command: p.Comm, ContainerID: p.ContainerID,
+			HostName: export.NodeName(), GoVersion: a.s.File.GoVersion,
+		})
+	}
 }
 
 // tripped hands a breaker's trip to the governor, which detaches the probe
@@ -428,8 +455,13 @@ func (d *Daemon) detached(s *session.Session, err error, stopping bool) {
 
 func (d *Daemon) pipeline(cfg Config, a *attachment, exps map[string]export.Exporter) *export.Pipeline {
 	res := export.Resource{PID: a.proc.PID, ContainerID: a.proc.ContainerID, GoVersion: a.s.File.GoVersion}
+	if cfg.Target.everyProcess() {
+		// Each process gets a resource of its own (process).
+		res = export.Resource{GoVersion: a.s.File.GoVersion}
+	}
 	res.HostName = export.NodeName()
-	return export.NewPipeline(export.NewSpanBuilder(res), exps, export.PipelineConfig{
+	a.spans = export.NewSpanBuilder(res)
+	return export.NewPipeline(a.spans, exps, export.PipelineConfig{
 		QueueSize:    cfg.Pipeline.QueueSize,
 		BatchSize:    cfg.Pipeline.BatchSize,
 		BatchTimeout: cfg.Pipeline.BatchTimeout,

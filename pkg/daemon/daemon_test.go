@@ -77,6 +77,8 @@ func (l testLog) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// waitTracing waits until the daemon traces pid, or, for 0, every process
+// that runs its target.binary.
 func (r *running) waitTracing(t *testing.T, pid int, timeout time.Duration) {
 	t.Helper()
 	want := fmt.Sprintf("ok: tracing PID %d\n", pid)
@@ -89,7 +91,7 @@ func (r *running) waitTracing(t *testing.T, pid int, timeout time.Duration) {
 			t.Fatalf("daemon stopped: %v", err)
 		default:
 		}
-		if r.get(t, "/healthz") == want {
+		if h := r.get(t, "/healthz"); h == want || pid == 0 && strings.HasPrefix(h, "ok: tracing every process that runs ") {
 			return
 		}
 		if time.Now().After(deadline) {
@@ -827,4 +829,43 @@ func TestDaemonGoidUnknown(t *testing.T) {
 			}
 		}
 	}
+}
+
+// target.binary alone traces every process that runs the file, started
+// after the daemon: each span names its process, with as many calls as it
+// counted itself.
+func TestDaemonEveryProcess(t *testing.T) {
+	bin := testagent.Build(t, testagent.Variant{Stripped: true, PIE: true})
+	r := startDaemon(t, fmt.Sprintf("target: {binary: %q}\nprobes:\n  - func: %q\n", bin, testagent.ResolvePolicy), 0)
+	want := map[int]uint64{}
+	for range 2 {
+		a := testagent.Start(t, bin, "-workers", "2", "-iterations", "3", "-interval", "1ms", "-policy-depth", "2", "-panic-every", "0")
+		want[a.PID] = a.Wait(t, time.Minute).Counts[testagent.ResolvePolicy]
+	}
+	for pid, n := range want {
+		// The spans reach the exporter in batches: wait for them.
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			done, unfinished := tally(r.parseSpans(t, pid), testagent.ResolvePolicy, nil)
+			if uint64(done) == n && unfinished == 0 && n > 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("pid %d: %d completed + %d unfinished spans, the process made %d calls", pid, done, unfinished, n)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	r.stop(t)
+	if n := len(r.parseSpans(t, 0)); uint64(n) != sum(want) {
+		t.Errorf("%d spans, the processes made %d calls", n, sum(want))
+	}
+}
+
+func sum(m map[int]uint64) uint64 {
+	var n uint64
+	for _, v := range m {
+		n += v
+	}
+	return n
 }

@@ -71,9 +71,12 @@ func (d *Daemon) Handler() http.Handler {
 		cur := d.cur
 		d.mu.Unlock()
 		// Waiting for the target is healthy: the daemon is doing its job.
-		if cur != nil {
+		switch {
+		case cur != nil && cur.s.PID == 0:
+			fmt.Fprintf(w, "ok: tracing every process that runs %s\n", cur.s.Binary)
+		case cur != nil:
 			fmt.Fprintf(w, "ok: tracing PID %d\n", cur.proc.PID)
-		} else {
+		default:
 			fmt.Fprintln(w, "ok: waiting for the target")
 		}
 	})
