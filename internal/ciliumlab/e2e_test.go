@@ -315,7 +315,9 @@ func TestRealAgent(t *testing.T) {
 				t.Run("daemon", func(t *testing.T) { daemonRegenerations(t, lab, "") })
 			})
 			t.Run("stripped", func(t *testing.T) {
+				cni := traceCNI(t, b)
 				lab := startLab(t, b, true)
+				t.Run("cni", func(t *testing.T) { cni.check(t, lab) })
 				t.Run("trace", func(t *testing.T) { traceRegenerations(t, lab, "--offsets", offsets) })
 				t.Run("daemon", func(t *testing.T) { daemonRegenerations(t, lab, offsets) })
 				if version == ciliumlab.Pinned {
@@ -323,6 +325,41 @@ func TestRealAgent(t *testing.T) {
 				}
 			})
 		})
+	}
+}
+
+// cniAdd is what the real CNI plugin runs for a pod ADD.
+const cniAdd = "github.com/cilium/cilium/plugins/cilium-cni/cmd.(*Cmd).Add"
+
+// cniTrace traces every process that runs the lab's cilium-cni.
+type cniTrace struct{ r *run }
+
+// traceCNI starts tracing cilium-cni's ADD before the lab exists: every
+// pod's ADD is a process of its own, started after the tracer.
+func traceCNI(t *testing.T, b *ciliumlab.Binaries) cniTrace {
+	return cniTrace{startTracer(t, "in every process that runs", "trace", "--binary", b.CNI, "--func", cniAdd, "--output", "json")}
+}
+
+// check compares the traced ADDs with the pods the lab created, each
+// through one run of cilium-cni: one completed call per pod, each in a
+// process of its own.
+func (c cniTrace) check(t *testing.T, lab *ciliumlab.Lab) {
+	c.r.stop(t)
+	pids := map[int]bool{}
+	done := 0
+	for _, s := range spans(t, strings.NewReader(c.r.stdout.String())) {
+		if s.Function != cniAdd || s.Unfinished {
+			t.Errorf("span %s unfinished=%v, want completed ADDs only", s.Function, s.Unfinished)
+			continue
+		}
+		done++
+		pids[s.PID] = true
+	}
+	if done != len(lab.Pods) || len(pids) != len(lab.Pods) || done == 0 {
+		t.Errorf("%d ADDs traced in %d processes, the lab created %d pods through cilium-cni:\n%s", done, len(pids), len(lab.Pods), c.r.stderr)
+	}
+	if !strings.Contains(c.r.stderr.String(), fmt.Sprintf("%d processes ran the traced executable", len(lab.Pods))) {
+		t.Errorf("the summary does not list the %d cilium-cni processes:\n%s", len(lab.Pods), c.r.stderr)
 	}
 }
 
