@@ -128,3 +128,34 @@ func reportOf(t *testing.T, line string) testagent.Report {
 	}
 	return r
 }
+
+// --entry-only counts the calls of every process running a PIE, each
+// loaded elsewhere, with stacks symbolized all the same.
+func TestEntryOnlyEveryProcess(t *testing.T) {
+	bin := testagent.Build(t, testagent.Variant{Stripped: true, PIE: true})
+	r := startTracer(t, nil, "trace", "--binary", bin, "--entry-only", "--func", testagent.RegenerateBPF)
+	r.waitFor(t, "in every process that runs", time.Minute)
+	var want uint64
+	for range 2 {
+		a := testagent.Start(t, bin, everyArgs...)
+		want += a.Wait(t, time.Minute).Counts[testagent.RegenerateBPF]
+	}
+	r.stop(t)
+	out := r.stdout.String()
+	var total uint64
+	for _, l := range strings.Split(out, "\n") {
+		if n, f, ok := strings.Cut(l, " calls of "); ok && f == testagent.RegenerateBPF {
+			c, err := strconv.ParseUint(n, 10, 64)
+			if err != nil {
+				t.Fatalf("bad count line %q", l)
+			}
+			total += c
+		}
+	}
+	if total != want || want == 0 {
+		t.Errorf("entry-only counted %d calls in all processes, they made %d:\n%s", total, want, out)
+	}
+	if !regexp.MustCompile(`(?m)^    \S+\.\(\*Endpoint\)\.regenerate$`).MatchString(out) {
+		t.Errorf("the stacks are not symbolized:\n%s", out)
+	}
+}

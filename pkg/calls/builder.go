@@ -112,7 +112,7 @@ func (b *Builder) StackFrames(pid int, id int32) ([]Frame, error) {
 	}
 	var st []Frame
 	if k.known {
-		st = b.symbolize(pcs, k.bias)
+		st = b.SymbolizeWith(pcs, k.bias)
 	} else {
 		st = rawFrames(pcs)
 	}
@@ -126,10 +126,11 @@ func (b *Builder) StackFrames(pid int, id int32) ([]Frame, error) {
 // Symbolize turns a stack recorded at a function's entry into frames: the
 // function's own PC first, then return addresses.
 func (b *Builder) Symbolize(pcs []uint64) []Frame {
-	return b.symbolize(pcs, b.Bias)
+	return b.SymbolizeWith(pcs, b.Bias)
 }
 
-func (b *Builder) symbolize(pcs []uint64, bias uint64) []Frame {
+// SymbolizeWith is Symbolize for a process whose load bias is bias.
+func (b *Builder) SymbolizeWith(pcs []uint64, bias uint64) []Frame {
 	var out []Frame
 	for i, pc := range pcs {
 		out = append(out, b.frames1(pc, bias, i > 0)...)

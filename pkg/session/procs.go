@@ -153,9 +153,9 @@ func (ps *processes) exit(pid int) (Process, bool) {
 }
 
 // learnBias learns the load bias of process pid, if unknown, from a stack
-// recorded at the entry uprobe at file offset site: its first address is
-// where that uprobe fired. No read of /proc/PID/maps, which a short-lived
-// process may have left before its first record is read.
+// recorded at the entry uprobe at file offset site (biasFrom). No read of
+// /proc/PID/maps, which a short-lived process may have left before its
+// first record is read.
 func (ps *processes) learnBias(pid int, site uint64, stack func() ([]uint64, error)) {
 	ps.mu.Lock()
 	t, ok := ps.byPID[pid]
@@ -165,17 +165,27 @@ func (ps *processes) learnBias(pid int, site uint64, stack func() ([]uint64, err
 		return
 	}
 	pcs, err := stack()
-	text := ps.file.TextSegment()
-	vaddr := site - text.Off + text.Vaddr
-	if err != nil || len(pcs) == 0 || pcs[0] < vaddr {
+	if err != nil {
 		return
 	}
-	// The uprobe reports its own address, or the next byte (x86 int3);
-	// a load bias is a whole number of pages.
-	bias := (pcs[0] - vaddr) &^ (pageSize - 1)
-	ps.mu.Lock()
-	t.bias, t.biasOK = bias, true
-	ps.mu.Unlock()
+	if bias, ok := biasFrom(ps.file, site, pcs); ok {
+		ps.mu.Lock()
+		t.bias, t.biasOK = bias, true
+		ps.mu.Unlock()
+	}
+}
+
+// biasFrom returns the load bias of the process that recorded pcs at the
+// entry uprobe at file offset site of f: the first address is where the
+// uprobe fired, or the next byte (x86 int3), and a load bias is a whole
+// number of pages.
+func biasFrom(f *symbols.File, site uint64, pcs []uint64) (uint64, bool) {
+	text := f.TextSegment()
+	vaddr := site - text.Off + text.Vaddr
+	if len(pcs) == 0 || pcs[0] < vaddr {
+		return 0, false
+	}
+	return (pcs[0] - vaddr) &^ (pageSize - 1), true
 }
 
 // pageSize is the smallest alignment of a load bias on amd64 and arm64.

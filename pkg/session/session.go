@@ -609,12 +609,24 @@ func (s *Session) EntryCounts() ([]StackCount, error) {
 	}
 	probes := s.Set.Probes()
 	out := make([]StackCount, 0, len(ecs))
+	s.buildMu.Lock()
+	defer s.buildMu.Unlock()
 	for _, ec := range ecs {
 		if ec.Probe < 0 || ec.Probe >= len(probes) {
 			continue
 		}
 		sc := StackCount{Func: probes[ec.Probe].Func.Name, Count: ec.Count}
-		if ec.StackID >= 0 && s.builder.Stack != nil {
+		switch {
+		case ec.StackID < 0 || s.builder.Stack == nil:
+		case s.builder.BiasOf != nil:
+			// The counts are not per process, and each loads a PIE
+			// elsewhere: the stack says where.
+			if pcs, err := s.Set.Stack(ec.StackID); err == nil {
+				if bias, ok := biasFrom(s.File, probes[ec.Probe].EntryOffset(), pcs); ok {
+					sc.Stack = s.builder.SymbolizeWith(pcs, bias)
+				}
+			}
+		default:
 			// A stack that cannot be read still counts.
 			sc.Stack, _ = s.builder.StackFrames(s.PID, ec.StackID)
 		}
