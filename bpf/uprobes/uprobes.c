@@ -38,15 +38,21 @@ enum probe_flags {
 	// after one): there, x86 kernels >= 6.11 put the return address into
 	// the user stack themselves.
 	PROBE_ENTRY_PUSHES_BP = 2,
+	// Each call is announced at its entry (EVENT_ENTERED), so user space
+	// can sample its goroutine's state while it runs.
+	PROBE_ANNOUNCE = 4,
 };
 
 enum event_kind {
 	EVENT_RETURN = 0,     // the call returned through a RET
 	EVENT_UNWOUND = 1,    // the goroutine went on above this frame without a RET (panic, Goexit)
 	EVENT_SUPERSEDED = 2, // a new call at the same depth replaced it after a panic or Goexit
-	// Not a call: the probe's breaker tripped (see breaker). 3 and 4 are
-	// kinds user space gives records of its own.
+	// Not a call: the probe's breaker tripped (see breaker). 3, 4 and 6
+	// are kinds user space gives records of its own.
 	EVENT_TRIPPED = 5,
+	// Not a call's end: a call of a PROBE_ANNOUNCE probe started. end_ns
+	// holds the goroutine's g address, where user space reads its state.
+	EVENT_ENTERED = 7,
 };
 
 enum capture_kind {
@@ -538,6 +544,18 @@ __attribute__((noinline)) int emit(gs_ref ref, __u32 i, __u32 kind, __u64 now, _
 	return 0;
 }
 
+// announce writes the entry of the frame at index i of gs, which wakes the
+// reader at once: user space samples the goroutine g from then on. A lost
+// announcement only loses the samples.
+static __always_inline void announce(struct gstate *gs, __u32 i, __u64 g, __u32 tgid)
+{
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e)
+		return;
+	fill(e, gs, i, EVENT_ENTERED, g /* end_ns */, tgid);
+	bpf_ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
+}
+
 // unwind reports and pops every frame deeper than depth: the goroutine is
 // running above them, so they ended without a RET.
 //
@@ -860,6 +878,8 @@ int go_entry(struct pt_regs *ctx)
 			INC(c, contended);
 	}
 	gs->n = n + 1;
+	if (cfg->flags & PROBE_ANNOUNCE)
+		announce(gs, n, w.g, tgid);
 	return 0;
 }
 

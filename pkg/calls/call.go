@@ -43,10 +43,40 @@ type Call struct {
 	MinDuration time.Duration // threshold in force for this probe (0: none)
 
 	Attrs []Attr // captured receiver/argument fields
+
+	// Breakdown is where the time went, for probes that sample their
+	// calls' goroutines (nil otherwise, or without a sample).
+	Breakdown *Breakdown
 }
 
 // An Attr is one captured value.
 type Attr struct {
 	Key   string
 	Value string
+}
+
+// A Breakdown estimates where a call's time went, from samples of its
+// goroutine's state taken while the call ran: each state's share of the
+// samples, times the call's duration. Samples says how far to trust it:
+// three samples are no measurement.
+type Breakdown struct {
+	Samples  int
+	CPU      time.Duration // running Go code on a thread
+	Runnable time.Duration // ready, waiting for a thread
+	Syscall  time.Duration // in a system call
+	// Blocked is the time parked in the runtime, by why: "mutex",
+	// "rwmutex", "chan send", "chan receive", "select", "sleep",
+	// "IO wait", "GC assist", "cond" or "other".
+	Blocked map[string]time.Duration
+	// Where are the places it waited (parked or in a system call), the
+	// largest share first: the first frame outside the runtime and sync.
+	Where []Place
+}
+
+// A Place is where a goroutine waited, and its share of the samples.
+type Place struct {
+	Func  string
+	File  string
+	Line  int
+	Share float64 // of all the call's samples
 }

@@ -70,6 +70,11 @@ type Config struct {
 	// EntryOnly attaches no RET probes and counts entries per stack
 	// instead of pairing calls: the cheapest mode for hot functions.
 	EntryOnly bool
+	// Announce sends an Entered record at each traced call's entry, which
+	// wakes the reader at once: user space can then watch the call's
+	// goroutine while it runs. Another record per call: for slow
+	// functions.
+	Announce bool
 	// BurstLimit is the probe's breaker: past this many entry hits on
 	// one CPU within one Options.BreakerWindow, its entries only count
 	// (Counters.Shed) until it is attached again, and a Tripped record
@@ -521,6 +526,9 @@ func (s *Set) SetConfig(id int, c Config) error {
 	}
 	if s.pushesBP[id] {
 		cfg.Flags |= 2
+	}
+	if c.Announce {
+		cfg.Flags |= 4
 	}
 	for i, capt := range s.probes[id].Captures {
 		cfg.Captures[i] = captureSpec(capt)

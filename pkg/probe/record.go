@@ -39,6 +39,9 @@ const (
 	// Exited: the call was in flight when its process exited (see
 	// Set.Exited).
 	Exited
+	// Entered is no call's end: a call of a probe with Config.Announce
+	// started. Record.G is its goroutine's g, End is Start.
+	Entered
 )
 
 func (k Kind) String() string {
@@ -57,6 +60,8 @@ func (k Kind) String() string {
 		return "its process exited"
 	case Tripped:
 		return "breaker tripped"
+	case Entered:
+		return "entered"
 	}
 	return fmt.Sprintf("kind(%d)", uint32(k))
 }
@@ -73,6 +78,9 @@ type Record struct {
 	StackID              int32 // -1: no stack
 	Kind                 Kind
 	PID                  int
+	// G is, for Entered records, the address of the goroutine's runtime.g
+	// in the target, where its state can be read while the call runs.
+	G uint64
 	// Values are the probe's captures read at entry, in the order of
 	// Probe.Captures; nil for probes without captures.
 	Values []Value
@@ -136,6 +144,10 @@ func decode(b []byte, r *Record) error {
 		StackID:   int32(le.Uint32(b[68:])),
 		Kind:      Kind(le.Uint32(b[72:])),
 		PID:       int(le.Uint32(b[76:])),
+	}
+	if r.Kind == Entered {
+		// The programs put the g address in the end time's place.
+		r.G, r.End = r.End, r.Start
 	}
 	return nil
 }

@@ -40,6 +40,8 @@ const (
 
 type config struct {
 	workers          int
+	phased           int
+	phases           endpoint.Phases
 	iterations       int
 	interval         time.Duration
 	bpfSleep         time.Duration
@@ -78,6 +80,11 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&c.policyDepth, "policy-depth", 10, "recursion depth of resolvePolicyLocked (0: no policy resolution)")
 	fs.DurationVar(&c.policySleep, "policy-sleep", time.Millisecond, "sleep in each level of resolvePolicyLocked")
 	fs.Uint64Var(&c.panicEvery, "panic-every", 5, "every Nth AllocateIdentity call panics and is recovered (0: never)")
+	fs.IntVar(&c.phased, "phased", 0, "before the regenerations, this many calls of regeneratePhased, one after another, each printing what its phases took")
+	fs.DurationVar(&c.phases.CPU, "phase-cpu", 30*time.Millisecond, "regeneratePhased: time computing")
+	fs.DurationVar(&c.phases.Mutex, "phase-mutex", 40*time.Millisecond, "regeneratePhased: time waiting for a lock another goroutine holds")
+	fs.DurationVar(&c.phases.Chan, "phase-chan", 30*time.Millisecond, "regeneratePhased: time waiting on a channel")
+	fs.DurationVar(&c.phases.Syscall, "phase-syscall", 30*time.Millisecond, "regeneratePhased: time blocked in read(2)")
 	fs.IntVar(&c.hot, "hot", 0, "call ctmap lookup N times before the regenerations and print a checksum")
 	fs.BoolVar(&c.hotBackground, "hot-background", false, "run the hot loop alongside the regenerations instead of before them")
 	fs.IntVar(&c.hotBursts, "hot-bursts", 1, "run the hot loop this many times, -hot-pause apart: a hot path that comes in bursts")
@@ -111,6 +118,8 @@ func parseFlags(args []string) (config, error) {
 		return config{}, fmt.Errorf("-scratch-workers %d not in [0, %d]: %w", c.scratchWorkers, torture.MaxCallers, errBadFlag)
 	case c.scratchCalls < 0 || c.goexitWorkers < 0 || c.recurseDepth < 0 || c.recurseTimes < 0 || c.churnGoroutines < 0:
 		return config{}, fmt.Errorf("-scratch-calls, -goexit-workers, -recurse-depth, -recurse-times and -churn-goroutines must not be negative: %w", errBadFlag)
+	case c.phased < 0 || c.phases.CPU < 0 || c.phases.Mutex < 0 || c.phases.Chan < 0 || c.phases.Syscall < 0:
+		return config{}, fmt.Errorf("-phased and the -phase durations must not be negative: %w", errBadFlag)
 	case c.hot < 0:
 		return config{}, fmt.Errorf("-hot %d is negative: %w", c.hot, errBadFlag)
 	case c.hotBursts < 1:
@@ -220,6 +229,12 @@ func run(cfg config, out *printer) {
 	}
 	if cfg.scratchWorkers > 0 {
 		torture.Callers(cfg.scratchWorkers, cfg.scratchCalls)
+	}
+	if cfg.phased > 0 {
+		e := endpoint.New(&endpoint.Owner{}, firstEndpointID, "default", "phased")
+		for i := 0; i < cfg.phased; i++ {
+			out.printf("phased %s\n", e.RegeneratePhased(cfg.phases))
+		}
 	}
 	if cfg.recurseDepth > 0 {
 		torture.Recursions(cfg.recurseTimes, cfg.recurseDepth)
