@@ -38,9 +38,10 @@ e2e-cilium:
 MODULES := examples/agent examples/deploy examples/grafana internal/bench/big
 
 # Runs every test: real uprobes, real Docker, real kernels. Needs root, a
-# Docker engine, and qemu-system-x86 and qemu-system-arm for the kernel
-# matrix (internal/kernels boots Debian's kernels, fetched into
-# ~/.cache/tracer/kernels).
+# Docker engine, qemu-system-x86 and qemu-system-arm for the kernel matrix
+# (internal/kernels boots Debian's kernels, fetched into
+# ~/.cache/tracer/kernels), and qemu-user, under which pkg/goroutine runs
+# its builds for the architecture the host is not.
 test:
 	# One package at a time. No test depends on it (they compare with the
 	# agent's own clock and counts, so a loaded machine only slows them),

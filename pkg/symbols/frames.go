@@ -133,3 +133,35 @@ func (f *File) gofuncAddr() (uint64, bool) {
 	}
 	return f.gofunc, f.gofunc != 0
 }
+
+// SPDelta returns the size of the frame the Go function holding pc, a
+// virtual address in the executable's own address space, has allocated at
+// pc: how far the stack pointer there lies below its value at the
+// function's entry, from the compiler's pcsp table. It is what unwinding a
+// stack by stack pointer needs where frame pointers are missing.
+func (f *File) SPDelta(pc uint64) (delta int32, ok bool) {
+	if f.closed.Load() {
+		return 0, false
+	}
+	t, err := f.pcln()
+	if err != nil {
+		return 0, false
+	}
+	defer func() {
+		if !catchPanics {
+			return
+		}
+		if recover() != nil {
+			delta, ok = 0, false
+		}
+	}()
+	i, ok := t.find(pc)
+	if !ok {
+		return 0, false
+	}
+	r, ok := t.record(i)
+	if !ok {
+		return 0, false
+	}
+	return t.pcvalue(r.word(funcPCSP), r.entry, pc)
+}

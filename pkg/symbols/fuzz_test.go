@@ -98,6 +98,9 @@ func FuzzNewFile(f *testing.F) {
 		if _, err := file.Fingerprint(); err != nil {
 			symtest.OneLine(t, err)
 		}
+		if _, err := file.Strings("runtime.waitReasonStrings"); err != nil {
+			symtest.OneLine(t, err)
+		}
 		fns, err := file.Funcs("*")
 		if err != nil {
 			symtest.OneLine(t, err)
@@ -122,6 +125,7 @@ func FuzzNewFile(f *testing.F) {
 			}
 			for pc := fn.Entry; pc < fn.End && budget > 0; pc, budget = pc+1, budget-1 {
 				checkFrames(t, file.Frames(pc), pc)
+				file.SPDelta(pc)
 			}
 		}
 	})

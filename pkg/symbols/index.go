@@ -56,15 +56,16 @@ func (s *symtab) baseName(i int) []byte {
 	return base
 }
 
-// value looks up the first symbol with the given name.
-func (s *symtab) value(name string) (uint64, bool) {
+// lookup returns the value and size of the first symbol with the given
+// name.
+func (s *symtab) lookup(name string) (value, size uint64, ok bool) {
 	for i := 0; i < s.n(); i++ {
 		b := s.syms[i*symSize : (i+1)*symSize]
 		if string(s.name(b)) == name {
-			return binary.LittleEndian.Uint64(b[8:]), true
+			return binary.LittleEndian.Uint64(b[8:]), binary.LittleEndian.Uint64(b[16:]), true
 		}
 	}
-	return 0, false
+	return 0, 0, false
 }
 
 var errNoSymtab = errors.New("no usable .symtab")

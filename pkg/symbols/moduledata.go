@@ -74,7 +74,8 @@ func (f *File) symbolValue(name string) (uint64, bool) {
 	if err != nil {
 		return 0, false
 	}
-	return st.value(name)
+	v, _, ok := st.lookup(name)
+	return v, ok
 }
 
 // moduleInfo holds the fields of runtime.firstmoduledata we need.

@@ -7,10 +7,27 @@ import (
 	"github.com/cilium-tracer/tracer/pkg/symbols"
 )
 
+// A Field names a member of a struct type of package runtime, such as
+// {"runtime.g", "goid"}.
+type Field struct {
+	Type, Name string
+}
+
 // RuntimeFieldOffset returns the byte offset of a member of a struct type
 // of package runtime, such as runtime.g's goid, reading only runtime's
 // compile units: the Go linker puts every type in one of them.
-func RuntimeFieldOffset(f *symbols.File, typ, field string) (off uint64, err error) {
+func RuntimeFieldOffset(f *symbols.File, typ, field string) (uint64, error) {
+	offs, err := RuntimeFieldOffsets(f, Field{typ, field})
+	if err != nil {
+		return 0, err
+	}
+	return offs[0], nil
+}
+
+// RuntimeFieldOffsets is RuntimeFieldOffset for several fields, in one pass
+// over runtime's compile units: each pass costs hundreds of milliseconds on
+// a large binary.
+func RuntimeFieldOffsets(f *symbols.File, fields ...Field) (offs []uint64, err error) {
 	defer func() {
 		if !catchPanics {
 			return
@@ -19,10 +36,13 @@ func RuntimeFieldOffset(f *symbols.File, typ, field string) (off uint64, err err
 			err = fmt.Errorf("malformed DWARF: %v", p)
 		}
 	}()
-	var (
-		found, hasMember bool
-		member           int64
-	)
+	offs = make([]uint64, len(fields))
+	found := make([]bool, len(fields))
+	types := map[string]bool{}
+	for _, fd := range fields {
+		types[fd.Type] = false
+	}
+	seen := 0 // types found
 	_, err = readDebugInfo(f, func(u *dwarfUnit) (keep, stop bool, err error) {
 		if u.name != "runtime" {
 			return false, false, nil
@@ -32,27 +52,36 @@ func RuntimeFieldOffset(f *symbols.File, typ, field string) (off uint64, err err
 			return false, false, err
 		}
 		err = u.children(cu, next, func(e die, _, next int) (bool, error) {
-			if e.tag != dwarf.TagStructType || e.name != typ {
+			if done, want := types[e.name]; e.tag != dwarf.TagStructType || !want || done {
 				return true, nil
 			}
-			found = true
-			return false, u.children(e, next, func(m die, _, _ int) (bool, error) {
-				if m.tag == dwarf.TagMember && m.name == field {
-					member, hasMember = m.memberLoc, true
-					return false, nil
+			types[e.name] = true
+			seen++
+			err := u.children(e, next, func(m die, _, _ int) (bool, error) {
+				if m.tag != dwarf.TagMember || m.memberLoc < 0 {
+					return true, nil
+				}
+				for i, fd := range fields {
+					if fd.Type == e.name && fd.Name == m.name {
+						offs[i], found[i] = uint64(m.memberLoc), true
+					}
 				}
 				return true, nil
 			})
+			return seen < len(types), err
 		})
-		return false, found, err
+		return false, seen == len(types), err
 	})
-	switch {
-	case err != nil:
-		return 0, err
-	case !found:
-		return 0, fmt.Errorf("type %s not in DWARF", typ)
-	case !hasMember || member < 0:
-		return 0, fmt.Errorf("%s.%s not in DWARF", typ, field)
+	if err != nil {
+		return nil, err
 	}
-	return uint64(member), nil
+	for i, fd := range fields {
+		switch {
+		case !types[fd.Type]:
+			return nil, fmt.Errorf("type %s not in DWARF", fd.Type)
+		case !found[i]:
+			return nil, fmt.Errorf("%s.%s not in DWARF", fd.Type, fd.Name)
+		}
+	}
+	return offs, nil
 }

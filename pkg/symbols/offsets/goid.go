@@ -8,28 +8,13 @@ import (
 	"github.com/cilium-tracer/tracer/pkg/symbols/args"
 )
 
-// goidOffsets is the offset of runtime.g.goid per Go minor release (the same
-// for amd64 and arm64, whose g layouts match field for field). Tests check
-// each entry against the DWARF of real builds.
-var goidOffsets = map[int]uint64{
-	18: 152,
-	19: 152,
-	20: 152,
-	21: 152,
-	22: 152,
-	23: 160,
-	24: 160,
-	25: 152,
-	26: 152,
-}
-
-// ErrUnknownGoVersion is returned by GoidOffset for a stripped executable of
-// a Go release the offset table does not know.
+// ErrUnknownGoVersion is returned for a stripped executable of a Go release
+// the tables do not know.
 var ErrUnknownGoVersion = errors.New("unknown Go version")
 
-// GoidOffset returns the offset of the goid field in runtime.g: from a table
-// of known Go releases (release candidates and betas included), else from
-// DWARF when the executable has it. The table comes first because reading
+// GoidOffset returns the offset of the goid field in runtime.g: from the
+// table of known Go releases (release candidates and betas included), else
+// from DWARF when the executable has it. The table comes first because reading
 // runtime.g from DWARF costs hundreds of milliseconds and of megabytes on a
 // large binary; the tests check every entry against DWARF.
 func GoidOffset(f *symbols.File) (uint64, error) {
@@ -37,12 +22,8 @@ func GoidOffset(f *symbols.File) (uint64, error) {
 	if _, err := f.ELF(); err != nil {
 		return 0, err
 	}
-	if f.Arch == "amd64" || f.Arch == "arm64" {
-		if minor, ok := symbols.GoMinor(f.GoVersion); ok {
-			if off, ok := goidOffsets[minor]; ok {
-				return off, nil
-			}
-		}
+	if g, ok := gTable(f); ok {
+		return g.Goid, nil
 	}
 	if f.HasDWARF {
 		if off, err := args.RuntimeFieldOffset(f, "runtime.g", "goid"); err == nil {

@@ -23,6 +23,11 @@ type File struct {
 	// GoidOffset is the offset of runtime.g.goid, for Go releases whose
 	// offset the tracer does not know; 0 if it could not be found.
 	GoidOffset uint64 `json:"goid_offset,omitempty"`
+	// G and WaitReasons are runtime.g's layout and the names of
+	// runtime.waitReason's values (see GOffsets, WaitReasons), for reading
+	// goroutines' states; absent if they could not be found.
+	G           *G       `json:"g,omitempty"`
+	WaitReasons []string `json:"wait_reasons,omitempty"`
 	// Funcs holds the resolved captures per function name.
 	Funcs map[string][]args.Capture `json:"funcs"`
 }
@@ -42,6 +47,12 @@ func New(f *symbols.File, fns []symbols.Func, captures [][2]string) (*File, erro
 	o := &File{GoVersion: f.GoVersion, Arch: f.Arch, Fingerprint: fp, Funcs: map[string][]args.Capture{}}
 	if off, err := GoidOffset(f); err == nil {
 		o.GoidOffset = off
+	}
+	if g, err := GOffsets(f); err == nil {
+		o.G = &g
+	}
+	if names, err := WaitReasons(f); err == nil {
+		o.WaitReasons = names
 	}
 	r := args.NewCaptureResolver(f, fns)
 	for _, nc := range captures {
@@ -83,6 +94,18 @@ func Read(r io.Reader) (*File, error) {
 	// runtime.g is a few hundred bytes, its fields 8-byte aligned.
 	if o.GoidOffset%8 != 0 || o.GoidOffset >= 4096 {
 		return nil, fmt.Errorf("offsets file: bad goid_offset %d", o.GoidOffset)
+	}
+	if o.G != nil {
+		if err := o.G.validate(); err != nil {
+			return nil, fmt.Errorf("offsets file: runtime.g: %w", err)
+		}
+	}
+	// runtime.waitReason is a uint8.
+	if len(o.WaitReasons) > 256 {
+		return nil, fmt.Errorf("offsets file: %d wait reasons", len(o.WaitReasons))
+	}
+	if len(o.WaitReasons) == 0 {
+		o.WaitReasons = nil // as written back
 	}
 	for fn, cs := range o.Funcs {
 		for _, c := range cs {

@@ -99,7 +99,8 @@ func roundTrip(t *testing.T, o *File) *File {
 //
 //	go test -run '^$' -fuzz '^FuzzReadOffsets$' -fuzztime 10m -fuzzminimizetime 1000x ./pkg/symbols/offsets
 func FuzzReadOffsets(f *testing.F) {
-	o := &File{GoVersion: "go1.26.8", Arch: "amd64", Fingerprint: strings.Repeat("ab", 32), Funcs: map[string][]args.Capture{
+	g := gOffsets[26]
+	o := &File{GoVersion: "go1.26.8", Arch: "amd64", Fingerprint: strings.Repeat("ab", 32), G: &g, WaitReasons: waitReasons[26], Funcs: map[string][]args.Capture{
 		"github.com/cilium/cilium/pkg/endpoint.(*Endpoint).regenerateBPF": {
 			{Name: "endpoint", Expr: "e.ID", Reg: 0, Offset: 1280, Kind: args.KindUint, Size: 2},
 			{Name: "ifname", Expr: "e.ifName", Reg: 0, Offset: 96, Kind: args.KindString, Size: 16},

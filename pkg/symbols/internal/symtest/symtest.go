@@ -156,3 +156,55 @@ func OneLine(t *testing.T, err error) {
 		t.Fatalf("error of several lines: %q", err)
 	}
 }
+
+// Strings returns the initial value of the [N]string variable name in the
+// executable at path, read through debug/elf: its symbol, then each string
+// header's pointer and length. The pointers of a position-independent
+// executable are dynamic relocations, which debug/elf does not apply: path
+// must not be one.
+func Strings(t testing.TB, path, name string) []string {
+	t.Helper()
+	ef, err := elf.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ef.Close()
+	if ef.Type != elf.ET_EXEC {
+		t.Fatalf("%s: not a fixed-address executable", path)
+	}
+	syms, err := ef.Symbols()
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := func(addr, n uint64) []byte {
+		for _, p := range ef.Progs {
+			if p.Type == elf.PT_LOAD && addr >= p.Vaddr && addr+n <= p.Vaddr+p.Filesz {
+				b := make([]byte, n)
+				if _, err := p.ReadAt(b, int64(addr-p.Vaddr)); err != nil {
+					t.Fatal(err)
+				}
+				return b
+			}
+		}
+		t.Fatalf("%s: %#x+%d not in the file", path, addr, n)
+		return nil
+	}
+	for _, s := range syms {
+		if s.Name != name {
+			continue
+		}
+		var out []string
+		arr := read(s.Value, s.Size)
+		for i := 0; i+16 <= len(arr); i += 16 {
+			p, n := ef.ByteOrder.Uint64(arr[i:]), ef.ByteOrder.Uint64(arr[i+8:])
+			if n == 0 {
+				out = append(out, "")
+				continue
+			}
+			out = append(out, string(read(p, n)))
+		}
+		return out
+	}
+	t.Fatalf("%s: no symbol %s", path, name)
+	return nil
+}
