@@ -351,6 +351,12 @@ const (
 	DumpToSlice    = "github.com/cilium/cilium/pkg/maps/policymap.(*PolicyMap).DumpToSlice"
 	CompileAndLoad = "github.com/cilium/cilium/pkg/datapath/loader.(*loader).compileAndLoad"
 	CTLookup       = "github.com/cilium/cilium/pkg/maps/ctmap.(*Map).lookup"
+	// Phased spends known, self-measured times in known states (-phased):
+	// computing, then waiting in LockAlive, WaitForProxy and ReadPipe.
+	Phased       = "github.com/cilium/cilium/pkg/endpoint.(*Endpoint).regeneratePhased"
+	LockAlive    = "github.com/cilium/cilium/pkg/endpoint.(*Endpoint).lockAlive"
+	WaitForProxy = "github.com/cilium/cilium/pkg/endpoint.(*Endpoint).waitForProxyCompletions"
+	ReadPipe     = "github.com/cilium/cilium/pkg/endpoint.(*Endpoint).readPipe"
 	// RealizeBPFState is inlined into Regenerate, around its call of
 	// RegenerateBPF.
 	RealizeBPFState = "github.com/cilium/cilium/pkg/endpoint.(*Endpoint).realizeBPFState"

@@ -9,30 +9,34 @@ import (
 	"time"
 )
 
-// A Tally counts the samples of one goroutine's state taken while a call
-// ran, for its Breakdown.
+// A Tally is where a call's time went, as the samples of its goroutine's
+// state taken while it ran say: each sample stands for the time since the
+// one before (since the call's start, for the first).
 type Tally struct {
-	Samples, CPU, Runnable, Syscall int
-	Blocked                         map[string]int // by reason
-	Where                           map[Place]int  // Share unset
+	Samples                int
+	CPU, Runnable, Syscall time.Duration
+	Blocked                map[string]time.Duration // by reason
+	Where                  map[Place]time.Duration  // Share unset
 }
 
-// Breakdown turns the tally of a call that lasted d into estimates: each
-// state's share of the samples, times d. Nil without a sample.
-func (t *Tally) Breakdown(d time.Duration) *Breakdown {
+// Breakdown returns the tally as a Breakdown; nil without a sample.
+func (t *Tally) Breakdown() *Breakdown {
 	if t == nil || t.Samples == 0 {
 		return nil
 	}
-	part := func(n int) time.Duration { return time.Duration(float64(d) * float64(n) / float64(t.Samples)) }
-	b := &Breakdown{Samples: t.Samples, CPU: part(t.CPU), Runnable: part(t.Runnable), Syscall: part(t.Syscall)}
+	b := &Breakdown{Samples: t.Samples, CPU: t.CPU, Runnable: t.Runnable, Syscall: t.Syscall}
+	total := t.CPU + t.Runnable + t.Syscall
 	if len(t.Blocked) > 0 {
 		b.Blocked = make(map[string]time.Duration, len(t.Blocked))
-		for r, n := range t.Blocked {
-			b.Blocked[r] = part(n)
+		for r, d := range t.Blocked {
+			b.Blocked[r] = d
+			total += d
 		}
 	}
-	for p, n := range t.Where {
-		p.Share = float64(n) / float64(t.Samples)
+	for p, d := range t.Where {
+		if total > 0 {
+			p.Share = float64(d) / float64(total)
+		}
 		b.Where = append(b.Where, p)
 	}
 	slices.SortFunc(b.Where, func(x, y Place) int {

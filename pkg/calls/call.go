@@ -56,9 +56,9 @@ type Attr struct {
 }
 
 // A Breakdown estimates where a call's time went, from samples of its
-// goroutine's state taken while the call ran: each state's share of the
-// samples, times the call's duration. Samples says how far to trust it:
-// three samples are no measurement.
+// goroutine's state taken while the call ran: each sample stands for the
+// time since the one before, and the last for the rest of the call.
+// Samples says how far to trust it: three samples are no measurement.
 type Breakdown struct {
 	Samples  int
 	CPU      time.Duration // running Go code on a thread
@@ -78,5 +78,5 @@ type Place struct {
 	Func  string
 	File  string
 	Line  int
-	Share float64 // of all the call's samples
+	Share float64 // of the call's time
 }

@@ -52,6 +52,10 @@ type Config struct {
 	// Mode, if set, is how the probes run in place of the fastest the
 	// kernel supports: tests run the fallbacks of older kernels with it.
 	Mode *kernel.Mode
+	// BreakdownEvery is how often the goroutine of a call in flight of a
+	// probe with Announce is sampled, for the call's Breakdown; default
+	// DefaultBreakdownEvery.
+	BreakdownEvery time.Duration
 	// Process, if set, hears of each process running the executable when
 	// PID is 0: at its first call, before the call is emitted, and when
 	// it exits, after its calls in flight are. On Run's goroutine.
@@ -102,6 +106,9 @@ type Session struct {
 	builder calls.Builder
 	// procs follows the processes running the executable when PID is 0.
 	procs *processes
+	// sampler samples the goroutines of announced calls, from the first
+	// announcement on; Run's goroutine only.
+	sampler *sampler
 }
 
 // Resolve finds the probes for the patterns: every matching function with
@@ -467,6 +474,13 @@ func (s *Session) build(r *probe.Record) (calls.Call, bool) {
 			s.cfg.Process(*p)
 		}
 	}
+	if r.Kind == probe.Entered {
+		if s.sampler == nil {
+			s.sampler = newSampler(s.File, s.cfg.Offsets, cmp.Or(s.cfg.BreakdownEvery, DefaultBreakdownEvery))
+		}
+		s.sampler.enter(r, s.GoidErr == nil)
+		return calls.Call{}, false
+	}
 	s.buildMu.Lock()
 	defer s.buildMu.Unlock()
 	if s.builder.BiasOf != nil && r.StackID >= 0 && r.Probe >= 0 && r.Probe < len(s.builder.Probes) {
@@ -474,6 +488,9 @@ func (s *Session) build(r *probe.Record) (calls.Call, bool) {
 	}
 	// A record whose stack could not be read is still a call.
 	c, err := s.builder.Build(r)
+	if s.sampler != nil {
+		c.Breakdown = s.sampler.leave(r.ID, r.End).Breakdown()
+	}
 	return c, err == nil || c.Func != ""
 }
 
@@ -504,6 +521,9 @@ func (s *Session) finish(handle func(*probe.Record), cause error) error {
 	err := s.Set.Stop(handle)
 	if s.procs != nil {
 		s.procs.close()
+	}
+	if s.sampler != nil {
+		s.sampler.close()
 	}
 	return errors.Join(cause, err)
 }

@@ -1,0 +1,95 @@
+package session_test
+
+import (
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cilium-tracer/tracer/internal/testagent"
+	"github.com/cilium-tracer/tracer/pkg/calls"
+	"github.com/cilium-tracer/tracer/pkg/session"
+)
+
+// phases parses the agent's "phased cpu_ns=... mutex_ns=..." lines, one per
+// call, in the order of the calls.
+func phases(t *testing.T, lines []string) []map[string]time.Duration {
+	t.Helper()
+	var out []map[string]time.Duration
+	for _, l := range lines {
+		rest, ok := strings.CutPrefix(l, "phased ")
+		if !ok {
+			continue
+		}
+		m := map[string]time.Duration{}
+		for _, f := range strings.Fields(rest) {
+			k, v, _ := strings.Cut(f, "_ns=")
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				t.Fatalf("bad phase line %q", l)
+			}
+			m[k] = time.Duration(n)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// Where a call's time went, from its goroutine's state sampled in the
+// target's memory while it ran, against the agent's own clock around each
+// phase: computing, waiting for a lock another goroutine holds, on a
+// channel, and blocked in read(2). Each within 2 ms + 10%, the longest
+// wait at the right function.
+func TestBreakdown(t *testing.T) {
+	for _, v := range []testagent.Variant{{}, {Stripped: true, PIE: true}, {Toolchain: "go1.22.12", Stripped: true}} {
+		t.Run(v.String(), func(t *testing.T) {
+			bin := testagent.Build(t, v)
+			agent := testagent.Start(t, bin, "-wait-start", "-workers", "0", "-phased", "4")
+			cfg := session.Config{Funcs: []string{testagent.Phased}}
+			cfg.Announce = true
+			got, _, _ := traceAll(t, agent, cfg)
+			want := phases(t, agent.Lines())
+			if len(got) != len(want) || len(want) != 4 {
+				t.Fatalf("%d calls traced, the agent made %d (want 4)", len(got), len(want))
+			}
+			for i, c := range got {
+				b := c.Breakdown
+				if b == nil {
+					t.Fatalf("call %d: no breakdown", i)
+				}
+				t.Logf("call %d, %v: %s", i, c.Duration, b)
+				w := want[i]
+				for _, part := range []struct {
+					name      string
+					got, want time.Duration
+				}{
+					{"cpu", b.CPU, w["cpu"]},
+					{"mutex", b.Blocked["mutex"], w["mutex"]},
+					{"chan receive", b.Blocked["chan receive"], w["chan"]},
+					{"syscall", b.Syscall, w["syscall"]},
+				} {
+					tol := 2*time.Millisecond + part.want/10
+					if d := part.got - part.want; d > tol || d < -tol {
+						t.Errorf("call %d: %s %v, the agent measured %v (tolerance %v)", i, part.name, part.got, part.want, tol)
+					}
+				}
+				checkPlaces(t, i, b)
+			}
+		})
+	}
+}
+
+// checkPlaces: each wait is at the function that waits.
+func checkPlaces(t *testing.T, i int, b *calls.Breakdown) {
+	t.Helper()
+	found := map[string]bool{}
+	for _, p := range b.Where {
+		found[p.Func] = true
+	}
+	for _, fn := range []string{testagent.LockAlive, testagent.WaitForProxy, testagent.ReadPipe} {
+		if !found[fn] {
+			t.Errorf("call %d: no wait at %s; places %v", i, fn, b.Where)
+		}
+	}
+}
+

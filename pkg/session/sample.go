@@ -1,0 +1,300 @@
+package session
+
+import (
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/cilium-tracer/tracer/pkg/calls"
+	"github.com/cilium-tracer/tracer/pkg/goroutine"
+	"github.com/cilium-tracer/tracer/pkg/probe"
+	"github.com/cilium-tracer/tracer/pkg/symbols"
+	"github.com/cilium-tracer/tracer/pkg/symbols/offsets"
+)
+
+// DefaultBreakdownEvery is how often the goroutine of an announced call in
+// flight is sampled: 1 kHz.
+const DefaultBreakdownEvery = time.Millisecond
+
+// maxPerTick bounds the goroutines sampled at each tick, round robin past
+// it: each sample is a read of the target's memory, a few microseconds, so
+// this bounds the tracer's own CPU whatever is in flight.
+const maxPerTick = 8
+
+// A sampler reads, every interval, the state of the goroutines that have
+// announced calls in flight (probe.Config.Announce), from the target's
+// memory: no trap in the target. Each call gets a tally of what its
+// goroutine was doing, for its Breakdown.
+type sampler struct {
+	file    *symbols.File
+	offsets *offsets.File
+	every   time.Duration
+
+	mu      sync.Mutex
+	calls   map[uint64]*inflight // by call ID
+	readers map[int]*goroutine.Reader
+	next    int // round robin start
+	wake    chan struct{}
+	quit    chan struct{}
+	done    chan struct{}
+}
+
+// inflight is one announced call in flight.
+type inflight struct {
+	pid  int
+	g    uint64
+	goid uint64 // 0: unknown
+	t    calls.Tally
+	// last is when the last sample was taken (CLOCK_MONOTONIC ns, the
+	// probes' clock), the call's start before any; lastState and
+	// lastPlace are what it found.
+	last      uint64
+	lastState string
+	lastPlace *calls.Place
+}
+
+func newSampler(f *symbols.File, o *offsets.File, every time.Duration) *sampler {
+	s := &sampler{
+		file: f, offsets: o, every: every,
+		calls: map[uint64]*inflight{}, readers: map[int]*goroutine.Reader{},
+		wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{}),
+	}
+	go s.run()
+	return s
+}
+
+// enter starts sampling the goroutine of the call r announces.
+func (s *sampler) enter(r *probe.Record, goidKnown bool) {
+	c := &inflight{pid: r.PID, g: r.G, last: r.Start}
+	if goidKnown {
+		c.goid = r.Goroutine
+	}
+	s.mu.Lock()
+	s.calls[r.ID] = c
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// leave stops sampling call id, which ended at end, and returns its tally:
+// the last state found lasted to the end. Nil if it was not announced.
+func (s *sampler) leave(id, end uint64) *calls.Tally {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, ok := s.calls[id]
+	if !ok {
+		return nil
+	}
+	delete(s.calls, id)
+	if c.t.Samples > 0 && end > c.last {
+		add(&c.t, c.lastState, c.lastPlace, time.Duration(end-c.last))
+	}
+	return &c.t
+}
+
+// close stops the sampling.
+func (s *sampler) close() {
+	close(s.quit)
+	<-s.done
+}
+
+func (s *sampler) run() {
+	defer close(s.done)
+	t := time.NewTicker(s.every)
+	defer t.Stop()
+	for {
+		s.mu.Lock()
+		idle := len(s.calls) == 0
+		s.mu.Unlock()
+		// Idle, it waits for an announcement, not for ticks.
+		if idle {
+			select {
+			case <-s.quit:
+				return
+			case <-s.wake:
+				// A first sample at once: the call's first state
+				// stands for the time since its start.
+				s.tick()
+				t.Reset(s.every)
+			}
+			continue
+		}
+		select {
+		case <-s.quit:
+			return
+		case <-t.C:
+			s.tick()
+		}
+	}
+}
+
+// A gkey names one goroutine of one process.
+type gkey struct {
+	pid int
+	g   uint64
+}
+
+// tick samples up to maxPerTick goroutines, and credits the state of each
+// to every call in flight on it.
+func (s *sampler) tick() {
+	s.mu.Lock()
+	byG := map[gkey][]uint64{}
+	var order []gkey
+	for id, c := range s.calls {
+		k := gkey{c.pid, c.g}
+		if _, ok := byG[k]; !ok {
+			order = append(order, k)
+		}
+		byG[k] = append(byG[k], id)
+	}
+	start := s.next
+	s.next += maxPerTick
+	s.mu.Unlock()
+
+	n := min(len(order), maxPerTick)
+	for i := range n {
+		k := order[(start+i)%len(order)]
+		st, place, err := s.read(k)
+		if err != nil {
+			continue
+		}
+		now, err := monotonic()
+		if err != nil {
+			continue
+		}
+		state := stateOf(st)
+		s.mu.Lock()
+		for _, id := range byG[k] {
+			// Gone since the snapshot: its call returned.
+			c, ok := s.calls[id]
+			if !ok || c.goid != 0 && st.Goid != c.goid || now < c.last {
+				continue // or its goroutine ended and the g was reused
+			}
+			c.t.Samples++
+			d := time.Duration(now - c.last)
+			if c.t.Samples > 1 && (state != c.lastState || !samePlace(place, c.lastPlace)) {
+				// It changed somewhere between the two samples: half
+				// the time to each, which errs by half the gap at most.
+				add(&c.t, c.lastState, c.lastPlace, d/2)
+				d -= d / 2
+			}
+			add(&c.t, state, place, d)
+			c.last, c.lastState, c.lastPlace = now, state, place
+		}
+		s.mu.Unlock()
+	}
+}
+
+// read reads goroutine k's state, and where it waits if it does.
+func (s *sampler) read(k gkey) (goroutine.State, *calls.Place, error) {
+	r, err := s.reader(k.pid)
+	if err != nil {
+		return goroutine.State{}, nil, err
+	}
+	st, err := r.Read(k.g)
+	if err != nil {
+		return st, nil, err
+	}
+	if st.Status != goroutine.Waiting && st.Status != goroutine.Syscall {
+		return st, nil, nil
+	}
+	frames, err := r.Where(st, maxWhere)
+	if err != nil {
+		return st, nil, nil
+	}
+	for _, f := range frames {
+		if !wrapsWaits(f.Func) {
+			return st, &calls.Place{Func: f.Func, File: f.File, Line: f.Line}, nil
+		}
+	}
+	return st, nil, nil
+}
+
+// maxWhere is how many frames of a waiting goroutine are read to find
+// where it waits.
+const maxWhere = 8
+
+// wrapsWaits says fn is in a package that only wraps system calls and
+// waits: where a goroutine waits is the caller, which chose to.
+func wrapsWaits(fn string) bool {
+	for _, p := range []string{"syscall.", "internal/poll.", "golang.org/x/sys/unix.", "os.", "internal/syscall/"} {
+		if strings.HasPrefix(fn, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// reader returns the reader of process pid's goroutines.
+func (s *sampler) reader(pid int) (*goroutine.Reader, error) {
+	s.mu.Lock()
+	r, ok := s.readers[pid]
+	s.mu.Unlock()
+	if ok {
+		return r, nil
+	}
+	r, err := goroutine.NewReader(pid, s.file, s.offsets)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	s.readers[pid] = r
+	s.mu.Unlock()
+	return r, nil
+}
+
+// stateOf names what a goroutine in state st does, as a Breakdown does:
+// "cpu", "runnable", "syscall", or why it is parked.
+func stateOf(st goroutine.State) string {
+	switch st.Status {
+	case goroutine.Running:
+		return "cpu"
+	case goroutine.Syscall:
+		return "syscall"
+	case goroutine.Waiting:
+		return st.WaitReason.Category.String()
+	}
+	// Runnable or preempted, or the runtime working on it (copying its
+	// stack): waiting for a thread either way.
+	return "runnable"
+}
+
+func samePlace(a, b *calls.Place) bool {
+	return a == b || a != nil && b != nil && *a == *b
+}
+
+// add counts d spent in state, at place if it waited somewhere.
+func add(t *calls.Tally, state string, place *calls.Place, d time.Duration) {
+	switch state {
+	case "cpu":
+		t.CPU += d
+	case "runnable":
+		t.Runnable += d
+	case "syscall":
+		t.Syscall += d
+	default:
+		if t.Blocked == nil {
+			t.Blocked = map[string]time.Duration{}
+		}
+		t.Blocked[state] += d
+	}
+	if place != nil {
+		if t.Where == nil {
+			t.Where = map[calls.Place]time.Duration{}
+		}
+		t.Where[*place] += d
+	}
+}
+
+// monotonic reads CLOCK_MONOTONIC, the clock of the probes' timestamps.
+func monotonic() (uint64, error) {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return 0, err
+	}
+	return uint64(ts.Nano()), nil
+}
