@@ -92,4 +92,3 @@ func checkPlaces(t *testing.T, i int, b *calls.Breakdown) {
 		}
 	}
 }
-
