@@ -45,11 +45,12 @@ func New(f *symbols.File, fns []symbols.Func, captures [][2]string) (*File, erro
 		return nil, err
 	}
 	o := &File{GoVersion: f.GoVersion, Arch: f.Arch, Fingerprint: fp, Funcs: map[string][]args.Capture{}}
-	if off, err := GoidOffset(f); err == nil {
-		o.GoidOffset = off
-	}
+	// One pass over DWARF, not two, when the tables do not know the
+	// release.
 	if g, err := GOffsets(f); err == nil {
-		o.G = &g
+		o.G, o.GoidOffset = &g, g.Goid
+	} else if off, err := GoidOffset(f); err == nil {
+		o.GoidOffset = off
 	}
 	if names, err := WaitReasons(f); err == nil {
 		o.WaitReasons = names
