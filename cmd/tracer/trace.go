@@ -19,21 +19,23 @@ import (
 )
 
 type traceFlags struct {
-	target   container.Selector
-	binary   string
-	funcs    []string
-	duration time.Duration
-	minDur   time.Duration
-	sample   uint32
-	output   string
-	stacks   bool
-	follow   bool
-	captures []string
-	offsets  string
-	pprof    string
-	folded   string
-	entry    bool
-	byProc   bool
+	target         container.Selector
+	binary         string
+	funcs          []string
+	duration       time.Duration
+	minDur         time.Duration
+	sample         uint32
+	output         string
+	stacks         bool
+	follow         bool
+	captures       []string
+	offsets        string
+	pprof          string
+	folded         string
+	entry          bool
+	byProc         bool
+	breakdown      bool
+	breakdownEvery time.Duration
 
 	clickhouse export.ClickHouseExporterConfig
 	otlp       export.OTLPExporterConfig
@@ -87,6 +89,8 @@ and the summary (or the --entry-only counts) goes to stderr, so
 	fl.StringVar(&f.output, "output", "text", "live output: text, json (one object per call and line; the summary goes to stderr) or none")
 	fl.BoolVar(&f.stacks, "stacks", false, "capture and print the caller stack of each call")
 	fl.BoolVar(&f.byProc, "by-process", false, "with --binary: a summary per process too")
+	fl.BoolVar(&f.breakdown, "breakdown", false, "where each call's time went: its goroutine's state sampled from the target's memory while it runs (on CPU, runnable, in a syscall, blocked by reason, and where); for slow functions, no extra trap but one more record per call")
+	fl.DurationVar(&f.breakdownEvery, "breakdown-every", session.DefaultBreakdownEvery, "with --breakdown: how often a call's goroutine is sampled")
 	fl.BoolVar(&f.entry, "entry-only", false, "count calls per caller stack at entry only: no RET probes, no durations or spans, about half the cost per call, for hot functions; prints the counts at the end")
 	fl.BoolVar(&f.follow, "follow", true, "when the target exits, wait for it to restart and attach again")
 	fl.StringArrayVar(&f.clickhouse.Addrs, "clickhouse", nil, "also export spans to this ClickHouse (host:port, native protocol), repeatable for a cluster; password from $CLICKHOUSE_PASSWORD or --clickhouse-password-file")
@@ -110,6 +114,12 @@ func runTrace(ctx context.Context, cmd *cobra.Command, f traceFlags) error {
 	}
 	if f.sample == 0 {
 		return errors.New("--sample must be at least 1")
+	}
+	if f.breakdown && f.entry {
+		return errors.New("--breakdown needs calls, which --entry-only does not follow")
+	}
+	if f.breakdownEvery <= 0 {
+		return errors.New("--breakdown-every must be positive")
 	}
 	everyProcess := f.binary != "" && f.target.PID == 0 && f.target.Process == ""
 	if f.byProc && !everyProcess {
@@ -191,6 +201,7 @@ func runTrace(ctx context.Context, cmd *cobra.Command, f traceFlags) error {
 		}
 	}
 	cfg.MinDuration, cfg.SampleEvery = f.minDur, f.sample
+	cfg.Announce, cfg.BreakdownEvery = f.breakdown, f.breakdownEvery
 	cfg.Detaching = detachProgress(stderr, time.Second)
 	if f.entry {
 		cfg.EntryOnly, cfg.Stacks = true, true

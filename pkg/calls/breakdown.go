@@ -45,6 +45,48 @@ func (t *Tally) Breakdown() *Breakdown {
 	return b
 }
 
+// add adds the time of b.
+func (t *Tally) add(b *Breakdown) {
+	t.Samples += b.Samples
+	t.CPU += b.CPU
+	t.Runnable += b.Runnable
+	t.Syscall += b.Syscall
+	for r, d := range b.Blocked {
+		if t.Blocked == nil {
+			t.Blocked = map[string]time.Duration{}
+		}
+		t.Blocked[r] += d
+	}
+	var total time.Duration
+	for _, d := range b.Blocked {
+		total += d
+	}
+	total += b.CPU + b.Runnable + b.Syscall
+	for _, p := range b.Where {
+		if t.Where == nil {
+			t.Where = map[Place]time.Duration{}
+		}
+		share := p.Share
+		p.Share = 0
+		t.Where[p] += time.Duration(share * float64(total))
+	}
+}
+
+// ShortName strips the import path from a fully qualified Go function name:
+// "github.com/cilium/cilium/pkg/endpoint.(*Endpoint).regenerateBPF" becomes
+// "endpoint.(*Endpoint).regenerateBPF". Type parameters may contain slashes,
+// so only the part before the first '[' is searched.
+func ShortName(fn string) string {
+	head := fn
+	if i := strings.IndexByte(head, '['); i >= 0 {
+		head = head[:i]
+	}
+	if i := strings.LastIndexByte(head, '/'); i >= 0 {
+		return fn[i+1:]
+	}
+	return fn
+}
+
 // maxPlaces is how many places a breakdown names.
 const maxPlaces = 3
 

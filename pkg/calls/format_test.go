@@ -32,3 +32,17 @@ func TestFormatValue(t *testing.T) {
 		}
 	}
 }
+
+func TestShortName(t *testing.T) {
+	for in, want := range map[string]string{
+		"github.com/cilium/cilium/pkg/endpoint.(*Endpoint).regenerateBPF": "endpoint.(*Endpoint).regenerateBPF",
+		"main.main.func1": "main.main.func1",
+		"runtime.goexit":  "runtime.goexit",
+		"github.com/x/y.Map[go.shape.struct { F *example.com/z.T }]": "y.Map[go.shape.struct { F *example.com/z.T }]",
+		"": "",
+	} {
+		if got := ShortName(in); got != want {
+			t.Errorf("ShortName(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

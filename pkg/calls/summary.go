@@ -27,6 +27,10 @@ type FuncStats struct {
 	Unfinished uint64
 	Max        time.Duration
 	durations  []time.Duration
+	// Broken down is how many calls had a Breakdown, and where is their
+	// sum.
+	BrokenDown int
+	where      Tally
 }
 
 // Add counts one call.
@@ -39,6 +43,10 @@ func (s *Summary) Add(c *Call) {
 		f = &FuncStats{Func: c.Func}
 		s.funcs[c.Func] = f
 		s.order = append(s.order, c.Func)
+	}
+	if b := c.Breakdown; b != nil {
+		f.BrokenDown++
+		f.where.add(b)
 	}
 	if c.Unfinished {
 		f.Unfinished++
@@ -136,6 +144,11 @@ func (s *Summary) Print(w io.Writer, extra map[string]Dropped) error {
 	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	for _, name := range s.order {
+		if f := s.funcs[name]; f.BrokenDown > 0 {
+			fmt.Fprintf(w, "where the time of %s went, %d calls: %s\n", ShortName(name), f.BrokenDown, f.where.Breakdown())
+		}
 	}
 	if total.Dropped > 0 {
 		fmt.Fprintln(w, droppedLegend)

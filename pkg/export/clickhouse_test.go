@@ -18,6 +18,7 @@ import (
 	"go.opentelemetry.io/otel/codes"
 
 	"github.com/cilium-tracer/tracer/internal/chtest"
+	"github.com/cilium-tracer/tracer/pkg/calls"
 )
 
 var outage = flag.Duration("outage", 1500*time.Millisecond,
@@ -226,7 +227,7 @@ func expectedRow(s Span) chtest.Row {
 		TraceID:      hex.EncodeToString(s.TraceID[:]),
 		SpanID:       hex.EncodeToString(s.SpanID[:]),
 		ParentSpanID: parent,
-		SpanName:     ShortName(s.Call.Func),
+		SpanName:     calls.ShortName(s.Call.Func),
 		SpanKind:     "Internal",
 		ServiceName:  "cilium-agent",
 		ResourceAttributes: map[string]string{

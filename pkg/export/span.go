@@ -3,7 +3,9 @@ package export
 import (
 	"crypto/rand"
 	"encoding/binary"
+	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -35,6 +37,17 @@ const (
 	AttrGoroutine   = attribute.Key("goroutine.id")
 	AttrSampleRate  = attribute.Key("tracer.sample_rate")
 	AttrMinDuration = attribute.Key("tracer.min_duration_ns")
+	// Where the call's time went (calls.Breakdown), for probes that
+	// sample it: the sample count, ns per state, ns blocked per reason
+	// (AttrBlockedPrefix + the reason, spaces as underscores, + "_ns"),
+	// and the places it waited, the largest share first, one per line
+	// as "FUNC FILE:LINE SHARE".
+	AttrBreakdownSamples  = attribute.Key("tracer.breakdown.samples")
+	AttrBreakdownCPU      = attribute.Key("tracer.breakdown.cpu_ns")
+	AttrBreakdownRunnable = attribute.Key("tracer.breakdown.runnable_ns")
+	AttrBreakdownSyscall  = attribute.Key("tracer.breakdown.syscall_ns")
+	AttrBlockedPrefix     = "tracer.breakdown.blocked."
+	AttrBreakdownWhere    = attribute.Key("tracer.breakdown.where")
 )
 
 // Resource identifies the traced process. Empty fields are left out of the
@@ -199,7 +212,7 @@ func (b *SpanBuilder) Build(c calls.Call) Span {
 	s := Span{
 		TraceID:  b.TraceID(c.RootID),
 		SpanID:   spanID(c.ID),
-		Name:     ShortName(c.Func),
+		Name:     calls.ShortName(c.Func),
 		Kind:     trace.SpanKindInternal,
 		Start:    c.Start,
 		End:      c.Start.Add(c.Duration),
@@ -234,6 +247,28 @@ func (b *SpanBuilder) Build(c calls.Call) Span {
 	for _, a := range c.Attrs {
 		attrs = append(attrs, attribute.String(a.Key, a.Value))
 	}
+	if b := c.Breakdown; b != nil {
+		attrs = append(attrs,
+			AttrBreakdownSamples.Int(b.Samples),
+			AttrBreakdownCPU.Int64(b.CPU.Nanoseconds()),
+			AttrBreakdownRunnable.Int64(b.Runnable.Nanoseconds()),
+			AttrBreakdownSyscall.Int64(b.Syscall.Nanoseconds()))
+		reasons := make([]string, 0, len(b.Blocked))
+		for r := range b.Blocked {
+			reasons = append(reasons, r)
+		}
+		slices.Sort(reasons)
+		for _, r := range reasons {
+			attrs = append(attrs, attribute.Int64(AttrBlockedPrefix+strings.ReplaceAll(r, " ", "_")+"_ns", b.Blocked[r].Nanoseconds()))
+		}
+		if top := b.Top(); len(top) > 0 {
+			lines := make([]string, len(top))
+			for i, p := range top {
+				lines[i] = fmt.Sprintf("%s %s:%d %.3f", p.Func, p.File, p.Line, p.Share)
+			}
+			attrs = append(attrs, AttrBreakdownWhere.String(strings.Join(lines, "\n")))
+		}
+	}
 	s.Attributes = attrs
 	return s
 }
@@ -242,21 +277,6 @@ func spanID(id uint64) trace.SpanID {
 	var s trace.SpanID
 	binary.BigEndian.PutUint64(s[:], id)
 	return s
-}
-
-// ShortName strips the import path from a fully qualified Go function name:
-// "github.com/cilium/cilium/pkg/endpoint.(*Endpoint).regenerateBPF" becomes
-// "endpoint.(*Endpoint).regenerateBPF". Type parameters may contain slashes,
-// so only the part before the first '[' is searched.
-func ShortName(fn string) string {
-	head := fn
-	if i := strings.IndexByte(head, '['); i >= 0 {
-		head = head[:i]
-	}
-	if i := strings.LastIndexByte(head, '/'); i >= 0 {
-		return fn[i+1:]
-	}
-	return fn
 }
 
 // FormatStack renders frames one per line, innermost first, as

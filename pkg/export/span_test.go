@@ -121,20 +121,6 @@ func TestBuildUnfinished(t *testing.T) {
 	}
 }
 
-func TestShortName(t *testing.T) {
-	for in, want := range map[string]string{
-		"github.com/cilium/cilium/pkg/endpoint.(*Endpoint).regenerateBPF": "endpoint.(*Endpoint).regenerateBPF",
-		"main.main.func1": "main.main.func1",
-		"runtime.goexit":  "runtime.goexit",
-		"github.com/x/y.Map[go.shape.struct { F *example.com/z.T }]": "y.Map[go.shape.struct { F *example.com/z.T }]",
-		"": "",
-	} {
-		if got := ShortName(in); got != want {
-			t.Errorf("ShortName(%q) = %q, want %q", in, got, want)
-		}
-	}
-}
-
 // TestTree checks, on random nested calls, that every child links to its
 // parent in the same trace and that children never add up to more than their
 // parent.

@@ -49,6 +49,9 @@ func (e *TextExporter) Export(_ context.Context, spans []Span) error {
 		if c.Unfinished {
 			fmt.Fprintf(&buf, " UNFINISHED: %s", s.StatusMessage)
 		}
+		if c.Breakdown != nil {
+			fmt.Fprintf(&buf, " [%s]", c.Breakdown)
+		}
 		buf.WriteByte('\n')
 		if e.stacks {
 			for _, f := range c.Stack {
@@ -112,6 +115,26 @@ type JSONSpan struct {
 	MinDuration  int64             `json:"min_duration_ns,omitempty"`
 	Attrs        map[string]string `json:"attrs,omitempty"`
 	Stack        []JSONFrame       `json:"stack,omitempty"`
+	Breakdown    *JSONBreakdown    `json:"breakdown,omitempty"`
+}
+
+// JSONBreakdown is where a call's time went (calls.Breakdown), in ns.
+type JSONBreakdown struct {
+	Samples    int              `json:"samples"`
+	CPUNS      int64            `json:"cpu_ns"`
+	RunnableNS int64            `json:"runnable_ns"`
+	SyscallNS  int64            `json:"syscall_ns"`
+	BlockedNS  map[string]int64 `json:"blocked_ns,omitempty"`
+	Where      []JSONPlace      `json:"where,omitempty"`
+}
+
+// JSONPlace is where a call's goroutine waited, with its share of the
+// call's time.
+type JSONPlace struct {
+	Func  string  `json:"func"`
+	File  string  `json:"file"`
+	Line  int     `json:"line"`
+	Share float64 `json:"share"`
 }
 
 // JSONFrame is one stack frame of a JSONSpan.
@@ -154,6 +177,19 @@ func (e *JSONExporter) Export(_ context.Context, spans []Span) error {
 		}
 		for _, f := range c.Stack {
 			js.Stack = append(js.Stack, JSONFrame{Func: f.Func, File: f.File, Line: f.Line, Inlined: f.Inlined})
+		}
+		if b := c.Breakdown; b != nil {
+			jb := &JSONBreakdown{Samples: b.Samples, CPUNS: b.CPU.Nanoseconds(), RunnableNS: b.Runnable.Nanoseconds(), SyscallNS: b.Syscall.Nanoseconds()}
+			if len(b.Blocked) > 0 {
+				jb.BlockedNS = make(map[string]int64, len(b.Blocked))
+				for r, d := range b.Blocked {
+					jb.BlockedNS[r] = d.Nanoseconds()
+				}
+			}
+			for _, p := range b.Top() {
+				jb.Where = append(jb.Where, JSONPlace{Func: p.Func, File: p.File, Line: p.Line, Share: p.Share})
+			}
+			js.Breakdown = jb
 		}
 		if err := enc.Encode(&js); err != nil {
 			return fmt.Errorf("encode span %s: %w", s.SpanID, err)
