@@ -68,8 +68,9 @@ type Breakdown struct {
 	// "rwmutex", "chan send", "chan receive", "select", "sleep",
 	// "IO wait", "GC assist", "cond" or "other".
 	Blocked map[string]time.Duration
-	// Where are the places it waited (parked or in a system call), the
-	// largest share first: the first frame outside the runtime and sync.
+	// Where are the places it waited (parked, in a system call, or
+	// runnable after either), the largest share first: the first frame
+	// outside the runtime and sync.
 	Where []Place
 }
 

@@ -1,6 +1,7 @@
 package session
 
 import (
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -17,6 +18,9 @@ import (
 // DefaultBreakdownEvery is how often the goroutine of an announced call in
 // flight is sampled: 1 kHz.
 const DefaultBreakdownEvery = time.Millisecond
+
+// samplerNice is the sampling thread's nice value.
+const samplerNice = -10
 
 // maxPerTick bounds the goroutines sampled at each tick, round robin past
 // it: each sample is a read of the target's memory, a few microseconds, so
@@ -37,6 +41,7 @@ type sampler struct {
 	readers map[int]*goroutine.Reader
 	next    int // round robin start
 	wake    chan struct{}
+	closing sync.Once
 	quit    chan struct{}
 	done    chan struct{}
 }
@@ -71,6 +76,9 @@ func (s *sampler) enter(r *probe.Record, goidKnown bool) {
 	if goidKnown {
 		c.goid = r.Goroutine
 	}
+	// Ready before the first tick: reading the process's maps and the
+	// runtime's tables takes milliseconds, unsampled.
+	s.reader(r.PID)
 	s.mu.Lock()
 	s.calls[r.ID] = c
 	s.mu.Unlock()
@@ -96,16 +104,23 @@ func (s *sampler) leave(id, end uint64) *calls.Tally {
 	return &c.t
 }
 
-// close stops the sampling.
+// close stops the sampling; more calls do nothing.
 func (s *sampler) close() {
-	close(s.quit)
+	s.closing.Do(func() { close(s.quit) })
 	<-s.done
 }
 
 func (s *sampler) run() {
 	defer close(s.done)
-	t := time.NewTicker(s.every)
-	defer t.Stop()
+	// A sample late by a few milliseconds, on a busy node, misplaces the
+	// state changes around it by half the delay. So the sampling thread
+	// sleeps in the kernel, not on a Go timer, which another thread
+	// would have to notice first, and runs ahead of the others. Its work
+	// is bounded (maxPerTick reads of microseconds a tick), so it cannot
+	// starve the node. Without CAP_SYS_NICE it keeps the default
+	// priority.
+	runtime.LockOSThread()
+	_ = unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), samplerNice)
 	for {
 		s.mu.Lock()
 		idle := len(s.calls) == 0
@@ -116,18 +131,18 @@ func (s *sampler) run() {
 			case <-s.quit:
 				return
 			case <-s.wake:
-				// A first sample at once: the call's first state
-				// stands for the time since its start.
-				s.tick()
-				t.Reset(s.every)
 			}
-			continue
 		}
 		select {
 		case <-s.quit:
 			return
-		case <-t.C:
-			s.tick()
+		default:
+		}
+		// A first sample at once: the call's first state stands for
+		// the time since its start.
+		s.tick()
+		ts := unix.NsecToTimespec(s.every.Nanoseconds())
+		for unix.Nanosleep(&ts, &ts) == unix.EINTR {
 		}
 	}
 }
@@ -199,7 +214,9 @@ func (s *sampler) read(k gkey) (goroutine.State, *calls.Place, error) {
 	if err != nil {
 		return st, nil, err
 	}
-	if st.Status != goroutine.Waiting && st.Status != goroutine.Syscall {
+	// Runnable too: woken from a wait, it is still where it waited until
+	// it gets a thread, which on a busy node is part of the wait's cost.
+	if st.Status == goroutine.Running {
 		return st, nil, nil
 	}
 	frames, err := r.Where(st, maxWhere)

@@ -211,6 +211,11 @@ func start(cfg Config, f *symbols.File) (_ *Session, err error) {
 		return nil, err
 	}
 	s := &Session{cfg: cfg, PID: cfg.PID, Binary: bin, File: f, Set: set, Refused: refused, GoidErr: goidErr}
+	for _, p := range probes {
+		if p.Announce && s.sampler == nil {
+			s.startSampler()
+		}
+	}
 	s.builder = calls.Builder{File: f, Bias: bias, Probes: slices.Clone(set.Probes()), GoidUnknown: goidErr != nil}
 	if everyProcess {
 		s.procs = newProcesses(f, func() { set.Interrupt() })
@@ -476,7 +481,7 @@ func (s *Session) build(r *probe.Record) (calls.Call, bool) {
 	}
 	if r.Kind == probe.Entered {
 		if s.sampler == nil {
-			s.sampler = newSampler(s.File, s.cfg.Offsets, cmp.Or(s.cfg.BreakdownEvery, DefaultBreakdownEvery))
+			s.startSampler()
 		}
 		s.sampler.enter(r, s.GoidErr == nil)
 		return calls.Call{}, false
@@ -492,6 +497,15 @@ func (s *Session) build(r *probe.Record) (calls.Call, bool) {
 		c.Breakdown = s.sampler.leave(r.ID, r.End).Breakdown()
 	}
 	return c, err == nil || c.Func != ""
+}
+
+// startSampler starts sampling the goroutines of announced calls; for one
+// target, it reads the target's tables now, not at the first call.
+func (s *Session) startSampler() {
+	s.sampler = newSampler(s.File, s.cfg.Offsets, cmp.Or(s.cfg.BreakdownEvery, DefaultBreakdownEvery))
+	if s.PID != 0 {
+		s.sampler.reader(s.PID)
+	}
 }
 
 // changed gives the builder the probes as they are now; s.mu held.
@@ -604,6 +618,9 @@ func (s *Session) Counters() (map[string]probe.Counters, error) {
 
 // Close detaches the probes and closes the executable.
 func (s *Session) Close() error {
+	if s.sampler != nil {
+		s.sampler.close()
+	}
 	return errors.Join(s.Set.Close(), s.File.Close())
 }
 

@@ -47,47 +47,58 @@ func (e *Endpoint) RegeneratePhased(want Phases) Phases {
 // regeneratePhased spends want.CPU computing, then waits want.Mutex for
 // the endpoint's lock (lockAlive), want.Chan on a channel
 // (waitForProxyCompletions) and want.Syscall in a read(2) of a pipe
-// (readPipe), and measures each wait itself, on the monotonic clock.
+// (readPipe). It reads the monotonic clock at its top and after each phase,
+// so the phases it reports cover the whole call: what it does besides
+// waiting (starting the goroutines that end the waits, which may take a
+// new thread) counts as computing, as it is.
 //
 //go:noinline
 func (e *Endpoint) regeneratePhased(seq uint64, want Phases) (took Phases) {
 	phasedCalls.Start(seq)
 	defer phasedCalls.Stop(seq)
-
 	t0 := time.Now()
-	spin(want.CPU)
-	took.CPU = time.Since(t0)
-
-	held := make(chan struct{})
-	go func() {
-		e.mutex.Lock()
-		close(held)
-		time.Sleep(want.Mutex)
-		e.mutex.Unlock()
-	}()
-	<-held
-	took.Mutex = e.lockAlive()
-	e.mutex.Unlock()
-
-	done := make(chan struct{})
-	go func() {
-		time.Sleep(want.Chan)
-		close(done)
-	}()
-	took.Chan = e.waitForProxyCompletions(done)
 
 	var fds [2]int
 	if err := syscall.Pipe(fds[:]); err != nil {
 		panic(err)
 	}
+	defer syscall.Close(fds[0])
+	defer syscall.Close(fds[1])
+	// Each helper ends its wait want.X after the phase before it ends.
+	cpuDone, mutexDone, chanDone := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	held, proxies := make(chan struct{}), make(chan struct{})
 	go func() {
+		e.mutex.Lock()
+		close(held)
+		<-cpuDone
+		time.Sleep(want.Mutex)
+		e.mutex.Unlock()
+	}()
+	go func() {
+		<-mutexDone
+		time.Sleep(want.Chan)
+		close(proxies)
+	}()
+	go func() {
+		<-chanDone
 		time.Sleep(want.Syscall)
 		syscall.Write(fds[1], []byte{1})
 	}()
-	took.Syscall = e.readPipe(fds[0])
-	syscall.Close(fds[0])
-	syscall.Close(fds[1])
-	return took
+	<-held
+
+	spin(want.CPU - time.Since(t0))
+	close(cpuDone)
+	t1 := time.Now()
+	e.lockAlive()
+	e.mutex.Unlock()
+	close(mutexDone)
+	t2 := time.Now()
+	e.waitForProxyCompletions(proxies)
+	close(chanDone)
+	t3 := time.Now()
+	e.readPipe(fds[0])
+	t4 := time.Now()
+	return Phases{CPU: t1.Sub(t0), Mutex: t2.Sub(t1), Chan: t3.Sub(t2), Syscall: t4.Sub(t3)}
 }
 
 // spin computes for d.
@@ -105,35 +116,29 @@ func spin(d time.Duration) {
 
 var sink uint64
 
-// lockAlive takes the endpoint's lock and returns how long it waited.
+// lockAlive takes the endpoint's lock.
 //
 //go:noinline
-func (e *Endpoint) lockAlive() time.Duration {
-	t0 := time.Now()
+func (e *Endpoint) lockAlive() {
 	e.mutex.Lock()
-	return time.Since(t0)
 }
 
-// waitForProxyCompletions waits until done is closed and returns how long.
+// waitForProxyCompletions waits until done is closed.
 //
 //go:noinline
-func (e *Endpoint) waitForProxyCompletions(done <-chan struct{}) time.Duration {
-	t0 := time.Now()
+func (e *Endpoint) waitForProxyCompletions(done <-chan struct{}) {
 	<-done
-	return time.Since(t0)
 }
 
-// readPipe blocks in read(2) on fd, a blocking pipe, until a byte comes,
-// and returns how long: syscall.Read is no netpoller wait.
+// readPipe blocks in read(2) on fd, a blocking pipe, until a byte comes:
+// syscall.Read is no netpoller wait.
 //
 //go:noinline
-func (e *Endpoint) readPipe(fd int) time.Duration {
+func (e *Endpoint) readPipe(fd int) {
 	var b [1]byte
-	t0 := time.Now()
 	for {
 		if _, err := syscall.Read(fd, b[:]); err != syscall.EINTR {
-			break
+			return
 		}
 	}
-	return time.Since(t0)
 }
