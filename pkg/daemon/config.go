@@ -86,6 +86,10 @@ type ProbeConfig struct {
 	// Captures are NAME=EXPR values read at each entry and put on the
 	// spans, as for `tracer trace --capture`.
 	Captures []string `yaml:"captures"`
+	// Breakdown samples each call's goroutine while it runs, for where
+	// its time went, as `tracer trace --breakdown` does. The sampling is
+	// the daemon's own CPU, which the budget covers.
+	Breakdown bool `yaml:"breakdown"`
 }
 
 // PipelineConfig bounds the export queues; zero takes export's defaults.

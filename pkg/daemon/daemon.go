@@ -480,7 +480,7 @@ func (d *Daemon) resolve(f *symbols.File, cfg Config, offsets *offsets.File) ([]
 	maxEPS := map[string]float64{}
 	limit := burstLimit(cfg.Governor.BudgetPercent/100, d.costPerCall(cfg))
 	for i, pc := range cfg.Probes {
-		ps, refused, err := session.Resolve(f, []string{pc.Func}, probe.Config{MinDuration: pc.MinDuration, SampleEvery: pc.Sample, BurstLimit: limit})
+		ps, refused, err := session.Resolve(f, []string{pc.Func}, probe.Config{MinDuration: pc.MinDuration, SampleEvery: pc.Sample, BurstLimit: limit, Announce: pc.Breakdown})
 		for _, r := range refused {
 			d.log.Warn("not probing", "func", r.Func, "reason", r.Reason)
 		}

@@ -869,3 +869,25 @@ func sum(m map[int]uint64) uint64 {
 	}
 	return n
 }
+
+// breakdown: true samples each call's goroutine: the spans say where the
+// time went, mostly waiting at the agent's waiting functions.
+func TestDaemonBreakdown(t *testing.T) {
+	bin := testagent.Build(t, testagent.Variant{Stripped: true})
+	agent := testagent.Start(t, bin, "-wait-start", "-workers", "0", "-phased", "2")
+	r := startDaemon(t, fmt.Sprintf("probes:\n  - func: %q\n    breakdown: true\n", testagent.Phased), agent.PID)
+	agent.Begin(t)
+	agent.Wait(t, 30*time.Second)
+	r.waitDetached(t)
+	r.stop(t)
+	spans := r.parseSpans(t, agent.PID)
+	if len(spans) != 2 {
+		t.Fatalf("%d spans, the agent made 2 calls", len(spans))
+	}
+	for _, s := range spans {
+		b := s.Breakdown
+		if b == nil || b.Samples < 10 || b.BlockedNS["mutex"] == 0 || b.SyscallNS == 0 || len(b.Where) == 0 {
+			t.Errorf("span %s: breakdown %+v", s.SpanID, b)
+		}
+	}
+}
