@@ -190,6 +190,11 @@ func (s *sampler) tick() {
 				continue // or its goroutine ended and the g was reused
 			}
 			c.t.Samples++
+			if place == nil && state != "cpu" && state == c.lastState {
+				// The walk failed (the goroutine moved meanwhile),
+				// or found nothing: still waiting, still there.
+				place = c.lastPlace
+			}
 			d := time.Duration(now - c.last)
 			if c.t.Samples > 1 && (state != c.lastState || !samePlace(place, c.lastPlace)) {
 				// It changed somewhere between the two samples: half
