@@ -347,6 +347,7 @@ func (c cniTrace) check(t *testing.T, lab *ciliumlab.Lab) {
 	c.r.stop(t)
 	pids := map[int]bool{}
 	done := 0
+	var took []time.Duration
 	for _, s := range spans(t, strings.NewReader(c.r.stdout.String())) {
 		if s.Function != cniAdd || s.Unfinished {
 			t.Errorf("span %s unfinished=%v, want completed ADDs only", s.Function, s.Unfinished)
@@ -354,7 +355,9 @@ func (c cniTrace) check(t *testing.T, lab *ciliumlab.Lab) {
 		}
 		done++
 		pids[s.PID] = true
+		took = append(took, time.Duration(s.DurationNS).Round(time.Millisecond))
 	}
+	t.Logf("%d cilium-cni ADDs traced in %d processes, taking %v; the lab created %d pods", done, len(pids), took, len(lab.Pods))
 	if done != len(lab.Pods) || len(pids) != len(lab.Pods) || done == 0 {
 		t.Errorf("%d ADDs traced in %d processes, the lab created %d pods through cilium-cni:\n%s", done, len(pids), len(lab.Pods), c.r.stderr)
 	}
