@@ -3,6 +3,7 @@ package session_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -116,10 +117,12 @@ func TestEveryProcess(t *testing.T) {
 			}
 			e := traceEveryProcess(t, bin, testagent.Counted...)
 			args := []string{"-workers", "4", "-iterations", "3", "-interval", "1ms", "-policy-depth", "3", "-panic-every", "0", "-hot", "50"}
-			// Two run side by side, then three one after another.
+			// Two run side by side for a while, their calls
+			// interleaved, then three one after another.
 			var pids []int
 			reports := map[int]testagent.Report{}
-			a, b := testagent.Start(t, bin, args...), testagent.Start(t, bin, args...)
+			long := append(slices.Clone(args), "-iterations", "20", "-interval", "5ms")
+			a, b := testagent.Start(t, bin, long...), testagent.Start(t, bin, long...)
 			reports[a.PID], reports[b.PID] = a.Wait(t, time.Minute), b.Wait(t, time.Minute)
 			pids = append(pids, a.PID, b.PID)
 			for range 3 {
