@@ -240,15 +240,17 @@ func (s *sampler) read(k gkey) (goroutine.State, *calls.Place, error) {
 // where it waits.
 const maxWhere = 8
 
-// wrapsWaits says fn is in a package that only wraps system calls and
-// waits: where a goroutine waits is the caller, which chose to.
+// wrapsWaits says fn only wraps system calls and waits: where a goroutine
+// waits is its caller, which chose to. cilium/ebpf's own wrappers are
+// among them: in cilium-agent, the caller of sys.BPF names the command
+// (sys.ProgLoad is BPF_PROG_LOAD, the verifier's time).
 func wrapsWaits(fn string) bool {
-	for _, p := range []string{"syscall.", "internal/poll.", "golang.org/x/sys/unix.", "os.", "internal/syscall/"} {
+	for _, p := range []string{"syscall.", "internal/poll.", "golang.org/x/sys/unix.", "os.", "internal/syscall/", "github.com/cilium/ebpf/internal/unix."} {
 		if strings.HasPrefix(fn, p) {
 			return true
 		}
 	}
-	return false
+	return fn == "github.com/cilium/ebpf/internal/sys.BPF"
 }
 
 // reader returns the reader of process pid's goroutines.
