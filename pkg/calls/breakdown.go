@@ -40,7 +40,7 @@ func (t *Tally) Breakdown() *Breakdown {
 		b.Where = append(b.Where, p)
 	}
 	slices.SortFunc(b.Where, func(x, y Place) int {
-		return cmp.Or(cmp.Compare(y.Share, x.Share), cmp.Compare(x.Func, y.Func), cmp.Compare(x.Line, y.Line))
+		return cmp.Or(cmp.Compare(y.Share, x.Share), cmp.Compare(x.Func, y.Func), cmp.Compare(x.Line, y.Line), cmp.Compare(x.State, y.State))
 	})
 	return b
 }
@@ -114,8 +114,13 @@ func (b *Breakdown) String() string {
 			continue
 		}
 		item := fmt.Sprintf("%s %.0f%%", p.name, 100*float64(p.d)/float64(total))
-		if i == 0 && p.name != "cpu" && p.name != "runnable" && len(b.Where) > 0 {
-			item += " (" + b.Where[0].String() + ")"
+		if i == 0 {
+			for _, w := range b.Where {
+				if w.State == p.name {
+					item += " (" + w.String() + ")"
+					break
+				}
+			}
 		}
 		s = append(s, item)
 	}

@@ -74,8 +74,10 @@ type Breakdown struct {
 	Where []Place
 }
 
-// A Place is where a goroutine waited, and its share of the samples.
+// A Place is where a goroutine waited, in which state, and its share of
+// the call's time.
 type Place struct {
+	State string // "syscall", "runnable", or a Blocked reason
 	Func  string
 	File  string
 	Line  int

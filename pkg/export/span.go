@@ -41,7 +41,7 @@ const (
 	// sample it: the sample count, ns per state, ns blocked per reason
 	// (AttrBlockedPrefix + the reason, spaces as underscores, + "_ns"),
 	// and the places it waited, the largest share first, one per line
-	// as "FUNC FILE:LINE SHARE".
+	// as "STATE FUNC FILE:LINE SHARE".
 	AttrBreakdownSamples  = attribute.Key("tracer.breakdown.samples")
 	AttrBreakdownCPU      = attribute.Key("tracer.breakdown.cpu_ns")
 	AttrBreakdownRunnable = attribute.Key("tracer.breakdown.runnable_ns")
@@ -264,7 +264,7 @@ func (b *SpanBuilder) Build(c calls.Call) Span {
 		if top := b.Top(); len(top) > 0 {
 			lines := make([]string, len(top))
 			for i, p := range top {
-				lines[i] = fmt.Sprintf("%s %s:%d %.3f", p.Func, p.File, p.Line, p.Share)
+				lines[i] = fmt.Sprintf("%s %s %s:%d %.3f", p.State, p.Func, p.File, p.Line, p.Share)
 			}
 			attrs = append(attrs, AttrBreakdownWhere.String(strings.Join(lines, "\n")))
 		}

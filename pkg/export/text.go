@@ -131,6 +131,7 @@ type JSONBreakdown struct {
 // JSONPlace is where a call's goroutine waited, with its share of the
 // call's time.
 type JSONPlace struct {
+	State string  `json:"state"`
 	Func  string  `json:"func"`
 	File  string  `json:"file"`
 	Line  int     `json:"line"`
@@ -187,7 +188,7 @@ func (e *JSONExporter) Export(_ context.Context, spans []Span) error {
 				}
 			}
 			for _, p := range b.Top() {
-				jb.Where = append(jb.Where, JSONPlace{Func: p.Func, File: p.File, Line: p.Line, Share: p.Share})
+				jb.Where = append(jb.Where, JSONPlace{State: p.State, Func: p.Func, File: p.File, Line: p.Line, Share: p.Share})
 			}
 			js.Breakdown = jb
 		}

@@ -310,7 +310,9 @@ func add(t *calls.Tally, state string, place *calls.Place, d time.Duration) {
 		if t.Where == nil {
 			t.Where = map[calls.Place]time.Duration{}
 		}
-		t.Where[*place] += d
+		p := *place
+		p.State = state
+		t.Where[p] += d
 	}
 }
 
