@@ -19,6 +19,10 @@ import (
 // flight is sampled: 1 kHz.
 const DefaultBreakdownEvery = time.Millisecond
 
+// maxInFlight bounds the announced calls followed at once, as the probes'
+// goroutine table bounds the calls in flight.
+const maxInFlight = 4096
+
 // samplerNice is the sampling thread's nice value.
 const samplerNice = -10
 
@@ -72,6 +76,12 @@ func newSampler(f *symbols.File, o *offsets.File, every time.Duration) *sampler 
 
 // enter starts sampling the goroutine of the call r announces.
 func (s *sampler) enter(r *probe.Record, goidKnown bool) {
+	s.mu.Lock()
+	full := len(s.calls) >= maxInFlight
+	s.mu.Unlock()
+	if full {
+		return // records lost on the way kept calls that never leave
+	}
 	c := &inflight{pid: r.PID, g: r.G, last: r.Start}
 	if goidKnown {
 		c.goid = r.Goroutine
@@ -186,8 +196,15 @@ func (s *sampler) tick() {
 		for _, id := range byG[k] {
 			// Gone since the snapshot: its call returned.
 			c, ok := s.calls[id]
-			if !ok || c.goid != 0 && st.Goid != c.goid || now < c.last {
-				continue // or its goroutine ended and the g was reused
+			if !ok || now < c.last {
+				continue
+			}
+			if st.Status == goroutine.Dead || c.goid != 0 && st.Goid != c.goid {
+				// Its goroutine ended, and the call's record was
+				// lost (ring buffer full) or will say so: sampling
+				// the g's next goroutine would be wrong.
+				delete(s.calls, id)
+				continue
 			}
 			c.t.Samples++
 			if place == nil && state != "cpu" && state == c.lastState {
