@@ -40,7 +40,8 @@ var order = []string{
 var stages = map[string]string{
 	"pkg/container": "target",
 	"pkg/symbols":   "symbols",
-	"bpf/uprobes":   "probes", // the BPF objects pkg/probe loads
+	"pkg/presets":   "symbols", // what to probe and capture, read from the executable
+	"bpf/uprobes":   "probes",  // the BPF objects pkg/probe loads
 	"pkg/probe":     "probes",
 	"pkg/calls":     "calls",
 	"pkg/export":    "exporters", // builds the spans, then exports them

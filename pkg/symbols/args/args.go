@@ -617,9 +617,25 @@ func resolveCapture(fn string, params []Param, name, expr string, complete func(
 	return c, nil
 }
 
+// isStringType reports whether t is a string: Go writes string, and every
+// named string type (type ResourceID string), as a struct of a *uint8 str
+// and an int len, named by the type.
 func isStringType(t dwarf.Type) bool {
 	st, ok := t.(*dwarf.StructType)
-	return ok && st.StructName == "string" && len(st.Field) == 2
+	if !ok || len(st.Field) != 2 {
+		return false
+	}
+	if st.StructName == "string" {
+		return true
+	}
+	str, n := st.Field[0], st.Field[1]
+	p, ok := unwrap(str.Type).(*dwarf.PtrType)
+	if !ok || str.Name != "str" || str.ByteOffset != 0 || n.Name != "len" || n.ByteOffset != 8 {
+		return false
+	}
+	_, byteData := unwrap(p.Type).(*dwarf.UintType)
+	_, count := unwrap(n.Type).(*dwarf.IntType)
+	return byteData && p.Type.Size() == 1 && count && n.Type.Size() == 8
 }
 
 // valueKind says how a value of type t is captured.
