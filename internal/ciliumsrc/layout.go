@@ -171,7 +171,7 @@ func (c *checker) capture(ps []param, name, expr string) (args.Capture, error) {
 		return fail("type %s cannot be captured", t)
 	}
 	capt.Kind, capt.Size = kind, size
-	capt.Expr = rawExpr(capt)
+	capt.Expr = capt.Raw()
 	back, err := args.ParseRawCapture(name, capt.Expr)
 	if err != nil || back != capt {
 		return fail("raw form %q reads back as %+v, %v", capt.Expr, back, err)
@@ -202,26 +202,6 @@ func valueKind(sizes types.Sizes, t types.Type) (args.ValueKind, int, bool) {
 		return args.KindPtr, 8, true
 	}
 	return "", 0, false
-}
-
-// rawExpr writes a capture in the raw form.
-func rawExpr(c args.Capture) string {
-	var typ string
-	switch c.Kind {
-	case args.KindUint:
-		typ = fmt.Sprintf("u%d", 8*c.Size)
-	case args.KindInt:
-		typ = fmt.Sprintf("s%d", 8*c.Size)
-	default:
-		typ = string(c.Kind)
-	}
-	switch {
-	case c.InReg:
-		return fmt.Sprintf("arg%d:%s", c.Reg, typ)
-	case c.Deref:
-		return fmt.Sprintf("arg%d+%d->%d:%s", c.Reg, c.Offset, c.DerefOffset, typ)
-	}
-	return fmt.Sprintf("arg%d+%d:%s", c.Reg, c.Offset, typ)
 }
 
 // Integer and floating-point argument registers of Go's ABIInternal.

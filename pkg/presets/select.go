@@ -71,8 +71,9 @@ func (s *Selection) Captures(name string) []args.Capture {
 }
 
 // DetectVersion returns the cilium release whose presets apply to f:
-// opts.Release if set, else what f's build information says (ReleaseOf),
-// else the newest minor, with a warning.
+// release if set (f may then be nil), else what f's build information says
+// (ReleaseOf); a release of a minor the presets do not know, or none, gets
+// the newest presets, with a warning.
 func DetectVersion(f *symbols.File, release string) (Version, []string, error) {
 	var v Version
 	if release != "" {

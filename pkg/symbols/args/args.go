@@ -158,6 +158,27 @@ func ParseRawCapture(name, expr string) (Capture, error) {
 	return c, nil
 }
 
+// Raw returns the capture in the raw form ParseRawCapture reads: where it
+// is, whatever expression it was resolved from.
+func (c Capture) Raw() string {
+	var typ string
+	switch c.Kind {
+	case KindUint:
+		typ = fmt.Sprintf("u%d", 8*c.Size)
+	case KindInt:
+		typ = fmt.Sprintf("s%d", 8*c.Size)
+	default:
+		typ = string(c.Kind)
+	}
+	switch {
+	case c.InReg:
+		return fmt.Sprintf("arg%d:%s", c.Reg, typ)
+	case c.Deref:
+		return fmt.Sprintf("arg%d+%d->%d:%s", c.Reg, c.Offset, c.DerefOffset, typ)
+	}
+	return fmt.Sprintf("arg%d+%d:%s", c.Reg, c.Offset, typ)
+}
+
 // Validate checks what the BPF programs rely on.
 func (c Capture) Validate() error {
 	if c.Name == "" {

@@ -159,6 +159,12 @@ func TestParseRawCapture(t *testing.T) {
 		if err != nil || got != tc.want {
 			t.Errorf("%s: got %+v, %v, want %+v", tc.expr, got, err, tc.want)
 		}
+		// Raw writes back what ParseRawCapture reads, in one spelling.
+		back, err := ParseRawCapture("n", got.Raw())
+		back.Expr = tc.expr
+		if err != nil || back != got {
+			t.Errorf("%s: Raw() = %q, which reads back as %+v, %v", tc.expr, got.Raw(), back, err)
+		}
 	}
 	for _, s := range []string{"x", "=e.ID", "x=", "x = e.ID"} {
 		name, expr, err := ParseCaptureFlag(s)
