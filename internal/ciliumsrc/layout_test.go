@@ -197,4 +197,3 @@ func buildFake(t *testing.T, src, arch string) string {
 	}
 	return out
 }
-
