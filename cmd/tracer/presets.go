@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -13,6 +14,7 @@ import (
 	"github.com/cilium-tracer/tracer/pkg/probe"
 	"github.com/cilium-tracer/tracer/pkg/session"
 	"github.com/cilium-tracer/tracer/pkg/symbols"
+	"github.com/cilium-tracer/tracer/pkg/symbols/args"
 	"github.com/cilium-tracer/tracer/pkg/symbols/offsets"
 )
 
@@ -137,13 +139,26 @@ func (s probeSpec) resolve(w io.Writer, f *symbols.File, c probe.Config) ([]prob
 	if err != nil {
 		return nil, nil, err
 	}
-	seen := map[uint64]bool{}
-	for _, p := range probes {
-		seen[p.Func.Entry] = true
+	// A function --func chose too keeps its own probe, to which the
+	// preset adds the captures of names --capture did not use.
+	byEntry := map[uint64]int{}
+	for i, p := range probes {
+		byEntry[p.Func.Entry] = i
 	}
 	for _, p := range ps {
-		if !seen[p.Func.Entry] {
+		i, ok := byEntry[p.Func.Entry]
+		if !ok {
 			probes = append(probes, p)
+			continue
+		}
+		for _, c := range p.Captures {
+			switch {
+			case slices.ContainsFunc(probes[i].Captures, func(have args.Capture) bool { return have.Name == c.Name }):
+			case len(probes[i].Captures) == probe.MaxCaptures:
+				fmt.Fprintf(w, "tracer: warning: %s: not capturing %s for the preset: --capture took all %d captures\n", p.Func.Name, c.Name, probe.MaxCaptures)
+			default:
+				probes[i].Captures = append(probes[i].Captures, c)
+			}
 		}
 	}
 	refused = append(refused, rs...)

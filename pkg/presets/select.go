@@ -140,7 +140,7 @@ func Select(f *symbols.File, names []string, opts Options) (*Selection, error) {
 			fns, err := f.Funcs(pf.Name)
 			var nm *symbols.NoMatchError
 			if errors.As(err, &nm) {
-				sel.Warnings = append(sel.Warnings, fmt.Sprintf("preset %s: %s is not in the binary (inlined, or not in %s)", p.Name, pf.Name, v))
+				sel.Warnings = append(sel.Warnings, fmt.Sprintf("preset %s: %s is not in the binary (inlined, or not in this release)", p.Name, pf.Name))
 				continue
 			}
 			if err != nil {
