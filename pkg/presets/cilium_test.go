@@ -106,9 +106,9 @@ func show(c args.Capture) string {
 	return fmt.Sprintf("%+v", c)
 }
 
-// labBuild returns the lab's build of a cilium release: one that is not
-// there fails the test (the lab builds it on first use, about 15
-// minutes).
+// labBuild returns the lab's cached build of a cilium release, building
+// it if it is not there yet (about 15 minutes); a build that fails fails
+// the test: no skip.
 func labBuild(t *testing.T, version string) *ciliumlab.Binaries {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/cilium-tracer/tracer/pkg/presets"
+	"github.com/cilium-tracer/tracer/pkg/symbols/offsets"
 )
 
 func TestReleaseOf(t *testing.T) {
@@ -171,6 +172,36 @@ func TestSelect(t *testing.T) {
 			}
 		})
 	}
+	// An offsets file from the unstripped build of the same code gives
+	// a stripped binary of an unknown release the captures it has.
+	unstripped := open(t, buildFake(t, ""))
+	stripped := open(t, buildFake(t, "", "-ldflags=-s -w"))
+	fns, err := unstripped.Funcs(bpf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := offsets.New(unstripped, fns, [][2]string{{"endpoint_id", "e.ID"}, {"pod", "e.K8sPodName"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sel, err := presets.Select(stripped, []string{p.Name}, presets.Options{Offsets: o})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, c := range sel.Captures(bpf) {
+		got = append(got, c.Name+"="+c.Raw())
+	}
+	if !slices.Equal(got, []string{"endpoint_id=arg0+0:u16", "pod=arg0+8:string"}) ||
+		!slices.ContainsFunc(sel.Warnings, func(w string) bool { return strings.HasPrefix(w, "2 preset captures not read") }) {
+		t.Errorf("with an offsets file: captures %q, warnings %q", got, sel.Warnings)
+	}
+	// One from another build is refused.
+	other := open(t, buildFake(t, "", "-ldflags", `-X "`+fakeVersion+`1.18.5 x y"`, "-tags", "other"))
+	if _, err := presets.Select(other, []string{p.Name}, presets.Options{Offsets: o}); err == nil || !strings.Contains(err.Error(), "different build") {
+		t.Errorf("an offsets file of another build: %v", err)
+	}
+
 	if _, err := presets.Select(nil, []string{"endpoint-regeneration", "nope"}, presets.Options{}); err == nil ||
 		err.Error() != `unknown preset "nope" (presets: endpoint-regeneration, policy, identity, ipcache, kvstore, datapath)` {
 		t.Errorf("unknown preset: %v", err)
