@@ -789,6 +789,9 @@ target: {pid: `+strconv.Itoa(agent.PID)+`, cilium_version: v1.18.5}
 probes:
   - preset: endpoint-regeneration
     sample: 1
+# The stand-in's loader.compile runs about 12,000 times a second: under
+# the default budget the governor would throttle the preset's probes.
+governor: {budget_percent: 100}
 `, agent.PID)
 	agent.Begin(t)
 	agent.Wait(t, 30*time.Second)
