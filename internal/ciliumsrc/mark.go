@@ -40,6 +40,8 @@ type root struct {
 	ident string
 }
 
+// unsafePkg stands for package unsafe, which has no source: go/types has
+// it built in.
 var unsafePkg = &srcPkg{path: "unsafe"}
 
 // pkg returns the package at import path, parsed; fromStd: imported by
@@ -498,38 +500,4 @@ func embeddedName(e ast.Expr) string {
 			return ""
 		}
 	}
-}
-
-// declares reports whether pkg declares fn, parsing it for linux/amd64.
-func (r *Release) declares(src *sourceCache, fn FuncName) (bool, error) {
-	if fn.Pkg != ModulePath && !strings.HasPrefix(fn.Pkg, ModulePath+"/") {
-		return false, fmt.Errorf("%s: not a cilium package", fn.Pkg)
-	}
-	ctx := build.Default
-	ctx.GOOS, ctx.GOARCH, ctx.CgoEnabled = "linux", "amd64", false
-	p, err := src.loadPackage(&ctx, fn.Pkg, r.Module.Dir+strings.TrimPrefix(fn.Pkg, ModulePath), false)
-	if err != nil {
-		return false, err
-	}
-	d, ok := p.funcs[fn.key()]
-	return ok && (fn.Recv == "" || isPtrRecv(d) == fn.Ptr), nil
-}
-
-// Declares reports which of the functions named (as the linker names them)
-// the release declares, for linux.
-func (r *Release) Declares(names []string) (map[string]bool, error) {
-	src := newSourceCache()
-	out := map[string]bool{}
-	for _, n := range names {
-		fn, err := ParseFuncName(n)
-		if err != nil {
-			return nil, err
-		}
-		ok, err := r.declares(src, fn)
-		if err != nil {
-			return nil, err
-		}
-		out[n] = ok
-	}
-	return out, nil
 }

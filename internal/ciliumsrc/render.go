@@ -101,6 +101,7 @@ func (r *renderer) render(s scope, e ast.Expr) {
 		}
 		b.WriteString("]")
 	default:
+		// walk refused it before anything was rendered.
 		panic(fmt.Sprintf("render %T", e))
 	}
 }

@@ -73,6 +73,8 @@ func (fn FuncName) key() string {
 // A srcPkg is one package's Go files for one build context, parsed, with
 // its top-level declarations indexed.
 type srcPkg struct {
+	// path is the import path; "vendor/" and the import path for the
+	// standard library's own copies of golang.org/x packages.
 	path  string
 	dir   string
 	std   bool
@@ -103,8 +105,8 @@ type typeDecl struct {
 	byValue []bool
 }
 
-// parser caches parsed files by path for one release: each architecture
-// and standard library selects its own files among them.
+// A sourceCache keeps the files parsed by path, for one release: each
+// architecture and standard library selects its own files among them.
 type sourceCache struct {
 	fset  *token.FileSet
 	files map[string]*ast.File
@@ -243,4 +245,39 @@ func isPtrRecv(d *ast.FuncDecl) bool {
 			return false
 		}
 	}
+}
+
+// declares reports whether the release declares fn, parsing its package
+// for linux/amd64.
+func (r *Release) declares(src *sourceCache, fn FuncName) (bool, error) {
+	if fn.Pkg != ModulePath && !strings.HasPrefix(fn.Pkg, ModulePath+"/") {
+		return false, fmt.Errorf("%s: not a cilium package", fn.Pkg)
+	}
+	ctx := build.Default
+	ctx.GOOS, ctx.GOARCH, ctx.CgoEnabled = "linux", "amd64", false
+	p, err := src.loadPackage(&ctx, fn.Pkg, r.Module.Dir+strings.TrimPrefix(fn.Pkg, ModulePath), false)
+	if err != nil {
+		return false, err
+	}
+	d, ok := p.funcs[fn.key()]
+	return ok && (fn.Recv == "" || isPtrRecv(d) == fn.Ptr), nil
+}
+
+// Declares reports which of the functions named (as the linker names them)
+// the release declares, for linux.
+func (r *Release) Declares(names []string) (map[string]bool, error) {
+	src := newSourceCache()
+	out := map[string]bool{}
+	for _, n := range names {
+		fn, err := ParseFuncName(n)
+		if err != nil {
+			return nil, err
+		}
+		ok, err := r.declares(src, fn)
+		if err != nil {
+			return nil, err
+		}
+		out[n] = ok
+	}
+	return out, nil
 }

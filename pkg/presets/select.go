@@ -3,6 +3,7 @@ package presets
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/cilium-tracer/tracer/pkg/symbols"
@@ -90,22 +91,13 @@ func DetectVersion(f *symbols.File, release string) (Version, []string, error) {
 	case v.Release == "":
 		v.Minor = Newest()
 		warnings = append(warnings, fmt.Sprintf("the binary does not say which cilium release it is (no version in -ldflags nor in the main module): using the presets of %s; --cilium-version sets it", v.Minor))
-	case !knownMinor(minor):
+	case !slices.Contains(Minors, minor):
 		v.Minor = Newest()
 		warnings = append(warnings, fmt.Sprintf("cilium %s has no presets of its own: using those of %s", v.Release, v.Minor))
 	default:
 		v.Minor = minor
 	}
 	return v, warnings, nil
-}
-
-func knownMinor(minor string) bool {
-	for _, m := range Minors {
-		if m == minor {
-			return true
-		}
-	}
-	return false
 }
 
 // Select finds the functions of the named presets in f, in the order the
