@@ -121,7 +121,8 @@ func (s probeSpec) resolve(w io.Writer, f *symbols.File, c probe.Config) ([]prob
 	if len(s.funcs) > 0 {
 		var err error
 		if probes, refused, err = session.Resolve(f, s.funcs, c); err != nil {
-			return nil, nil, err
+			// The refusals say why: symbols lists them.
+			return nil, refused, err
 		}
 		if err := session.ResolveCaptures(f, probes, s.captures, s.offsets); err != nil {
 			return nil, nil, err
@@ -136,8 +137,9 @@ func (s probeSpec) resolve(w io.Writer, f *symbols.File, c probe.Config) ([]prob
 	}
 	printSelection(w, s.presets, sel)
 	ps, rs, err := session.ResolvePresets(f, sel, c)
-	if err != nil {
-		return nil, nil, err
+	refused = append(refused, rs...)
+	if err != nil && len(rs) == 0 {
+		return nil, refused, err
 	}
 	// A function --func chose too keeps its own probe, to which the
 	// preset adds the captures of names --capture did not use.
@@ -161,7 +163,6 @@ func (s probeSpec) resolve(w io.Writer, f *symbols.File, c probe.Config) ([]prob
 			}
 		}
 	}
-	refused = append(refused, rs...)
 	if len(probes) == 0 {
 		return nil, refused, errors.New("no function of the presets can be probed in this binary")
 	}
