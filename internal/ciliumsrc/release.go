@@ -66,8 +66,9 @@ func Open(ctx context.Context, version string) (*Release, error) {
 			continue
 		}
 		// cilium's fork of apimachinery is not on the module proxy; the
-		// lab builds with the release it forks (internal/ciliumlab), and
-		// no type the presets follow by value comes from it.
+		// lab builds with the release it forks (internal/ciliumlab). The
+		// presets' layouts hold one type of it, types.UID, a string in
+		// both.
 		if rep.Old.Path == "k8s.io/apimachinery" {
 			continue
 		}
