@@ -41,6 +41,7 @@ var stages = map[string]string{
 	"pkg/container": "target",
 	"pkg/symbols":   "symbols",
 	"pkg/goroutine": "symbols", // reads the target's memory beside its executable
+	"pkg/presets":   "symbols", // what to probe and capture, read from the executable
 	"bpf/uprobes":   "probes",  // the BPF objects pkg/probe loads
 	"pkg/probe":     "probes",
 	"pkg/calls":     "calls",

@@ -28,7 +28,7 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(symbolsCmd(), traceCmd(), targetsCmd(), offsetsCmd(), daemonCmd(), doctorCmd())
+	root.AddCommand(symbolsCmd(), traceCmd(), presetsCmd(), targetsCmd(), offsetsCmd(), daemonCmd(), doctorCmd())
 	if err := root.ExecuteContext(ctx); err != nil {
 		// One line: operators grep logs and scripts read exit codes.
 		fmt.Fprintln(os.Stderr, "tracer: "+strings.ReplaceAll(err.Error(), "\n", "; "))

@@ -143,7 +143,7 @@ func TestBadInput(t *testing.T) {
 		{"missing file", []string{"symbols", "--binary", filepath.Join(dir, "nope"), "--func", "main.main"}, "no such file"},
 		{"dead PID", []string{"trace", "--pid", strconv.Itoa(dead.Process.Pid), "--func", bpf}, strconv.Itoa(dead.Process.Pid)},
 		{"negative PID", []string{"trace", "--pid", "-3", "--func", bpf}, "-3"},
-		{"no function", []string{"trace", "--pid", pid}, "--func is required"},
+		{"no function", []string{"trace", "--pid", pid}, "--func or --preset is required"},
 		{"bad sample", []string{"trace", "--pid", pid, "--func", bpf, "--sample", "0"}, "--sample"},
 		{"bad output", []string{"trace", "--pid", pid, "--func", bpf, "--output", "xml"}, "--output"},
 		{"bad flag", []string{"trace", "--pid", pid, "--func", bpf, "--duration", "soon"}, "soon"},

@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/cilium-tracer/tracer/pkg/container"
+	"github.com/cilium-tracer/tracer/pkg/presets"
 )
 
 func targetsCmd() *cobra.Command {
@@ -29,8 +30,10 @@ func targetsCmd() *cobra.Command {
 				// read is still a target worth listing.
 				if bi, err := buildinfo.ReadFile(p.Binary); err == nil {
 					goVersion = bi.GoVersion
-					if bi.Main.Path == "github.com/cilium/cilium" && bi.Main.Version != "" {
-						cilium = bi.Main.Version
+					// As the presets read it: -ldflags, else a
+					// tagged main module.
+					if r, _ := presets.ReleaseOf(bi); r != "" {
+						cilium = r
 					}
 				}
 				fmt.Fprintln(tw, strings.Join(append(p.TargetRow(), goVersion, cilium), "\t"))

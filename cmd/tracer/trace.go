@@ -14,8 +14,10 @@ import (
 	"github.com/cilium-tracer/tracer/pkg/calls"
 	"github.com/cilium-tracer/tracer/pkg/container"
 	"github.com/cilium-tracer/tracer/pkg/export"
+	"github.com/cilium-tracer/tracer/pkg/probe"
 	"github.com/cilium-tracer/tracer/pkg/probe/kernel"
 	"github.com/cilium-tracer/tracer/pkg/session"
+	"github.com/cilium-tracer/tracer/pkg/symbols"
 )
 
 type traceFlags struct {
@@ -36,6 +38,8 @@ type traceFlags struct {
 	byProc         bool
 	breakdown      bool
 	breakdownEvery time.Duration
+	presets        []string
+	release        string
 
 	clickhouse export.ClickHouseExporterConfig
 	otlp       export.OTLPExporterConfig
@@ -44,7 +48,7 @@ type traceFlags struct {
 func traceCmd() *cobra.Command {
 	var f traceFlags
 	cmd := &cobra.Command{
-		Use:   "trace [--pid PID | --container NAME | --process NAME | --binary PATH] --func PATTERN...",
+		Use:   "trace [--pid PID | --container NAME | --process NAME | --binary PATH] (--func PATTERN | --preset NAME)...",
 		Short: "Trace calls live and print a per-function summary at the end",
 		Long: `Trace calls live and print a per-function summary at the end.
 
@@ -59,6 +63,13 @@ What is traced:
   --container NAME --binary PATH: the same, for the file PATH inside the
     container's root. The probes are on the file, so they fire in every
     container sharing the image layer that holds it.
+
+--preset NAME traces a preset (see 'tracer presets') in the functions of
+the target's cilium release, with the values it captures: read from DWARF,
+or on a stripped binary from the presets' catalogue of offsets for that
+release (or from --offsets). The release is read from the binary's build
+information; --cilium-version gives it for binaries that do not carry it.
+--capture applies to the --func functions.
 
 The summary has, per function: completed calls; p50, p90 and p99 of their
 durations by nearest rank (of n durations sorted in increasing order, the
@@ -105,12 +116,20 @@ and the summary (or the --entry-only counts) goes to stderr, so
 	fl.StringVar(&f.folded, "folded", "", "write folded stacks (flame graph input) with nanoseconds per stack to this file at the end (implies stack capture)")
 	fl.StringArrayVar(&f.captures, "capture", nil, "`NAME=EXPR` to record as a span attribute, read at entry: an argument or field path (endpoint_id=e.ID, rev=e.policyRevision) or, without DWARF, argN+OFFSET:TYPE; repeatable")
 	fl.StringVar(&f.offsets, "offsets", "", "offsets `FILE` from 'tracer offsets', to resolve --capture on a stripped binary (alone: capture everything it lists)")
+	fl.StringArrayVar(&f.presets, "preset", nil, "trace the functions of a preset (see 'tracer presets'), with its captures; repeatable")
+	fl.StringVar(&f.release, "cilium-version", "", "the target's cilium release (e.g. v1.17.16) when its binary does not say: selects the presets' functions and offsets")
 	return cmd
 }
 
 func runTrace(ctx context.Context, cmd *cobra.Command, f traceFlags) error {
-	if len(f.funcs) == 0 {
-		return errors.New("--func is required")
+	if len(f.funcs) == 0 && len(f.presets) == 0 {
+		return errors.New("--func or --preset is required")
+	}
+	if len(f.captures) > 0 && len(f.funcs) == 0 {
+		return errors.New("--capture applies to the --func functions: a preset has captures of its own")
+	}
+	if err := checkPresets(f.presets, f.release); err != nil {
+		return err
 	}
 	if f.sample == 0 {
 		return errors.New("--sample must be at least 1")
@@ -188,6 +207,12 @@ func runTrace(ctx context.Context, cmd *cobra.Command, f traceFlags) error {
 		Backoff:      container.DefaultBackoff,
 		Once:         !f.follow,
 		EveryProcess: everyProcess,
+	}
+	if len(f.presets) > 0 {
+		spec := probeSpec{funcs: f.funcs, captures: f.captures, offsets: offsets, presets: f.presets, release: f.release}
+		cfg.Resolve = func(file *symbols.File) ([]probe.Probe, []session.Refused, error) {
+			return spec.resolve(stderr, file, cfg.Config.Config)
+		}
 	}
 	if everyProcess {
 		cfg.Process = func(p session.Process) {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/cilium-tracer/tracer/pkg/container"
 	"github.com/cilium-tracer/tracer/pkg/export"
+	"github.com/cilium-tracer/tracer/pkg/presets"
 	"github.com/cilium-tracer/tracer/pkg/symbols/args"
 )
 
@@ -51,6 +52,10 @@ type TargetConfig struct {
 	PID       int    `yaml:"pid"`
 	Container string `yaml:"container"`
 	Process   string `yaml:"process"`
+	// CiliumVersion is the target's cilium release (v1.17.16) for binaries
+	// that do not say, as builds with -trimpath do: it selects the
+	// presets' functions and, on a stripped binary, their offsets.
+	CiliumVersion string `yaml:"cilium_version"`
 	// Binary, alone or with Container, traces every process that runs
 	// this file (a path inside the container's root with Container),
 	// those started later included: short-lived programs such as
@@ -70,10 +75,15 @@ type BackoffConfig struct {
 	Max  time.Duration `yaml:"max"`
 }
 
-// ProbeConfig is one function pattern and how its calls are traced.
+// ProbeConfig is one function pattern, or one preset, and how its calls
+// are traced.
 type ProbeConfig struct {
 	// Func is a function name or glob, as for `tracer trace --func`.
 	Func string `yaml:"func"`
+	// Preset traces the functions of a preset (`tracer presets`) in the
+	// target's cilium release, with the preset's captures, in place of
+	// Func.
+	Preset string `yaml:"preset"`
 	// Sample traces one call in Sample, chosen at random in BPF; default 1.
 	// Unsampled calls still cost a trap: sampling cuts export volume, not
 	// overhead.
@@ -256,6 +266,11 @@ func (c *Config) Validate() error {
 	if t.PID < 0 {
 		bad("target.pid", "%d is not a PID", t.PID)
 	}
+	if t.CiliumVersion != "" {
+		if _, err := presets.ParseRelease(t.CiliumVersion); err != nil {
+			bad("target.cilium_version", "%v", err)
+		}
+	}
 	if t.RestartBackoff.Base < 0 || t.RestartBackoff.Max < 0 {
 		bad("target.restart_backoff", "durations must not be negative")
 	}
@@ -266,8 +281,18 @@ func (c *Config) Validate() error {
 	for i := range c.Probes {
 		p := &c.Probes[i]
 		key := fmt.Sprintf("probes[%d]", i)
-		if strings.TrimSpace(p.Func) == "" {
-			bad(key+".func", "a function name or pattern is required")
+		switch {
+		case p.Preset != "" && p.Func != "":
+			bad(key, "set func or preset, not both")
+		case p.Preset != "":
+			if _, err := presets.Lookup(p.Preset); err != nil {
+				bad(key+".preset", "%v", err)
+			}
+			if len(p.Captures) > 0 {
+				bad(key+".captures", "a preset has captures of its own; captures apply to func probes")
+			}
+		case strings.TrimSpace(p.Func) == "":
+			bad(key+".func", "a function name or pattern, or a preset, is required")
 		}
 		if p.Sample == 0 {
 			p.Sample = 1

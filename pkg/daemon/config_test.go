@@ -14,12 +14,15 @@ import (
 const validConfig = `
 target:
   process: cilium-agent
+  cilium_version: v1.17.16
 probes:
   - func: "github.com/cilium/cilium/pkg/endpoint.(*Endpoint).regenerateBPF"
   - func: "github.com/cilium/cilium/pkg/maps/ctmap.(*Map).lookup"
     sample: 100
     min_duration: 1us
     max_events_per_second: 500
+  - preset: kvstore
+    sample: 10
 exporters:
   - json: {}
   - otlp:
@@ -42,6 +45,9 @@ func TestParseValid(t *testing.T) {
 	}
 	if cfg.Probes[0].Sample != 1 {
 		t.Errorf("default sample %d, want 1", cfg.Probes[0].Sample)
+	}
+	if p := cfg.Probes[2]; p.Preset != "kvstore" || p.Func != "" || p.Sample != 10 {
+		t.Errorf("preset probe %+v", p)
 	}
 	g := cfg.Governor
 	if g.BudgetPercent != 2 || g.Interval != DefaultInterval || g.Window != DefaultWindow || g.MaxPeriod != DefaultMaxPeriod {
@@ -79,7 +85,7 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "unknown probe key",
 			yaml: "probes:\n  - func: f\n    sample_rate: 3\nexporters: [{json: {}}]\n",
-			want: []string{`daemon.yaml:3: probes[0].sample_rate: unknown key (want one of func, sample, min_duration, max_events_per_second, captures)`},
+			want: []string{`daemon.yaml:3: probes[0].sample_rate: unknown key (want one of func, preset, sample, min_duration, max_events_per_second, captures)`},
 		},
 		{
 			name: "unknown exporter",
@@ -115,10 +121,30 @@ func TestParseErrors(t *testing.T) {
 			name: "several problems at once",
 			yaml: "probes:\n  - func: \"\"\nexporters:\n  - otlp: {protocol: carrier-pigeon}\ngovernor:\n  budget_percent: 150\n",
 			want: []string{
-				`daemon.yaml:2: probes[0].func: a function name or pattern is required`,
+				`daemon.yaml:2: probes[0].func: a function name or pattern, or a preset, is required`,
 				`daemon.yaml:4: exporters[0].otlp.protocol: unknown protocol "carrier-pigeon": want grpc or http`,
 				`daemon.yaml:6: governor.budget_percent: 150 not in (0, 100]`,
 			},
+		},
+		{
+			name: "unknown preset",
+			yaml: "probes:\n  - preset: endpoint\nexporters: [{json: {}}]\n",
+			want: []string{`daemon.yaml:2: probes[0].preset: unknown preset "endpoint" (presets: endpoint-regeneration, policy, identity, ipcache, kvstore, datapath)`},
+		},
+		{
+			name: "preset and func",
+			yaml: "probes:\n  - preset: policy\n    func: f\nexporters: [{json: {}}]\n",
+			want: []string{`daemon.yaml:2: probes[0]: set func or preset, not both`},
+		},
+		{
+			name: "captures on a preset",
+			yaml: "probes:\n  - preset: policy\n    captures: [\"id=e.ID\"]\nexporters: [{json: {}}]\n",
+			want: []string{`daemon.yaml:3: probes[0].captures: a preset has captures of its own; captures apply to func probes`},
+		},
+		{
+			name: "bad cilium version",
+			yaml: "target:\n  cilium_version: \"1.18\"\nprobes: [{preset: policy}]\nexporters: [{json: {}}]\n",
+			want: []string{`daemon.yaml:2: target.cilium_version: cilium version "1.18": want a release such as v1.18.5`},
 		},
 		{
 			name: "two exporters in one item",

@@ -22,6 +22,7 @@ import (
 	"github.com/cilium-tracer/tracer/pkg/calls"
 	"github.com/cilium-tracer/tracer/pkg/container"
 	"github.com/cilium-tracer/tracer/pkg/export"
+	"github.com/cilium-tracer/tracer/pkg/presets"
 	"github.com/cilium-tracer/tracer/pkg/probe"
 	"github.com/cilium-tracer/tracer/pkg/probe/kernel"
 	"github.com/cilium-tracer/tracer/pkg/session"
@@ -480,7 +481,21 @@ func (d *Daemon) resolve(f *symbols.File, cfg Config, offsets *offsets.File) ([]
 	maxEPS := map[string]float64{}
 	limit := burstLimit(cfg.Governor.BudgetPercent/100, d.costPerCall(cfg))
 	for i, pc := range cfg.Probes {
-		ps, refused, err := session.Resolve(f, []string{pc.Func}, probe.Config{MinDuration: pc.MinDuration, SampleEvery: pc.Sample, BurstLimit: limit, Announce: pc.Breakdown})
+		filters := probe.Config{MinDuration: pc.MinDuration, SampleEvery: pc.Sample, BurstLimit: limit, Announce: pc.Breakdown}
+		if pc.Preset != "" {
+			ps, err := d.resolvePreset(f, pc.Preset, cfg.Target.CiliumVersion, offsets, filters)
+			if err != nil {
+				return nil, nil, &ConfigError{Key: fmt.Sprintf("probes[%d].preset", i), Msg: err.Error()}
+			}
+			for _, p := range ps {
+				if _, dup := maxEPS[p.Func.Name]; !dup {
+					maxEPS[p.Func.Name] = pc.MaxEventsPerSecond
+					probes = append(probes, p)
+				}
+			}
+			continue
+		}
+		ps, refused, err := session.Resolve(f, []string{pc.Func}, filters)
 		for _, r := range refused {
 			d.log.Warn("not probing", "func", r.Func, "reason", r.Reason)
 		}
@@ -504,6 +519,34 @@ func (d *Daemon) resolve(f *symbols.File, cfg Config, offsets *offsets.File) ([]
 		}
 	}
 	return probes, maxEPS, nil
+}
+
+// resolvePreset finds the probes of a preset in f, each with the preset's
+// captures, and logs the cilium release they are for and what they cannot
+// trace.
+func (d *Daemon) resolvePreset(f *symbols.File, name, release string, o *offsets.File, filters probe.Config) ([]probe.Probe, error) {
+	sel, err := presets.Select(f, []string{name}, presets.Options{Release: release, Offsets: o})
+	if err != nil {
+		return nil, err
+	}
+	captures := 0
+	for _, fn := range sel.Funcs {
+		captures += len(fn.Captures)
+	}
+	d.log.Info("preset", "preset", name, "cilium", sel.Version.String(), "functions", len(sel.Funcs), "captures", captures)
+	for _, w := range sel.Warnings {
+		d.log.Warn("preset: " + w)
+	}
+	ps, refused, err := session.ResolvePresets(f, sel, filters)
+	for _, r := range refused {
+		d.log.Warn("not probing", "func", r.Func, "reason", r.Reason)
+	}
+	if err != nil && len(refused) > 0 {
+		// Every function refused, each logged: as for a func probe,
+		// not fatal.
+		return nil, nil
+	}
+	return ps, err
 }
 
 // loadOffsets reads the configured offsets file, if any.

@@ -22,6 +22,7 @@ import (
 
 	"github.com/cilium-tracer/tracer/internal/testagent"
 	"github.com/cilium-tracer/tracer/pkg/export"
+	"github.com/cilium-tracer/tracer/pkg/presets"
 	"github.com/cilium-tracer/tracer/pkg/symbols"
 	"github.com/cilium-tracer/tracer/pkg/symbols/offsets"
 )
@@ -774,6 +775,61 @@ metrics: {listen: "127.0.0.1:0"}
 	if err == nil || !strings.Contains(err.Error(), "probes[0].captures") || !strings.Contains(err.Error(), "ID") {
 		t.Errorf("a capture of a missing field: %v, want an error naming the key and the fields that exist", err)
 	}
+}
+
+// A preset probe traces the functions of the preset the stand-in agent
+// has, with the preset's captures from DWARF and the probe's own filters,
+// and logs the release it used and each function it could not find.
+func TestDaemonPreset(t *testing.T) {
+	bin := testagent.Build(t, testagent.Variant{})
+	agent := testagent.Start(t, bin, "-wait-start", "-workers", "2", "-iterations", "5", "-interval", "2ms",
+		"-policy-depth", "0", "-log-regenerations")
+	r := startDaemon(t, `
+target: {pid: `+strconv.Itoa(agent.PID)+`, cilium_version: v1.18.5}
+probes:
+  - preset: endpoint-regeneration
+    sample: 1
+# The stand-in's loader.compile runs about 12,000 times a second: under
+# the default budget the governor would throttle the preset's probes.
+governor: {budget_percent: 100}
+`, agent.PID)
+	agent.Begin(t)
+	agent.Wait(t, 30*time.Second)
+	r.waitDetached(t)
+	r.stop(t)
+
+	logs := r.logs.String()
+	if !strings.Contains(logs, `msg=preset preset=endpoint-regeneration cilium="cilium v1.18.5 (set by the user)" functions=5 captures=11`) {
+		t.Errorf("no log line of what the preset traces:\n%s", logs)
+	}
+	if n := strings.Count(logs, "is not in the binary"); n != len(mustPreset(t, "endpoint-regeneration").For("1.18"))-5 {
+		t.Errorf("%d functions logged missing", n)
+	}
+	var want, got []string
+	for _, l := range agent.Lines() {
+		if id, ok := strings.CutPrefix(l, "regenerated endpoint_id="); ok {
+			want = append(want, strings.Fields(id)[0])
+		}
+	}
+	for _, s := range r.parseSpans(t, agent.PID) {
+		if s.Function == testagent.RegenerateBPF {
+			got = append(got, s.Attrs["endpoint_id"])
+		}
+	}
+	slices.Sort(want)
+	slices.Sort(got)
+	if len(want) != 10 || !slices.Equal(got, want) {
+		t.Errorf("endpoint IDs on the spans %v, the agent regenerated %v", got, want)
+	}
+}
+
+func mustPreset(t *testing.T, name string) *presets.Preset {
+	t.Helper()
+	p, err := presets.Lookup(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
 
 // A stripped agent of a Go release the tracer does not know: one warning,

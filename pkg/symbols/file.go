@@ -232,6 +232,15 @@ func (f *File) ELF() (*elf.File, error) {
 	return f.elf, nil
 }
 
+// BuildInfo returns the Go build information the executable carries, which
+// stripping keeps: module versions and build settings such as -ldflags.
+func (f *File) BuildInfo() (*buildinfo.BuildInfo, error) {
+	if f.closed.Load() {
+		return nil, os.ErrClosed
+	}
+	return buildinfo.Read(f.r)
+}
+
 // Mapped reports whether the file is memory-mapped: SectionData then returns
 // the contents of a section stored uncompressed without reading them.
 func (f *File) Mapped() bool { return f.mapped != nil }

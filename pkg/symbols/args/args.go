@@ -158,6 +158,27 @@ func ParseRawCapture(name, expr string) (Capture, error) {
 	return c, nil
 }
 
+// Raw returns the capture in the raw form ParseRawCapture reads: where it
+// is, whatever expression it was resolved from.
+func (c Capture) Raw() string {
+	var typ string
+	switch c.Kind {
+	case KindUint:
+		typ = fmt.Sprintf("u%d", 8*c.Size)
+	case KindInt:
+		typ = fmt.Sprintf("s%d", 8*c.Size)
+	default:
+		typ = string(c.Kind)
+	}
+	switch {
+	case c.InReg:
+		return fmt.Sprintf("arg%d:%s", c.Reg, typ)
+	case c.Deref:
+		return fmt.Sprintf("arg%d+%d->%d:%s", c.Reg, c.Offset, c.DerefOffset, typ)
+	}
+	return fmt.Sprintf("arg%d+%d:%s", c.Reg, c.Offset, typ)
+}
+
 // Validate checks what the BPF programs rely on.
 func (c Capture) Validate() error {
 	if c.Name == "" {
@@ -617,9 +638,25 @@ func resolveCapture(fn string, params []Param, name, expr string, complete func(
 	return c, nil
 }
 
+// isStringType reports whether t is a string: Go writes string, and every
+// named string type (type ResourceID string), as a struct of a *uint8 str
+// and an int len, named by the type.
 func isStringType(t dwarf.Type) bool {
 	st, ok := t.(*dwarf.StructType)
-	return ok && st.StructName == "string" && len(st.Field) == 2
+	if !ok || len(st.Field) != 2 {
+		return false
+	}
+	if st.StructName == "string" {
+		return true
+	}
+	str, n := st.Field[0], st.Field[1]
+	p, ok := unwrap(str.Type).(*dwarf.PtrType)
+	if !ok || str.Name != "str" || str.ByteOffset != 0 || n.Name != "len" || n.ByteOffset != 8 {
+		return false
+	}
+	_, byteData := unwrap(p.Type).(*dwarf.UintType)
+	_, count := unwrap(n.Type).(*dwarf.IntType)
+	return byteData && p.Type.Size() == 1 && count && n.Type.Size() == 8
 }
 
 // valueKind says how a value of type t is captured.

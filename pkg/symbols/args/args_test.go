@@ -159,6 +159,12 @@ func TestParseRawCapture(t *testing.T) {
 		if err != nil || got != tc.want {
 			t.Errorf("%s: got %+v, %v, want %+v", tc.expr, got, err, tc.want)
 		}
+		// Raw writes back what ParseRawCapture reads, in one spelling.
+		back, err := ParseRawCapture("n", got.Raw())
+		back.Expr = tc.expr
+		if err != nil || back != got {
+			t.Errorf("%s: Raw() = %q, which reads back as %+v, %v", tc.expr, got.Raw(), back, err)
+		}
 	}
 	for _, s := range []string{"x", "=e.ID", "x=", "x = e.ID"} {
 		name, expr, err := ParseCaptureFlag(s)
@@ -216,6 +222,35 @@ func TestABIAssign(t *testing.T) {
 		regs, onStack := a.assign(w.t)
 		if !reflect.DeepEqual(regs, w.regs) || onStack != w.onStack {
 			t.Errorf("arg %d (%s): registers %v on stack %v, want %v %v", i, w.t, regs, onStack, w.regs, w.onStack)
+		}
+	}
+}
+
+// A named string type (type ResourceID string) is written as a struct of
+// the type's name with the fields of a string: it is captured as one.
+func TestNamedStringType(t *testing.T) {
+	u8 := &dwarf.UintType{BasicType: dwarf.BasicType{CommonType: dwarf.CommonType{ByteSize: 1, Name: "uint8"}}}
+	i64 := &dwarf.IntType{BasicType: dwarf.BasicType{CommonType: dwarf.CommonType{ByteSize: 8, Name: "int"}}}
+	u64 := &dwarf.UintType{BasicType: dwarf.BasicType{CommonType: dwarf.CommonType{ByteSize: 8, Name: "uint64"}}}
+	ptr := func(t dwarf.Type) dwarf.Type {
+		return &dwarf.PtrType{CommonType: dwarf.CommonType{ByteSize: 8}, Type: t}
+	}
+	str := func(name string, data, n dwarf.Type) dwarf.Type {
+		return &dwarf.StructType{StructName: name, Kind: "struct", CommonType: dwarf.CommonType{ByteSize: 16},
+			Field: []*dwarf.StructField{{Name: "str", Type: data}, {Name: "len", Type: n, ByteOffset: 8}}}
+	}
+	for _, tc := range []struct {
+		t    dwarf.Type
+		want bool
+	}{
+		{str("string", ptr(u8), i64), true},
+		{str("github.com/cilium/cilium/pkg/ipcache/types.ResourceID", ptr(u8), i64), true},
+		{str("pkg.notString", ptr(u64), i64), false},
+		{str("pkg.notString", ptr(u8), u64), false},
+	} {
+		kind, size, ok := valueKind(tc.t)
+		if got := ok && kind == KindString && size == 16; got != tc.want {
+			t.Errorf("%s: valueKind = %s %d %v, want a string: %v", tc.t, kind, size, ok, tc.want)
 		}
 	}
 }
