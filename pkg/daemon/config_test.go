@@ -85,7 +85,7 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "unknown probe key",
 			yaml: "probes:\n  - func: f\n    sample_rate: 3\nexporters: [{json: {}}]\n",
-			want: []string{`daemon.yaml:3: probes[0].sample_rate: unknown key (want one of func, preset, sample, min_duration, max_events_per_second, captures)`},
+			want: []string{`daemon.yaml:3: probes[0].sample_rate: unknown key (want one of func, preset, sample, min_duration, max_events_per_second, captures, breakdown)`},
 		},
 		{
 			name: "unknown exporter",
