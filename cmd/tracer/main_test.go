@@ -367,8 +367,9 @@ func TestTraceOTLP(t *testing.T) {
 	recv := otlptest.NewGRPC(t)
 	bin := testagent.Build(t, testagent.Variant{})
 	a := testagent.Start(t, bin, "-workers", "2", "-iterations", "10", "-interval", "5ms", "-start-delay", "2s")
+	// The stand-in's build says no cilium release: the flag gives it.
 	r := tracer(t, nil, "trace", "--pid", strconv.Itoa(a.PID), "--follow=false", "--output", "json",
-		"--otlp", recv.Addr(), "--otlp-insecure", "--func", testagent.RegenerateBPF)
+		"--otlp", recv.Addr(), "--otlp-insecure", "--func", testagent.RegenerateBPF, "--cilium-version", "v1.18.5")
 	if r.code != 0 {
 		t.Fatalf("trace: %s", r.stderr)
 	}
@@ -382,6 +383,9 @@ func TestTraceOTLP(t *testing.T) {
 	for _, s := range recv.Spans() {
 		if s.Name == "endpoint.(*Endpoint).regenerateBPF" {
 			got++
+		}
+		if v := s.Resource["cilium.version"]; v != "v1.18.5" {
+			t.Fatalf("span resource cilium.version %v, want v1.18.5", v)
 		}
 	}
 	if got != terminal || got != 20 {

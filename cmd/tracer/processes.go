@@ -13,9 +13,8 @@ import (
 // processes are the processes that ran a traced executable, in the order
 // of their first call, for the summary of trace --binary.
 type processes struct {
-	goVersion string
-	order     []int
-	byPID     map[int]*process
+	order []int
+	byPID map[int]*process
 }
 
 type process struct {

@@ -14,6 +14,7 @@ import (
 	"github.com/cilium-tracer/tracer/pkg/calls"
 	"github.com/cilium-tracer/tracer/pkg/container"
 	"github.com/cilium-tracer/tracer/pkg/export"
+	"github.com/cilium-tracer/tracer/pkg/presets"
 	"github.com/cilium-tracer/tracer/pkg/probe"
 	"github.com/cilium-tracer/tracer/pkg/probe/kernel"
 	"github.com/cilium-tracer/tracer/pkg/session"
@@ -217,10 +218,7 @@ func runTrace(ctx context.Context, cmd *cobra.Command, f traceFlags) error {
 	if everyProcess {
 		cfg.Process = func(p session.Process) {
 			if p.Exited.IsZero() {
-				spans.AddProcess(p.PID, export.Resource{
-					PID: p.PID, Command: p.Comm, ContainerID: p.ContainerID,
-					HostName: export.NodeName(), GoVersion: procs.goVersion,
-				})
+				spans.AddProcess(p.PID, p.Comm, p.ContainerID)
 			}
 			procs.update(p)
 		}
@@ -244,13 +242,14 @@ func runTrace(ctx context.Context, cmd *cobra.Command, f traceFlags) error {
 			if pipe == nil {
 				// First: how the probes run on this kernel.
 				fmt.Fprintf(stderr, "tracer: %s\n", kernel.Probe().Describe(s.Set.Mode()))
-				res := export.Resource{PID: p.PID, ContainerID: p.ContainerID, GoVersion: s.File.GoVersion}
+				res := export.Resource{PID: p.PID, ContainerID: p.ContainerID, GoVersion: s.File.GoVersion, HostName: export.NodeName()}
 				if everyProcess {
 					// Each process gets a resource of its own.
-					res = export.Resource{GoVersion: s.File.GoVersion}
-					procs.goVersion = s.File.GoVersion
+					res.PID, res.ContainerID = 0, ""
 				}
-				res.HostName = export.NodeName()
+				if v, _, err := presets.DetectVersion(s.File, f.release); err == nil {
+					res.CiliumVersion = v.Release
+				}
 				spans = export.NewSpanBuilder(res)
 				pipe = export.NewPipeline(spans, exporters, export.PipelineConfig{BatchTimeout: 100 * time.Millisecond})
 			}

@@ -364,10 +364,7 @@ func (d *Daemon) process(p session.Process) {
 	}
 	d.log.Debug("tracing a new process", "pid", p.PID, "process", p.String())
 	if a != nil {
-		a.spans.AddProcess(p.PID, export.Resource{
-			PID: p.PID, Command: p.Comm, ContainerID: p.ContainerID,
-			HostName: export.NodeName(), GoVersion: a.s.File.GoVersion,
-		})
+		a.spans.AddProcess(p.PID, p.Comm, p.ContainerID)
 	}
 }
 
@@ -455,12 +452,14 @@ func (d *Daemon) detached(s *session.Session, err error, stopping bool) {
 }
 
 func (d *Daemon) pipeline(cfg Config, a *attachment, exps map[string]export.Exporter) *export.Pipeline {
-	res := export.Resource{PID: a.proc.PID, ContainerID: a.proc.ContainerID, GoVersion: a.s.File.GoVersion}
+	res := export.Resource{PID: a.proc.PID, ContainerID: a.proc.ContainerID, GoVersion: a.s.File.GoVersion, HostName: export.NodeName()}
 	if cfg.Target.everyProcess() {
 		// Each process gets a resource of its own (process).
-		res = export.Resource{GoVersion: a.s.File.GoVersion}
+		res.PID, res.ContainerID = 0, ""
 	}
-	res.HostName = export.NodeName()
+	if v, _, err := presets.DetectVersion(a.s.File, cfg.Target.CiliumVersion); err == nil {
+		res.CiliumVersion = v.Release
+	}
 	a.spans = export.NewSpanBuilder(res)
 	return export.NewPipeline(a.spans, exps, export.PipelineConfig{
 		QueueSize:    cfg.Pipeline.QueueSize,

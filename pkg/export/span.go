@@ -124,6 +124,7 @@ type Span struct {
 // if their call IDs meet. Span IDs are the call IDs in big-endian order.
 type SpanBuilder struct {
 	prefix   [8]byte
+	base     Resource
 	resource *resource.Resource
 
 	mu sync.Mutex
@@ -157,7 +158,7 @@ func (b *SpanBuilder) formatStack(frames []symbols.Frame) string {
 
 // NewSpanBuilder returns a builder whose spans carry res.
 func NewSpanBuilder(res Resource) *SpanBuilder {
-	b := &SpanBuilder{resource: resource.NewSchemaless(res.Attributes()...)}
+	b := &SpanBuilder{base: res, resource: resource.NewSchemaless(res.Attributes()...)}
 	// crypto/rand.Read never returns an error since Go 1.24.
 	rand.Read(b.prefix[:])
 	return b
@@ -172,10 +173,12 @@ func (b *SpanBuilder) Resource() *resource.Resource { return b.resource }
 // the builder's resource.
 const maxProcesses = 1 << 14
 
-// AddProcess gives the calls of process pid a resource of their own: when
-// every process running an executable is traced, each span names its
-// process.
-func (b *SpanBuilder) AddProcess(pid int, res Resource) {
+// AddProcess gives the calls of process pid a resource of their own: the
+// builder's, with the process's PID, command and container. When every
+// process running an executable is traced, each span names its process.
+func (b *SpanBuilder) AddProcess(pid int, command, containerID string) {
+	res := b.base
+	res.PID, res.Command, res.ContainerID = pid, command, containerID
 	r := resource.NewSchemaless(res.Attributes()...)
 	b.mu.Lock()
 	defer b.mu.Unlock()
