@@ -106,8 +106,9 @@ type Session struct {
 	builder calls.Builder
 	// procs follows the processes running the executable when PID is 0.
 	procs *processes
-	// sampler samples the goroutines of announced calls, from the first
-	// announcement on; Run's goroutine only.
+	// sampler samples the goroutines of announced calls: from the start
+	// when a probe announces, else from the first announcement (a probe
+	// added later). Set on Run's goroutine after Start.
 	sampler *sampler
 }
 
