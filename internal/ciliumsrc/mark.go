@@ -478,10 +478,13 @@ func fieldNames(f *ast.Field) []string {
 		}
 		return names
 	}
-	return []string{embeddedName(f.Type)}
+	return []string{typeName(f.Type)}
 }
 
-func embeddedName(e ast.Expr) string {
+// typeName is the name of the type an expression names, without pointer,
+// parentheses, type arguments or package: an embedded field's name, a
+// receiver's type ("*T[K, V]" -> "T").
+func typeName(e ast.Expr) string {
 	for {
 		switch t := e.(type) {
 		case *ast.StarExpr:

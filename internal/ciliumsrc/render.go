@@ -69,7 +69,7 @@ func (r *renderer) render(s scope, e ast.Expr) {
 			if len(f.Names) == 0 {
 				if star, ok := unparen(f.Type).(*ast.StarExpr); ok && !r.kept(s, star.X) {
 					// An embedded pointer keeps its field name.
-					b.WriteString(embeddedName(f.Type) + " *struct{}\n")
+					b.WriteString(typeName(f.Type) + " *struct{}\n")
 					continue
 				}
 			}

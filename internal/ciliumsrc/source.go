@@ -209,27 +209,7 @@ func funcKey(d *ast.FuncDecl) string {
 	if d.Recv == nil || len(d.Recv.List) == 0 {
 		return d.Name.Name
 	}
-	return recvName(d.Recv.List[0].Type) + "." + d.Name.Name
-}
-
-// recvName is the type name of a receiver: "*T[K, V]" -> "T".
-func recvName(e ast.Expr) string {
-	for {
-		switch t := e.(type) {
-		case *ast.StarExpr:
-			e = t.X
-		case *ast.ParenExpr:
-			e = t.X
-		case *ast.IndexExpr:
-			e = t.X
-		case *ast.IndexListExpr:
-			e = t.X
-		case *ast.Ident:
-			return t.Name
-		default:
-			return ""
-		}
-	}
+	return typeName(d.Recv.List[0].Type) + "." + d.Name.Name
 }
 
 // isPtrRecv reports whether a method has a pointer receiver.
