@@ -365,7 +365,7 @@ func (g *Governor) Tick(now time.Time, set probeSet) error {
 }
 
 // idleDecisions is how many intervals apart decisions get while no probe
-// is hit, throttled or resampled: an idle daemon wakes less. A probe that
+// is hit or resampled: an idle daemon wakes less. A probe that
 // turns hot meanwhile is held by its breaker within milliseconds.
 const idleDecisions = 4
 
@@ -375,8 +375,11 @@ func (g *Governor) interval() time.Duration {
 	g.spentAt = g.spent
 	for _, p := range g.probes {
 		// A probe still sampled above its configuration after a burst
-		// of events relaxes one step per decision.
-		quiet = quiet && p.state == Admitted && p.sample <= max(p.base.SampleEvery, 1)
+		// of events relaxes one step per decision. A throttled probe
+		// that was not hit holds no decision: its duty cycle wakes the
+		// governor by itself (Next), and its readmission waits for its
+		// backoff anyway.
+		quiet = quiet && p.sample <= max(p.base.SampleEvery, 1)
 	}
 	if !quiet {
 		g.idle = 0
