@@ -111,6 +111,7 @@ struct counters {
 	__u64 contended;  // entries without stack or values: preempted probes on the CPU held every scratch slot
 	__u64 tripped;    // times the breaker tripped
 	__u64 shed;       // entries that only counted: the breaker had tripped
+	__u64 unstacked;  // entries without stack: the kernel gave no user stack, or the stack table refused it
 };
 
 struct frame {
@@ -757,6 +758,8 @@ int go_entry(struct pt_regs *ctx)
 			if (s) {
 				k.stack_id = stack_id(ctx, &s->st, GO_RETURN_ADDRESS(ctx), cfg->flags & PROBE_ENTRY_PUSHES_BP);
 				release(s);
+				if (k.stack_id < 0)
+					INC(c, unstacked);
 			} else
 				INC(c, contended);
 		}
@@ -869,8 +872,11 @@ int go_entry(struct pt_regs *ctx)
 	if (capture_stacks || cfg->ncaptures) {
 		struct scratch *s = claim();
 		if (s) {
-			if (capture_stacks)
+			if (capture_stacks) {
 				f->stack_id = stack_id(ctx, &s->st, f->caller, cfg->flags & PROBE_ENTRY_PUSHES_BP);
+				if (f->stack_id < 0)
+					INC(c, unstacked);
+			}
 			if (cfg->ncaptures)
 				f->captured = capture(ctx, cfg, &s->v, f->id);
 			release(s);

@@ -50,6 +50,7 @@ type UprobesCounters struct {
 	Contended  uint64
 	Tripped    uint64
 	Shed       uint64
+	Unstacked  uint64
 }
 
 type UprobesEntryKey struct {

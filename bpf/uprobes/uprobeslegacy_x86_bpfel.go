@@ -40,6 +40,7 @@ type UprobesLegacyCounters struct {
 	Contended  uint64
 	Tripped    uint64
 	Shed       uint64
+	Unstacked  uint64
 }
 
 type UprobesLegacyEntryKey struct {

@@ -291,6 +291,7 @@ func runTrace(ctx context.Context, cmd *cobra.Command, f traceFlags) error {
 				d.Filtered += c.Filtered
 				d.Untracked += c.Untracked
 				d.Contended += c.Contended
+				d.Unstacked += c.Unstacked
 				extra[name] = d
 			}
 		},

@@ -98,6 +98,9 @@ type Dropped struct {
 	// values: preempted probes held every per-CPU scratch slot they are
 	// built in.
 	Contended uint64
+	// Unstacked calls were traced without their stack: the kernel gave
+	// no user stack, or the table of stacks refused it.
+	Unstacked uint64
 }
 
 // Legends of the columns that count calls missing from the others, printed
@@ -135,6 +138,7 @@ func (s *Summary) Print(w io.Writer, extra map[string]Dropped) error {
 		total.Dropped += d.Dropped
 		total.Untracked += d.Untracked
 		total.Contended += d.Contended
+		total.Unstacked += d.Unstacked
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t\t%s\n", f.Calls,
 			round(f.Percentile(0.5)), round(f.Percentile(0.9)), round(f.Percentile(0.99)), round(f.Max),
 			f.Unfinished, d.Dropped, d.Untracked, d.Skipped, d.Filtered, name)
@@ -158,6 +162,9 @@ func (s *Summary) Print(w io.Writer, extra map[string]Dropped) error {
 	}
 	if total.Contended > 0 {
 		fmt.Fprintf(w, "%d calls were traced without their stack and captured values: probes preempted on the same CPU held every scratch slot they are built in\n", total.Contended)
+	}
+	if total.Unstacked > 0 {
+		fmt.Fprintf(w, "%d calls were traced without their stack: the kernel gave no user stack, or the table of stacks refused it\n", total.Unstacked)
 	}
 	return nil
 }

@@ -332,6 +332,7 @@ governor: {budget_percent: 1, interval: 1s, window: 100ms, max_period: 20s, hori
 		`tracer_probe_untracked_total{function="` + testagent.RegenerateBPF + `"}`,
 		`tracer_probe_reentered_total{function="` + testagent.RegenerateBPF + `"}`,
 		`tracer_probe_contended_total{function="` + testagent.RegenerateBPF + `"}`,
+		`tracer_probe_unstacked_total{function="` + testagent.RegenerateBPF + `"}`,
 		`tracer_probe_attached{function="` + testagent.CTLookup + `"}`,
 		`tracer_probe_hit_rate{function="` + testagent.CTLookup + `"}`,
 		`tracer_probe_duty_cycle{function="` + testagent.CTLookup + `"}`,

@@ -26,6 +26,7 @@ var (
 	probeUntracked  = desc("probe_untracked_total", "Entries not followed: too many traced calls in flight on the goroutine, or the goroutine table full.", "function")
 	probeReentered  = desc("probe_reentered_total", "Entries re-fired for a call in flight (stack growth), not counted as calls.", "function")
 	probeContended  = desc("probe_contended_total", "Calls traced without stack and captured values: preempted probes held every per-CPU scratch slot.", "function")
+	probeUnstacked  = desc("probe_unstacked_total", "Calls traced without stack: the kernel gave no user stack, or the table of stacks refused it.", "function")
 	probeTripped    = desc("probe_breaker_trips_total", "Times the probe's breaker tripped in BPF: its hits in one breaker window passed their allowance.", "function")
 	probeShed       = desc("probe_shed_total", "Entry hits that only counted: the probe's breaker had tripped and it was not detached yet.", "function")
 	probeState      = desc("probe_governor_state", "Governor state of the probe: 1 for the state it is in.", "function", "state")
@@ -150,6 +151,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		counter(probeUntracked, float64(t.Untracked), fn)
 		counter(probeReentered, float64(t.Reentered), fn)
 		counter(probeContended, float64(t.Contended), fn)
+		counter(probeUnstacked, float64(t.Unstacked), fn)
 		counter(probeTripped, float64(t.Tripped), fn)
 		counter(probeShed, float64(t.Shed), fn)
 	}

@@ -337,6 +337,7 @@ func (c Counters) Add(o Counters) Counters {
 	c.Contended += o.Contended
 	c.Tripped += o.Tripped
 	c.Shed += o.Shed
+	c.Unstacked += o.Unstacked
 	return c
 }
 

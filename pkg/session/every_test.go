@@ -176,22 +176,43 @@ func TestEveryProcess(t *testing.T) {
 					t.Errorf("%s: never called", fn)
 				}
 			}
-			checkStacksNamed(t, got)
+			checkStacksNamed(t, e.s, got)
 		})
 	}
 }
 
 // Every process's stacks are symbolized with its own load address: the
-// traced function's frame is first.
-func checkStacksNamed(t *testing.T, got []calls.Call) {
+// traced function's frame is first. A call without a stack is one the
+// probes counted as such, and every process has named stacks.
+func checkStacksNamed(t *testing.T, s *session.Session, got []calls.Call) {
 	t.Helper()
+	stackless := map[string]uint64{}
+	named := map[int]bool{}
 	for _, c := range got {
-		if len(c.Stack) == 0 || c.Stack[0].Func != c.Func {
-			first := "none"
-			if len(c.Stack) > 0 {
-				first = c.Stack[0].Func
-			}
-			t.Fatalf("pid %d: %s: first frame %s", c.PID, c.Func, first)
+		if len(c.Stack) == 0 {
+			stackless[c.Func]++
+			continue
+		}
+		if c.Stack[0].Func != c.Func {
+			t.Fatalf("pid %d: %s: first frame %s", c.PID, c.Func, c.Stack[0].Func)
+		}
+		named[c.PID] = true
+	}
+	counters, err := s.Counters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for fn, n := range stackless {
+		c := counters[fn]
+		if n > c.Contended+c.Unstacked {
+			t.Errorf("%s: %d calls without stack, the probes counted %d contended and %d unstacked", fn, n, c.Contended, c.Unstacked)
+		} else {
+			t.Logf("%s: %d calls without stack (%d contended, %d unstacked)", fn, n, c.Contended, c.Unstacked)
+		}
+	}
+	for _, c := range got {
+		if !named[c.PID] {
+			t.Fatalf("pid %d: no call with its stack", c.PID)
 		}
 	}
 }

@@ -139,6 +139,15 @@ type printer struct {
 	w  io.Writer
 }
 
+// The regeneration workers stop between regenerations when the agent is
+// asked to exit, and the final report waits for them, as cilium-agent
+// finishes the regenerations it started before it shuts down. A report
+// taken while they ran would miss calls entered between the report and the
+// exit, which a tracer sees: the report would no longer be ground truth.
+// So each regeneration holds regenerating for reading, and exit takes it
+// for writing and never gives it back.
+var regenerating sync.RWMutex
+
 func (p *printer) printf(format string, args ...any) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -155,6 +164,7 @@ func (p *printer) report() {
 // exit prints the final report and exits 0; concurrent callers block until
 // the process is gone, so exactly one final report is printed.
 func (p *printer) exit() {
+	regenerating.Lock()
 	p.mu.Lock()
 	fmt.Fprintf(p.w, "%s\n", groundtruth.Snapshot(checksum.Load()).JSON())
 	os.Exit(0)
@@ -284,7 +294,9 @@ func regenerateLoop(cfg config, out *printer, eps []*endpoint.Endpoint) {
 			time.Sleep(cfg.interval)
 		}
 		e := eps[i%len(eps)]
+		regenerating.RLock()
 		rev := e.Regenerate()
+		regenerating.RUnlock()
 		if cfg.logRegenerations {
 			out.printf("regenerated endpoint_id=%d k8s_pod_name=%s policy_revision=%d\n", e.ID, e.K8sPodName, rev)
 		}
