@@ -172,6 +172,9 @@ type governed struct {
 	next   time.Time // next phase change of a throttled probe
 	duty   float64
 	period time.Duration
+	// quiet counts a throttled probe's last windows in a row without a
+	// hit: each doubles its period, up to MaxPeriod.
+	quiet int
 
 	rate     float64  // entry hits/s while attached, latest measurement
 	samples  []sample // rates measured over the horizon, oldest first
@@ -311,7 +314,7 @@ func (g *Governor) Tick(now time.Time, set probeSet) error {
 			}
 		}
 		if p.trip {
-			p.trip = false
+			p.trip, p.quiet = false, 0
 			if p.phase != on {
 				continue
 			}
@@ -333,6 +336,11 @@ func (g *Governor) Tick(now time.Time, set probeSet) error {
 		switch p.phase {
 		case on:
 			g.measure(p, c, now, 0)
+			if p.rate == 0 {
+				p.quiet++
+			} else {
+				p.quiet = 0
+			}
 			g.pause(now, p, set)
 		case pausing:
 			if err := set.Detach(p.id); err != nil {
@@ -340,7 +348,13 @@ func (g *Governor) Tick(now time.Time, set probeSet) error {
 				p.next = now.Add(g.Window)
 				continue
 			}
-			p.phase, p.next = off, now.Add(max(p.period-g.Window-grace, 0))
+			// Each attach and detach costs this process a few ms of
+			// kernel time: a function that stopped being called is
+			// looked at less and less often. Its peak still holds it
+			// throttled, and when it runs again its breaker trips in
+			// the first window.
+			period := min(p.period<<min(p.quiet, 16), max(g.MaxPeriod, p.period))
+			p.phase, p.next = off, now.Add(max(period-g.Window-grace, 0))
 		case off:
 			if err := set.Reattach(p.id); err != nil {
 				g.Log.Warn("governor: cannot reattach throttled probe", "func", p.fn, "err", err)

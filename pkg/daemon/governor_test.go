@@ -321,6 +321,48 @@ func TestGovernorReadmitsAfterHorizon(t *testing.T) {
 	}
 }
 
+// A throttled probe whose function stops being called is attached less
+// and less often, each window without a hit doubling its period up to
+// MaxPeriod: every attach costs the daemon kernel time. When the calls
+// come back, a window within MaxPeriod measures them.
+func TestGovernorQuietThrottledProbe(t *testing.T) {
+	// 2,000 hits/s x 40us = 8% of a CPU: a period of 1.6s at a 1% budget.
+	set := newFakeSet(2000)
+	pol := testPolicy()
+	pol.Horizon, pol.Backoff = 5*time.Minute, time.Minute
+	g := NewGovernor(pol, quiet)
+	g.Add("f", 0, probe.Config{}, 0)
+	now := time.Unix(1000, 0)
+	run(g, set, &now, 10*time.Second)
+	st := status(g, "f")
+	if st.State != Throttled {
+		t.Fatalf("probe %+v, want throttled", st)
+	}
+	period := time.Duration(float64(pol.Window) / st.Duty)
+	busy := set.attaches[0]
+	if busy < 3 {
+		t.Fatalf("%d attaches in 10s at a period of %v", busy, period)
+	}
+
+	set.rates[0] = 0
+	quietFor := 4 * time.Minute
+	run(g, set, &now, quietFor)
+	// Doubling from period to MaxPeriod, then once per MaxPeriod.
+	bound := int(math.Ceil(math.Log2(float64(pol.MaxPeriod)/float64(period)))) + int(quietFor/pol.MaxPeriod) + 1
+	if n := set.attaches[0] - busy; n > bound {
+		t.Errorf("%d attaches over %v without a call, want at most %d (period %v, max %v)", n, quietFor, bound, period, pol.MaxPeriod)
+	}
+	if st := status(g, "f"); st.State != Throttled {
+		t.Fatalf("probe %+v within the horizon of its last calls, want throttled", st)
+	}
+
+	set.rates[0] = 2000
+	run(g, set, &now, pol.MaxPeriod+pol.Window+time.Second)
+	if st := status(g, "f"); st.Rate == 0 {
+		t.Errorf("probe %+v: calls back for MaxPeriod, not measured", st)
+	}
+}
+
 // A breaker's trip throttles an admitted probe at once, not at the next
 // decision, and counts as a burst at its allowance.
 func TestGovernorTrip(t *testing.T) {
