@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/pprof/profile"
+
 	"github.com/cilium-tracer/tracer/internal/otlptest"
 	"github.com/cilium-tracer/tracer/internal/testagent"
 	"github.com/cilium-tracer/tracer/pkg/probe/kernel"
@@ -360,6 +362,68 @@ func TestPprof(t *testing.T) {
 		}
 	}
 	t.Errorf("no table from pprof -top:\n%s", out)
+}
+
+// --pprof-blocked writes an off-CPU profile: the time each call waited, at
+// the function that waited, under the traced function, as much as the
+// agent measured each wait itself.
+func TestPprofBlocked(t *testing.T) {
+	const calls = 4
+	bin := testagent.Build(t, testagent.Variant{Stripped: true})
+	a := testagent.Start(t, bin, "-wait-start", "-workers", "0", "-phased", strconv.Itoa(calls))
+	prof := filepath.Join(t.TempDir(), "blocked.pb.gz")
+	r := startTracer(t, nil, "trace", "--pid", strconv.Itoa(a.PID), "--follow=false", "--output", "none", "--pprof-blocked", prof, "--func", testagent.Phased)
+	r.waitFor(t, "tracing 1 functions", 30*time.Second)
+	a.Begin(t)
+	a.Wait(t, time.Minute)
+	r.wait(t, time.Minute)
+	if !r.cmd.ProcessState.Success() {
+		t.Fatalf("trace: %v: %s", r.cmd.ProcessState, r.stderr.String())
+	}
+
+	f, err := os.Open(prof)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	p, err := profile.Parse(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.DefaultSampleType != "blocked" {
+		t.Errorf("default sample type %q, want blocked", p.DefaultSampleType)
+	}
+	at := map[string]time.Duration{}
+	states := map[string]map[string]bool{}
+	for _, s := range p.Sample {
+		leaf := s.Location[0].Line[0].Function.Name
+		if caller := s.Location[1].Line[0].Function.Name; caller != testagent.Phased {
+			t.Errorf("wait at %s under %s, want under the traced function", leaf, caller)
+		}
+		at[leaf] += time.Duration(s.Value[1])
+		if states[leaf] == nil {
+			states[leaf] = map[string]bool{}
+		}
+		for _, st := range s.Label["state"] {
+			states[leaf][st] = true
+		}
+	}
+	want := map[string]time.Duration{}
+	for _, ph := range testagent.Phases(t, a.Lines()) {
+		want[testagent.LockAlive] += ph["mutex"]
+		want[testagent.WaitForProxy] += ph["chan"]
+		want[testagent.ReadPipe] += ph["syscall"]
+	}
+	for fn, state := range map[string]string{testagent.LockAlive: "mutex", testagent.WaitForProxy: "chan receive", testagent.ReadPipe: "syscall"} {
+		// Per call, as the breakdown's own test allows.
+		tol := calls*2*time.Millisecond + want[fn]/10
+		if d := at[fn] - want[fn]; d > tol || d < -tol {
+			t.Errorf("%s: %v waited in the profile, the agent measured %v (tolerance %v)", fn, at[fn], want[fn], tol)
+		}
+		if !states[fn][state] {
+			t.Errorf("%s: states %v, want %s", fn, states[fn], state)
+		}
+	}
 }
 
 // --otlp sends the same calls the terminal shows to an OTLP receiver.

@@ -34,6 +34,7 @@ type traceFlags struct {
 	captures       []string
 	offsets        string
 	pprof          string
+	pprofBlocked   string
 	folded         string
 	entry          bool
 	byProc         bool
@@ -114,6 +115,7 @@ and the summary (or the --entry-only counts) goes to stderr, so
 	fl.StringVar(&f.otlp.Protocol, "otlp-protocol", "grpc", "OTLP protocol: grpc or http")
 	fl.BoolVar(&f.otlp.Insecure, "otlp-insecure", false, "OTLP without TLS")
 	fl.StringVar(&f.pprof, "pprof", "", "write a pprof profile of the traced calls' time per stack to this file at the end (implies stack capture)")
+	fl.StringVar(&f.pprofBlocked, "pprof-blocked", "", "write a pprof profile of where the traced calls waited (blocked by reason, in syscalls, runnable), under each call's stack, to this file at the end (implies --breakdown and stack capture)")
 	fl.StringVar(&f.folded, "folded", "", "write folded stacks (flame graph input) with nanoseconds per stack to this file at the end (implies stack capture)")
 	fl.StringArrayVar(&f.captures, "capture", nil, "`NAME=EXPR` to record as a span attribute, read at entry: an argument or field path (endpoint_id=e.ID, rev=e.policyRevision) or, without DWARF, argN+OFFSET:TYPE; repeatable")
 	fl.StringVar(&f.offsets, "offsets", "", "offsets `FILE` from 'tracer offsets', to resolve --capture on a stripped binary (alone: capture everything it lists)")
@@ -135,8 +137,11 @@ func runTrace(ctx context.Context, cmd *cobra.Command, f traceFlags) error {
 	if f.sample == 0 {
 		return errors.New("--sample must be at least 1")
 	}
+	if f.pprofBlocked != "" {
+		f.breakdown = true
+	}
 	if f.breakdown && f.entry {
-		return errors.New("--breakdown needs calls, which --entry-only does not follow")
+		return errors.New("--breakdown and --pprof-blocked need calls, which --entry-only does not follow")
 	}
 	if f.breakdownEvery <= 0 {
 		return errors.New("--breakdown-every must be positive")
@@ -180,6 +185,7 @@ func runTrace(ctx context.Context, cmd *cobra.Command, f traceFlags) error {
 	}{
 		{"pprof", f.pprof, func(w io.Writer) export.Exporter { return export.NewPprofExporter(w) }},
 		{"folded", f.folded, func(w io.Writer) export.Exporter { return export.NewFoldedExporter(w) }},
+		{"pprof-blocked", f.pprofBlocked, func(w io.Writer) export.Exporter { return export.NewBlockedProfileExporter(w) }},
 	} {
 		if prof.path == "" {
 			continue

@@ -336,6 +336,31 @@ func (a *Agent) report(tb testing.TB) Report {
 	return Report{}
 }
 
+// Phases parses the lines an agent run with -phased printed, "phased
+// cpu_ns=... mutex_ns=...", one per call in the order of the calls: what
+// each phase took by the agent's own clock, by phase name.
+func Phases(tb testing.TB, lines []string) []map[string]time.Duration {
+	tb.Helper()
+	var out []map[string]time.Duration
+	for _, l := range lines {
+		rest, ok := strings.CutPrefix(l, "phased ")
+		if !ok {
+			continue
+		}
+		m := map[string]time.Duration{}
+		for _, f := range strings.Fields(rest) {
+			k, v, _ := strings.Cut(f, "_ns=")
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				tb.Fatalf("bad phase line %q", l)
+			}
+			m[k] = time.Duration(n)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
 // Output returns everything the agent printed, one line each.
 func (a *Agent) Output() string { return strings.Join(a.Lines(), "\n") }
 

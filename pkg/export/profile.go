@@ -51,6 +51,8 @@ func (st *selfTimes) self(c *calls.Call) time.Duration {
 // by time spent in them.
 type PprofExporter struct {
 	w io.Writer
+	// blocked: samples are the places calls waited, not the calls.
+	blocked bool
 
 	guard
 	self    selfTimes
@@ -89,6 +91,22 @@ func NewPprofExporter(w io.Writer) *PprofExporter {
 	}
 }
 
+// NewBlockedProfileExporter returns a PprofExporter of where the calls
+// waited, an off-CPU profile written to w when shut down: one sample per
+// place a call's goroutine waited (parked, in a system call, or runnable
+// after either; calls.Breakdown.Where) under the call's stack, labelled
+// with the state, with the calls that waited there (calls/count) and the
+// time (blocked/nanoseconds, the default). Calls without a breakdown add
+// nothing.
+func NewBlockedProfileExporter(w io.Writer) *PprofExporter {
+	e := NewPprofExporter(w)
+	e.blocked = true
+	e.p.SampleType[1] = &profile.ValueType{Type: "blocked", Unit: "nanoseconds"}
+	e.p.DefaultSampleType = "blocked"
+	e.p.PeriodType = &profile.ValueType{Type: "blocked", Unit: "nanoseconds"}
+	return e
+}
+
 // Export implements Exporter.
 func (e *PprofExporter) Export(_ context.Context, spans []Span) error {
 	return e.export(func() error {
@@ -107,24 +125,43 @@ func (e *PprofExporter) add(spans []Span) {
 			e.last = end
 		}
 		self := e.self.self(c)
-		locs := e.locations(c.Stack)
-		if len(locs) == 0 {
+		if !e.blocked {
+			e.sample(e.locations(c.Stack), "", self)
 			continue
 		}
-		var key strings.Builder
-		for _, l := range locs {
-			key.WriteString(strconv.FormatUint(l.ID, 16))
-			key.WriteByte(',')
+		if c.Breakdown == nil || len(c.Stack) == 0 {
+			continue
 		}
-		s := e.samples[key.String()]
-		if s == nil {
-			s = &profile.Sample{Location: locs, Value: make([]int64, 2)}
-			e.samples[key.String()] = s
-			e.p.Sample = append(e.p.Sample, s)
+		for _, w := range c.Breakdown.Where {
+			frames := append([]symbols.Frame{{Func: w.Func, File: w.File, Line: w.Line}}, c.Stack...)
+			e.sample(e.locations(frames), w.State, time.Duration(w.Share*float64(c.Duration)))
 		}
-		s.Value[0]++
-		s.Value[1] += self.Nanoseconds()
 	}
+}
+
+// sample adds one call and d to the sample of locs and state.
+func (e *PprofExporter) sample(locs []*profile.Location, state string, d time.Duration) {
+	if len(locs) == 0 {
+		return
+	}
+	var key strings.Builder
+	key.WriteString(state)
+	key.WriteByte(':')
+	for _, l := range locs {
+		key.WriteString(strconv.FormatUint(l.ID, 16))
+		key.WriteByte(',')
+	}
+	s := e.samples[key.String()]
+	if s == nil {
+		s = &profile.Sample{Location: locs, Value: make([]int64, 2)}
+		if state != "" {
+			s.Label = map[string][]string{"state": {state}}
+		}
+		e.samples[key.String()] = s
+		e.p.Sample = append(e.p.Sample, s)
+	}
+	s.Value[0]++
+	s.Value[1] += d.Nanoseconds()
 }
 
 // locations groups frames into pprof locations, leaf first: a physical
