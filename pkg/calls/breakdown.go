@@ -45,6 +45,22 @@ func (t *Tally) Breakdown() *Breakdown {
 	return b
 }
 
+// shares are the summary's columns of the tally: the percentages of its
+// time on CPU, runnable, in system calls and blocked, tab-terminated; "-"
+// in each without a sample.
+func (t *Tally) shares() string {
+	var blocked time.Duration
+	for _, d := range t.Blocked {
+		blocked += d
+	}
+	total := t.CPU + t.Runnable + t.Syscall + blocked
+	if t.Samples == 0 || total == 0 {
+		return "-\t-\t-\t-\t"
+	}
+	pct := func(d time.Duration) float64 { return 100 * float64(d) / float64(total) }
+	return fmt.Sprintf("%.0f%%\t%.0f%%\t%.0f%%\t%.0f%%\t", pct(t.CPU), pct(t.Runnable), pct(t.Syscall), pct(blocked))
+}
+
 // add adds the time of b.
 func (t *Tally) add(b *Breakdown) {
 	t.Samples += b.Samples

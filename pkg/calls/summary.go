@@ -116,7 +116,16 @@ const (
 // function name (may be nil).
 func (s *Summary) Print(w io.Writer, extra map[string]Dropped) error {
 	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "calls\tp50\tp90\tp99\tmax\tunfinished\tdropped\tuntracked\tnot sampled\tfiltered\t\tfunction")
+	// With a breakdown, the shares of the broken-down calls' time.
+	shares := false
+	for _, f := range s.funcs {
+		shares = shares || f.BrokenDown > 0
+	}
+	header := "calls\tp50\tp90\tp99\tmax\tunfinished\tdropped\tuntracked\tnot sampled\tfiltered\t"
+	if shares {
+		header += "cpu\trunnable\tsyscall\tblocked\t"
+	}
+	fmt.Fprintln(tw, header+"\tfunction")
 	names := slices.Clone(s.order)
 	for name := range extra {
 		if s.funcs[name] == nil {
@@ -139,9 +148,13 @@ func (s *Summary) Print(w io.Writer, extra map[string]Dropped) error {
 		total.Untracked += d.Untracked
 		total.Contended += d.Contended
 		total.Unstacked += d.Unstacked
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t\t%s\n", f.Calls,
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t", f.Calls,
 			round(f.Percentile(0.5)), round(f.Percentile(0.9)), round(f.Percentile(0.99)), round(f.Max),
-			f.Unfinished, d.Dropped, d.Untracked, d.Skipped, d.Filtered, name)
+			f.Unfinished, d.Dropped, d.Untracked, d.Skipped, d.Filtered)
+		if shares {
+			fmt.Fprint(tw, f.where.shares())
+		}
+		fmt.Fprintf(tw, "\t%s\n", name)
 	}
 	if idle > 0 {
 		fmt.Fprintf(tw, "(%d more probed functions were not called)\n", idle)

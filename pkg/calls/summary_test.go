@@ -98,3 +98,37 @@ func TestPrintContended(t *testing.T) {
 		t.Errorf("contended line with nothing contended:\n%s", b.String())
 	}
 }
+
+// With broken-down calls the summary has their shares per function: of
+// the summed time of those calls, on CPU, runnable, in system calls and
+// blocked for any reason; "-" for a function without a breakdown.
+func TestPrintBreakdownShares(t *testing.T) {
+	var s Summary
+	for range 2 {
+		s.Add(&Call{Func: "slow", Duration: 100 * time.Millisecond, Breakdown: &Breakdown{
+			Samples: 100, CPU: 20 * time.Millisecond, Runnable: 10 * time.Millisecond, Syscall: 30 * time.Millisecond,
+			Blocked: map[string]time.Duration{"mutex": 25 * time.Millisecond, "chan receive": 15 * time.Millisecond},
+		}})
+	}
+	s.Add(&Call{Func: "plain", Duration: time.Millisecond})
+	var b strings.Builder
+	if err := s.Print(&b, nil); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(b.String(), "\n")
+	header := regexp.MustCompile(`\s\s+`).Split(strings.TrimSpace(lines[0]), -1)
+	for i, want := range []map[string]string{
+		{"function": "slow", "cpu": "20%", "runnable": "10%", "syscall": "30%", "blocked": "40%"},
+		{"function": "plain", "cpu": "-", "runnable": "-", "syscall": "-", "blocked": "-"},
+	} {
+		row := strings.Fields(lines[i+1])
+		if len(row) != len(header) {
+			t.Fatalf("header %q, row %q", header, row)
+		}
+		for j, h := range header {
+			if w, ok := want[h]; ok && row[j] != w {
+				t.Errorf("%s: %s %s, want %s", want["function"], h, row[j], w)
+			}
+		}
+	}
+}
