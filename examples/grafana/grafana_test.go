@@ -23,6 +23,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/cilium-tracer/tracer/pkg/export"
+	"github.com/cilium-tracer/tracer/pkg/goroutine"
 )
 
 const (
@@ -130,8 +131,13 @@ func attributeKeys() map[string]map[string]bool {
 		string(export.AttrFunction), string(export.AttrFile), string(export.AttrLine),
 		string(export.AttrStacktrace), string(export.AttrGoroutine),
 		string(export.AttrSampleRate), string(export.AttrMinDuration),
+		string(export.AttrBreakdownSamples), string(export.AttrBreakdownCPU),
+		string(export.AttrBreakdownRunnable), string(export.AttrBreakdownSyscall),
 	} {
 		span[k] = true
+	}
+	for c := goroutine.Category(0); c.String() != "unknown"; c++ {
+		span[export.AttrBlockedPrefix+strings.ReplaceAll(c.String(), " ", "_")+"_ns"] = true
 	}
 	res := map[string]bool{}
 	full := export.Resource{ServiceName: "s", HostName: "h", ContainerID: "c", PID: 1, CiliumVersion: "v", GoVersion: "go"}
