@@ -48,7 +48,7 @@ func main() {
 }
 
 // allSections are the benchmarks, in the order they run and are reported.
-var allSections = []string{"overhead", "pipeline", "attach", "cilium", "budget"}
+var allSections = []string{"overhead", "pipeline", "attach", "cilium", "breakdown", "budget"}
 
 // optInSections run only when named in -only: they take many minutes.
 var optInSections = []string{"budget"}
@@ -119,6 +119,17 @@ func run(quick bool, out string, rounds int, record bool, sections []string, w i
 	if slices.Contains(sections, "cilium") {
 		fmt.Fprintf(w, "\ncilium: attach to the real cilium-agent %s, %d fresh processes per build\n", ciliumlab.Pinned, attachRuns)
 		if r.Cilium, err = benchCilium(context.Background(), tmp, attachRuns, w); err != nil {
+			return err
+		}
+	}
+
+	if slices.Contains(sections, "breakdown") {
+		reps := 3
+		if quick {
+			reps = 1
+		}
+		fmt.Fprintf(w, "\nbreakdown: phased calls of the stand-in agent, with and without sampling, %d interleaved repetitions\n", reps)
+		if r.Breakdown, err = benchBreakdown(root, tmp, phasedLoads(quick), reps, w); err != nil {
 			return err
 		}
 	}

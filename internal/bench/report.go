@@ -54,13 +54,14 @@ func describeCommit(root string) string {
 }
 
 type report struct {
-	Machine  machine
-	Quick    bool
-	Overhead overheadResult
-	Pipeline pipelineResult
-	Attach   []attachResult
-	Cilium   ciliumResult
-	Budget   budgetResult
+	Machine   machine
+	Quick     bool
+	Overhead  overheadResult
+	Pipeline  pipelineResult
+	Breakdown breakdownResult
+	Attach    []attachResult
+	Cilium    ciliumResult
+	Budget    budgetResult
 }
 
 // A row is one line of a results table.
@@ -208,6 +209,9 @@ func (r report) sections() []section {
 	}
 	if len(r.Cilium.Builds) > 0 {
 		out = append(out, ciliumSection(r.Cilium))
+	}
+	if len(r.Breakdown.Runs) > 0 {
+		out = append(out, breakdownSection(r.Breakdown))
 	}
 	if len(r.Budget.Runs) > 0 {
 		out = append(out, budgetSection(r.Budget))

@@ -1,9 +1,11 @@
 package session
 
 import (
+	"cmp"
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -16,8 +18,21 @@ import (
 )
 
 // DefaultBreakdownEvery is how often the goroutine of an announced call in
-// flight is sampled: 1 kHz.
+// flight is sampled at first: 1 kHz.
 const DefaultBreakdownEvery = time.Millisecond
+
+// A call's goroutine is sampled at least every 1/samplesPerElapsed of the
+// time the call has run, and at most every BreakdownEvery or maxEvery: a
+// long call gets fewer samples per second as it goes on. Each sample
+// wakes the sampling thread, which on these VMs costs tens of µs of CPU
+// (the wakeup, not the read), so sampling a 2 s call at 1 kHz throughout
+// would cost 4% of a CPU for a precision its duration does not need: a
+// state change is placed within half an interval, 1% of the call's time
+// so far, or 5 ms.
+const (
+	samplesPerElapsed = 100
+	maxEvery          = 10 * time.Millisecond
+)
 
 // maxInFlight bounds the announced calls followed at once, as the probes'
 // goroutine table bounds the calls in flight.
@@ -44,10 +59,18 @@ type sampler struct {
 	calls   map[uint64]*inflight // by call ID
 	readers map[int]*goroutine.Reader
 	next    int // round robin start
-	wake    chan struct{}
+	// wake is an eventfd that wakes the sampling thread from its sleep
+	// in the kernel: a call announced, or close; -1 if none could be
+	// made, and the thread then polls every interval.
+	wake    int
 	closing sync.Once
 	quit    chan struct{}
 	done    chan struct{}
+
+	// samples counts the goroutine states read; cpu is the sampling
+	// thread's CPU time, set when it ends.
+	samples atomic.Uint64
+	cpu     time.Duration
 }
 
 // inflight is one announced call in flight.
@@ -56,9 +79,11 @@ type inflight struct {
 	g    uint64
 	goid uint64 // 0: unknown
 	t    calls.Tally
-	// last is when the last sample was taken (CLOCK_MONOTONIC ns, the
-	// probes' clock), the call's start before any; lastState and
-	// lastPlace are what it found.
+	// start is when the call started, next when its goroutine is due
+	// for a sample (CLOCK_MONOTONIC ns, the probes' clock).
+	start, next uint64
+	// last is when the last sample was taken, the call's start before
+	// any; lastState and lastPlace are what it found.
 	last      uint64
 	lastState string
 	lastPlace *calls.Place
@@ -68,7 +93,11 @@ func newSampler(f *symbols.File, o *offsets.File, every time.Duration) *sampler 
 	s := &sampler{
 		file: f, offsets: o, every: every,
 		calls: map[uint64]*inflight{}, readers: map[int]*goroutine.Reader{},
-		wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{}),
+		quit: make(chan struct{}), done: make(chan struct{}),
+	}
+	var err error
+	if s.wake, err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK); err != nil {
+		s.wake = -1
 	}
 	go s.run()
 	return s
@@ -82,7 +111,7 @@ func (s *sampler) enter(r *probe.Record, goidKnown bool) {
 	if full {
 		return // records lost on the way kept calls that never leave
 	}
-	c := &inflight{pid: r.PID, g: r.G, last: r.Start}
+	c := &inflight{pid: r.PID, g: r.G, start: r.Start, last: r.Start}
 	if goidKnown {
 		c.goid = r.Goroutine
 	}
@@ -92,9 +121,16 @@ func (s *sampler) enter(r *probe.Record, goidKnown bool) {
 	s.mu.Lock()
 	s.calls[r.ID] = c
 	s.mu.Unlock()
-	select {
-	case s.wake <- struct{}{}:
-	default:
+	s.poke()
+}
+
+// poke wakes the sampling thread. Under mu: close may close the eventfd,
+// and its number may then name another file.
+func (s *sampler) poke() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.wake >= 0 {
+		unix.Write(s.wake, []byte{1, 0, 0, 0, 0, 0, 0, 0})
 	}
 }
 
@@ -116,7 +152,17 @@ func (s *sampler) leave(id, end uint64) *calls.Tally {
 
 // close stops the sampling; more calls do nothing.
 func (s *sampler) close() {
-	s.closing.Do(func() { close(s.quit) })
+	s.closing.Do(func() {
+		close(s.quit)
+		s.poke()
+		<-s.done
+		s.mu.Lock()
+		if s.wake >= 0 {
+			unix.Close(s.wake)
+			s.wake = -1
+		}
+		s.mu.Unlock()
+	})
 	<-s.done
 }
 
@@ -131,30 +177,47 @@ func (s *sampler) run() {
 	// priority.
 	runtime.LockOSThread()
 	_ = unix.Setpriority(unix.PRIO_PROCESS, unix.Gettid(), samplerNice)
+	// The thread ends with run, locked: its CPU time is read before.
+	cpu0 := threadCPU()
+	defer func() { s.cpu = threadCPU() - cpu0 }()
 	for {
-		s.mu.Lock()
-		idle := len(s.calls) == 0
-		s.mu.Unlock()
-		// Idle, it waits for an announcement, not for ticks.
-		if idle {
-			select {
-			case <-s.quit:
-				return
-			case <-s.wake:
-			}
-		}
 		select {
 		case <-s.quit:
 			return
 		default:
 		}
-		// A first sample at once: the call's first state stands for
-		// the time since its start.
-		s.tick()
-		ts := unix.NsecToTimespec(s.every.Nanoseconds())
-		for unix.Nanosleep(&ts, &ts) == unix.EINTR {
+		s.mu.Lock()
+		idle := len(s.calls) == 0
+		s.mu.Unlock()
+		// Idle, it waits for an announcement, not for ticks. A call
+		// announced during a sleep ends it: a first sample at once,
+		// whose state stands for the time since the call's start.
+		var timeout *unix.Timespec
+		if !idle {
+			// Goroutines left over by maxPerTick wait one interval:
+			// the cost per interval stays bounded.
+			wait := cmp.Or(s.tick(), s.every)
+			ts := unix.NsecToTimespec(wait.Nanoseconds())
+			timeout = &ts
+		} else if s.wake < 0 {
+			ts := unix.NsecToTimespec(s.every.Nanoseconds())
+			timeout = &ts
+		}
+		fds := []unix.PollFd{{Fd: int32(s.wake), Events: unix.POLLIN}}
+		if n, _ := unix.Ppoll(fds, timeout, nil); n > 0 {
+			var b [8]byte
+			unix.Read(s.wake, b[:])
 		}
 	}
+}
+
+// threadCPU is the CPU time of the calling thread so far.
+func threadCPU() time.Duration {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts); err != nil {
+		return 0
+	}
+	return time.Duration(ts.Nano())
 }
 
 // A gkey names one goroutine of one process.
@@ -163,27 +226,61 @@ type gkey struct {
 	g   uint64
 }
 
-// tick samples up to maxPerTick goroutines, and credits the state of each
-// to every call in flight on it.
-func (s *sampler) tick() {
+// interval is how long after now the goroutine of a call that started at
+// start is due for its next sample.
+func (s *sampler) interval(start, now uint64) uint64 {
+	var elapsed uint64
+	if now > start {
+		elapsed = now - start
+	}
+	return min(max(elapsed/samplesPerElapsed, uint64(s.every)), uint64(max(maxEvery, s.every)))
+}
+
+// tick samples up to maxPerTick of the goroutines due for a sample, and
+// credits the state of each to every call in flight on it. It returns how
+// long until the next goroutine is due.
+func (s *sampler) tick() time.Duration {
+	now, err := monotonic()
+	if err != nil {
+		return s.every
+	}
 	s.mu.Lock()
 	byG := map[gkey][]uint64{}
 	var order []gkey
+	wait := uint64(max(maxEvery, s.every))
 	for id, c := range s.calls {
+		if c.next > now {
+			wait = min(wait, c.next-now)
+		}
 		k := gkey{c.pid, c.g}
 		if _, ok := byG[k]; !ok {
 			order = append(order, k)
 		}
 		byG[k] = append(byG[k], id)
 	}
+	// Due: a goroutine with a call due.
+	due := order[:0]
+	for _, k := range order {
+		for _, id := range byG[k] {
+			if s.calls[id].next <= now {
+				due = append(due, k)
+				break
+			}
+		}
+	}
 	start := s.next
 	s.next += maxPerTick
 	s.mu.Unlock()
 
-	n := min(len(order), maxPerTick)
+	n := min(len(due), maxPerTick)
+	if len(due) > n {
+		// Some are left for the next tick, at once.
+		wait = 0
+	}
 	for i := range n {
-		k := order[(start+i)%len(order)]
+		k := due[(start+i)%len(due)]
 		st, place, err := s.read(k)
+		s.samples.Add(1)
 		if err != nil {
 			continue
 		}
@@ -221,9 +318,12 @@ func (s *sampler) tick() {
 			}
 			add(&c.t, state, place, d)
 			c.last, c.lastState, c.lastPlace = now, state, place
+			c.next = now + s.interval(c.start, now)
+			wait = min(wait, c.next-now)
 		}
 		s.mu.Unlock()
 	}
+	return time.Duration(wait)
 }
 
 // read reads goroutine k's state, and where it waits if it does.

@@ -509,6 +509,17 @@ func (s *Session) startSampler() {
 	}
 }
 
+// BreakdownCost returns, once Run has returned, how many goroutine states
+// the breakdown's sampling read and the CPU time of the thread that read
+// them: the tracer's own cost of --breakdown. Zero without a probe that
+// announces its calls.
+func (s *Session) BreakdownCost() (samples uint64, cpu time.Duration) {
+	if s.sampler == nil {
+		return 0, 0
+	}
+	return s.sampler.samples.Load(), s.sampler.cpu
+}
+
 // changed gives the builder the probes as they are now; s.mu held.
 func (s *Session) changed() {
 	ps := slices.Clone(s.Set.Probes())
