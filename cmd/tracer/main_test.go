@@ -154,7 +154,7 @@ func TestBadInput(t *testing.T) {
 		{"every process: directory", []string{"trace", "--binary", dir, "--func", bpf}, "is a directory"},
 		{"every process: not ELF", []string{"trace", "--binary", garbage, "--func", bpf}, "not an ELF file"},
 		{"cluster without clickhouse", []string{"trace", "--pid", pid, "--func", bpf, "--clickhouse-cluster", "c"}, "--clickhouse-cluster"},
-		{"bad table engine", []string{"trace", "--pid", pid, "--func", bpf, "--clickhouse", "127.0.0.1:1", "--clickhouse-addrs-order", "shuffled"}, "shuffled"},
+		{"bad addrs order", []string{"trace", "--pid", pid, "--func", bpf, "--clickhouse", "127.0.0.1:1", "--clickhouse-addrs-order", "shuffled"}, "shuffled"},
 		{"by process of one process", []string{"trace", "--pid", pid, "--func", bpf, "--by-process"}, "--by-process"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

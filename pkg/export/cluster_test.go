@@ -120,18 +120,10 @@ func TestClusterSchema(t *testing.T) {
 // the single-node schema uses.
 func TestClusterWire(t *testing.T) {
 	srv := chtest.New(t, 25, 8)
-	e, err := NewClickHouseExporter(ClickHouseConfig{
+	_, spans := exportTestSpans(t, ClickHouseConfig{
 		Addrs:  []string{srv.Addr()},
 		Schema: TracesSchema{Cluster: "tracing", Database: "tracing"},
 	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Shutdown(context.Background())
-	spans := testSpans()
-	if err := e.Export(context.Background(), spans); err != nil {
-		t.Fatal(err)
-	}
 	queries, rows := srv.Snapshot()
 	if len(queries) != 7 {
 		t.Fatalf("%d queries, want 6 DDL and 1 INSERT:\n%s", len(queries), strings.Join(queries, "\n---\n"))
@@ -184,15 +176,7 @@ func TestClickHouseFailover(t *testing.T) {
 
 	// The other way round, on a connection already open: the live server
 	// goes away and the first one comes back.
-	e, err := NewClickHouseExporter(ClickHouseConfig{Addrs: []string{a.Addr(), b.Addr()}, DialTimeout: time.Second, MinBackoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Shutdown(context.Background())
-	spans := testSpans()
-	if err := e.Export(context.Background(), spans); err != nil {
-		t.Fatal(err)
-	}
+	e, spans := exportTestSpans(t, ClickHouseConfig{Addrs: []string{a.Addr(), b.Addr()}, DialTimeout: time.Second, MinBackoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond})
 	b.Stop()
 	a.Start()
 	if err := e.Export(context.Background(), spans); err != nil {
@@ -201,4 +185,20 @@ func TestClickHouseFailover(t *testing.T) {
 	if n := a.RowCount(); n != len(spans) {
 		t.Errorf("%d rows on the server that came back, want %d", n, len(spans))
 	}
+}
+
+// exportTestSpans exports testSpans through a new exporter for cfg, which
+// the test's end shuts down.
+func exportTestSpans(t *testing.T, cfg ClickHouseConfig) (*ClickHouseExporter, []Span) {
+	t.Helper()
+	e, err := NewClickHouseExporter(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Shutdown(context.Background()) })
+	spans := testSpans()
+	if err := e.Export(context.Background(), spans); err != nil {
+		t.Fatal(err)
+	}
+	return e, spans
 }
