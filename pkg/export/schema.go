@@ -146,21 +146,18 @@ func (s TracesSchema) Statements() ([]string, error) {
 	if s.Database != "default" {
 		stmts = append(stmts, "CREATE DATABASE IF NOT EXISTS "+quoteIdent(s.Database)+s.OnCluster())
 	}
-	names := []string{"traces_table.sql", "traces_trace_id_ts_table.sql", "traces_trace_id_ts_mv.sql"}
-	if s.Cluster != "" {
-		names = append(names, "traces_distributed.sql")
+	type step struct {
+		template string
+		schema   TracesSchema
 	}
-	for _, name := range names {
-		stmt, err := s.render(name)
-		if err != nil {
-			return nil, err
-		}
-		stmts = append(stmts, stmt)
-	}
+	steps := []step{{"traces_table.sql", s}, {"traces_trace_id_ts_table.sql", s}, {"traces_trace_id_ts_mv.sql", s}}
 	if s.Cluster != "" {
 		lookup := s
 		lookup.Table += "_trace_id_ts"
-		stmt, err := lookup.render("traces_distributed.sql")
+		steps = append(steps, step{"traces_distributed.sql", s}, step{"traces_distributed.sql", lookup})
+	}
+	for _, st := range steps {
+		stmt, err := st.schema.render(st.template)
 		if err != nil {
 			return nil, err
 		}
