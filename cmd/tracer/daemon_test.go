@@ -136,22 +136,7 @@ func TestDaemonSignals(t *testing.T) {
 
 	// The agent's counts just before SIGTERM: every one of those calls
 	// must be in the flushed spans.
-	agent.Cmd.Process.Signal(syscall.SIGUSR1)
-	var before testagent.Report
-	deadline := time.Now().Add(10 * time.Second)
-	for before.Counts == nil {
-		if time.Now().After(deadline) {
-			t.Fatal("agent printed no report on SIGUSR1")
-		}
-		time.Sleep(20 * time.Millisecond)
-		for _, l := range agent.Lines() {
-			if strings.HasPrefix(l, "{") {
-				if err := json.Unmarshal([]byte(l), &before); err != nil {
-					t.Fatal(err)
-				}
-			}
-		}
-	}
+	before := agent.Report(t)
 
 	cmd.Process.Signal(syscall.SIGTERM)
 	select {

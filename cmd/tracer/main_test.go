@@ -16,6 +16,7 @@ import (
 
 	"github.com/google/pprof/profile"
 
+	"github.com/cilium-tracer/tracer/internal/chtest"
 	"github.com/cilium-tracer/tracer/internal/otlptest"
 	"github.com/cilium-tracer/tracer/internal/testagent"
 	"github.com/cilium-tracer/tracer/pkg/probe/kernel"
@@ -155,6 +156,8 @@ func TestBadInput(t *testing.T) {
 		{"every process: non-Go file", []string{"trace", "--binary", "/bin/true", "--func", "main.main"}, "not a Go executable"},
 		{"every process: directory", []string{"trace", "--binary", dir, "--func", bpf}, "is a directory"},
 		{"every process: not ELF", []string{"trace", "--binary", garbage, "--func", bpf}, "not an ELF file"},
+		{"cluster without clickhouse", []string{"trace", "--pid", pid, "--func", bpf, "--clickhouse-cluster", "c"}, "--clickhouse-cluster"},
+		{"bad addrs order", []string{"trace", "--pid", pid, "--func", bpf, "--clickhouse", "127.0.0.1:1", "--clickhouse-addrs-order", "shuffled"}, "shuffled"},
 		{"by process of one process", []string{"trace", "--pid", pid, "--func", bpf, "--by-process"}, "--by-process"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -454,6 +457,40 @@ func TestTraceOTLP(t *testing.T) {
 	}
 	if got != terminal || got != 20 {
 		t.Errorf("OTLP receiver got %d regenerateBPF spans, the terminal showed %d, the agent made 20", got, terminal)
+	}
+}
+
+// --clickhouse-cluster creates the cluster schema and inserts into its
+// Distributed table; with two --clickhouse servers, one down, every span
+// reaches the other.
+func TestTraceClickHouseCluster(t *testing.T) {
+	down, srv := chtest.New(t, 25, 8), chtest.New(t, 25, 8)
+	down.Stop()
+	bin := testagent.Build(t, testagent.Variant{})
+	a := testagent.Start(t, bin, "-workers", "2", "-iterations", "10", "-interval", "5ms", "-start-delay", "2s")
+	r := tracer(t, nil, "trace", "--pid", strconv.Itoa(a.PID), "--follow=false", "--output", "none",
+		"--clickhouse", down.Addr(), "--clickhouse", srv.Addr(), "--clickhouse-cluster", "tracing", "--func", testagent.RegenerateBPF)
+	if r.code != 0 {
+		t.Fatalf("trace: %s", r.stderr)
+	}
+	queries, rows := srv.Snapshot()
+	var onCluster, distributed int
+	for _, q := range queries {
+		if strings.Contains(q, " ON CLUSTER `tracing`") {
+			onCluster++
+		}
+		if strings.Contains(q, "ENGINE = Distributed('tracing', 'otel', 'otel_traces_local', cityHash64(TraceId))") {
+			distributed++
+		}
+	}
+	if onCluster != 6 || distributed != 1 {
+		t.Errorf("%d statements ON CLUSTER (want 6), %d Distributed traces tables (want 1):\n%s", onCluster, distributed, strings.Join(queries, "\n---\n"))
+	}
+	if last := queries[len(queries)-1]; !strings.HasPrefix(last, "INSERT INTO `otel`.`otel_traces` (") {
+		t.Errorf("last query %q, want the insert into the Distributed table", last)
+	}
+	if report := a.Wait(t, 30*time.Second); len(rows) != int(report.Counts[testagent.RegenerateBPF]) {
+		t.Errorf("%d rows, the agent made %d regenerateBPF calls", len(rows), report.Counts[testagent.RegenerateBPF])
 	}
 }
 

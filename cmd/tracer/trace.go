@@ -109,6 +109,8 @@ and the summary (or the --entry-only counts) goes to stderr, so
 	fl.StringArrayVar(&f.clickhouse.Addrs, "clickhouse", nil, "also export spans to this ClickHouse (host:port, native protocol), repeatable for a cluster; password from $CLICKHOUSE_PASSWORD or --clickhouse-password-file")
 	fl.StringVar(&f.clickhouse.Database, "clickhouse-database", "", "ClickHouse database (default otel)")
 	fl.StringVar(&f.clickhouse.Table, "clickhouse-table", "", "ClickHouse table (default otel_traces)")
+	fl.StringVar(&f.clickhouse.Cluster, "clickhouse-cluster", "", "create the tables ON CLUSTER this ClickHouse cluster: ReplicatedMergeTree tables local to each node behind Distributed tables of the same names, sharded by trace ID")
+	fl.StringVar(&f.clickhouse.AddrsOrder, "clickhouse-addrs-order", "", "order the --clickhouse servers are tried in: in_order (default) or random, drawn once per process")
 	fl.StringVar(&f.clickhouse.Username, "clickhouse-user", "", "ClickHouse user (default default)")
 	fl.StringVar(&f.clickhouse.PasswordFile, "clickhouse-password-file", "", "file holding the ClickHouse password")
 	fl.StringVar(&f.otlp.Endpoint, "otlp", "", "also export spans to this OTLP receiver (host:port)")
@@ -168,6 +170,9 @@ func runTrace(ctx context.Context, cmd *cobra.Command, f traceFlags) error {
 
 	if f.otlp.Protocol != "grpc" && f.otlp.Protocol != "http" {
 		return fmt.Errorf("unknown --otlp-protocol %q: want grpc or http", f.otlp.Protocol)
+	}
+	if len(f.clickhouse.Addrs) == 0 && (f.clickhouse.Cluster != "" || f.clickhouse.AddrsOrder != "") {
+		return errors.New("--clickhouse-cluster and --clickhouse-addrs-order need --clickhouse")
 	}
 	if len(f.clickhouse.Addrs) > 0 {
 		exporterCfgs = append(exporterCfgs, export.ExporterConfig{ClickHouse: &f.clickhouse})

@@ -39,9 +39,9 @@ const (
 // exporter's DDL; nested columns appear both as "Events" and "Events.Name".
 type schema map[string]map[string]bool
 
-func loadSchema(t *testing.T) schema {
+func loadSchema(t *testing.T, ts export.TracesSchema) schema {
 	t.Helper()
-	stmts, err := export.TracesSchema{}.Statements()
+	stmts, err := ts.Statements()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,6 +56,12 @@ func loadSchema(t *testing.T) schema {
 		}
 		ct, ok := parsed[0].(*parser.CreateTable)
 		if !ok || ct.TableSchema == nil {
+			continue
+		}
+		if like := ct.TableSchema.AliasTable; like != nil {
+			// A cluster's Distributed table: the columns of the local
+			// table it stands in front of.
+			s[tableName(ct.Name)] = s[tableName(like)]
 			continue
 		}
 		cols := map[string]bool{}
@@ -76,8 +82,10 @@ func loadSchema(t *testing.T) schema {
 		}
 		s[tableName(ct.Name)] = cols
 	}
-	if len(s) != 2 {
-		t.Fatalf("exporter DDL creates tables %v, want the traces table and its trace ID lookup table", slices.Sorted(mapKeys(s)))
+	for _, want := range []string{"otel.otel_traces", "otel.otel_traces_trace_id_ts"} {
+		if s[want] == nil {
+			t.Fatalf("exporter DDL creates tables %v, want the traces table and its trace ID lookup table", slices.Sorted(mapKeys(s)))
+		}
 	}
 	return s
 }
@@ -571,8 +579,16 @@ func clickhouseQueries(t *testing.T, d dashboard) []query {
 	return qs
 }
 
+// The queries read the same tables whether the exporter created them on one
+// server or, with a cluster, as Distributed tables in front of local ones.
 func TestDashboardQueriesMatchSchema(t *testing.T) {
-	c := checker{schema: loadSchema(t), attrs: attributeKeys()}
+	for _, ts := range []export.TracesSchema{{}, {Cluster: "tracing"}} {
+		t.Run("cluster="+ts.Cluster, func(t *testing.T) { checkDashboardQueries(t, ts) })
+	}
+}
+
+func checkDashboardQueries(t *testing.T, ts export.TracesSchema) {
+	c := checker{schema: loadSchema(t, ts), attrs: attributeKeys()}
 	qs := clickhouseQueries(t, loadDashboard(t))
 	if len(qs) < 10 {
 		t.Fatalf("found %d ClickHouse queries in the dashboard, want every panel's, variable's and link's", len(qs))
@@ -598,7 +614,7 @@ func TestDashboardQueriesMatchSchema(t *testing.T) {
 // TestCheckerRejects keeps the schema check honest: it must fail queries
 // that ClickHouse would reject or that read what the exporter never writes.
 func TestCheckerRejects(t *testing.T) {
-	c := checker{schema: loadSchema(t), attrs: attributeKeys()}
+	c := checker{schema: loadSchema(t, export.TracesSchema{}), attrs: attributeKeys()}
 	for _, sql := range []string{
 		"SELECT Durations FROM otel.otel_traces",
 		"SELECT count() FROM otel.otel_traces WHERE Events.Nme = 'x'",
@@ -753,7 +769,7 @@ func checkClickHouseJSONData(t *testing.T, name string, jd map[string]any) {
 	if tc.DurationUnit != "nanoseconds" {
 		t.Errorf("datasource %s: traces.durationUnit %q, want nanoseconds", name, tc.DurationUnit)
 	}
-	s := loadSchema(t)
+	s := loadSchema(t, export.TracesSchema{})
 	table := export.DefaultDatabase + "." + export.DefaultTracesTable
 	for key, col := range map[string]string{
 		"traceIdColumn": tc.TraceIDColumn, "spanIdColumn": tc.SpanIDColumn,

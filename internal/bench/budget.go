@@ -1,12 +1,10 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +15,7 @@ import (
 	"time"
 
 	"github.com/cilium-tracer/tracer/internal/ciliumlab"
+	"github.com/cilium-tracer/tracer/internal/promtext"
 )
 
 // What the budget benchmark traces with the daemon at its defaults: the
@@ -339,23 +338,7 @@ func (d *budgetDaemon) stop() {
 
 // metrics reads the daemon's /metrics, series by series.
 func (d *budgetDaemon) metrics() (map[string]float64, error) {
-	resp, err := http.Get(d.url + "/metrics")
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	out := map[string]float64{}
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		name, val, ok := strings.Cut(sc.Text(), " ")
-		if !ok || strings.HasPrefix(name, "#") {
-			continue
-		}
-		if v, err := strconv.ParseFloat(val, 64); err == nil {
-			out[name] = v
-		}
-	}
-	return out, sc.Err()
+	return promtext.Get(d.url + "/metrics")
 }
 
 // budgetSection reports the budget benchmark.

@@ -32,6 +32,8 @@ type Server struct {
 	queries   []string
 	rows      []Row
 	hellos    []proto.ClientHello
+	connects  []time.Time // when each hello arrived
+	received  int64       // bytes read from clients
 	compress  []proto.Compression
 	wg        sync.WaitGroup
 }
@@ -192,6 +194,36 @@ func (s *Server) Hellos() []proto.ClientHello {
 	return append([]proto.ClientHello(nil), s.hellos...)
 }
 
+// Connects returns when each connection's hello arrived, in order: when
+// clients connected.
+func (s *Server) Connects() []time.Time {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]time.Time(nil), s.connects...)
+}
+
+// Received is how many bytes clients have sent so far, as they crossed the
+// wire: compressed blocks, queries and protocol framing.
+func (s *Server) Received() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.received
+}
+
+// countingReader adds what it reads to its server's Received.
+type countingReader struct {
+	r io.Reader
+	s *Server
+}
+
+func (c countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.s.mu.Lock()
+	c.s.received += int64(n)
+	c.s.mu.Unlock()
+	return n, err
+}
+
 // Compressions returns, per query in Snapshot's order, whether the client
 // asked for compressed data.
 func (s *Server) Compressions() []proto.Compression {
@@ -209,7 +241,7 @@ type conn struct {
 }
 
 func (s *Server) handle(c net.Conn) error {
-	cc := &conn{s: s, c: c, r: proto.NewReader(c)}
+	cc := &conn{s: s, c: c, r: proto.NewReader(countingReader{c, s})}
 	code, err := cc.r.UVarInt()
 	if err != nil {
 		return fmt.Errorf("hello code: %w", err)
@@ -223,6 +255,7 @@ func (s *Server) handle(c net.Conn) error {
 	}
 	s.mu.Lock()
 	s.hellos = append(s.hellos, hello)
+	s.connects = append(s.connects, time.Now())
 	s.mu.Unlock()
 	cc.ver = min(hello.ProtocolVersion, chRevision)
 	sh := proto.ServerHello{

@@ -361,6 +361,33 @@ func Phases(tb testing.TB, lines []string) []map[string]time.Duration {
 	return out
 }
 
+// Report asks the running agent for its counts so far (SIGUSR1) and
+// returns them.
+func (a *Agent) Report(tb testing.TB) Report {
+	tb.Helper()
+	seen := len(a.Lines())
+	if err := a.Cmd.Process.Signal(syscall.SIGUSR1); err != nil {
+		tb.Fatalf("agent %d: %v", a.PID, err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		lines := a.Lines()
+		for _, l := range lines[seen:] {
+			if strings.HasPrefix(l, "{") {
+				var r Report
+				if err := json.Unmarshal([]byte(l), &r); err != nil {
+					tb.Fatalf("agent report %q: %v", l, err)
+				}
+				return r
+			}
+		}
+		if time.Now().After(deadline) {
+			tb.Fatalf("agent %d printed no report on SIGUSR1", a.PID)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 // Output returns everything the agent printed, one line each.
 func (a *Agent) Output() string { return strings.Join(a.Lines(), "\n") }
 

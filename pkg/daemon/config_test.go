@@ -28,6 +28,13 @@ exporters:
   - otlp:
       endpoint: 127.0.0.1:4317
       insecure: true
+  - clickhouse:
+      addrs: ["ch-1:9000", "ch-2:9000"]
+      addrs_order: random
+      cluster: tracing
+      table_engine:
+        name: ReplicatedMergeTree
+        params: "'/clickhouse/tables/{shard}/otel_traces', '{replica}'"
 governor:
   budget_percent: 2
 jitter:
@@ -58,6 +65,10 @@ func TestParseValid(t *testing.T) {
 	}
 	if cfg.Exporters[1].OTLP == nil || cfg.Exporters[1].OTLP.Endpoint != "127.0.0.1:4317" {
 		t.Errorf("exporters %+v", cfg.Exporters)
+	}
+	if ch := cfg.Exporters[2].ClickHouse; ch == nil || len(ch.Addrs) != 2 || ch.AddrsOrder != "random" || ch.Cluster != "tracing" ||
+		ch.TableEngine != (export.TableEngine{Name: "ReplicatedMergeTree", Params: "'/clickhouse/tables/{shard}/otel_traces', '{replica}'"}) {
+		t.Errorf("clickhouse exporter %+v", cfg.Exporters[2].ClickHouse)
 	}
 }
 
@@ -96,6 +107,14 @@ func TestParseErrors(t *testing.T) {
 			name: "unknown exporter option",
 			yaml: "probes: [{func: f}]\nexporters:\n  - otlp:\n      endpiont: x:4317\n",
 			want: []string{`daemon.yaml:4: exporters[0].otlp.endpiont: unknown key (want one of protocol, endpoint, url_path, insecure, headers, timeout)`},
+		},
+		{
+			name: "bad clickhouse cluster options",
+			yaml: "probes: [{func: f}]\nexporters:\n  - clickhouse:\n      addrs_order: shuffled\n      table_engine: {name: Log}\n",
+			want: []string{
+				`daemon.yaml:4: exporters[0].clickhouse.addrs_order: unknown order "shuffled": want in_order or random`,
+				`daemon.yaml:5: exporters[0].clickhouse.table_engine: table engine "Log": want a MergeTree-family engine, e.g. ReplicatedMergeTree`,
+			},
 		},
 		{
 			name: "bad duration",

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -39,10 +40,17 @@ func ClickHousePassword(file string) (string, error) {
 // ClickHouseConfig configures a ClickHouseExporter. Zero fields take the
 // defaults. Batching is the pipeline's: each Export is one INSERT.
 type ClickHouseConfig struct {
-	Addrs    []string // native-protocol host:port; default 127.0.0.1:9000
-	Username string   // default "default"
-	Password string   // see ClickHousePassword
-	TLS      *tls.Config
+	// Addrs are native-protocol host:port of servers of one ClickHouse;
+	// each connection goes to the first that answers. Default
+	// 127.0.0.1:9000.
+	Addrs []string
+	// RandomOrder tries Addrs in an order of this exporter's own, drawn
+	// once, instead of as given: a fleet spreads over the servers, and
+	// each daemon still fails over through all of them.
+	RandomOrder bool
+	Username    string // default "default"
+	Password    string // see ClickHousePassword
+	TLS         *tls.Config
 
 	// Compression of data blocks: "lz4" (default), "zstd" or "none".
 	Compression string
@@ -112,6 +120,9 @@ var _ Exporter = (*ClickHouseExporter)(nil)
 
 // NewClickHouseExporter returns an exporter for cfg. It does not connect.
 func NewClickHouseExporter(cfg ClickHouseConfig) (*ClickHouseExporter, error) {
+	if err := cfg.Schema.Engine.Validate(); err != nil {
+		return nil, fmt.Errorf("clickhouse: %w", err)
+	}
 	cfg = cfg.withDefaults()
 	var method clickhouse.CompressionMethod
 	switch cfg.Compression {
@@ -128,8 +139,13 @@ func NewClickHouseExporter(cfg ClickHouseConfig) (*ClickHouseExporter, error) {
 	if err != nil {
 		return nil, err
 	}
+	addrs := slices.Clone(cfg.Addrs)
+	if cfg.RandomOrder {
+		rand.Shuffle(len(addrs), func(i, j int) { addrs[i], addrs[j] = addrs[j], addrs[i] })
+	}
 	conn, err := clickhouse.Open(&clickhouse.Options{
-		Addr: cfg.Addrs,
+		Addr:             addrs,
+		ConnOpenStrategy: clickhouse.ConnOpenInOrder,
 		// The configured database may not exist yet; statements name it.
 		Auth:         clickhouse.Auth{Database: "default", Username: cfg.Username, Password: cfg.Password},
 		TLS:          cfg.TLS,

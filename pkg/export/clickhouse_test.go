@@ -446,15 +446,7 @@ func TestClickHouseUnfinishedStatus(t *testing.T) {
 
 func TestClickHouseSkipSchema(t *testing.T) {
 	srv := chtest.New(t, 25, 8)
-	e, err := NewClickHouseExporter(ClickHouseConfig{Addrs: []string{srv.Addr()}, SkipSchema: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Shutdown(context.Background())
-	spans := testSpans()
-	if err := e.Export(context.Background(), spans); err != nil {
-		t.Fatal(err)
-	}
+	_, spans := exportTestSpans(t, ClickHouseConfig{Addrs: []string{srv.Addr()}, SkipSchema: true})
 	queries, rows := srv.Snapshot()
 	if len(queries) != 1 || !strings.HasPrefix(queries[0], "INSERT INTO `otel`.`otel_traces`") || len(rows) != len(spans) {
 		t.Errorf("queries %q, %d rows", queries, len(rows))

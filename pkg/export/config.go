@@ -39,10 +39,24 @@ type JSONExporterConfig struct {
 // ClickHouseConfig holds the password, so that no password is ever written
 // in a configuration file or on a command line.
 type ClickHouseExporterConfig struct {
-	Addrs    []string `yaml:"addrs"`    // default 127.0.0.1:9000
-	Database string   `yaml:"database"` // default otel
-	Table    string   `yaml:"table"`    // default otel_traces
-	Username string   `yaml:"username"` // default "default"
+	// Addrs are servers of one ClickHouse, tried in turn until one
+	// answers: a connection fails over to the next when one is down.
+	Addrs []string `yaml:"addrs"` // default 127.0.0.1:9000
+	// AddrsOrder is in_order (default: the first that answers, the others
+	// standbys) or random (each daemon its own order, drawn once, so a
+	// fleet spreads its inserts over the servers).
+	AddrsOrder string `yaml:"addrs_order"`
+	// Cluster creates the schema ON CLUSTER, with local tables behind
+	// Distributed ones sharded by trace ID (TracesSchema.Cluster).
+	Cluster string `yaml:"cluster"`
+	// TableEngine is the collector's table_engine; default MergeTree, or
+	// with a cluster ReplicatedMergeTree with the {shard} and {replica}
+	// macros (DefaultReplicatedParams).
+	TableEngine TableEngine `yaml:"table_engine"`
+
+	Database string `yaml:"database"` // default otel
+	Table    string `yaml:"table"`    // default otel_traces
+	Username string `yaml:"username"` // default "default"
 	// PasswordFile holds the password; default $CLICKHOUSE_PASSWORD.
 	PasswordFile string        `yaml:"password_file"`
 	Compression  string        `yaml:"compression"` // lz4 (default), zstd or none
@@ -101,6 +115,14 @@ func ValidateExporters(cfgs []ExporterConfig) error {
 			case "", "lz4", "zstd", "none":
 			default:
 				bad(i, "clickhouse.compression", "unknown compression %q: want lz4, zstd or none", ch.Compression)
+			}
+			switch ch.AddrsOrder {
+			case "", "in_order", "random":
+			default:
+				bad(i, "clickhouse.addrs_order", "unknown order %q: want in_order or random", ch.AddrsOrder)
+			}
+			if err := ch.TableEngine.Validate(); err != nil {
+				bad(i, "clickhouse.table_engine", "%v", err)
 			}
 			if ch.TTL < 0 || ch.DialTimeout < 0 {
 				bad(i, "clickhouse", "durations must not be negative")
@@ -187,10 +209,12 @@ func newExporter(ctx context.Context, c ExporterConfig, stdout io.Writer) (strin
 		}
 		e, err := NewClickHouseExporter(ClickHouseConfig{
 			Addrs:       ch.Addrs,
+			RandomOrder: ch.AddrsOrder == "random",
 			Username:    ch.Username,
 			Password:    pw,
 			Compression: ch.Compression,
-			Schema:      TracesSchema{Database: ch.Database, Table: ch.Table, TTL: ch.TTL},
+			Schema: TracesSchema{Database: ch.Database, Table: ch.Table, TTL: ch.TTL,
+				Cluster: ch.Cluster, Engine: ch.TableEngine},
 			DialTimeout: ch.DialTimeout,
 			Retries:     ch.Retries,
 		})

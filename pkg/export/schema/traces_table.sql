@@ -1,4 +1,4 @@
-CREATE TABLE IF NOT EXISTS {{ident .Database}}.{{ident .Table}} (
+CREATE TABLE IF NOT EXISTS {{ident .Database}}.{{ident (.Local .Table)}}{{.OnCluster}} (
     Timestamp DateTime64(9) CODEC(Delta(8), ZSTD(1)),
     TraceId String CODEC(ZSTD(1)),
     SpanId String CODEC(ZSTD(1)),
@@ -42,7 +42,7 @@ CREATE TABLE IF NOT EXISTS {{ident .Database}}.{{ident .Table}} (
 {{- end}}
     INDEX idx_duration Duration TYPE minmax GRANULARITY 1,
     INDEX idx_lower_span_name lower(SpanName) TYPE tokenbf_v1(32768, 3, 0) GRANULARITY 8
-) ENGINE = MergeTree()
+) ENGINE = {{.TableEngine}}
 PARTITION BY toDate(Timestamp)
 PRIMARY KEY (ServiceName, SpanName, toDateTime(Timestamp))
 ORDER BY (ServiceName, SpanName, toDateTime(Timestamp), Timestamp)

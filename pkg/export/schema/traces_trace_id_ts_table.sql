@@ -1,8 +1,8 @@
-CREATE TABLE IF NOT EXISTS {{ident .Database}}.{{ident (print .Table "_trace_id_ts")}} (
+CREATE TABLE IF NOT EXISTS {{ident .Database}}.{{ident (.Local (print .Table "_trace_id_ts"))}}{{.OnCluster}} (
     TraceId String CODEC(ZSTD(1)),
     Start SimpleAggregateFunction(min, DateTime) CODEC(ZSTD(1)),
     End SimpleAggregateFunction(max, DateTime) CODEC(ZSTD(1))
-) ENGINE = AggregatingMergeTree()
+) ENGINE = {{.LookupEngine}}
 PARTITION BY toStartOfWeek(Start)
 ORDER BY (TraceId)
 {{ttl "toDateTime(Start)" .TTL}}

@@ -1,0 +1,3 @@
+// Package promtext reads a Prometheus /metrics page for tests and
+// benchmarks: every series by its full name, labels included.
+package promtext
