@@ -9,6 +9,8 @@ import (
 	"slices"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/cilium-tracer/tracer/pkg/probe"
 	"github.com/cilium-tracer/tracer/pkg/session"
 	"github.com/cilium-tracer/tracer/pkg/symbols"
@@ -22,21 +24,37 @@ func calibrationTarget(x uint64) uint64 { return x*0x9E3779B97F4A7C15 + 1 }
 
 var calibrationSink uint64
 
-func timeCalls(n int) time.Duration {
+// timeCalls returns the CPU time n calls take on the calling thread, which
+// the caller has locked: the traps' cost is CPU time charged to the thread
+// that hits them. Wall time would also count the time other processes ran
+// meanwhile: on a loaded node it measured twice the CPU the target paid.
+func timeCalls(n int) (time.Duration, error) {
 	var sum uint64
-	start := time.Now()
+	start, err := threadCPU()
+	if err != nil {
+		return 0, err
+	}
 	for i := range n {
 		sum += calibrationTarget(uint64(i))
 	}
-	d := time.Since(start)
+	end, err := threadCPU()
 	calibrationSink += sum
-	return d
+	return end - start, err
+}
+
+func threadCPU() (time.Duration, error) {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_THREAD_CPUTIME_ID, &ts); err != nil {
+		return 0, fmt.Errorf("calibrate: thread CPU time: %w", err)
+	}
+	return time.Duration(ts.Nano()), nil
 }
 
 // MeasureCost measures the CPU time one traced call costs on this node. It
 // attaches the tracer's own probes (entry and every RET, stacks as
-// configured) to a tiny function of the tracer's own process, times calls
-// with and without them, and returns the difference per call.
+// configured) to a tiny function of the tracer's own process, takes the
+// thread's CPU time over calls with and without them, and returns the
+// difference per call.
 //
 // Probing the tracer itself needs no target and no child process, and it
 // measures what dominates the cost everywhere: the two traps into the
@@ -66,9 +84,13 @@ func MeasureCost(stacks bool) (time.Duration, error) {
 	// mid-loop pays for the move.
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	untraced := timeCalls(calls)
-	for range 2 {
-		untraced = min(untraced, timeCalls(calls))
+	untraced := time.Duration(1<<63 - 1)
+	for range 3 {
+		d, err := timeCalls(calls)
+		if err != nil {
+			return 0, err
+		}
+		untraced = min(untraced, d)
 	}
 
 	set, err := probe.Attach(probes, probe.Options{Binary: "/proc/self/exe", PID: os.Getpid(), Stacks: stacks})
@@ -78,7 +100,9 @@ func MeasureCost(stacks bool) (time.Duration, error) {
 	defer set.Close()
 	traced := make([]time.Duration, rounds)
 	for i := range traced {
-		traced[i] = timeCalls(calls)
+		if traced[i], err = timeCalls(calls); err != nil {
+			return 0, err
+		}
 	}
 	cs, err := set.Counters()
 	if err != nil {
