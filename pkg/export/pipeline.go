@@ -26,14 +26,19 @@ var ErrShutdown = errors.New("exporter is shut down")
 // PipelineConfig configures a Pipeline. Zero fields take the defaults.
 type PipelineConfig struct {
 	// QueueSize bounds the calls waiting to be turned into spans, and, per
-	// exporter, the spans waiting to be exported. Default 8192.
+	// exporter, the spans waiting to be exported, however small their
+	// batches. Default 8192.
 	QueueSize int
 	// BatchSize is the largest batch handed to an exporter. Default 512.
 	BatchSize int
 	// BatchTimeout is the longest a span waits for its batch to fill.
 	// Default 1s.
 	BatchTimeout time.Duration
-	// ExportTimeout bounds one Export call, retries included. Default 30s.
+	// ExportTimeout bounds one Export call, the exporter's own retries
+	// included. Default 30s. A batch whose export fails is exported again
+	// after a backoff, up to MaxRetryBackoff, while newer batches queue
+	// behind it: a batch is lost only when the queue is full, or when its
+	// export fails once Shutdown has begun.
 	ExportTimeout time.Duration
 	// OnError, if set, is told about every failed export. It runs on the
 	// exporter's goroutine.
@@ -73,7 +78,8 @@ type ExporterStats struct {
 	Queued   uint64 // handed to the exporter's queue
 	Exported uint64 // exported successfully
 	Dropped  uint64 // dropped because the exporter's queue was full
-	Failed   uint64 // lost because Export returned an error
+	Failed   uint64 // lost to failed exports: given up at shutdown
+	Retried  uint64 // exports of a batch tried again after a failure
 }
 
 // A Pipeline moves calls from the event reader to several exporters. Enqueue
@@ -105,11 +111,85 @@ type Pipeline struct {
 type sink struct {
 	name string
 	exp  Exporter
-	ch   chan []Span
+	q    spanQueue
 	done chan struct{} // closed when the exporting goroutine returns
 
-	pending                           atomic.Int64
-	queued, exported, dropped, failed atomic.Uint64
+	pending                                    atomic.Int64
+	queued, exported, dropped, failed, retried atomic.Uint64
+}
+
+// A spanQueue holds an exporter's batches, at most max spans in all: a
+// bound in spans, so that small batches, sent by the batch timeout on a
+// quiet node, queue as many spans as large ones.
+type spanQueue struct {
+	mu      sync.Mutex
+	batches [][]Span
+	spans   int
+	max     int
+	closed  bool
+	ready   chan struct{} // has a value while batches is not empty or closed
+}
+
+func newSpanQueue(max int) spanQueue { return spanQueue{max: max, ready: make(chan struct{}, 1)} }
+
+// push appends batch, unless that would pass the bound.
+func (q *spanQueue) push(batch []Span) bool {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.spans+len(batch) > q.max {
+		return false
+	}
+	q.batches = append(q.batches, batch)
+	q.spans += len(batch)
+	q.signal()
+	return true
+}
+
+// close lets pop return false once the queue is empty.
+func (q *spanQueue) close() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.closed = true
+	q.signal()
+}
+
+func (q *spanQueue) signal() {
+	select {
+	case q.ready <- struct{}{}:
+	default:
+	}
+}
+
+// peek waits for the oldest batch and returns it without removing it:
+// while it is retried, it counts against the bound. False once closed and
+// empty.
+func (q *spanQueue) peek() ([]Span, bool) {
+	for {
+		q.mu.Lock()
+		if len(q.batches) > 0 {
+			b := q.batches[0]
+			q.mu.Unlock()
+			return b, true
+		}
+		closed := q.closed
+		q.mu.Unlock()
+		if closed {
+			return nil, false
+		}
+		<-q.ready
+	}
+}
+
+// drop removes the oldest batch.
+func (q *spanQueue) drop() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.spans -= len(q.batches[0])
+	q.batches[0] = nil
+	q.batches = q.batches[1:]
+	if len(q.batches) > 0 || q.closed {
+		q.signal()
+	}
 }
 
 // NewPipeline starts a pipeline that builds spans with b and hands them to
@@ -123,9 +203,8 @@ func NewPipeline(b *SpanBuilder, exporters map[string]Exporter, cfg PipelineConf
 		stop:    make(chan struct{}),
 	}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
-	batches := (cfg.QueueSize + cfg.BatchSize - 1) / cfg.BatchSize
 	for name, e := range exporters {
-		s := &sink{name: name, exp: e, ch: make(chan []Span, batches), done: make(chan struct{})}
+		s := &sink{name: name, exp: e, q: newSpanQueue(cfg.QueueSize), done: make(chan struct{})}
 		p.sinks = append(p.sinks, s)
 		p.done.Add(1)
 		go p.export(s)
@@ -136,12 +215,10 @@ func NewPipeline(b *SpanBuilder, exporters map[string]Exporter, cfg PipelineConf
 }
 
 // MaxPending is the most calls and spans the pipeline ever holds: the input
-// queue, the batch being filled, and per exporter its queue and the batch
-// being exported.
+// queue, the batch being filled, and per exporter its queue, the batch
+// being exported among them.
 func (p *Pipeline) MaxPending() int {
-	batches := (p.cfg.QueueSize + p.cfg.BatchSize - 1) / p.cfg.BatchSize
-	perSink := batches*p.cfg.BatchSize + p.cfg.BatchSize
-	return p.cfg.QueueSize + p.cfg.BatchSize + len(p.sinks)*perSink
+	return p.cfg.QueueSize + p.cfg.BatchSize + len(p.sinks)*p.cfg.QueueSize
 }
 
 // Enqueue offers c for export and reports whether it was accepted. It never
@@ -176,6 +253,7 @@ func (p *Pipeline) Stats() Stats {
 			Exported: s.exported.Load(),
 			Dropped:  s.dropped.Load(),
 			Failed:   s.failed.Load(),
+			Retried:  s.retried.Load(),
 		}
 	}
 	return st
@@ -185,7 +263,7 @@ func (p *Pipeline) dispatch() {
 	defer p.done.Done()
 	defer func() {
 		for _, s := range p.sinks {
-			close(s.ch)
+			s.q.close()
 		}
 	}()
 
@@ -242,10 +320,9 @@ func (p *Pipeline) flush(batch []Span) {
 	n := uint64(len(batch))
 	for _, s := range p.sinks {
 		s.pending.Add(int64(n))
-		select {
-		case s.ch <- batch:
+		if s.q.push(batch) {
 			s.queued.Add(n)
-		default:
+		} else {
 			s.pending.Add(-int64(n))
 			s.dropped.Add(n)
 		}
@@ -253,22 +330,62 @@ func (p *Pipeline) flush(batch []Span) {
 	p.batchLen.Store(0)
 }
 
+// The backoff between exports of a batch that failed: doubling from
+// minRetryBackoff, capped at MaxRetryBackoff.
+const (
+	minRetryBackoff = time.Second
+	MaxRetryBackoff = 30 * time.Second
+)
+
+// stopping reports whether Shutdown has begun.
+func (p *Pipeline) stopping() bool {
+	select {
+	case <-p.stop:
+		return true
+	default:
+		return false
+	}
+}
+
 func (p *Pipeline) export(s *sink) {
 	defer p.done.Done()
 	defer close(s.done)
-	for batch := range s.ch {
+	for {
+		batch, ok := s.q.peek()
+		if !ok {
+			return
+		}
 		n := uint64(len(batch))
-		ctx, cancel := context.WithTimeout(p.ctx, p.cfg.ExportTimeout)
-		err := s.exp.Export(ctx, batch)
-		cancel()
-		if err != nil {
-			s.failed.Add(n)
-			if p.cfg.OnError != nil {
+		for backoff, failures := minRetryBackoff, 0; ; failures++ {
+			ctx, cancel := context.WithTimeout(p.ctx, p.cfg.ExportTimeout)
+			err := s.exp.Export(ctx, batch)
+			cancel()
+			if err == nil {
+				s.exported.Add(n)
+				break
+			}
+			// Told once per batch: a long outage does not log every
+			// retry.
+			if p.cfg.OnError != nil && failures == 0 {
 				p.cfg.OnError(s.name, err)
 			}
-		} else {
-			s.exported.Add(n)
+			// Once Shutdown has begun, each batch is tried once: it
+			// waits for what it can export, not for an outage to end.
+			if p.ctx.Err() != nil || p.stopping() {
+				s.failed.Add(n)
+				break
+			}
+			s.retried.Add(1)
+			t := time.NewTimer(backoff)
+			select {
+			case <-t.C:
+			case <-p.stop:
+			case <-p.ctx.Done():
+			}
+			t.Stop()
+			backoff = min(2*backoff, MaxRetryBackoff)
 		}
+		s.q.drop()
 		s.pending.Add(-int64(n))
 	}
 }
