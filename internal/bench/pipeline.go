@@ -223,6 +223,7 @@ func cmpU64(a, b uint64) int {
 
 // pipelineData is the recording, rebased onto a freshly built agent.
 type pipelineData struct {
+	Agent   string // the example agent built from the current sources
 	File    *symbols.File
 	Probes  []probe.Probe
 	Samples [][]byte
@@ -231,6 +232,15 @@ type pipelineData struct {
 
 // loadPipeline builds the agent and rebases the recording onto it.
 func loadPipeline(root, tmp string) (*pipelineData, error) {
+	bin, err := buildAgent(root, tmp)
+	if err != nil {
+		return nil, err
+	}
+	return openPipeline(root, bin)
+}
+
+// openPipeline rebases the recording onto bin, an agent built by buildAgent.
+func openPipeline(root, bin string) (*pipelineData, error) {
 	dir := filepath.Join(root, pipelineDir)
 	raw, err := os.ReadFile(filepath.Join(dir, recordsFile))
 	if err != nil {
@@ -246,10 +256,6 @@ func loadPipeline(root, tmp string) (*pipelineData, error) {
 	}
 	if len(raw) == 0 || len(raw)%recordSize != 0 {
 		return nil, fmt.Errorf("%s: %d bytes, not a whole number of %d-byte samples", recordsFile, len(raw), recordSize)
-	}
-	bin, err := buildAgent(root, tmp)
-	if err != nil {
-		return nil, err
 	}
 	f, err := symbols.Open(bin)
 	if err != nil {
@@ -277,7 +283,7 @@ func loadPipeline(root, tmp string) (*pipelineData, error) {
 		return fn.Entry + a.Offset, nil
 	}
 
-	d := &pipelineData{File: f, Stacks: map[int32][]uint64{}}
+	d := &pipelineData{Agent: bin, File: f, Stacks: map[int32][]uint64{}}
 	for _, name := range meta.Probes {
 		fn, ok := byName[name]
 		if !ok {
