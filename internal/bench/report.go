@@ -318,10 +318,18 @@ const methods = `
   The benchmark builds the agent from the current sources and rebases the addresses onto it, so symbolization runs on a real binary that is not in git
   (` + "`go run ./internal/bench -record`" + ` records again when the agent changes).
   Each event goes through probe.Decode, calls.Builder (symbolization with its cache), export.SpanBuilder and the ClickHouse exporter's row,
-  appended to a clickhouse-go block of the otel_traces columns; every 512 rows the block is encoded in the native format and LZ4-compressed, as the driver does before writing to the socket.
+  appended to its otel_traces columns (export.ClickHouseColumns); every 512 rows the block is encoded in the native format and LZ4-compressed, as ch-go does before writing to the socket.
   No server or network. GOMAXPROCS=1, after one warm-up pass over the samples (a long-running session has its caches warm).
   Each stage row runs the pipeline up to that stage, so the differences between rows are the stages' own costs.
   Profile it with ` + "`go test -run=^$ -bench=Pipeline -cpuprofile=cpu.out ./internal/bench`" + `.
+- **Export side by side.** The recorded samples, built into spans as the pipeline builds them, go in batches of 512 to internal/chtest's native-protocol server, over loopback, in this process.
+  Our side is a child of the benchmark calling ClickHouseExporter.Export; the collector's is internal/bench/collector, a module of its own, which builds the collector's
+  clickhouseexporter with its factory and default configuration (the sending queue off, so that ConsumeTraces, like Export, returns when the INSERT is done)
+  and calls ConsumeTraces with the same spans as OTLP (export.OTLPSpans, unmarshaled into ptrace.Traces before timing).
+  Each child runs under ` + "`taskset`" + ` on the last CPU with GOMAXPROCS=1, the server's process on the others; after a warm-up round each repeats the spans for 2 s,
+  and measures its wall-clock time, its own CPU time (getrusage) and its allocations (runtime.MemStats). The server checks it got every row.
+  Three runs of each side, interleaved; the fastest of each is reported. Spans per CPU-second is the per-core figure;
+  spans/s also counts the time each side waits for the server to decode and acknowledge every block.
 - **Attach.** internal/bench/big links the tracer's dependencies and every Kubernetes API group, built stripped (as release cilium-agent images are) and not.
   20 functions spread over the binary are chosen by name. A fresh process then does what ` + "`tracer trace`" + ` does before tracing:
   open the binary, resolve the functions, find their RETs and runtime.gopanic/Goexit, find the goroutine ID offset, then load the BPF programs and attach every uprobe (no PID filter; nothing runs the binary).
