@@ -148,7 +148,7 @@ func (r report) sections() []section {
 		out = append(out, s)
 	}
 	if c := r.Compare; c.Tracer.Spans > 0 {
-		s := section{Title: fmt.Sprintf("Export side by side, one core each (%d recorded spans in batches of %d, LZ4, over loopback to internal/chtest; fastest of the runs)", c.Spans, chBatchRows)}
+		s := section{Title: fmt.Sprintf("Export side by side, one core each (%d recorded spans in batches of %d, LZ4, over loopback to internal/chtest; each side's best run)", c.Spans, chBatchRows)}
 		perCore := c.Tracer.SpansPerCPUSec() / c.Collector.SpansPerCPUSec()
 		wall := c.Tracer.SpansPerSec() / c.Collector.SpansPerSec()
 		s.Rows = append(s.Rows,
@@ -326,9 +326,9 @@ const methods = `
   Our side is a child of the benchmark calling ClickHouseExporter.Export; the collector's is internal/bench/collector, a module of its own, which builds the collector's
   clickhouseexporter with its factory and default configuration (the sending queue off, so that ConsumeTraces, like Export, returns when the INSERT is done)
   and calls ConsumeTraces with the same spans as OTLP (export.OTLPSpans, unmarshaled into ptrace.Traces before timing).
-  Each child runs under ` + "`taskset`" + ` on the last CPU with GOMAXPROCS=1, the server's process on the others; after a warm-up round each repeats the spans for 2 s,
+  Each child runs under ` + "`taskset`" + ` on the last CPU (with GOMAXPROCS=2: see exporterProcs in compare.go), the server's process on the others; after a warm-up round each repeats the spans for 2 s,
   and measures its wall-clock time, its own CPU time (getrusage) and its allocations (runtime.MemStats). The server checks it got every row.
-  Three runs of each side, interleaved; the fastest of each is reported. Spans per CPU-second is the per-core figure;
+  Three runs of each side, interleaved; each side's run with the most spans per CPU-second is reported. Spans per CPU-second is the per-core figure;
   spans/s also counts the time each side waits for the server to decode and acknowledge every block.
 - **Attach.** internal/bench/big links the tracer's dependencies and every Kubernetes API group, built stripped (as release cilium-agent images are) and not.
   20 functions spread over the binary are chosen by name. A fresh process then does what ` + "`tracer trace`" + ` does before tracing:
