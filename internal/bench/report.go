@@ -158,9 +158,19 @@ func (r report) sections() []section {
 			row{Name: "spans/s, ours / collector's", Value: fmt.Sprintf("%.2fx", wall)},
 			row{Name: "allocations per span, collector's / ours", Value: fmt.Sprintf("%.0fx", c.Collector.AllocsPerSpan()/max(c.Tracer.AllocsPerSpan(), 0.01))},
 		)
-		if perCore < 3 || wall < 3 {
-			s.Missed = append(s.Missed, fmt.Sprintf("Per CPU-second of the exporter's own process ours exports %.2fx the collector's spans, "+
-				"per second of wall-clock time %.2fx. %s", perCore, wall, compareCosts))
+		if perCore < 3 {
+			s.Missed = append(s.Missed, fmt.Sprintf("Per CPU-second ours exports %.2fx the collector's spans (target 3x). %s", perCore, compareCosts))
+		}
+		if wall < 3 {
+			perCoreSaid := fmt.Sprintf("per CPU-second it is %.2fx", perCore)
+			if perCore >= 3 {
+				perCoreSaid = fmt.Sprintf("the 3x target is met per core (%.2fx per CPU-second), not in spans/s", perCore)
+			}
+			s.Missed = append(s.Missed, fmt.Sprintf("Per second of wall-clock time ours exports %.2fx the collector's spans; %s. Both exporters wait for the server to decode and acknowledge each INSERT before the next "+
+				"(ConsumeTraces without the sending queue, like Export), and the test server is one Go process decoding every block of 512 spans, "+
+				"about 1.7 MB with their attribute text, on the machine's other core, which is shared. Our exporter's process was busy %.0f%% of the time, "+
+				"the collector's %.0f%%: spans/s measures the server's pace more than ours. %s",
+				wall, perCoreSaid, 100*c.Tracer.SpansPerSec()/c.Tracer.SpansPerCPUSec(), 100*c.Collector.SpansPerSec()/c.Collector.SpansPerCPUSec(), compareCosts))
 		}
 		out = append(out, s)
 	}
@@ -300,9 +310,10 @@ var stageCosts = [nStages]string{
 		"20%, and building the span 21%, whose attribute slice, the one allocation per event left, also keeps the GC busy.",
 }
 
-// compareCosts says why the side-by-side ratio falls short, from CPU
-// profiles of both exporters.
-const compareCosts = "TODO"
+// compareCosts says what separates the two exporters per span.
+const compareCosts = "Per span, the collector's exporter goes through clickhouse-go's row-by-row Append: an ordered map per attribute set, " +
+	"every key and value boxed and looked up in the LowCardinality dictionary, the attribute text copied into clickhouse-go's columns " +
+	"(about 45 allocations and 20 KB of garbage per span); ours appends to ch-go's typed columns without an allocation."
 
 const methods = `
 ## How each number is measured
