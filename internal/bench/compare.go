@@ -32,8 +32,8 @@ import (
 // the OpenTelemetry Collector's clickhouseexporter, driven as the collector
 // drives it (internal/bench/collector, a module of its own so that its
 // dependencies stay out of the tracer's). Each exporter runs in a child
-// process held to one CPU (taskset); the server runs in this process on the
-// others.
+// process held to one CPU (taskset, GOMAXPROCS=1); the server runs in this
+// process on the others.
 
 // collectorDir is the collector side's module.
 const collectorDir = "internal/bench/collector"
@@ -243,18 +243,10 @@ func pinProcess(cpu int) (restore func(), err error) {
 	return func() { set(&old) }, nil
 }
 
-// exporterProcs is the children's GOMAXPROCS. Both run on one CPU
-// whatever it is, but at GOMAXPROCS=1 (Go's default under taskset) the
-// collector's clickhouse-go connection stalls: its wall-clock rate fell to
-// 1,100-1,900 spans/s at an unchanged CPU cost per span, blocked in socket
-// writes and its context watchdog. Two processors on the one CPU avoid that
-// and change nothing for our side.
-const exporterProcs = 2
-
-// pinned is cmd run on cpu alone.
+// pinned is cmd run on cpu alone, with one Go processor.
 func pinned(cpu int, name string, args ...string) *exec.Cmd {
 	cmd := exec.Command("taskset", append([]string{"-c", strconv.Itoa(cpu), name}, args...)...)
-	cmd.Env = append(os.Environ(), "GOMAXPROCS="+strconv.Itoa(exporterProcs))
+	cmd.Env = append(os.Environ(), "GOMAXPROCS=1")
 	return cmd
 }
 

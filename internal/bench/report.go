@@ -337,7 +337,9 @@ const methods = `
   Our side is a child of the benchmark calling ClickHouseExporter.Export; the collector's is internal/bench/collector, a module of its own, which builds the collector's
   clickhouseexporter with its factory and default configuration (the sending queue off, so that ConsumeTraces, like Export, returns when the INSERT is done)
   and calls ConsumeTraces with the same spans as OTLP (export.OTLPSpans, unmarshaled into ptrace.Traces before timing).
-  Each child runs under ` + "`taskset`" + ` on the last CPU (with GOMAXPROCS=2: see exporterProcs in compare.go), the server's process on the others; after a warm-up round each repeats the spans for 2 s,
+  It builds with clickhouse-go v2.51.0, the version the tracer uses, rather than the v2.47.0 the exporter's release requires: in v2.47.0 a finished batch's
+  context watchdog may still close its connection after it went back to the pool, which at GOMAXPROCS=1 failed most rounds and held the exporter in its 5 s retry backoff (fixed in v2.51.0).
+  Each child runs under ` + "`taskset`" + ` on the last CPU with GOMAXPROCS=1, the server's process on the others; after a warm-up round each repeats the spans for 2 s,
   and measures its wall-clock time, its own CPU time (getrusage) and its allocations (runtime.MemStats). The server checks it got every row.
   Three runs of each side, interleaved; each side's run with the most spans per CPU-second is reported. Spans per CPU-second is the per-core figure;
   spans/s also counts the time each side waits for the server to decode and acknowledge every block.
