@@ -253,10 +253,18 @@ func (e *ClickHouseExporter) exportOnce(ctx context.Context, spans []Span) error
 	for i := range spans {
 		e.cols.Append(&spans[i])
 	}
-	if err := client.Do(ctx, ch.Query{Body: e.insert, Input: e.cols.Input()}); err != nil {
+	// ch-go waits for the server's answer as long as ctx lasts, where a
+	// read timeout ends an attempt that a retry may still save.
+	qctx, cancel := context.WithTimeout(ctx, e.cfg.ReadTimeout)
+	defer cancel()
+	if err := client.Do(qctx, ch.Query{Body: e.insert, Input: e.cols.Input()}); err != nil {
 		// A failed query may leave a reply unread: start afresh.
 		client.Close()
 		e.client = nil
+		if qctx.Err() != nil && ctx.Err() == nil {
+			// Not ctx's error, so that the attempt is retried.
+			return fmt.Errorf("insert: no answer within the read timeout, %v", e.cfg.ReadTimeout)
+		}
 		if schemaMissing(err) && !e.cfg.SkipSchema {
 			e.created = false
 		}
