@@ -35,7 +35,7 @@ e2e-cilium:
 # Modules of their own beside the tracer's, so that building the tracer never
 # downloads what only a fixture links (the Kubernetes API, compose-go, the
 # Grafana SDK). layout_test.go fails if a go.mod is missing from this list.
-MODULES := examples/agent examples/deploy examples/grafana internal/bench/big
+MODULES := examples/agent examples/deploy examples/grafana internal/bench/big internal/bench/collector
 
 # Runs every test: real uprobes, real Docker, real kernels. Needs root, a
 # Docker engine, qemu-system-x86 and qemu-system-arm for the kernel matrix

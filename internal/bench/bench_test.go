@@ -9,6 +9,7 @@ import (
 
 func TestMain(m *testing.M) {
 	maybeAttachChild()
+	maybeExportChild()
 	os.Exit(m.Run())
 }
 

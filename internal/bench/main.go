@@ -31,6 +31,7 @@ func main() {
 	)
 	flag.Parse()
 	maybeAttachChild()
+	maybeExportChild()
 	sections := slices.DeleteFunc(slices.Clone(allSections), func(s string) bool { return slices.Contains(optInSections, s) })
 	if *only != "" {
 		sections = strings.Split(*only, ",")
@@ -97,6 +98,14 @@ func run(quick bool, out string, rounds int, record bool, sections []string, w i
 		}
 		defer data.File.Close()
 		if r.Pipeline, err = benchPipeline(data, quick); err != nil {
+			return err
+		}
+		reps, minSeconds := 3, 2.0
+		if quick {
+			reps, minSeconds = 1, 0
+		}
+		fmt.Fprintln(w, "\nexport: the same spans to the test ClickHouse server through the tracer's exporter and the collector's, one core each")
+		if r.Compare, err = benchCompare(root, tmp, data, reps, minSeconds, w); err != nil {
 			return err
 		}
 	}

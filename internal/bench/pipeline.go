@@ -21,8 +21,6 @@ import (
 
 	"github.com/ClickHouse/ch-go/compress"
 	chproto "github.com/ClickHouse/ch-go/proto"
-	"github.com/ClickHouse/clickhouse-go/v2/lib/column"
-	clickproto "github.com/ClickHouse/clickhouse-go/v2/lib/proto"
 
 	"github.com/cilium-tracer/tracer/bpf/uprobes"
 	"github.com/cilium-tracer/tracer/pkg/calls"
@@ -225,6 +223,7 @@ func cmpU64(a, b uint64) int {
 
 // pipelineData is the recording, rebased onto a freshly built agent.
 type pipelineData struct {
+	Agent   string // the example agent built from the current sources
 	File    *symbols.File
 	Probes  []probe.Probe
 	Samples [][]byte
@@ -233,6 +232,15 @@ type pipelineData struct {
 
 // loadPipeline builds the agent and rebases the recording onto it.
 func loadPipeline(root, tmp string) (*pipelineData, error) {
+	bin, err := buildAgent(root, tmp)
+	if err != nil {
+		return nil, err
+	}
+	return openPipeline(root, bin)
+}
+
+// openPipeline rebases the recording onto bin, an agent built by buildAgent.
+func openPipeline(root, bin string) (*pipelineData, error) {
 	dir := filepath.Join(root, pipelineDir)
 	raw, err := os.ReadFile(filepath.Join(dir, recordsFile))
 	if err != nil {
@@ -248,10 +256,6 @@ func loadPipeline(root, tmp string) (*pipelineData, error) {
 	}
 	if len(raw) == 0 || len(raw)%recordSize != 0 {
 		return nil, fmt.Errorf("%s: %d bytes, not a whole number of %d-byte samples", recordsFile, len(raw), recordSize)
-	}
-	bin, err := buildAgent(root, tmp)
-	if err != nil {
-		return nil, err
 	}
 	f, err := symbols.Open(bin)
 	if err != nil {
@@ -279,7 +283,7 @@ func loadPipeline(root, tmp string) (*pipelineData, error) {
 		return fn.Entry + a.Offset, nil
 	}
 
-	d := &pipelineData{File: f, Stacks: map[int32][]uint64{}}
+	d := &pipelineData{Agent: bin, File: f, Stacks: map[int32][]uint64{}}
 	for _, name := range meta.Probes {
 		fn, ok := byName[name]
 		if !ok {
@@ -320,86 +324,45 @@ func loadPipeline(root, tmp string) (*pipelineData, error) {
 // default batch size.
 const chBatchRows = 512
 
-// otelTracesColumns are the columns ClickHouseExporter's INSERT fills,
-// with their types in the otel_traces table.
-var otelTracesColumns = []struct{ name, typ string }{
-	{"Timestamp", "DateTime64(9)"},
-	{"TraceId", "String"},
-	{"SpanId", "String"},
-	{"ParentSpanId", "String"},
-	{"TraceState", "String"},
-	{"SpanName", "LowCardinality(String)"},
-	{"SpanKind", "LowCardinality(String)"},
-	{"ServiceName", "LowCardinality(String)"},
-	{"ResourceAttributes", "Map(LowCardinality(String), String)"},
-	{"ScopeName", "String"},
-	{"ScopeVersion", "String"},
-	{"SpanAttributes", "Map(LowCardinality(String), String)"},
-	{"Duration", "UInt64"},
-	{"StatusCode", "LowCardinality(String)"},
-	{"StatusMessage", "String"},
-	{"Events.Timestamp", "Array(DateTime64(9))"},
-	{"Events.Name", "Array(LowCardinality(String))"},
-	{"Events.Attributes", "Array(Map(LowCardinality(String), String))"},
-	{"Links.TraceId", "Array(String)"},
-	{"Links.SpanId", "Array(String)"},
-	{"Links.TraceState", "Array(String)"},
-	{"Links.Attributes", "Array(Map(LowCardinality(String), String))"},
-}
-
 // A chEncoder does the exporter's CPU work for an INSERT without a
-// server: the exporter's column fill (export.AppendClickHouseColumns) into
-// clickhouse-go's block, then the block's native encoding and LZ4
-// compression, as the driver sends it.
+// server: the exporter's column fill (export.ClickHouseColumns), then the
+// block's native encoding and LZ4 compression, as ch-go sends it.
 type chEncoder struct {
-	block *clickproto.Block
-	spans []export.Span
+	cols  *export.ClickHouseColumns
 	buf   chproto.Buffer
 	lz4   *compress.Writer
 	Bytes int // compressed bytes produced
 }
 
-func newCHEncoder() (*chEncoder, error) {
-	e := &chEncoder{block: clickproto.NewBlock(), lz4: compress.NewWriter(compress.LevelZero, compress.LZ4)}
-	for _, c := range otelTracesColumns {
-		if err := e.block.AddColumn(c.name, column.Type(c.typ)); err != nil {
-			return nil, fmt.Errorf("column %s: %w", c.name, err)
-		}
-	}
-	return e, nil
+func newCHEncoder() *chEncoder {
+	return &chEncoder{cols: export.NewClickHouseColumns(), lz4: compress.NewWriter(compress.LevelZero, compress.LZ4)}
 }
 
 // Append adds s to the batch; a full batch is encoded.
 func (e *chEncoder) Append(s *export.Span) error {
-	e.spans = append(e.spans, *s)
-	if len(e.spans) >= chBatchRows {
+	e.cols.Append(s)
+	if e.cols.Rows() >= chBatchRows {
 		return e.Flush()
 	}
 	return nil
 }
 
-// Flush fills, encodes and compresses the block and starts a new one.
+// Flush encodes and compresses the block and starts a new one.
 func (e *chEncoder) Flush() error {
-	if len(e.spans) == 0 {
+	if e.cols.Rows() == 0 {
 		return nil
 	}
-	err := export.AppendClickHouseColumns(e.spans, func(i int, col any) error {
-		_, err := e.block.Columns[i].Append(col)
-		return err
-	})
-	e.spans = e.spans[:0]
-	if err != nil {
-		return err
-	}
+	in := e.cols.Input()
 	e.buf.Reset()
-	if err := e.block.Encode(&e.buf, clickproto.DBMS_TCP_PROTOCOL_VERSION); err != nil {
+	b := chproto.Block{Info: chproto.BlockInfo{BucketNum: -1}, Columns: len(in), Rows: e.cols.Rows()}
+	if err := b.EncodeBlock(&e.buf, chproto.Version, in); err != nil {
 		return err
 	}
 	if err := e.lz4.Compress(e.buf.Buf); err != nil {
 		return err
 	}
 	e.Bytes += len(e.lz4.Data)
-	e.block.Reset()
+	e.cols.Reset()
 	return nil
 }
 
@@ -434,15 +397,11 @@ type pipeline struct {
 }
 
 func newPipeline(d *pipelineData, upTo stage) (*pipeline, error) {
-	ch, err := newCHEncoder()
-	if err != nil {
-		return nil, err
-	}
 	p := &pipeline{
 		data:  d,
 		upTo:  upTo,
 		spans: export.NewSpanBuilder(export.Resource{HostName: "node-1", PID: 4242, CiliumVersion: "1.18.0", GoVersion: runtime.Version()}),
-		ch:    ch,
+		ch:    newCHEncoder(),
 	}
 	p.builder = calls.Builder{File: d.File, Probes: d.Probes, Stack: func(id int32) ([]uint64, error) {
 		pcs, ok := d.Stacks[id]

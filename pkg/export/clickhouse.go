@@ -11,11 +11,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ClickHouse/ch-go"
+	"github.com/ClickHouse/ch-go/proto"
 	"github.com/ClickHouse/clickhouse-go/v2"
-	"github.com/ClickHouse/clickhouse-go/v2/lib/column"
 	"github.com/ClickHouse/clickhouse-go/v2/lib/driver"
-	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/sdk/resource"
 	"go.opentelemetry.io/otel/trace"
 )
 
@@ -107,13 +106,20 @@ func (c ClickHouseConfig) withDefaults() ClickHouseConfig {
 // it creates the database and tables on its first successful connection,
 // not when it is created: an unreachable ClickHouse must never stop the
 // tracer from starting.
+//
+// The schema is created through clickhouse-go; rows go through a ch-go
+// client of their own, as ClickHouseColumns, which cost a fraction of what
+// clickhouse-go's row-by-row conversion does.
 type ClickHouseExporter struct {
 	cfg    ClickHouseConfig
-	conn   driver.Conn
+	conn   driver.Conn // DDL
 	insert string
+	opts   ch.Options // of the INSERT client, but the address
 
-	guard        // serializes Export and guards created
-	created bool // the schema exists
+	guard                      // serializes Export and guards what follows
+	created bool               // the schema exists
+	client  *ch.Client         // connected for INSERTs, or nil
+	cols    *ClickHouseColumns // reused by every INSERT
 }
 
 var _ Exporter = (*ClickHouseExporter)(nil)
@@ -124,14 +130,17 @@ func NewClickHouseExporter(cfg ClickHouseConfig) (*ClickHouseExporter, error) {
 		return nil, fmt.Errorf("clickhouse: %w", err)
 	}
 	cfg = cfg.withDefaults()
-	var method clickhouse.CompressionMethod
+	var (
+		method      clickhouse.CompressionMethod
+		compression ch.Compression
+	)
 	switch cfg.Compression {
 	case "lz4":
-		method = clickhouse.CompressionLZ4
+		method, compression = clickhouse.CompressionLZ4, ch.CompressionLZ4
 	case "zstd":
-		method = clickhouse.CompressionZSTD
+		method, compression = clickhouse.CompressionZSTD, ch.CompressionZSTD
 	case "none":
-		method = clickhouse.CompressionNone
+		method, compression = clickhouse.CompressionNone, ch.CompressionDisabled
 	default:
 		return nil, fmt.Errorf("clickhouse compression %q: want lz4, zstd or none", cfg.Compression)
 	}
@@ -161,7 +170,25 @@ func NewClickHouseExporter(cfg ClickHouseConfig) (*ClickHouseExporter, error) {
 	if err != nil {
 		return nil, fmt.Errorf("clickhouse: %w", err)
 	}
-	return &ClickHouseExporter{cfg: cfg, conn: conn, insert: insert}, nil
+	return &ClickHouseExporter{
+		cfg:    cfg,
+		conn:   conn,
+		insert: insert + " FORMAT Native",
+		opts: ch.Options{
+			Database:    "default",
+			User:        cfg.Username,
+			Password:    cfg.Password,
+			TLS:         cfg.TLS,
+			Compression: compression,
+			ClientName:  "cilium-tracer",
+			DialTimeout: cfg.DialTimeout,
+			ReadTimeout: cfg.ReadTimeout,
+			// ch-go's default, 5 minutes, would hold an export on a host
+			// that accepts connections and never answers.
+			HandshakeTimeout: cfg.ReadTimeout,
+		},
+		cols: NewClickHouseColumns(),
+	}, nil
 }
 
 // Export inserts spans as one batch, retrying with jittered exponential
@@ -199,22 +226,21 @@ const (
 	chUnknownDatabase = 81
 )
 
+// schemaMissing reports whether err, from either client, says so.
 func schemaMissing(err error) bool {
 	var ex *clickhouse.Exception
-	return errors.As(err, &ex) && (ex.Code == chUnknownTable || ex.Code == chUnknownDatabase)
+	return errors.As(err, &ex) && (ex.Code == chUnknownTable || ex.Code == chUnknownDatabase) ||
+		ch.IsErr(err, proto.ErrUnknownTable, proto.ErrUnknownDatabase)
 }
-
-// errPermanent marks errors that retrying cannot fix.
-var errPermanent = errors.New("not retried")
 
 // retryable reports whether err may go away by itself. Most errors
 // reported by the server (bad schema, permissions) will not.
 func retryable(err error) bool {
 	var ex *clickhouse.Exception
 	switch {
-	case errors.Is(err, errPermanent), errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return false
-	case errors.As(err, &ex):
+	case errors.As(err, &ex), ch.IsException(err):
 		return schemaMissing(err)
 	}
 	return true
@@ -235,24 +261,52 @@ func (e *ClickHouseExporter) exportOnce(ctx context.Context, spans []Span) error
 		}
 		e.created = true
 	}
-	batch, err := e.conn.PrepareBatch(ctx, e.insert)
+	client, err := e.dial(ctx)
 	if err != nil {
+		return err
+	}
+	e.cols.Reset()
+	for i := range spans {
+		e.cols.Append(&spans[i])
+	}
+	// ch-go waits for the server's answer as long as ctx lasts, where a
+	// read timeout ends an attempt that a retry may still save.
+	qctx, cancel := context.WithTimeout(ctx, e.cfg.ReadTimeout)
+	defer cancel()
+	if err := client.Do(qctx, ch.Query{Body: e.insert, Input: e.cols.Input()}); err != nil {
+		// A failed query may leave a reply unread: start afresh.
+		client.Close()
+		e.client = nil
+		if qctx.Err() != nil && ctx.Err() == nil {
+			// Not ctx's error, so that the attempt is retried.
+			return fmt.Errorf("insert: no answer within the read timeout, %v", e.cfg.ReadTimeout)
+		}
 		if schemaMissing(err) && !e.cfg.SkipSchema {
 			e.created = false
 		}
-		return fmt.Errorf("prepare insert: %w", err)
-	}
-	// Abort is a no-op after a successful Send, and releases the
-	// connection after a failed Append.
-	defer batch.Abort()
-	appendColumn := func(i int, col any) error { return batch.Column(i).Append(col) }
-	if err := AppendClickHouseColumns(spans, appendColumn); err != nil {
-		return fmt.Errorf("append %d spans: %w: %w", len(spans), errPermanent, err)
-	}
-	if err := batch.Send(); err != nil {
 		return fmt.Errorf("insert: %w", err)
 	}
 	return nil
+}
+
+// dial returns the INSERT client, connecting it to the first address that
+// answers if it is not connected.
+func (e *ClickHouseExporter) dial(ctx context.Context) (*ch.Client, error) {
+	if e.client != nil && !e.client.IsClosed() {
+		return e.client, nil
+	}
+	var errs []error
+	for _, addr := range e.cfg.Addrs {
+		opts := e.opts
+		opts.Address = addr
+		c, err := ch.Dial(ctx, opts)
+		if err == nil {
+			e.client = c
+			return c, nil
+		}
+		errs = append(errs, fmt.Errorf("%s: %w", addr, err))
+	}
+	return nil, fmt.Errorf("connect: %w", errors.Join(errs...))
 }
 
 func (e *ClickHouseExporter) createSchema(ctx context.Context) error {
@@ -276,7 +330,13 @@ func (e *ClickHouseExporter) createSchema(ctx context.Context) error {
 
 // Shutdown implements Exporter: it closes the connections.
 func (e *ClickHouseExporter) Shutdown(context.Context) error {
-	return e.shutdown(e.conn.Close)
+	return e.shutdown(func() error {
+		var err error
+		if e.client != nil {
+			err = e.client.Close()
+		}
+		return errors.Join(err, e.conn.Close())
+	})
 }
 
 // ClickHouseRow is one otel_traces row as ClickHouseExporter writes it;
@@ -299,74 +359,15 @@ type ClickHouseRow struct {
 	StatusMessage      string
 }
 
-// AppendClickHouseColumns renders spans as the columns of
-// TracesSchema.InsertStatement and hands each, in order, to appendColumn
-// (a batch's Column(i).Append, or a block's). Filling a column at a time
-// takes one typed slice per column instead of a reflective conversion per
-// value, and the spans of one builder share one resource map.
-func AppendClickHouseColumns(spans []Span, appendColumn func(i int, column any) error) error {
-	n := len(spans)
-	var (
-		ts                         = make([]time.Time, n)
-		traceID, spanID, parentID  = make([]string, n), make([]string, n), make([]string, n)
-		empty                      = make([]string, n)
-		name, kind, service, scope = make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-		resAttrs, spanAttrs        = make([]kvList, n), make([]kvList, n)
-		duration                   = make([]uint64, n)
-		statusCode, statusMessage  = make([]string, n), make([]string, n)
-		noTimes                    = make([][]time.Time, n)
-		noStrings                  = make([][]string, n)
-		noMaps                     = make([][]map[string]string, n)
-		lastRes                    *resource.Resource
-		lastResMap                 map[string]string
-		lastResList                kvList
-	)
-	for i := range spans {
-		sp := &spans[i]
-		if sp.Resource != lastRes || lastResMap == nil {
-			lastRes, lastResMap = sp.Resource, resourceMap(sp.Resource)
-			if sp.Resource != nil {
-				lastResList = sp.Resource.Attributes()
-			}
-		}
-		r := newClickHouseRow(sp, lastResMap, false)
-		ts[i], traceID[i], spanID[i], parentID[i] = r.Timestamp, r.TraceID, r.SpanID, r.ParentSpanID
-		name[i], kind[i], service[i], scope[i] = r.SpanName, r.SpanKind, r.ServiceName, r.ScopeName
-		resAttrs[i], spanAttrs[i], duration[i] = lastResList, sp.Attributes, r.Duration
-		statusCode[i], statusMessage[i] = r.StatusCode, r.StatusMessage
-	}
-	// In the order of InsertStatement's columns.
-	for i, col := range []any{
-		ts, traceID, spanID, parentID, empty, name, kind, service, resAttrs,
-		scope, empty, spanAttrs, duration, statusCode, statusMessage,
-		noTimes, noStrings, noMaps, noStrings, noStrings, noStrings, noMaps,
-	} {
-		if err := appendColumn(i, col); err != nil {
-			return fmt.Errorf("column %d: %w", i, err)
-		}
-	}
-	return nil
-}
-
-func resourceMap(res *resource.Resource) map[string]string {
-	m := map[string]string{}
-	if res != nil {
-		for _, kv := range res.Attributes() {
-			m[string(kv.Key)] = kv.Value.Emit()
-		}
-	}
-	return m
-}
-
 // NewClickHouseRow returns the row of s, formatted as the collector formats
-// OTLP spans.
+// OTLP spans: what ClickHouseColumns.Append writes, column by column.
 func NewClickHouseRow(s *Span) ClickHouseRow {
-	return newClickHouseRow(s, resourceMap(s.Resource), true)
-}
-
-// newClickHouseRow fills r.SpanAttributes only with spanAttrs: the column
-// path hands the attributes over as a kvList.
-func newClickHouseRow(s *Span, res map[string]string, spanAttrs bool) ClickHouseRow {
+	res := map[string]string{}
+	if s.Resource != nil {
+		for _, kv := range s.Resource.Attributes() {
+			res[string(kv.Key)] = kv.Value.Emit()
+		}
+	}
 	r := ClickHouseRow{
 		Timestamp:          s.Start,
 		TraceID:            s.TraceID.String(),
@@ -376,43 +377,27 @@ func newClickHouseRow(s *Span, res map[string]string, spanAttrs bool) ClickHouse
 		ResourceAttributes: res,
 		ServiceName:        res["service.name"],
 		ScopeName:          ScopeName,
+		SpanAttributes:     make(map[string]string, len(s.Attributes)),
 		Duration:           uint64(max(s.End.Sub(s.Start), 0)),
-		StatusCode:         "Unset",
+		StatusCode:         statusCodeName(s),
 		StatusMessage:      s.StatusMessage,
 	}
 	if s.ParentSpanID.IsValid() {
 		r.ParentSpanID = s.ParentSpanID.String()
 	}
-	if s.StatusCode != 0 {
-		r.StatusCode = s.StatusCode.String()
-	}
-	if spanAttrs {
-		r.SpanAttributes = make(map[string]string, len(s.Attributes))
-		for _, kv := range s.Attributes {
-			r.SpanAttributes[string(kv.Key)] = kv.Value.Emit()
-		}
+	for _, kv := range s.Attributes {
+		r.SpanAttributes[string(kv.Key)] = kv.Value.Emit()
 	}
 	return r
 }
 
-// kvList feeds attributes to a Map(LowCardinality(String), String) column
-// through clickhouse-go's IterableOrderedMap, which it reads without the
-// reflection (and the map) a map[string]string costs per row.
-type kvList []attribute.KeyValue
-
-// Put is part of IterableOrderedMap; columns only read.
-func (l kvList) Put(any, any) {}
-
-func (l kvList) Iterator() column.MapIterator { return &kvIter{l: l, i: -1} }
-
-type kvIter struct {
-	l kvList
-	i int
+// statusCodeName spells s's status as pdata's StatusCode.String does.
+func statusCodeName(s *Span) string {
+	if s.StatusCode == 0 {
+		return "Unset"
+	}
+	return s.StatusCode.String()
 }
-
-func (it *kvIter) Next() bool { it.i++; return it.i < len(it.l) }
-func (it *kvIter) Key() any   { return string(it.l[it.i].Key) }
-func (it *kvIter) Value() any { return it.l[it.i].Value.Emit() }
 
 // spanKindName spells kinds as pdata's SpanKind.String does, which is what
 // the collector stores.

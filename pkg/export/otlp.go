@@ -103,7 +103,7 @@ func (e *OTLPExporter) Export(ctx context.Context, spans []Span) error {
 		if len(spans) == 0 {
 			return nil
 		}
-		if err := e.client.UploadTraces(ctx, otlpSpans(spans)); err != nil {
+		if err := e.client.UploadTraces(ctx, OTLPSpans(spans)); err != nil {
 			return fmt.Errorf("otlp: %w", err)
 		}
 		return nil
@@ -115,11 +115,11 @@ func (e *OTLPExporter) Shutdown(ctx context.Context) error {
 	return e.shutdown(func() error { return e.client.Stop(ctx) })
 }
 
-// otlpSpans renders spans as the SDK's OTLP exporter renders the same span
+// OTLPSpans renders spans as the SDK's OTLP exporter renders the same span
 // data: one ResourceSpans per resource (schemaless, as SpanBuilder makes
 // them), all in the tracer's scope, every span sampled and its parent
 // local.
-func otlpSpans(spans []Span) []*tracepb.ResourceSpans {
+func OTLPSpans(spans []Span) []*tracepb.ResourceSpans {
 	var out []*tracepb.ResourceSpans
 	scopes := map[attribute.Distinct]*tracepb.ScopeSpans{}
 	for i := range spans {
