@@ -115,6 +115,8 @@ type ClickHouseExporter struct {
 	conn   driver.Conn // DDL
 	insert string
 	opts   ch.Options // of the INSERT client, but the address
+	// addrs are the servers in the order both clients try them.
+	addrs []string
 
 	guard                      // serializes Export and guards what follows
 	created bool               // the schema exists
@@ -174,6 +176,7 @@ func NewClickHouseExporter(cfg ClickHouseConfig) (*ClickHouseExporter, error) {
 		cfg:    cfg,
 		conn:   conn,
 		insert: insert + " FORMAT Native",
+		addrs:  addrs,
 		opts: ch.Options{
 			Database:    "default",
 			User:        cfg.Username,
@@ -296,7 +299,7 @@ func (e *ClickHouseExporter) dial(ctx context.Context) (*ch.Client, error) {
 		return e.client, nil
 	}
 	var errs []error
-	for _, addr := range e.cfg.Addrs {
+	for _, addr := range e.addrs {
 		opts := e.opts
 		opts.Address = addr
 		c, err := ch.Dial(ctx, opts)

@@ -187,6 +187,19 @@ func TestClickHouseFailover(t *testing.T) {
 	}
 }
 
+// With random order, exporters spread their INSERTs over the servers: a
+// fleet does not all land on the first address. Twenty exporters on two
+// live servers all pick the same one with odds of 2 in a million.
+func TestClickHouseRandomOrderSpreads(t *testing.T) {
+	a, b := chtest.New(t, 25, 8), chtest.New(t, 25, 8)
+	for range 20 {
+		exportTestSpans(t, ClickHouseConfig{Addrs: []string{a.Addr(), b.Addr()}, RandomOrder: true, DialTimeout: time.Second})
+	}
+	if a.RowCount() == 0 || b.RowCount() == 0 {
+		t.Errorf("rows %d on the first server, %d on the second: the exporters did not spread", a.RowCount(), b.RowCount())
+	}
+}
+
 // exportTestSpans exports testSpans through a new exporter for cfg, which
 // the test's end shuts down.
 func exportTestSpans(t *testing.T, cfg ClickHouseConfig) (*ClickHouseExporter, []Span) {
