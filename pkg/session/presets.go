@@ -26,5 +26,8 @@ func ResolvePresets(f *symbols.File, sel *presets.Selection, c probe.Config) ([]
 			return nil, nil, fmt.Errorf("%s: %d captures, at most %d", p.Func.Name, len(p.Captures), probe.MaxCaptures)
 		}
 	}
+	if err := AddErrorResults(f, nil, probes, nil); err != nil {
+		return nil, nil, err
+	}
 	return probes, refused, nil
 }
