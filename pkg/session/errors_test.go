@@ -20,7 +20,7 @@ var bpfLine = regexp.MustCompile(`^regenerateBPF seq=(\d+) revnum=(\d+) error_ty
 // The error kinds whose messages are read in BPF; of the agent's own type
 // only the type is known.
 var readable = map[string]bool{
-	"*errors.errorString": true, "*fmt.wrapError": true, "*fs.PathError": true, "*os.SyscallError": true,
+	"*errors.errorString": true, "*fmt.wrapError": true, "*fs.PathError": true, "*os.SyscallError": true, "*exec.ExitError": true,
 }
 
 // Every failing regenerateBPF call (each error kind in turn) gets the
@@ -67,8 +67,8 @@ func errorReturns(t *testing.T, v testagent.Variant, mode *kernel.Mode) {
 		kinds[typ]++
 		want[m[1]] = describe(m[2], typ, msg)
 	}
-	if len(want) != 40 || len(kinds) != 6 {
-		t.Fatalf("agent logged %d regenerateBPF calls of error kinds %v, want 40 of 5 kinds and none", len(want), kinds)
+	if len(want) != 40 || len(kinds) != 7 {
+		t.Fatalf("agent logged %d regenerateBPF calls of error kinds %v, want 40 of 6 kinds and none", len(want), kinds)
 	}
 	traced := map[string]string{}
 	for _, c := range got {

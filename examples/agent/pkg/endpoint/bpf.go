@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"sync/atomic"
 	"time"
 
@@ -47,14 +48,14 @@ func (c *compileError) Error() string {
 }
 
 // failure returns the error regeneration seq fails with, nil for most: the
-// kinds of error in turn, every Owner.FailEvery-th call.
+// six kinds of error in turn, every Owner.FailEvery-th call.
 func (e *Endpoint) failure(seq uint64) error {
 	n := bpfCalls.Add(1)
 	every := e.owner.FailEvery
 	if every == 0 || n%every != 0 {
 		return nil
 	}
-	switch (n / every) % 5 {
+	switch (n / every) % 6 {
 	case 1:
 		return errDatapathNotReady
 	case 2:
@@ -65,6 +66,9 @@ func (e *Endpoint) failure(seq uint64) error {
 		return err
 	case 4:
 		return os.NewSyscallError("bpf", errors.ErrUnsupported)
+	case 5:
+		// A real *exec.ExitError: the agent itself, made to exit 3.
+		return exec.Command("/proc/self/exe", "-exit-code", "3").Run()
 	}
 	return &compileError{endpoint: e.ID, seq: seq}
 }
