@@ -130,6 +130,7 @@ func attributeKeys() map[string]map[string]bool {
 		string(export.AttrFunction), string(export.AttrFile), string(export.AttrLine),
 		string(export.AttrStacktrace), string(export.AttrGoroutine),
 		string(export.AttrSampleRate), string(export.AttrMinDuration),
+		string(export.AttrErrorType), string(export.AttrErrorMessage),
 	} {
 		span[k] = true
 	}
