@@ -82,7 +82,8 @@ func ResolveCaptures(f *symbols.File, probes []probe.Probe, exprs []string, o *o
 			return fmt.Errorf("%s: %d captures, at most %d", p.Func.Name, len(p.Captures), probe.MaxCaptures)
 		}
 	}
-	return AddErrorResults(f, r, probes, o)
+	AddErrorResults(f, r, probes, o)
+	return nil
 }
 
 // AddErrorResults adds, to each probe of a function whose last result is
@@ -90,7 +91,7 @@ func ResolveCaptures(f *symbols.File, probes []probe.Probe, exprs []string, o *o
 // probes report the errors the function returns: from DWARF, or on a
 // stripped executable from the offsets file o (nil: none). r may be nil. A
 // probe whose captures are all taken does without.
-func AddErrorResults(f *symbols.File, r *args.CaptureResolver, probes []probe.Probe, o *offsets.File) error {
+func AddErrorResults(f *symbols.File, r *args.CaptureResolver, probes []probe.Probe, o *offsets.File) {
 	if r == nil && f.HasDWARF {
 		fns := make([]symbols.Func, len(probes))
 		for i, p := range probes {
@@ -105,11 +106,9 @@ func AddErrorResults(f *symbols.File, r *args.CaptureResolver, probes []probe.Pr
 		}
 		switch {
 		case f.HasDWARF:
-			c, ok, err := r.ErrorResult(p.Func)
-			if err != nil {
-				return fmt.Errorf("%s: results: %w", p.Func.Name, err)
-			}
-			if ok {
+			// A function whose results DWARF does not give (no entry
+			// for it) is traced without its errors: nothing asked for.
+			if c, ok, err := r.ErrorResult(p.Func); err == nil && ok {
 				p.Captures = append(p.Captures, c)
 			}
 		case o != nil:
@@ -118,7 +117,6 @@ func AddErrorResults(f *symbols.File, r *args.CaptureResolver, probes []probe.Pr
 			}
 		}
 	}
-	return nil
 }
 
 func isError(c args.Capture) bool { return c.Kind == args.KindError }

@@ -26,8 +26,6 @@ func ResolvePresets(f *symbols.File, sel *presets.Selection, c probe.Config) ([]
 			return nil, nil, fmt.Errorf("%s: %d captures, at most %d", p.Func.Name, len(p.Captures), probe.MaxCaptures)
 		}
 	}
-	if err := AddErrorResults(f, nil, probes, nil); err != nil {
-		return nil, nil, err
-	}
+	AddErrorResults(f, nil, probes, nil)
 	return probes, refused, nil
 }
