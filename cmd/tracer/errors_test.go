@@ -2,7 +2,6 @@ package main_test
 
 import (
 	"encoding/json"
-	"fmt"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -14,8 +13,6 @@ import (
 	"github.com/cilium-tracer/tracer/internal/testagent"
 )
 
-var bpfLine = regexp.MustCompile(`^regenerateBPF seq=(\d+) revnum=(\d+) error_type=(\S+) error=(".*")$`)
-
 // tracer trace --capture-return and the errors regenerateBPF returns, in
 // the JSON spans and the summary: on the unstripped build from DWARF, on
 // the stripped one from the offsets file of its unstripped twin, which
@@ -23,14 +20,14 @@ var bpfLine = regexp.MustCompile(`^regenerateBPF seq=(\d+) revnum=(\d+) error_ty
 func TestErrorReturnsCLI(t *testing.T) {
 	offsets := filepath.Join(t.TempDir(), "offsets.json")
 	if r := tracer(t, nil, "offsets", "--binary", testagent.Build(t, testagent.Variant{}), "--func", captureFunc,
-		"--capture", "seq=ctx.seq", "--capture-return", "rev=ret0", "-o", offsets); r.code != 0 {
+		"--capture", testagent.ResultCaptures[0], "--capture-return", testagent.ResultCaptures[1], "-o", offsets); r.code != 0 {
 		t.Fatalf("tracer offsets: %s", r.stderr)
 	}
 	for _, tc := range []struct {
 		v    testagent.Variant
 		args []string
 	}{
-		{testagent.Variant{}, []string{"--capture", "seq=ctx.seq", "--capture-return", "rev=ret0"}},
+		{testagent.Variant{}, []string{"--capture", testagent.ResultCaptures[0], "--capture-return", testagent.ResultCaptures[1]}},
 		{testagent.Variant{Stripped: true}, []string{"--offsets", offsets}},
 	} {
 		t.Run(tc.v.String(), func(t *testing.T) {
@@ -45,22 +42,11 @@ func TestErrorReturnsCLI(t *testing.T) {
 
 			var want, got []string
 			failed := 0
-			for _, l := range agent.Lines() {
-				m := bpfLine.FindStringSubmatch(l)
-				if m == nil {
-					continue
-				}
-				msg, _ := strconv.Unquote(m[4])
-				switch m[3] {
-				case "-":
-					m[3] = ""
-				case "*endpoint.compileError":
-					msg = "" // the agent's own type: only its name
-				}
-				if m[3] != "" {
+			for _, c := range agent.BPFCalls(t) {
+				if c.ErrType != "" {
 					failed++
 				}
-				want = append(want, fmt.Sprintf("seq=%s rev=%s type=%s message=%q", m[1], m[2], m[3], msg))
+				want = append(want, c.Want())
 			}
 			for _, l := range strings.Split(tr.stdout.String(), "\n") {
 				if !strings.HasPrefix(l, "{") {
@@ -80,7 +66,7 @@ func TestErrorReturnsCLI(t *testing.T) {
 				if e := span.Error; e != nil {
 					typ, msg = e.Type, e.Message
 				}
-				got = append(got, fmt.Sprintf("seq=%s rev=%s type=%s message=%q", span.Attrs["seq"], span.Attrs["rev"], typ, msg))
+				got = append(got, testagent.Describe(span.Attrs["seq"], span.Attrs["rev"], typ, msg))
 			}
 			slices.Sort(want)
 			slices.Sort(got)
@@ -110,6 +96,7 @@ func TestCaptureReturnBadInput(t *testing.T) {
 		{"error result", slices.Concat(trace, []string{"--capture-return", "n=ret1"}), "has type error; supported: integers, bool, pointers"},
 		{"not a result", slices.Concat(trace, []string{"--capture-return", "n=e.ID"}), "want NAME=retN"},
 		{"no NAME=", slices.Concat(trace, []string{"--capture-return", "ret0"}), "want NAME=EXPR"},
+		{"preset without func", []string{"trace", "--pid", strconv.Itoa(agent.PID), "--preset", "policy", "--capture-return", "n=ret0"}, "--capture-return applies to the --func functions"},
 		{"string raw type", slices.Concat(trace, []string{"--capture-return", "n=ret0:string"}), `unknown type "string"`},
 		{"offsets: no such result", []string{"offsets", "--binary", unstripped, "--func", captureFunc, "--capture-return", "n=ret7"}, "(results: ret0 uint64, ret1 error)"},
 		{"stripped without offsets", []string{"offsets", "--binary", stripped, "--func", captureFunc, "--capture-return", "n=ret0"}, "no DWARF"},

@@ -128,14 +128,17 @@ func runTrace(ctx context.Context, cmd *cobra.Command, f traceFlags) error {
 	if len(f.funcs) == 0 && len(f.presets) == 0 {
 		return errors.New("--func or --preset is required")
 	}
+	if len(f.captures) > 0 && len(f.funcs) == 0 {
+		return errors.New("--capture applies to the --func functions: a preset has captures of its own")
+	}
+	if len(f.returns) > 0 && len(f.funcs) == 0 {
+		return errors.New("--capture-return applies to the --func functions: a preset has captures of its own")
+	}
 	captures, err := withReturns(f.captures, f.returns)
 	if err != nil {
 		return err
 	}
 	f.captures = captures
-	if len(f.captures) > 0 && len(f.funcs) == 0 {
-		return errors.New("--capture and --capture-return apply to the --func functions: a preset has captures of its own")
-	}
 	if err := checkPresets(f.presets, f.release); err != nil {
 		return err
 	}

@@ -1,17 +1,13 @@
 package daemon
 
 import (
-	"fmt"
-	"regexp"
 	"slices"
-	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/cilium-tracer/tracer/internal/testagent"
 )
-
-var bpfLine = regexp.MustCompile(`^regenerateBPF seq=(\d+) revnum=(\d+) error_type=(\S+) error=(".*")$`)
 
 // A probe's capture_returns and the errors its function returns reach the
 // daemon's spans: each call's result and error as the agent logged them.
@@ -21,8 +17,8 @@ func TestDaemonErrorReturns(t *testing.T) {
 	r := startDaemon(t, `
 probes:
   - func: "`+testagent.RegenerateBPF+`"
-    captures: ["seq=ctx.seq"]
-    capture_returns: ["rev=ret0"]
+    captures: ["`+testagent.ResultCaptures[0]+`"]
+    capture_returns: ["`+testagent.ResultCaptures[1]+`"]
 governor: {budget_percent: 50}
 `, agent.PID)
 	agent.Begin(t)
@@ -31,30 +27,19 @@ governor: {budget_percent: 50}
 	r.stop(t)
 
 	var want, got []string
-	for _, l := range agent.Lines() {
-		m := bpfLine.FindStringSubmatch(l)
-		if m == nil {
-			continue
-		}
-		msg, _ := strconv.Unquote(m[4])
-		switch m[3] {
-		case "-":
-			m[3] = ""
-		case "*endpoint.compileError":
-			msg = ""
-		}
-		want = append(want, fmt.Sprintf("seq=%s rev=%s type=%s message=%q", m[1], m[2], m[3], msg))
+	for _, c := range agent.BPFCalls(t) {
+		want = append(want, c.Want())
 	}
 	for _, s := range r.parseSpans(t, agent.PID) {
 		var typ, msg string
 		if e := s.Error; e != nil {
 			typ, msg = e.Type, e.Message
 		}
-		got = append(got, fmt.Sprintf("seq=%s rev=%s type=%s message=%q", s.Attrs["seq"], s.Attrs["rev"], typ, msg))
+		got = append(got, testagent.Describe(s.Attrs["seq"], s.Attrs["rev"], typ, msg))
 	}
 	slices.Sort(want)
 	slices.Sort(got)
 	if len(want) != 24 || !slices.Equal(got, want) {
-		t.Errorf("spans:\n%q\nagent logged:\n%q", got, want)
+		t.Errorf("spans:\n%s\nagent logged:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }
