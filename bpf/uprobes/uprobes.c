@@ -74,8 +74,8 @@ enum capture_kind {
 enum capture_flags {
 	CAPTURE_IN_REG = 1, // the value is the register (a string: reg, reg+1)
 	CAPTURE_DEREF = 2,  // follow the pointer at reg+offset, then add deref_offset
-	// A scalar result, read from result register reg at the RET, not at
-	// the entry; its value goes in ret_vals, not capture_vals.
+	// A scalar result, in result register reg at the RET, not read at the
+	// entry: user space takes it from the registers in ret_vals.
 	CAPTURE_AT_RETURN = 4,
 };
 
@@ -140,11 +140,11 @@ struct err_vals {
 	__u8 data[ERR_PARTS][ERR_BYTES];
 };
 
-// Results read at a RET.
+// Results read at a RET: the result registers, all of them (user space
+// picks the CAPTURE_AT_RETURN ones: less work here than choosing), and the
+// error.
 struct ret_vals {
-	__u32 ok; // bit i: capture i, a CAPTURE_AT_RETURN one, was read
-	__u32 _pad;
-	__u64 vals[MAX_CAPTURES];
+	__u64 regs[16];
 	struct err_vals err;
 };
 
@@ -842,21 +842,13 @@ static __always_inline void emit_return(struct pt_regs *ctx, struct probe_cfg *c
 			__builtin_memcpy(&er->v, v, sizeof(er->v));
 		bpf_map_delete_elem(&captures, &id);
 	}
-	__u64 regs[16];
-	go_args(ctx, regs); // results use the argument registers, in the same order
 	struct ret_vals *r = &er->r;
-	r->ok = 0;
-#pragma unroll
-	for (__u32 k = 0; k < MAX_CAPTURES; k++) {
-		struct capture_spec *s = &cfg->captures[k];
-		if (k < cfg->ncaptures && (s->flags & CAPTURE_AT_RETURN)) {
-			r->vals[k] = regs[s->reg & 15];
-			r->ok |= 1 << k;
-		}
-	}
+	// Results are in the argument registers, in the same order. Copied
+	// into the event, not onto the BPF stack.
+	go_args(ctx, r->regs);
 	r->err.itab = 0;
 	if (cfg->flags & PROBE_ERROR)
-		read_error(regs[cfg->err_reg & 15], regs[(cfg->err_reg + 1) & 15], &r->err);
+		read_error(r->regs[cfg->err_reg & 15], r->regs[(cfg->err_reg + 1) & 15], &r->err);
 	bpf_ringbuf_submit(er, wakeup_flags(now));
 	COUNT(c, emitted);
 }

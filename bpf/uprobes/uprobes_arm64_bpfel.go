@@ -131,9 +131,7 @@ type UprobesProbeCfg struct {
 
 type UprobesRetVals struct {
 	_    structs.HostLayout
-	Ok   uint32
-	Pad  uint32
-	Vals [4]uint64
+	Regs [16]uint64
 	Err  struct {
 		_         structs.HostLayout
 		Itab      uint64

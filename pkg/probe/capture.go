@@ -145,19 +145,17 @@ func decodeValues(v *uprobes.UprobesCaptureVals, n int) []Value {
 }
 
 // decodeReturns puts the results in ret_vals b into vals, at the
-// positions of the probe's captures read at RETs, and returns the error.
+// positions of the probe's captures of results, and returns the error.
 func decodeReturns(b []byte, captures []args.Capture, vals []Value) *ErrorValue {
 	le := binary.LittleEndian
-	ok := le.Uint32(b)
 	var ev *ErrorValue
-	for i, c := range captures[:min(len(captures), MaxCaptures, len(vals))] {
+	for i, c := range captures[:min(len(captures), len(vals))] {
 		switch {
 		case c.Kind == args.KindError:
-			ev = decodeError(b[8+8*MaxCaptures:])
-		case c.AtReturn && ok&(1<<i) != 0:
-			data := make([]byte, c.Size)
-			copy(data, le.AppendUint64(nil, le.Uint64(b[8+8*i:])))
-			vals[i] = Value{OK: true, Data: data, Len: uint64(c.Size)}
+			ev = decodeError(b[8*16:])
+		case c.AtReturn:
+			data := le.AppendUint64(nil, le.Uint64(b[8*(c.Reg&15):]))
+			vals[i] = Value{OK: true, Data: data[:c.Size], Len: uint64(c.Size)}
 		}
 	}
 	return ev
