@@ -35,6 +35,7 @@ type Builder struct {
 
 	clock      probe.Clock
 	typeNames  map[uint64]string          // by ELF address
+	hashNames  map[uint32]string          // by type hash, of the itabs; "": ambiguous
 	frames     map[uint64][]symbols.Frame // by ELF address, adjusted for return addresses
 	symbolized map[stackKey][]Frame       // each distinct stack once
 }

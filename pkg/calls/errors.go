@@ -13,7 +13,7 @@ import (
 // callError names the error's dynamic type from the executable and puts
 // its message together as its Error method would.
 func (b *Builder) callError(pid int, e *probe.ErrorValue) *Error {
-	out := &Error{Type: b.typeName(pid, e.Type)}
+	out := &Error{Type: b.typeName(pid, e.Type, e.Hash)}
 	part := func(k int) string {
 		v := e.Parts[k]
 		s := strings.ToValidUTF8(string(v.Data), "\uFFFD")
@@ -31,7 +31,7 @@ func (b *Builder) callError(pid int, e *probe.ErrorValue) *Error {
 		case e.InnerKind == args.ErrorErrno:
 			return syscall.Errno(e.Word).Error()
 		}
-		return "<" + b.typeName(pid, e.InnerType) + ">"
+		return "<" + b.typeName(pid, e.InnerType, 0) + ">"
 	}
 	switch e.Kind {
 	case args.ErrorText:
@@ -71,12 +71,19 @@ func exitStatus(ws syscall.WaitStatus) string {
 }
 
 // typeName names the type whose descriptor is at runtime address addr in
-// process pid; its address when the process's load bias is unknown or the
-// executable does not hold it.
-func (b *Builder) typeName(pid int, addr uint64) string {
+// process pid. When the process's load bias is unknown (a PIE traced in
+// every process, without stacks to learn it from), the type's hash names
+// it among the executable's itabs, if hash is not 0 and one type there has
+// it; else the name is the address.
+func (b *Builder) typeName(pid int, addr uint64, hash uint32) string {
 	bias, ok := b.Bias, true
 	if b.BiasOf != nil {
 		bias, ok = b.BiasOf(pid)
+	}
+	if !ok && hash != 0 {
+		if n, ok := b.typeByHash(hash); ok {
+			return n
+		}
 	}
 	if !ok || addr == 0 {
 		return fmt.Sprintf("?%#x", addr)
@@ -93,4 +100,21 @@ func (b *Builder) typeName(pid int, addr uint64) string {
 	}
 	b.typeNames[addr-bias] = n
 	return n
+}
+
+// typeByHash names the type of the executable's itabs with this hash, if
+// exactly one has it.
+func (b *Builder) typeByHash(hash uint32) (string, bool) {
+	if b.hashNames == nil {
+		b.hashNames = map[uint32]string{}
+		its, _ := b.File.Itabs() // none: names stay addresses
+		for _, it := range its {
+			if n, dup := b.hashNames[it.Hash]; dup && n != it.Type {
+				it.Type = "" // two types: neither
+			}
+			b.hashNames[it.Hash] = it.Type
+		}
+	}
+	n := b.hashNames[hash]
+	return n, n != ""
 }

@@ -39,6 +39,8 @@ type ErrorValue struct {
 	// Type is the runtime address of the dynamic type's descriptor
 	// (runtime._type); 0 when the itab could not be read.
 	Type uint64
+	// Hash is the type's hash, from the itab: the same in every process.
+	Hash uint32
 	// Kind is the layout the message was read by (Options.ErrorTypes);
 	// 0: the message could not be read, only the type is known.
 	Kind args.ErrorKind
@@ -169,6 +171,7 @@ func decodeError(b []byte) *ErrorValue {
 	}
 	e := &ErrorValue{
 		Type:      le.Uint64(b[8:]),
+		Hash:      le.Uint32(b[16:]),
 		Kind:      args.ErrorKind(le.Uint32(b[20:])),
 		InnerType: le.Uint64(b[24:]),
 		InnerKind: args.ErrorKind(le.Uint32(b[32:])),

@@ -3,7 +3,10 @@ package session_test
 import (
 	"testing"
 
+	"time"
+
 	"github.com/cilium-tracer/tracer/internal/testagent"
+	"github.com/cilium-tracer/tracer/pkg/calls"
 	"github.com/cilium-tracer/tracer/pkg/probe/kernel"
 	"github.com/cilium-tracer/tracer/pkg/session"
 )
@@ -21,6 +24,21 @@ func TestErrorReturns(t *testing.T) {
 	for _, mode := range []kernel.Mode{{Cookies: true}, {}} {
 		t.Run(mode.String(), func(t *testing.T) { errorReturns(t, testagent.Variant{PIE: true}, &mode) })
 	}
+	// Without stacks no process's load bias is learnt: the error types
+	// are named by the hash their itabs carry.
+	t.Run("every process, PIE, no stacks", func(t *testing.T) {
+		bin := testagent.Build(t, testagent.Variant{PIE: true})
+		e := traceEvery(t, session.Config{Binary: bin, Funcs: []string{testagent.RegenerateBPF}, Captures: testagent.ResultCaptures})
+		agent := startFailing(t, bin)
+		agent.Begin(t)
+		agent.Wait(t, 30*time.Second)
+		checkErrorReturns(t, e.stop(t, []int{agent.PID}), agent)
+	})
+}
+
+func startFailing(t *testing.T, bin string) *testagent.Agent {
+	return testagent.Start(t, bin, "-wait-start", "-workers", "4", "-iterations", "10",
+		"-interval", "2ms", "-policy-depth", "1", "-fail-every", "2", "-log-bpf")
 }
 
 func errorReturns(t *testing.T, v testagent.Variant, mode *kernel.Mode) {
@@ -28,10 +46,13 @@ func errorReturns(t *testing.T, v testagent.Variant, mode *kernel.Mode) {
 	if v.Stripped {
 		cfg.Offsets = offsetsFor(t, v, testagent.ResultCaptures)
 	}
-	agent := testagent.Start(t, testagent.Build(t, v), "-wait-start", "-workers", "4", "-iterations", "10",
-		"-interval", "2ms", "-policy-depth", "1", "-fail-every", "2", "-log-bpf")
+	agent := startFailing(t, testagent.Build(t, v))
 	got, _, _ := traceAll(t, agent, cfg)
+	checkErrorReturns(t, got, agent)
+}
 
+func checkErrorReturns(t *testing.T, got []calls.Call, agent *testagent.Agent) {
+	t.Helper()
 	want := map[string]string{} // by seq
 	kinds := map[string]int{}
 	for _, c := range agent.BPFCalls(t) {
