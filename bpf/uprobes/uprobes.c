@@ -27,6 +27,9 @@
 #define EEXIST_ 17 // errno, without the libc headers
 #define MAX_CAPTURES 4    // captured values per probe
 #define CAPTURE_BYTES 64  // per value: a scalar, or a string's first bytes
+#define ERR_PARTS 3       // strings read from an error value
+#define ERR_BYTES 128     // per string: its first bytes
+#define MAX_ERR_TYPES 32  // concrete error types whose messages are read
 
 // Offset of g.stack.hi: g.stack is g's first field since Go 1.0.
 #define G_STACK_HI 8
@@ -41,6 +44,14 @@ enum probe_flags {
 	// Each call is announced at its entry (EVENT_ENTERED), so user space
 	// can sample its goroutine's state while it runs.
 	PROBE_ANNOUNCE = 4,
+	// The function's last result is an error: at each RET its itab word
+	// is in result register err_reg, its data word in the next one.
+	PROBE_ERROR = 8,
+	// A RET reads results (PROBE_ERROR, or a CAPTURE_AT_RETURN capture):
+	// its event carries a ret_vals.
+	PROBE_RETURNS = 16,
+	// Some capture is read at the entry (not every one is CAPTURE_AT_RETURN).
+	PROBE_ENTRY_CAPTURES = 32,
 };
 
 enum event_kind {
@@ -63,11 +74,15 @@ enum capture_kind {
 enum capture_flags {
 	CAPTURE_IN_REG = 1, // the value is the register (a string: reg, reg+1)
 	CAPTURE_DEREF = 2,  // follow the pointer at reg+offset, then add deref_offset
+	// A scalar result, in result register reg at the RET, not read at the
+	// entry: user space takes it from the registers in ret_vals.
+	CAPTURE_AT_RETURN = 4,
 };
 
-// Where one value is at the function's entry.
+// Where one value is at the function's entry (or, CAPTURE_AT_RETURN, at
+// its RET).
 struct capture_spec {
-	__u8 reg; // integer argument register of Go's register ABI
+	__u8 reg; // integer argument (result) register of Go's register ABI
 	__u8 kind;
 	__u8 size;
 	__u8 flags;
@@ -87,6 +102,7 @@ struct probe_cfg {
 	// one breaker window, the probe's entries only count until it is
 	// attached again (a new gen). 0: no breaker.
 	__u32 burst_limit;
+	__u32 err_reg; // PROBE_ERROR: the result register of the error's itab word
 	struct capture_spec captures[MAX_CAPTURES];
 };
 
@@ -96,6 +112,40 @@ struct capture_vals {
 	__u32 ok;                  // bit i: value i was read
 	__u32 len[MAX_CAPTURES];   // bytes of a scalar; a string's full length
 	__u8 data[MAX_CAPTURES][CAPTURE_BYTES];
+};
+
+// How the message of one concrete error type is read from its value (the
+// interface's data word), as user space found its layout. Offsets are -1
+// for what the type does not have.
+struct err_layout {
+	__u32 kind;   // user space's name for the layout, echoed in err_vals
+	__s32 str[2]; // Go strings in the value
+	__s32 inner;  // an error interface in the value, read one level deep
+	__s32 word;   // a word in the value
+	__s32 word_deref; // >= 0: the word is a pointer, report the u32 at it plus this
+};
+
+// The error a call returned, read at its RET.
+struct err_vals {
+	__u64 itab; // 0: nil
+	__u64 type; // itab->_type: the dynamic type, named in user space
+	__u32 hash; // itab->hash, the type's hash, which selects its err_layout
+	__u32 kind; // of its err_layout; 0: none, only the type is known
+	__u64 inner_type; // the wrapped error's type, if the layout has one
+	__u32 inner_kind;
+	__u32 _pad;
+	__u64 word;         // the outer value's word, else the inner one's
+	__u32 len[ERR_PARTS]; // full lengths: str[0], str[1], the inner str[0]
+	__u32 _pad2;
+	__u8 data[ERR_PARTS][ERR_BYTES];
+};
+
+// Results read at a RET: the result registers, all of them (user space
+// picks the CAPTURE_AT_RETURN ones: less work here than choosing), and the
+// error.
+struct ret_vals {
+	__u64 regs[16];
+	struct err_vals err;
 };
 
 struct counters {
@@ -170,9 +220,18 @@ struct event_captures {
 	struct capture_vals v;
 };
 
+// An event of a probe with PROBE_RETURNS that returned through a RET: the
+// entry's values (ok 0 if none), then the results.
+struct event_returns {
+	struct event e;
+	struct capture_vals v;
+	struct ret_vals r;
+};
+
 // Keeps these in BTF for bpf2go; only their sizes are used in code.
 const struct event *unused_event __attribute__((unused));
 const struct capture_vals *unused_capture_vals __attribute__((unused));
+const struct ret_vals *unused_ret_vals __attribute__((unused));
 
 struct entry_key {
 	__u32 probe_id;
@@ -256,6 +315,16 @@ struct {
 	__type(key, __u64);
 	__type(value, struct capture_vals);
 } captures SEC(".maps");
+
+// The concrete error types whose messages are read, by type hash (the
+// itab's copy of it): unlike a type's address, the same in every process
+// of a position-independent executable. Written at attach time.
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_ERR_TYPES);
+	__type(key, __u32);
+	__type(value, struct err_layout);
+} err_layouts SEC(".maps");
 
 struct stack_trace {
 	__u64 pcs[MAX_STACK_DEPTH]; // innermost first, zero after the last
@@ -681,6 +750,109 @@ static __always_inline void read_capture(__u64 args[16], struct capture_spec *s,
 	v->ok |= 1 << i;
 }
 
+// read_err_str reads the Go string at base+off into part k of e.
+static __always_inline void read_err_str(__u64 base, __s32 off, struct err_vals *e, __u32 k)
+{
+	__u64 hdr[2];
+	if (off < 0 || bpf_probe_read_user(hdr, sizeof(hdr), (void *)(base + off)))
+		return;
+	__u32 n = hdr[1] > ERR_BYTES ? ERR_BYTES : hdr[1];
+	if (n && bpf_probe_read_user(e->data[k % ERR_PARTS], n, (void *)hdr[0]))
+		return;
+	e->len[k % ERR_PARTS] = hdr[1] > 0xffffffff ? 0xffffffff : hdr[1];
+}
+
+static __always_inline void read_err_word(__u64 base, struct err_layout *l, struct err_vals *e)
+{
+	__u64 w = 0;
+	if (l->word < 0 || bpf_probe_read_user(&w, sizeof(w), (void *)(base + l->word)))
+		return;
+	if (l->word_deref >= 0) {
+		__u32 u = 0;
+		if (bpf_probe_read_user(&u, sizeof(u), (void *)(w + l->word_deref)))
+			return;
+		w = u;
+	}
+	e->word = w;
+}
+
+// read_error reads the error interface (itab, data) a call returned: its
+// type, and for the types in err_layouts what makes up its message.
+static __always_inline void read_error(__u64 itab, __u64 data, struct err_vals *e)
+{
+	e->itab = itab;
+	e->type = 0;
+	e->hash = 0;
+	e->kind = 0;
+	e->inner_type = 0;
+	e->inner_kind = 0;
+	e->word = 0;
+	e->len[0] = e->len[1] = e->len[2] = 0;
+	if (!itab)
+		return;
+	__u64 t[3]; // itab: inter, _type, hash
+	if (bpf_probe_read_user(t, sizeof(t), (void *)itab))
+		return;
+	e->type = t[1];
+	__u32 h = t[2];
+	e->hash = h;
+	struct err_layout *l = bpf_map_lookup_elem(&err_layouts, &h);
+	if (!l)
+		return;
+	e->kind = l->kind;
+	read_err_str(data, l->str[0], e, 0);
+	read_err_str(data, l->str[1], e, 1);
+	read_err_word(data, l, e);
+	__u64 in[2]; // the wrapped error: itab, data
+	if (l->inner < 0 || bpf_probe_read_user(in, sizeof(in), (void *)(data + l->inner)) || !in[0])
+		return;
+	if (bpf_probe_read_user(t, sizeof(t), (void *)in[0]))
+		return;
+	e->inner_type = t[1];
+	h = t[2];
+	l = bpf_map_lookup_elem(&err_layouts, &h);
+	if (!l)
+		return;
+	e->inner_kind = l->kind;
+	read_err_str(in[1], l->str[0], e, 2);
+	if (!e->word)
+		read_err_word(in[1], l, e);
+}
+
+// emit_return writes the event of call i of gs, which returned through the
+// RET that fired, with its results; the probe has PROBE_RETURNS. Inlined
+// in go_return, which has the registers.
+static __always_inline void emit_return(struct pt_regs *ctx, struct probe_cfg *cfg, struct gstate *gs, __u32 i, __u64 now, __u32 tgid)
+{
+	struct frame *f = &gs->frames[i & (MAX_FRAMES - 1)];
+	struct counters *c = counters_of(f->probe_id);
+	__u64 id = f->id;
+	struct event_returns *er = bpf_ringbuf_reserve(&events, sizeof(*er), 0);
+	if (!er) {
+		if (f->captured)
+			bpf_map_delete_elem(&captures, &id);
+		COUNT(c, dropped);
+		return;
+	}
+	fill(&er->e, gs, i, EVENT_RETURN, now, tgid);
+	er->v.ok = 0;
+	if (f->captured) {
+		struct capture_vals *v = bpf_map_lookup_elem(&captures, &id);
+		if (v)
+			__builtin_memcpy(&er->v, v, sizeof(er->v));
+		bpf_map_delete_elem(&captures, &id);
+	}
+	struct ret_vals *r = &er->r;
+	// Results are in the argument registers, in the same order. Copied
+	// into the event, not onto the BPF stack.
+	go_args(ctx, r->regs);
+	r->err.itab = 0;
+	if (cfg->flags & PROBE_ERROR)
+		read_error(r->regs[cfg->err_reg & 15], r->regs[(cfg->err_reg + 1) & 15], &r->err);
+	bpf_ringbuf_submit(er, wakeup_flags(now));
+	COUNT(c, emitted);
+}
+
 // capture reads the probe's values at the entry of call id into v, then
 // keeps them under id.
 static __always_inline int capture(struct pt_regs *ctx, struct probe_cfg *cfg, struct capture_vals *v, __u64 id)
@@ -691,7 +863,7 @@ static __always_inline int capture(struct pt_regs *ctx, struct probe_cfg *cfg, s
 #pragma unroll
 	for (__u32 i = 0; i < MAX_CAPTURES; i++) {
 		v->len[i] = 0;
-		if (i < cfg->ncaptures)
+		if (i < cfg->ncaptures && !(cfg->captures[i].flags & CAPTURE_AT_RETURN))
 			read_capture(args, &cfg->captures[i], v, i);
 	}
 	return bpf_map_update_elem(&captures, &id, v, BPF_ANY) == 0;
@@ -869,7 +1041,7 @@ int go_entry(struct pt_regs *ctx)
 	f->panics = gs->panics;
 	f->gen = cfg->gen;
 	f->captured = 0;
-	if (capture_stacks || cfg->ncaptures) {
+	if (capture_stacks || (cfg->flags & PROBE_ENTRY_CAPTURES)) {
 		struct scratch *s = claim();
 		if (s) {
 			if (capture_stacks) {
@@ -877,7 +1049,7 @@ int go_entry(struct pt_regs *ctx)
 				if (f->stack_id < 0)
 					INC(c, unstacked);
 			}
-			if (cfg->ncaptures)
+			if (cfg->flags & PROBE_ENTRY_CAPTURES)
 				f->captured = capture(ctx, cfg, &s->v, f->id);
 			release(s);
 		} else
@@ -936,7 +1108,9 @@ int go_return(struct pt_regs *ctx)
 				COUNT(c, filtered);
 				if (top->captured)
 					bpf_map_delete_elem(&captures, &top->id);
-			} else
+			} else if (cfg && (cfg->flags & PROBE_RETURNS))
+				emit_return(ctx, cfg, gs, i, now, tgid);
+			else
 				emit(GS_REF(gs, w.g), i, EVENT_RETURN, now, tgid);
 			n--;
 			gs->n = n;

@@ -59,6 +59,15 @@ type UprobesEntryKey struct {
 	StackId int32
 }
 
+type UprobesErrLayout struct {
+	_         structs.HostLayout
+	Kind      uint32
+	Str       [2]int32
+	Inner     int32
+	Word      int32
+	WordDeref int32
+}
+
 type UprobesEvent struct {
 	_        structs.HostLayout
 	Id       uint64
@@ -116,8 +125,27 @@ type UprobesProbeCfg struct {
 	Ncaptures     uint32
 	Gen           uint32
 	BurstLimit    uint32
+	ErrReg        uint32
 	Captures      [4]UprobesCaptureSpec
-	_             [4]byte
+}
+
+type UprobesRetVals struct {
+	_    structs.HostLayout
+	Regs [16]uint64
+	Err  struct {
+		_         structs.HostLayout
+		Itab      uint64
+		Type      uint64
+		Hash      uint32
+		Kind      uint32
+		InnerType uint64
+		InnerKind uint32
+		Pad       uint32
+		Word      uint64
+		Len       [3]uint32
+		Pad2      uint32
+		Data      [3][128]uint8
+	}
 }
 
 type UprobesScratch struct {
@@ -141,6 +169,7 @@ const (
 	UprobesMapBursts            = "bursts"
 	UprobesMapCaptures          = "captures"
 	UprobesMapEntryCounts       = "entry_counts"
+	UprobesMapErrLayouts        = "err_layouts"
 	UprobesMapEvents            = "events"
 	UprobesMapGstateZero        = "gstate_zero"
 	UprobesMapGstates           = "gstates"
@@ -158,6 +187,7 @@ const (
 	UprobesVarLoneWakeupNs      = "lone_wakeup_ns"
 	UprobesVarUnusedCaptureVals = "unused_capture_vals"
 	UprobesVarUnusedEvent       = "unused_event"
+	UprobesVarUnusedRetVals     = "unused_ret_vals"
 )
 
 // LoadUprobes returns the embedded CollectionSpec for Uprobes.
@@ -214,6 +244,7 @@ type UprobesMapSpecs struct {
 	Bursts        *ebpf.MapSpec `ebpf:"bursts"`
 	Captures      *ebpf.MapSpec `ebpf:"captures"`
 	EntryCounts   *ebpf.MapSpec `ebpf:"entry_counts"`
+	ErrLayouts    *ebpf.MapSpec `ebpf:"err_layouts"`
 	Events        *ebpf.MapSpec `ebpf:"events"`
 	GstateZero    *ebpf.MapSpec `ebpf:"gstate_zero"`
 	Gstates       *ebpf.MapSpec `ebpf:"gstates"`
@@ -234,6 +265,7 @@ type UprobesVariableSpecs struct {
 	LoneWakeupNs      *ebpf.VariableSpec `ebpf:"lone_wakeup_ns"`
 	UnusedCaptureVals *ebpf.VariableSpec `ebpf:"unused_capture_vals"`
 	UnusedEvent       *ebpf.VariableSpec `ebpf:"unused_event"`
+	UnusedRetVals     *ebpf.VariableSpec `ebpf:"unused_ret_vals"`
 }
 
 // UprobesObjects contains all objects after they have been loaded into the kernel.
@@ -259,6 +291,7 @@ type UprobesMaps struct {
 	Bursts        *ebpf.Map `ebpf:"bursts"`
 	Captures      *ebpf.Map `ebpf:"captures"`
 	EntryCounts   *ebpf.Map `ebpf:"entry_counts"`
+	ErrLayouts    *ebpf.Map `ebpf:"err_layouts"`
 	Events        *ebpf.Map `ebpf:"events"`
 	GstateZero    *ebpf.Map `ebpf:"gstate_zero"`
 	Gstates       *ebpf.Map `ebpf:"gstates"`
@@ -274,6 +307,7 @@ func (m *UprobesMaps) Close() error {
 		m.Bursts,
 		m.Captures,
 		m.EntryCounts,
+		m.ErrLayouts,
 		m.Events,
 		m.GstateZero,
 		m.Gstates,
@@ -295,6 +329,7 @@ type UprobesVariables struct {
 	LoneWakeupNs      *ebpf.Variable `ebpf:"lone_wakeup_ns"`
 	UnusedCaptureVals *ebpf.Variable `ebpf:"unused_capture_vals"`
 	UnusedEvent       *ebpf.Variable `ebpf:"unused_event"`
+	UnusedRetVals     *ebpf.Variable `ebpf:"unused_ret_vals"`
 }
 
 // UprobesPrograms contains all programs after they have been loaded into the kernel.

@@ -49,6 +49,15 @@ type UprobesLegacyEntryKey struct {
 	StackId int32
 }
 
+type UprobesLegacyErrLayout struct {
+	_         structs.HostLayout
+	Kind      uint32
+	Str       [2]int32
+	Inner     int32
+	Word      int32
+	WordDeref int32
+}
+
 type UprobesLegacyGkey struct {
 	_    structs.HostLayout
 	G    uint64
@@ -90,6 +99,7 @@ type UprobesLegacyProbeCfg struct {
 	Ncaptures     uint32
 	Gen           uint32
 	BurstLimit    uint32
+	ErrReg        uint32
 	Captures      [4]struct {
 		_           structs.HostLayout
 		Reg         uint8
@@ -99,7 +109,6 @@ type UprobesLegacyProbeCfg struct {
 		Offset      int32
 		DerefOffset int32
 	}
-	_ [4]byte
 }
 
 type UprobesLegacyScratch struct {
@@ -123,6 +132,7 @@ const (
 	UprobesLegacyMapBursts            = "bursts"
 	UprobesLegacyMapCaptures          = "captures"
 	UprobesLegacyMapEntryCounts       = "entry_counts"
+	UprobesLegacyMapErrLayouts        = "err_layouts"
 	UprobesLegacyMapEvents            = "events"
 	UprobesLegacyMapGstateZero        = "gstate_zero"
 	UprobesLegacyMapGstates           = "gstates"
@@ -141,6 +151,7 @@ const (
 	UprobesLegacyVarLoneWakeupNs      = "lone_wakeup_ns"
 	UprobesLegacyVarUnusedCaptureVals = "unused_capture_vals"
 	UprobesLegacyVarUnusedEvent       = "unused_event"
+	UprobesLegacyVarUnusedRetVals     = "unused_ret_vals"
 )
 
 // LoadUprobesLegacy returns the embedded CollectionSpec for UprobesLegacy.
@@ -197,6 +208,7 @@ type UprobesLegacyMapSpecs struct {
 	Bursts        *ebpf.MapSpec `ebpf:"bursts"`
 	Captures      *ebpf.MapSpec `ebpf:"captures"`
 	EntryCounts   *ebpf.MapSpec `ebpf:"entry_counts"`
+	ErrLayouts    *ebpf.MapSpec `ebpf:"err_layouts"`
 	Events        *ebpf.MapSpec `ebpf:"events"`
 	GstateZero    *ebpf.MapSpec `ebpf:"gstate_zero"`
 	Gstates       *ebpf.MapSpec `ebpf:"gstates"`
@@ -218,6 +230,7 @@ type UprobesLegacyVariableSpecs struct {
 	LoneWakeupNs      *ebpf.VariableSpec `ebpf:"lone_wakeup_ns"`
 	UnusedCaptureVals *ebpf.VariableSpec `ebpf:"unused_capture_vals"`
 	UnusedEvent       *ebpf.VariableSpec `ebpf:"unused_event"`
+	UnusedRetVals     *ebpf.VariableSpec `ebpf:"unused_ret_vals"`
 }
 
 // UprobesLegacyObjects contains all objects after they have been loaded into the kernel.
@@ -243,6 +256,7 @@ type UprobesLegacyMaps struct {
 	Bursts        *ebpf.Map `ebpf:"bursts"`
 	Captures      *ebpf.Map `ebpf:"captures"`
 	EntryCounts   *ebpf.Map `ebpf:"entry_counts"`
+	ErrLayouts    *ebpf.Map `ebpf:"err_layouts"`
 	Events        *ebpf.Map `ebpf:"events"`
 	GstateZero    *ebpf.Map `ebpf:"gstate_zero"`
 	Gstates       *ebpf.Map `ebpf:"gstates"`
@@ -259,6 +273,7 @@ func (m *UprobesLegacyMaps) Close() error {
 		m.Bursts,
 		m.Captures,
 		m.EntryCounts,
+		m.ErrLayouts,
 		m.Events,
 		m.GstateZero,
 		m.Gstates,
@@ -281,6 +296,7 @@ type UprobesLegacyVariables struct {
 	LoneWakeupNs      *ebpf.Variable `ebpf:"lone_wakeup_ns"`
 	UnusedCaptureVals *ebpf.Variable `ebpf:"unused_capture_vals"`
 	UnusedEvent       *ebpf.Variable `ebpf:"unused_event"`
+	UnusedRetVals     *ebpf.Variable `ebpf:"unused_ret_vals"`
 }
 
 // UprobesLegacyPrograms contains all programs after they have been loaded into the kernel.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 
 	"github.com/spf13/cobra"
 
@@ -16,6 +17,7 @@ type offsetsFlags struct {
 	binary   string
 	funcs    []string
 	captures []string
+	returns  []string
 	output   string
 }
 
@@ -40,11 +42,17 @@ know (without captures, that is all it holds).`,
 	fl.StringVar(&f.binary, "binary", "", "unstripped executable (with DWARF) of the same build")
 	fl.StringArrayVar(&f.funcs, "func", nil, "function name or glob, repeatable")
 	fl.StringArrayVar(&f.captures, "capture", nil, "`NAME=EXPR` as for 'tracer trace', repeatable")
+	fl.StringArrayVar(&f.returns, "capture-return", nil, "`NAME=retN` as for 'tracer trace', repeatable")
 	fl.StringVarP(&f.output, "output", "o", "", "file to write (default: standard output)")
 	return cmd
 }
 
 func runOffsets(cmd *cobra.Command, f offsetsFlags) error {
+	captures, err := withReturns(f.captures, f.returns)
+	if err != nil {
+		return err
+	}
+	f.captures = captures
 	switch {
 	case f.binary == "":
 		return errors.New("--binary is required")
@@ -105,6 +113,17 @@ func countCaptures(o *offsets.File) int {
 		n += len(cs)
 	}
 	return n
+}
+
+// withReturns checks the --capture-return values, NAME=retN, and returns
+// them after the --capture values: one resolver reads both.
+func withReturns(captures, returns []string) ([]string, error) {
+	for _, s := range returns {
+		if err := args.ParseReturnFlag(s); err != nil {
+			return nil, err
+		}
+	}
+	return append(slices.Clone(captures), returns...), nil
 }
 
 // readOffsets reads the offsets file at path; "" means none.

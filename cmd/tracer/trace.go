@@ -32,6 +32,7 @@ type traceFlags struct {
 	stacks         bool
 	follow         bool
 	captures       []string
+	returns        []string
 	offsets        string
 	pprof          string
 	pprofBlocked   string
@@ -120,6 +121,7 @@ and the summary (or the --entry-only counts) goes to stderr, so
 	fl.StringVar(&f.pprofBlocked, "pprof-blocked", "", "write a pprof profile of where the traced calls waited (blocked by reason, in syscalls, runnable), under each call's stack, to this file at the end (implies --breakdown and stack capture)")
 	fl.StringVar(&f.folded, "folded", "", "write folded stacks (flame graph input) with nanoseconds per stack to this file at the end (implies stack capture)")
 	fl.StringArrayVar(&f.captures, "capture", nil, "`NAME=EXPR` to record as a span attribute, read at entry: an argument or field path (endpoint_id=e.ID, rev=e.policyRevision) or, without DWARF, argN+OFFSET:TYPE; repeatable")
+	fl.StringArrayVar(&f.returns, "capture-return", nil, "`NAME=retN` to record as a span attribute, read at each RET: the function's N-th result from 0, an integer, bool or pointer, or without DWARF retN:TYPE, result register N; repeatable")
 	fl.StringVar(&f.offsets, "offsets", "", "offsets `FILE` from 'tracer offsets', to resolve --capture on a stripped binary (alone: capture everything it lists)")
 	fl.StringArrayVar(&f.presets, "preset", nil, "trace the functions of a preset (see 'tracer presets'), with its captures; repeatable")
 	fl.StringVar(&f.release, "cilium-version", "", "the target's cilium release (e.g. v1.17.16) when its binary does not say: selects the presets' functions and offsets")
@@ -133,6 +135,14 @@ func runTrace(ctx context.Context, cmd *cobra.Command, f traceFlags) error {
 	if len(f.captures) > 0 && len(f.funcs) == 0 {
 		return errors.New("--capture applies to the --func functions: a preset has captures of its own")
 	}
+	if len(f.returns) > 0 && len(f.funcs) == 0 {
+		return errors.New("--capture-return applies to the --func functions: a preset has captures of its own")
+	}
+	captures, err := withReturns(f.captures, f.returns)
+	if err != nil {
+		return err
+	}
+	f.captures = captures
 	if err := checkPresets(f.presets, f.release); err != nil {
 		return err
 	}

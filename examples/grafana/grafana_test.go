@@ -141,6 +141,7 @@ func attributeKeys() map[string]map[string]bool {
 		string(export.AttrSampleRate), string(export.AttrMinDuration),
 		string(export.AttrBreakdownSamples), string(export.AttrBreakdownCPU),
 		string(export.AttrBreakdownRunnable), string(export.AttrBreakdownSyscall),
+		string(export.AttrErrorType), string(export.AttrErrorMessage),
 	} {
 		span[k] = true
 	}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"slices"
 	"strconv"
@@ -390,6 +391,62 @@ func (a *Agent) Report(tb testing.TB) Report {
 
 // Output returns everything the agent printed, one line each.
 func (a *Agent) Output() string { return strings.Join(a.Lines(), "\n") }
+
+// A BPFCall is one call of regenerateBPF as the agent logged it (-log-bpf):
+// its regeneration's number, the revision it returned, and its error's
+// type and message ("" for none).
+type BPFCall struct {
+	Seq, Revnum      string
+	ErrType, Message string
+}
+
+// ResultCaptures capture what BPFCalls gives of each call: its
+// regeneration's number (attribute seq) and its revision (rev).
+var ResultCaptures = []string{"seq=ctx.seq", "rev=ret0"}
+
+var bpfLine = regexp.MustCompile(`^regenerateBPF seq=(\d+) revnum=(\d+) error_type=(\S+) error=(".*")$`)
+
+// OwnErrorType is the agent's own error type: a tracer can name it, not
+// read its message.
+const OwnErrorType = "*endpoint.compileError"
+
+// Want is the call as a tracer should report it, in the form of Describe:
+// the message of OwnErrorType left out.
+func (c BPFCall) Want() string {
+	msg := c.Message
+	if c.ErrType == OwnErrorType {
+		msg = ""
+	}
+	return Describe(c.Seq, c.Revnum, c.ErrType, msg)
+}
+
+// Describe puts a traced call of regenerateBPF in the form of
+// BPFCall.Want: its seq and rev attributes, its error's type and message.
+func Describe(seq, rev, errType, message string) string {
+	return fmt.Sprintf("seq=%s rev=%s error_type=%s error=%q", seq, rev, errType, message)
+}
+
+// BPFCalls returns the calls of regenerateBPF the agent logged.
+func (a *Agent) BPFCalls(tb testing.TB) []BPFCall {
+	tb.Helper()
+	var out []BPFCall
+	for _, l := range a.Lines() {
+		m := bpfLine.FindStringSubmatch(l)
+		if m == nil {
+			continue
+		}
+		msg, err := strconv.Unquote(m[4])
+		if err != nil {
+			tb.Fatalf("agent line %q: %v", l, err)
+		}
+		c := BPFCall{Seq: m[1], Revnum: m[2], ErrType: m[3], Message: msg}
+		if c.ErrType == "-" {
+			c.ErrType = ""
+		}
+		out = append(out, c)
+	}
+	return out
+}
 
 // Symbol names of the functions the agent counts, as the tracer resolves
 // them.

@@ -34,6 +34,8 @@ type Builder struct {
 	GoidUnknown bool
 
 	clock      probe.Clock
+	typeNames  map[uint64]string          // by ELF address
+	hashNames  map[uint32]string          // by type hash, of the itabs; "": ambiguous
 	frames     map[uint64][]symbols.Frame // by ELF address, adjusted for return addresses
 	symbolized map[stackKey][]Frame       // each distinct stack once
 }
@@ -71,13 +73,20 @@ func (b *Builder) Build(r *probe.Record) (Call, error) {
 		c.Goroutine = 0
 	}
 	if len(p.Captures) > 0 {
-		c.Attrs = make([]Attr, len(p.Captures))
+		c.Attrs = make([]Attr, 0, len(p.Captures))
 		for i, capt := range p.Captures {
-			c.Attrs[i].Key = capt.Name
-			if i < len(r.Values) {
-				c.Attrs[i].Value = FormatValue(capt, r.Values[i])
+			if capt.Kind == args.KindError {
+				continue // the call's Error
 			}
+			a := Attr{Key: capt.Name}
+			if i < len(r.Values) {
+				a.Value = FormatValue(capt, r.Values[i])
+			}
+			c.Attrs = append(c.Attrs, a)
 		}
+	}
+	if r.Err != nil {
+		c.Error = b.callError(r.PID, r.Err)
 	}
 	if r.Kind != probe.Returned {
 		c.Unfinished = true

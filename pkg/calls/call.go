@@ -42,11 +42,23 @@ type Call struct {
 	SampleRate  uint32        // 1-in-N sampling in force for this probe (1: every call)
 	MinDuration time.Duration // threshold in force for this probe (0: none)
 
-	Attrs []Attr // captured receiver/argument fields
+	Attrs []Attr // captured receiver/argument fields and results
+
+	// Error is the non-nil error the call returned, for functions whose
+	// last result is error; nil otherwise.
+	Error *Error
 
 	// Breakdown is where the time went, for probes that sample their
 	// calls' goroutines (nil otherwise, or without a sample).
 	Breakdown *Breakdown
+}
+
+// An Error is an error a call returned.
+type Error struct {
+	Type string `json:"type"` // the dynamic type, as %T prints it
+	// Message is the error's message; "" for types whose message the
+	// probes do not read (only the common concrete types).
+	Message string `json:"message,omitempty"`
 }
 
 // An Attr is one captured value.

@@ -24,6 +24,7 @@ type Summary struct {
 type FuncStats struct {
 	Func       string
 	Calls      uint64 // completed calls seen
+	Errors     uint64 // completed calls that returned a non-nil error
 	Unfinished uint64
 	Max        time.Duration
 	durations  []time.Duration
@@ -53,6 +54,9 @@ func (s *Summary) Add(c *Call) {
 		return
 	}
 	f.Calls++
+	if c.Error != nil {
+		f.Errors++
+	}
 	f.Max = max(f.Max, c.Duration)
 	if len(f.durations) < maxKept {
 		f.durations = append(f.durations, c.Duration)
@@ -121,7 +125,7 @@ func (s *Summary) Print(w io.Writer, extra map[string]Dropped) error {
 	for _, f := range s.funcs {
 		shares = shares || f.BrokenDown > 0
 	}
-	header := "calls\tp50\tp90\tp99\tmax\tunfinished\tdropped\tuntracked\tnot sampled\tfiltered\t"
+	header := "calls\terrors\tp50\tp90\tp99\tmax\tunfinished\tdropped\tuntracked\tnot sampled\tfiltered\t"
 	if shares {
 		header += "cpu\trunnable\tsyscall\tblocked\t"
 	}
@@ -148,7 +152,7 @@ func (s *Summary) Print(w io.Writer, extra map[string]Dropped) error {
 		total.Untracked += d.Untracked
 		total.Contended += d.Contended
 		total.Unstacked += d.Unstacked
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t", f.Calls,
+		fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t", f.Calls, f.Errors,
 			round(f.Percentile(0.5)), round(f.Percentile(0.9)), round(f.Percentile(0.99)), round(f.Max),
 			f.Unfinished, d.Dropped, d.Untracked, d.Skipped, d.Filtered)
 		if shares {

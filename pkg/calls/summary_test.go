@@ -45,6 +45,7 @@ func TestPercentileNearestRank(t *testing.T) {
 func TestPrintUntracked(t *testing.T) {
 	var s Summary
 	s.Add(&Call{Func: "deep", Duration: time.Millisecond})
+	s.Add(&Call{Func: "deep", Duration: time.Millisecond, Error: &Error{Type: "*errors.errorString", Message: "x"}})
 	s.Add(&Call{Func: "deep", Unfinished: true})
 	var b strings.Builder
 	if err := s.Print(&b, map[string]Dropped{"deep": {Dropped: 3, Untracked: 44, Skipped: 5, Filtered: 6}}); err != nil {
@@ -56,7 +57,7 @@ func TestPrintUntracked(t *testing.T) {
 	}
 	header := regexp.MustCompile(`\s\s+`).Split(strings.TrimSpace(lines[0]), -1)
 	row := strings.Fields(lines[1])
-	want := map[string]string{"calls": "1", "unfinished": "1", "dropped": "3", "untracked": "44", "not sampled": "5", "filtered": "6", "function": "deep"}
+	want := map[string]string{"calls": "2", "errors": "1", "unfinished": "1", "dropped": "3", "untracked": "44", "not sampled": "5", "filtered": "6", "function": "deep"}
 	if len(header) != len(row) {
 		t.Fatalf("header %q, row %q", header, row)
 	}

@@ -96,6 +96,9 @@ type ProbeConfig struct {
 	// Captures are NAME=EXPR values read at each entry and put on the
 	// spans, as for `tracer trace --capture`.
 	Captures []string `yaml:"captures"`
+	// CaptureReturns are NAME=retN values read at each RET, as for
+	// `tracer trace --capture-return`.
+	CaptureReturns []string `yaml:"capture_returns"`
 	// Breakdown samples each call's goroutine while it runs, for where
 	// its time went, as `tracer trace --breakdown` does. The sampling is
 	// the daemon's own CPU, which the budget covers.
@@ -288,7 +291,7 @@ func (c *Config) Validate() error {
 			if _, err := presets.Lookup(p.Preset); err != nil {
 				bad(key+".preset", "%v", err)
 			}
-			if len(p.Captures) > 0 {
+			if len(p.Captures) > 0 || len(p.CaptureReturns) > 0 {
 				bad(key+".captures", "a preset has captures of its own; captures apply to func probes")
 			}
 		case strings.TrimSpace(p.Func) == "":
@@ -309,6 +312,11 @@ func (c *Config) Validate() error {
 		for j, c := range p.Captures {
 			if _, _, err := args.ParseCaptureFlag(c); err != nil {
 				bad(fmt.Sprintf("%s.captures[%d]", key, j), "%v", err)
+			}
+		}
+		for j, c := range p.CaptureReturns {
+			if err := args.ParseReturnFlag(c); err != nil {
+				bad(fmt.Sprintf("%s.capture_returns[%d]", key, j), "%v", err)
 			}
 		}
 	}

@@ -96,7 +96,7 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "unknown probe key",
 			yaml: "probes:\n  - func: f\n    sample_rate: 3\nexporters: [{json: {}}]\n",
-			want: []string{`daemon.yaml:3: probes[0].sample_rate: unknown key (want one of func, preset, sample, min_duration, max_events_per_second, captures, breakdown)`},
+			want: []string{`daemon.yaml:3: probes[0].sample_rate: unknown key (want one of func, preset, sample, min_duration, max_events_per_second, captures, capture_returns, breakdown)`},
 		},
 		{
 			name: "unknown exporter",
@@ -154,6 +154,14 @@ func TestParseErrors(t *testing.T) {
 			name: "preset and func",
 			yaml: "probes:\n  - preset: policy\n    func: f\nexporters: [{json: {}}]\n",
 			want: []string{`daemon.yaml:2: probes[0]: set func or preset, not both`},
+		},
+		{
+			name: "capture_returns not a result",
+			yaml: "probes:\n  - func: f\n    capture_returns: [\"rev=e.ID\", \"ret0\"]\nexporters: [{json: {}}]\n",
+			want: []string{
+				`daemon.yaml:3: probes[0].capture_returns[0]: capture-return "rev=e.ID": want NAME=retN, the N-th result from 0 (or retN:TYPE, result register N, without DWARF)`,
+				`daemon.yaml:3: probes[0].capture_returns[1]: capture "ret0": want NAME=EXPR, e.g. endpoint_id=e.ID or endpoint_id=arg0+16:u16`,
+			},
 		},
 		{
 			name: "captures on a preset",

@@ -502,12 +502,10 @@ func (d *Daemon) resolve(f *symbols.File, cfg Config, offsets *offsets.File) ([]
 			d.log.Warn("probe matches no function that can be probed", "func", pc.Func, "err", err)
 			continue
 		}
-		if len(pc.Captures) > 0 || offsets != nil {
-			// A capture that names what the function lacks is an
-			// error, not a warning: it would silently trace nothing.
-			if err := session.ResolveCaptures(f, ps, pc.Captures, offsets); err != nil {
-				return nil, nil, &ConfigError{Key: fmt.Sprintf("probes[%d].captures", i), Msg: err.Error()}
-			}
+		// A capture that names what the function lacks is an error,
+		// not a warning: it would silently trace nothing.
+		if err := session.ResolveCaptures(f, ps, slices.Concat(pc.Captures, pc.CaptureReturns), offsets); err != nil {
+			return nil, nil, &ConfigError{Key: fmt.Sprintf("probes[%d].captures", i), Msg: err.Error()}
 		}
 		for _, p := range ps {
 			if _, dup := maxEPS[p.Func.Name]; dup {

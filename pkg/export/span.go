@@ -1,6 +1,7 @@
 package export
 
 import (
+	"cmp"
 	"crypto/rand"
 	"encoding/binary"
 	"fmt"
@@ -37,6 +38,11 @@ const (
 	AttrGoroutine   = attribute.Key("goroutine.id")
 	AttrSampleRate  = attribute.Key("tracer.sample_rate")
 	AttrMinDuration = attribute.Key("tracer.min_duration_ns")
+	// The error a call returned (calls.Error), as OpenTelemetry's
+	// semantic conventions name it; its message is the span's status
+	// message too.
+	AttrErrorType    = attribute.Key("error.type")
+	AttrErrorMessage = attribute.Key("error.message")
 	// Where the call's time went (calls.Breakdown), for probes that
 	// sample it: the sample count, ns per state, ns blocked per reason
 	// (AttrBlockedPrefix + the reason, spaces as underscores, + "_ns"),
@@ -232,6 +238,10 @@ func (b *SpanBuilder) Build(c calls.Call) Span {
 			s.StatusMessage = "unfinished"
 		}
 	}
+	if e := c.Error; e != nil {
+		s.StatusCode = codes.Error
+		s.StatusMessage = cmp.Or(e.Message, e.Type)
+	}
 
 	attrs := make([]attribute.KeyValue, 0, 7+len(c.Attrs))
 	attrs = append(attrs, AttrFunction.String(c.Func))
@@ -249,6 +259,12 @@ func (b *SpanBuilder) Build(c calls.Call) Span {
 		AttrMinDuration.Int64(c.MinDuration.Nanoseconds()))
 	for _, a := range c.Attrs {
 		attrs = append(attrs, attribute.String(a.Key, a.Value))
+	}
+	if e := c.Error; e != nil {
+		attrs = append(attrs, AttrErrorType.String(e.Type))
+		if e.Message != "" {
+			attrs = append(attrs, AttrErrorMessage.String(e.Message))
+		}
 	}
 	if b := c.Breakdown; b != nil {
 		attrs = append(attrs,

@@ -12,6 +12,8 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/cilium-tracer/tracer/pkg/calls"
 )
 
 var testResource = Resource{
@@ -118,6 +120,46 @@ func TestBuildUnfinished(t *testing.T) {
 	}
 	if got := attrMap(s.Resource.Attributes())["service.name"]; got != "agent-2" {
 		t.Errorf("service.name %q", got)
+	}
+}
+
+// A call that returned an error has status Error with the message (the type
+// when the message is not known), error.type and error.message; the
+// ClickHouse row, the JSON line and the text line carry them, and the
+// unfinished reason stays empty.
+func TestBuildError(t *testing.T) {
+	b := NewSpanBuilder(testResource)
+	c := regenerationTree(1, testT0)[1]
+	c.Error = &calls.Error{Type: "*fs.PathError", Message: "open /x: no such file or directory"}
+	typeOnly := regenerationTree(1, testT0)[1]
+	typeOnly.Error = &calls.Error{Type: "*endpoint.compileError"}
+	s, s2 := b.Build(c), b.Build(typeOnly)
+	if s.StatusCode != codes.Error || s.StatusMessage != c.Error.Message || s2.StatusCode != codes.Error || s2.StatusMessage != "*endpoint.compileError" {
+		t.Errorf("status %v %q, %v %q", s.StatusCode, s.StatusMessage, s2.StatusCode, s2.StatusMessage)
+	}
+	a, a2 := attrMap(s.Attributes), attrMap(s2.Attributes)
+	if a["error.type"] != "*fs.PathError" || a["error.message"] != c.Error.Message || a2["error.type"] != "*endpoint.compileError" {
+		t.Errorf("attributes %v, %v", a, a2)
+	}
+	if _, ok := a2["error.message"]; ok {
+		t.Errorf("error.message of a type whose message is not read: %v", a2)
+	}
+	row := NewClickHouseRow(&s)
+	if row.StatusCode != "Error" || row.StatusMessage != c.Error.Message {
+		t.Errorf("ClickHouse status %q %q", row.StatusCode, row.StatusMessage)
+	}
+	var js, text strings.Builder
+	if err := NewJSONExporter(&js).Export(context.Background(), []Span{s}); err != nil {
+		t.Fatal(err)
+	}
+	if want := `"error":{"type":"*fs.PathError","message":"open /x: no such file or directory"}`; !strings.Contains(js.String(), want) || strings.Contains(js.String(), `"reason"`) {
+		t.Errorf("JSON %s, want %s and no reason", js.String(), want)
+	}
+	if err := NewTextExporter(&text, false).Export(context.Background(), []Span{s2}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasSuffix(text.String(), " ERROR *endpoint.compileError\n") {
+		t.Errorf("text %q", text.String())
 	}
 }
 

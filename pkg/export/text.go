@@ -8,6 +8,8 @@ import (
 	"io"
 	"strconv"
 	"time"
+
+	"github.com/cilium-tracer/tracer/pkg/calls"
 )
 
 // TextExporter writes one line per call: start time, duration, goroutine
@@ -48,6 +50,12 @@ func (e *TextExporter) Export(_ context.Context, spans []Span) error {
 		}
 		if c.Unfinished {
 			fmt.Fprintf(&buf, " UNFINISHED: %s", s.StatusMessage)
+		}
+		if e := c.Error; e != nil {
+			fmt.Fprintf(&buf, " ERROR %s", e.Type)
+			if e.Message != "" {
+				fmt.Fprintf(&buf, ": %q", e.Message)
+			}
 		}
 		if c.Breakdown != nil {
 			fmt.Fprintf(&buf, " [%s]", c.Breakdown)
@@ -110,7 +118,8 @@ type JSONSpan struct {
 	PID          int               `json:"pid"`
 	Goroutine    uint64            `json:"goroutine,omitempty"` // absent when unknown
 	Unfinished   bool              `json:"unfinished,omitempty"`
-	Reason       string            `json:"reason,omitempty"`
+	Reason       string            `json:"reason,omitempty"` // why it is unfinished
+	Error        *calls.Error      `json:"error,omitempty"`
 	SampleRate   uint32            `json:"sample_rate,omitempty"`
 	MinDuration  int64             `json:"min_duration_ns,omitempty"`
 	Attrs        map[string]string `json:"attrs,omitempty"`
@@ -163,12 +172,15 @@ func (e *JSONExporter) Export(_ context.Context, spans []Span) error {
 			PID:         c.PID,
 			Goroutine:   c.Goroutine,
 			Unfinished:  c.Unfinished,
-			Reason:      s.StatusMessage,
+			Error:       c.Error,
 			SampleRate:  c.SampleRate,
 			MinDuration: c.MinDuration.Nanoseconds(),
 		}
 		if s.ParentSpanID.IsValid() {
 			js.ParentSpanID = s.ParentSpanID.String()
+		}
+		if c.Unfinished {
+			js.Reason = s.StatusMessage
 		}
 		if len(c.Attrs) > 0 {
 			js.Attrs = make(map[string]string, len(c.Attrs))

@@ -31,24 +31,71 @@ type Value struct {
 	Len uint64
 }
 
-const capValsSize = int(unsafe.Sizeof(uprobes.UprobesCaptureVals{}))
+// ErrorBytes bounds the bytes of each string an error's message is made of.
+const ErrorBytes = 128
+
+// An ErrorValue is the non-nil error a call returned, as read at its RET.
+type ErrorValue struct {
+	// Type is the runtime address of the dynamic type's descriptor
+	// (runtime._type); 0 when the itab could not be read.
+	Type uint64
+	// Hash is the type's hash, from the itab: the same in every process.
+	Hash uint32
+	// Kind is the layout the message was read by (Options.ErrorTypes);
+	// 0: the message could not be read, only the type is known.
+	Kind args.ErrorKind
+	// Parts are the strings the layout names, then the wrapped error's
+	// string, truncated to ErrorBytes (Value.Len is the full length).
+	Parts [3]Value
+	// InnerType and InnerKind are the wrapped error's, if the layout has
+	// one; Word is the outer value's word, else the wrapped one's.
+	InnerType uint64
+	InnerKind args.ErrorKind
+	Word      uint64
+}
+
+const (
+	capValsSize = int(unsafe.Sizeof(uprobes.UprobesCaptureVals{}))
+	retValsSize = int(unsafe.Sizeof(uprobes.UprobesRetVals{}))
+	// retValsOff is where a ret_vals starts in an event_returns: after
+	// the event and the capture_vals, aligned for its words.
+	retValsOff = (recordSize + capValsSize + 7) &^ 7
+)
+
+// Probe flags and capture flags of bpf/uprobes/uprobes.c.
+const (
+	flagEntryOnly     = 1
+	flagPushesBP      = 2
+	flagAnnounce      = 4
+	flagError         = 8
+	flagReturns       = 16
+	flagEntryCaptures = 32
+	captureInReg      = 1
+	captureDeref      = 2
+	captureAtReturn   = 4
+	captureKindScalar = 1
+	captureKindString = 2
+)
 
 func captureSpec(c args.Capture) uprobes.UprobesCaptureSpec {
 	s := uprobes.UprobesCaptureSpec{
 		Reg:         uint8(c.Reg),
-		Kind:        1, // CAPTURE_SCALAR
+		Kind:        captureKindScalar,
 		Size:        uint8(c.Size),
 		Offset:      int32(c.Offset),
 		DerefOffset: int32(c.DerefOffset),
 	}
 	if c.Kind == args.KindString {
-		s.Kind = 2 // CAPTURE_STRING
+		s.Kind = captureKindString
 	}
 	if c.InReg {
-		s.Flags |= 1 // CAPTURE_IN_REG
+		s.Flags |= captureInReg
 	}
 	if c.Deref {
-		s.Flags |= 2 // CAPTURE_DEREF
+		s.Flags |= captureDeref
+	}
+	if c.AtReturn {
+		s.Flags |= captureAtReturn
 	}
 	return s
 }
@@ -65,12 +112,18 @@ func checkCaptures(p Probe, arch string) error {
 	if !ok && len(p.Captures) > 0 {
 		return fmt.Errorf("%s: captures on %s are not supported", p.Func.Name, arch)
 	}
+	errs := 0
 	for _, c := range p.Captures {
+		if c.Kind == args.KindError {
+			if errs++; errs > 1 {
+				return fmt.Errorf("%s: two error results", p.Func.Name)
+			}
+		}
 		if err := c.Validate(); err != nil {
 			return fmt.Errorf("%s: %w", p.Func.Name, err)
 		}
 		last := c.Reg
-		if c.InReg && c.Kind == args.KindString {
+		if c.InReg && (c.Kind == args.KindString || c.Kind == args.KindError) {
 			last++
 		}
 		if last >= n {
@@ -91,6 +144,48 @@ func decodeValues(v *uprobes.UprobesCaptureVals, n int) []Value {
 		out[i] = Value{OK: true, Data: append([]byte(nil), data...), Len: l}
 	}
 	return out
+}
+
+// decodeReturns puts the results in ret_vals b into vals, at the
+// positions of the probe's captures of results, and returns the error.
+func decodeReturns(b []byte, captures []args.Capture, vals []Value) *ErrorValue {
+	le := binary.LittleEndian
+	var ev *ErrorValue
+	for i, c := range captures[:min(len(captures), len(vals))] {
+		switch {
+		case c.Kind == args.KindError:
+			ev = decodeError(b[8*16:])
+		case c.AtReturn:
+			data := le.AppendUint64(nil, le.Uint64(b[8*(c.Reg&15):]))
+			vals[i] = Value{OK: true, Data: data[:c.Size], Len: uint64(c.Size)}
+		}
+	}
+	return ev
+}
+
+// decodeError decodes an err_vals; nil for a nil error.
+func decodeError(b []byte) *ErrorValue {
+	le := binary.LittleEndian
+	if le.Uint64(b) == 0 {
+		return nil
+	}
+	e := &ErrorValue{
+		Type:      le.Uint64(b[8:]),
+		Hash:      le.Uint32(b[16:]),
+		Kind:      args.ErrorKind(le.Uint32(b[20:])),
+		InnerType: le.Uint64(b[24:]),
+		InnerKind: args.ErrorKind(le.Uint32(b[32:])),
+		Word:      le.Uint64(b[40:]),
+	}
+	for k := range e.Parts {
+		l := uint64(le.Uint32(b[48+4*k:]))
+		if l == 0 {
+			continue
+		}
+		data := b[64+ErrorBytes*k:][:min(l, ErrorBytes)]
+		e.Parts[k] = Value{OK: true, Data: append([]byte(nil), data...), Len: l}
+	}
+	return e
 }
 
 func decodeValuesBytes(b []byte, n int) []Value {

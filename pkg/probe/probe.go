@@ -103,6 +103,10 @@ type Options struct {
 	// BreakerWindow is the window Config.BurstLimit counts hits in;
 	// default DefaultBreakerWindow.
 	BreakerWindow time.Duration
+	// ErrorTypes are the error types whose messages the probes read from
+	// the errors functions return (args.ErrorTypes); of others, only the
+	// type is reported.
+	ErrorTypes []args.ErrorType
 	// Mode, if set, is how the probes run in place of the fastest the
 	// kernel supports (kernel.Features.Mode): tests run the fallbacks
 	// of older kernels with it.
@@ -235,6 +239,9 @@ func Attach(probes []Probe, opts Options) (_ *Set, err error) {
 		if err := s.SetConfig(id, p.Config); err != nil {
 			return nil, err
 		}
+	}
+	if err := s.setErrorTypes(opts.ErrorTypes); err != nil {
+		return nil, err
 	}
 
 	s.exe, err = link.OpenExecutable(opts.Binary)
@@ -518,21 +525,43 @@ func (s *Set) Reattach(id int) error {
 	return s.attach([]int{id})
 }
 
+func (s *Set) setErrorTypes(ts []args.ErrorType) error {
+	if n := int(s.objs.ErrLayouts.MaxEntries()); len(ts) > n {
+		return fmt.Errorf("%d error types, at most %d", len(ts), n)
+	}
+	for _, t := range ts {
+		l := uprobes.UprobesErrLayout{Kind: uint32(t.Kind), Str: t.Str, Inner: t.Inner, Word: t.Word, WordDeref: t.WordDeref}
+		if err := s.objs.ErrLayouts.Put(t.Hash, l); err != nil {
+			return fmt.Errorf("error type %s: %w", t.Name, err)
+		}
+	}
+	return nil
+}
+
 // SetConfig changes the filters of probe id.
 func (s *Set) SetConfig(id int, c Config) error {
 	cfg := uprobes.UprobesProbeCfg{MinDurationNs: uint64(c.MinDuration), SampleEvery: c.SampleEvery, Gen: s.gens[id], BurstLimit: c.BurstLimit}
 	if c.EntryOnly {
-		cfg.Flags |= 1
+		cfg.Flags |= flagEntryOnly
 	}
 	if s.pushesBP[id] {
-		cfg.Flags |= 2
+		cfg.Flags |= flagPushesBP
 	}
 	if c.Announce {
-		cfg.Flags |= 4
+		cfg.Flags |= flagAnnounce
 	}
 	for i, capt := range s.probes[id].Captures {
 		cfg.Captures[i] = captureSpec(capt)
 		cfg.Ncaptures++
+		switch {
+		case capt.Kind == args.KindError:
+			cfg.Flags |= flagError | flagReturns
+			cfg.ErrReg = uint32(capt.Reg)
+		case capt.AtReturn:
+			cfg.Flags |= flagReturns
+		default:
+			cfg.Flags |= flagEntryCaptures
+		}
 	}
 	if c.EntryOnly != s.probes[id].EntryOnly && s.Attached(id) {
 		return fmt.Errorf("%s: switching entry-only mode needs Detach first", s.probes[id].Func.Name)

@@ -81,9 +81,13 @@ type Record struct {
 	// G is, for Entered records, the address of the goroutine's runtime.g
 	// in the target, where its state can be read while the call runs.
 	G uint64
-	// Values are the probe's captures read at entry, in the order of
-	// Probe.Captures; nil for probes without captures.
+	// Values are the probe's captures, in the order of Probe.Captures:
+	// read at entry, or for results at the RET; nil for probes without
+	// captures.
 	Values []Value
+	// Err is the error the call returned, for probes with an error
+	// result (args.KindError) that returned through a RET; nil: none.
+	Err *ErrorValue
 }
 
 const recordSize = int(unsafe.Sizeof(uprobes.UprobesEvent{}))
@@ -113,7 +117,11 @@ func (s *Set) Read(r *Record) error {
 		return err
 	}
 	if len(raw.RawSample) >= recordSize+capValsSize && r.Probe >= 0 && r.Probe < len(s.probes) {
-		r.Values = decodeValuesBytes(raw.RawSample[recordSize:], len(s.probes[r.Probe].Captures))
+		captures := s.probes[r.Probe].Captures
+		r.Values = decodeValuesBytes(raw.RawSample[recordSize:], len(captures))
+		if len(raw.RawSample) >= retValsOff+retValsSize {
+			r.Err = decodeReturns(raw.RawSample[retValsOff:], captures, r.Values)
+		}
 	}
 	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/cilium-tracer/tracer/pkg/probe"
 	"github.com/cilium-tracer/tracer/pkg/symbols"
@@ -20,7 +21,9 @@ import (
 // missing field, or an unsupported type is an error. With no exprs, the
 // probes capture whatever the offsets file o lists for their functions. o
 // may be nil; if not, it must have been generated from a build of the same
-// code as f.
+// code as f. An expression retN captures a result at each RET (see
+// args.CaptureResolver.ResolveReturn). Every probe of a function whose last
+// result is error also reports the error it returns (see AddErrorResults).
 func ResolveCaptures(f *symbols.File, probes []probe.Probe, exprs []string, o *offsets.File) error {
 	if o != nil {
 		if err := o.Check(f); err != nil {
@@ -59,8 +62,9 @@ func ResolveCaptures(f *symbols.File, probes []probe.Probe, exprs []string, o *o
 			p := &probes[i]
 			c, err := resolveCapture(f, r, p.Func, ne.name, ne.expr, o)
 			var ce *args.CaptureError
+			var re *args.ResultError
 			switch {
-			case errors.As(err, &ce) && !ce.Field, errors.Is(err, offsets.ErrNotInFile):
+			case errors.As(err, &ce) && !ce.Field, errors.As(err, &re), errors.Is(err, offsets.ErrNotInFile):
 				missing = cmp.Or(missing, err)
 				continue
 			case err != nil:
@@ -78,8 +82,44 @@ func ResolveCaptures(f *symbols.File, probes []probe.Probe, exprs []string, o *o
 			return fmt.Errorf("%s: %d captures, at most %d", p.Func.Name, len(p.Captures), probe.MaxCaptures)
 		}
 	}
+	AddErrorResults(f, r, probes, o)
 	return nil
 }
+
+// AddErrorResults adds, to each probe of a function whose last result is
+// error, the capture of that result (args.KindError), which makes the
+// probes report the errors the function returns: from DWARF, or on a
+// stripped executable from the offsets file o (nil: none). r may be nil. A
+// probe whose captures are all taken does without.
+func AddErrorResults(f *symbols.File, r *args.CaptureResolver, probes []probe.Probe, o *offsets.File) {
+	if r == nil && f.HasDWARF {
+		fns := make([]symbols.Func, len(probes))
+		for i, p := range probes {
+			fns[i] = p.Func
+		}
+		r = args.NewCaptureResolver(f, fns)
+	}
+	for i := range probes {
+		p := &probes[i]
+		if len(p.Captures) >= probe.MaxCaptures || p.EntryOnly || slices.ContainsFunc(p.Captures, isError) {
+			continue
+		}
+		switch {
+		case f.HasDWARF:
+			// A function whose results DWARF does not give (no entry
+			// for it) is traced without its errors: nothing asked for.
+			if c, ok, err := r.ErrorResult(p.Func); err == nil && ok {
+				p.Captures = append(p.Captures, c)
+			}
+		case o != nil:
+			if k := slices.IndexFunc(o.Funcs[p.Func.Name], isError); k >= 0 {
+				p.Captures = append(p.Captures, o.Funcs[p.Func.Name][k])
+			}
+		}
+	}
+}
+
+func isError(c args.Capture) bool { return c.Kind == args.KindError }
 
 func resolveCapture(f *symbols.File, r *args.CaptureResolver, fn symbols.Func, name, expr string, o *offsets.File) (args.Capture, error) {
 	if args.IsRawCapture(expr) || f.HasDWARF || o == nil {

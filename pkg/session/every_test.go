@@ -33,8 +33,13 @@ type everyProcess struct {
 
 func traceEveryProcess(t *testing.T, bin string, funcs ...string) *everyProcess {
 	t.Helper()
+	return traceEvery(t, session.Config{Binary: bin, Funcs: funcs, Stacks: true, Captures: []string{testagent.SeqCapture}})
+}
+
+// traceEvery is traceEveryProcess with cfg, whose Binary names the file.
+func traceEvery(t *testing.T, cfg session.Config) *everyProcess {
+	t.Helper()
 	e := &everyProcess{done: make(chan error, 1), seen: map[int]session.Process{}, exited: map[int]session.Process{}}
-	cfg := session.Config{Binary: bin, Funcs: funcs, Stacks: true, Captures: []string{testagent.SeqCapture}}
 	cfg.Process = func(p session.Process) {
 		e.mu.Lock()
 		defer e.mu.Unlock()

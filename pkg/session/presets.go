@@ -26,5 +26,6 @@ func ResolvePresets(f *symbols.File, sel *presets.Selection, c probe.Config) ([]
 			return nil, nil, fmt.Errorf("%s: %d captures, at most %d", p.Func.Name, len(p.Captures), probe.MaxCaptures)
 		}
 	}
+	AddErrorResults(f, nil, probes, nil)
 	return probes, refused, nil
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/cilium-tracer/tracer/pkg/probe"
 	"github.com/cilium-tracer/tracer/pkg/probe/kernel"
 	"github.com/cilium-tracer/tracer/pkg/symbols"
+	"github.com/cilium-tracer/tracer/pkg/symbols/args"
 	"github.com/cilium-tracer/tracer/pkg/symbols/offsets"
 	"github.com/cilium-tracer/tracer/pkg/symbols/procmaps"
 )
@@ -200,12 +201,17 @@ func start(cfg Config, f *symbols.File) (_ *Session, err error) {
 	// is no goroutine ID: the calls say their goroutine is unknown.
 	goid, goidErr := offsets.GoidOffsetFrom(f, cfg.Offsets)
 
+	errTypes, err := errorTypes(f, probes)
+	if err != nil {
+		return nil, err
+	}
 	set, err := probe.Attach(probes, probe.Options{
 		Binary:     bin,
 		PID:        cfg.PID,
 		GoidOffset: goid,
 		Stacks:     cfg.Stacks,
 		Panics:     PanicOffsets(f),
+		ErrorTypes: errTypes,
 		Mode:       cfg.Mode,
 	})
 	if err != nil {
@@ -243,6 +249,21 @@ func (cfg Config) probes(f *symbols.File) ([]probe.Probe, []Refused, error) {
 		return nil, nil, err
 	}
 	return probes, refused, nil
+}
+
+// errorTypes returns the error types whose messages the probes read, if
+// any probe reports errors.
+func errorTypes(f *symbols.File, probes []probe.Probe) ([]args.ErrorType, error) {
+	for _, p := range probes {
+		if slices.ContainsFunc(p.Captures, isError) {
+			ts, err := args.ErrorTypes(f)
+			if err != nil {
+				return nil, fmt.Errorf("error types: %w", err)
+			}
+			return ts, nil
+		}
+	}
+	return nil, nil
 }
 
 // PanicOffsets returns the file offsets of runtime.gopanic and

@@ -4,8 +4,9 @@
 // every RET instruction (bodies decoded by package disasm, checked against
 // the compiler's pc tables), PC to function/file/line symbolization
 // including inlined frames, frame sizes from the pcsp tables for unwinding,
-// and the initial value of [N]string variables such as
-// runtime.waitReasonStrings. Like the standard library's debug packages it
+// the executable's static itabs and the names of its types (through the
+// moduledata, stripped builds too), and the initial value of [N]string
+// variables such as runtime.waitReasonStrings. Like the standard library's debug packages it
 // holds plain data, does no logging and treats every input binary as
 // untrusted. Go 1.18 through 1.26 are read on amd64 and arm64, PIE or not,
 // stripped or not, internally or externally linked; nothing is materialized

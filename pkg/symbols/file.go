@@ -68,6 +68,10 @@ type File struct {
 	gofunc     uint64 // address of go:func.*, the base of funcdata offsets
 	gofuncDone bool
 
+	mdOnce sync.Once // finds md, for the types
+	md     moduleInfo
+	mdErr  error
+
 	// closed makes methods fail after Close instead of touching the
 	// unmapped file, which would crash rather than panic.
 	closed atomic.Bool

@@ -82,6 +82,10 @@ func (f *File) symbolValue(name string) (uint64, bool) {
 type moduleInfo struct {
 	text   uint64 // runtime.text
 	gofunc uint64 // go:func.*, the base of funcdata offsets
+	types  uint64 // the base of type name offsets (runtime.types)
+	// itablinks is where the slice of the executable's static itabs
+	// (pointers) is, and how many.
+	itablinks, nitabs uint64
 }
 
 // Offsets in runtime.moduledata (64-bit, Go 1.20 through 1.26).
@@ -94,6 +98,13 @@ const (
 	mdGofunc   = 320
 	// Go 1.18 and 1.19 had no covctrs/ecovctrs before rodata and gofunc.
 	mdGofunc118 = 304
+	mdTypes     = 296
+	mdTypes118  = 280
+	// itablinks follows textsectmap and typelinks, three slices after
+	// gofunc; Go 1.26 put epclntab after gofunc.
+	mdItablinks    = 376
+	mdItablinks118 = 360
+	mdEpclntab     = 328
 )
 
 // moduledata locates runtime.firstmoduledata: Go 1.26 puts it in its own
@@ -118,6 +129,14 @@ func (f *File) moduledata(t *pclntab) (moduleInfo, error) {
 		if md.text == 0 || words.at(addr+mdMinPC) != md.text+t.entryOff(0) {
 			return moduleInfo{}, false
 		}
+		typesOff, itabsOff := uint64(mdTypes), uint64(mdItablinks)
+		if t.magic == go118Magic {
+			typesOff, itabsOff = mdTypes118, mdItablinks118
+		} else if e := words.at(addr + mdEpclntab); e > pclnAddr && e-pclnAddr <= uint64(len(t.data)) {
+			itabsOff += 8
+		}
+		md.types = words.at(addr + typesOff)
+		md.itablinks, md.nitabs = words.at(addr+itabsOff), words.at(addr+itabsOff+8)
 		return md, true
 	}
 	if s := f.elf.Section(".go.module"); s != nil {

@@ -54,6 +54,9 @@ type config struct {
 	hotBursts        int
 	hotPause         time.Duration
 	logRegenerations bool
+	failEvery        uint64
+	exitCode         int
+	logBPF           bool
 	startDelay       time.Duration
 	waitStart        bool
 	measure          bool
@@ -90,6 +93,9 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&c.hotBursts, "hot-bursts", 1, "run the hot loop this many times, -hot-pause apart: a hot path that comes in bursts")
 	fs.DurationVar(&c.hotPause, "hot-pause", 500*time.Millisecond, "pause between two -hot-bursts")
 	fs.BoolVar(&c.logRegenerations, "log-regenerations", false, "print one line per regeneration with the endpoint's fields")
+	fs.Uint64Var(&c.failEvery, "fail-every", 0, "every Nth regenerateBPF call returns an error, of six kinds in turn: *endpoint.compileError, errors.New, fmt.Errorf with %w, *fs.PathError, *os.SyscallError, *exec.ExitError (0: never)")
+	fs.IntVar(&c.exitCode, "exit-code", -1, "exit at once with this code: the process -fail-every runs for an *exec.ExitError")
+	fs.BoolVar(&c.logBPF, "log-bpf", false, "print one line per regenerateBPF call with the regeneration's number and what it returned")
 	fs.DurationVar(&c.startDelay, "start-delay", 0, "wait this long after printing ready before starting, so a tracer can attach")
 	fs.BoolVar(&c.waitStart, "wait-start", false, "after printing ready, wait for SIGUSR2 before starting (then -start-delay), so a tracer can attach first")
 	fs.BoolVar(&c.measure, "measure", false, "measure each call of resolvePolicyLocked, compileAndLoad and AllocateIdentity and print the durations in the report")
@@ -178,6 +184,9 @@ func main() {
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "cilium-agent: %v\n", err)
 		os.Exit(2)
+	}
+	if cfg.exitCode >= 0 {
+		os.Exit(cfg.exitCode)
 	}
 	out := &printer{w: os.Stdout}
 	if cfg.measure {
@@ -272,6 +281,16 @@ func run(cfg config, out *printer) {
 		Allocator:  cache.NewCachingIdentityAllocator(cfg.panicEvery),
 		Loader:     loader.NewLoader(cfg.compileSleep),
 		BPFSleep:   cfg.bpfSleep,
+		FailEvery:  cfg.failEvery,
+	}
+	if cfg.logBPF {
+		owner.BPFResult = func(seq, revnum uint64, err error) {
+			typ, msg := "-", ""
+			if err != nil {
+				typ, msg = fmt.Sprintf("%T", err), err.Error()
+			}
+			out.printf("regenerateBPF seq=%d revnum=%d error_type=%s error=%q\n", seq, revnum, typ, msg)
+		}
 	}
 	for w := 0; w < cfg.workers; w++ {
 		eps := make([]*endpoint.Endpoint, endpointsPerWorker)

@@ -275,7 +275,7 @@ func TestInlining(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	line := 1 + bytes.Count(src[:bytes.Index(src, []byte("e.policyRevision = e.regenerateBPF(ctx)"))], []byte("\n"))
+	line := 1 + bytes.Count(src[:bytes.Index(src, []byte("e.policyRevision, ctx.bpfErr = e.regenerateBPF(ctx)"))], []byte("\n"))
 	dis, err := exec.Command("go", "tool", "objdump", "-s", `endpoint\.\(\*Endpoint\)\.regenerate$`, agentBinary).Output()
 	if err != nil {
 		t.Fatal(err)

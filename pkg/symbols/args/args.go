@@ -23,6 +23,10 @@ const (
 	KindBool   ValueKind = "bool"
 	KindPtr    ValueKind = "ptr"
 	KindString ValueKind = "string"
+	// KindError is a function's last result of type error, read at each
+	// RET: Reg holds its itab word, Reg+1 its data word. It gives the
+	// call's status, not an attribute.
+	KindError ValueKind = "error"
 )
 
 // A Capture says where one value is at a function's entry, in the terms the
@@ -46,7 +50,12 @@ type Capture struct {
 	DerefOffset int64 `json:"deref_offset,omitempty"`
 
 	Kind ValueKind `json:"kind"`
-	Size int       `json:"size"` // bytes of a scalar; 16 (the header) for a string
+	Size int       `json:"size"` // bytes of a scalar; 16 (the header) for a string or an error
+
+	// AtReturn: the value is a result, in result register Reg (InReg) at
+	// each RET; Go's register ABI assigns results the argument registers
+	// from the first again.
+	AtReturn bool `json:"at_return,omitempty"`
 }
 
 // catchPanics turns panics in the DWARF reader into errors: it checks its
@@ -87,10 +96,19 @@ func ParseCaptureFlag(s string) (name, expr string, err error) {
 	return name, expr, nil
 }
 
-// IsRawCapture reports whether expr is in the raw form, argN...:TYPE, which
-// needs no DWARF.
+// ParseReturnFlag checks "NAME=retN", a capture of a result.
+func ParseReturnFlag(s string) error {
+	_, expr, err := ParseCaptureFlag(s)
+	if err == nil && !IsReturnExpr(expr) {
+		err = fmt.Errorf("capture-return %q: want NAME=retN, the N-th result from 0 (or retN:TYPE, result register N, without DWARF)", s)
+	}
+	return err
+}
+
+// IsRawCapture reports whether expr is in the raw form, argN...:TYPE or
+// retN:TYPE, which needs no DWARF.
 func IsRawCapture(expr string) bool {
-	return strings.HasPrefix(expr, "arg") && strings.Contains(expr, ":")
+	return (strings.HasPrefix(expr, "arg") || strings.HasPrefix(expr, "ret")) && strings.Contains(expr, ":")
 }
 
 var rawKinds = map[string]struct {
@@ -108,10 +126,15 @@ var rawKinds = map[string]struct {
 //	argN+OFFSET:TYPE       memory at the register's value plus OFFSET
 //	argN+OFF1->OFF2:TYPE   a pointer at argN+OFF1, then memory at it plus OFF2
 //
+//	retN:TYPE              result register N at each RET (TYPE not string)
+//
 // N is the integer argument register's index (arg0 is the receiver or the
 // first word of the first argument); offsets are decimal or 0x hex; TYPE is
 // one of u8-u64, s8-s64, bool, ptr, string.
 func ParseRawCapture(name, expr string) (Capture, error) {
+	if strings.HasPrefix(expr, "ret") {
+		return parseRawReturn(name, expr)
+	}
 	bad := func(why string) (Capture, error) {
 		return Capture{}, fmt.Errorf("capture %q: %s (want argN[+OFFSET[->OFFSET]]:TYPE, TYPE one of u8-u64, s8-s64, bool, ptr, string)", expr, why)
 	}
@@ -158,6 +181,22 @@ func ParseRawCapture(name, expr string) (Capture, error) {
 	return c, nil
 }
 
+func parseRawReturn(name, expr string) (Capture, error) {
+	bad := func(why string) (Capture, error) {
+		return Capture{}, fmt.Errorf("capture %q: %s (want retN:TYPE, TYPE one of u8-u64, s8-s64, bool, ptr)", expr, why)
+	}
+	loc, typ, _ := strings.Cut(expr, ":")
+	k, ok := rawKinds[typ]
+	if !ok || k.kind == KindString {
+		return bad("unknown type " + strconv.Quote(typ))
+	}
+	reg, err := strconv.ParseUint(loc[len("ret"):], 10, 8)
+	if err != nil {
+		return bad("bad register index")
+	}
+	return Capture{Name: name, Expr: expr, Reg: int(reg), InReg: true, AtReturn: true, Kind: k.kind, Size: k.size}, nil
+}
+
 // Raw returns the capture in the raw form ParseRawCapture reads: where it
 // is, whatever expression it was resolved from.
 func (c Capture) Raw() string {
@@ -171,6 +210,8 @@ func (c Capture) Raw() string {
 		typ = string(c.Kind)
 	}
 	switch {
+	case c.AtReturn:
+		return fmt.Sprintf("ret%d:%s", c.Reg, typ)
 	case c.InReg:
 		return fmt.Sprintf("arg%d:%s", c.Reg, typ)
 	case c.Deref:
@@ -190,10 +231,12 @@ func (c Capture) Validate() error {
 		return fmt.Errorf("capture %q: control character in the name", c.Name)
 	}
 	switch {
-	case c.Kind != KindUint && c.Kind != KindInt && c.Kind != KindBool && c.Kind != KindPtr && c.Kind != KindString:
+	case c.Kind != KindUint && c.Kind != KindInt && c.Kind != KindBool && c.Kind != KindPtr && c.Kind != KindString && c.Kind != KindError:
 		return fmt.Errorf("capture %s: unknown kind %q", c.Name, c.Kind)
-	case c.Kind == KindString && c.Size != 16,
-		c.Kind != KindString && (c.Size < 1 || c.Size > 8):
+	case c.AtReturn && (!c.InReg || c.Kind == KindString), c.Kind == KindError && !c.AtReturn:
+		return fmt.Errorf("capture %s: a result is read from its register, as an integer, bool, pointer or error", c.Name)
+	case (c.Kind == KindString || c.Kind == KindError) && c.Size != 16,
+		c.Kind != KindString && c.Kind != KindError && (c.Size < 1 || c.Size > 8):
 		return fmt.Errorf("capture %s: bad size %d for %s", c.Name, c.Size, c.Kind)
 	case c.Reg < 0 || c.Reg > 15:
 		return fmt.Errorf("capture %s: bad register index %d", c.Name, c.Reg)
@@ -251,7 +294,18 @@ func NewCaptureResolver(f *symbols.File, fns []symbols.Func) *CaptureResolver {
 
 // Params returns the parameters of fn, receiver first, from DWARF, with the
 // registers the register ABI assigns them.
-func (r *CaptureResolver) Params(fn symbols.Func) (ps []Param, err error) {
+func (r *CaptureResolver) Params(fn symbols.Func) ([]Param, error) {
+	return r.paramsOrResults(fn, false)
+}
+
+// Results returns the results of fn from DWARF, with the registers they are
+// in at a RET: the register ABI assigns results as it does parameters,
+// from the first register again.
+func (r *CaptureResolver) Results(fn symbols.Func) ([]Param, error) {
+	return r.paramsOrResults(fn, true)
+}
+
+func (r *CaptureResolver) paramsOrResults(fn symbols.Func, results bool) (ps []Param, err error) {
 	defer func() {
 		if !catchPanics {
 			return
@@ -271,7 +325,7 @@ func (r *CaptureResolver) Params(fn symbols.Func) (ps []Param, err error) {
 	if err := checkRegABI(f); err != nil {
 		return nil, err
 	}
-	params, err := retry(r, func() ([]Param, error) { return r.params(fn.Name) })
+	params, err := retry(r, func() ([]Param, error) { return r.params(fn.Name, results) })
 	if err != nil {
 		return nil, err
 	}
@@ -329,8 +383,8 @@ func retry[T any](r *CaptureResolver, fn func() (T, error)) (T, error) {
 	return fn()
 }
 
-// params reads the formal parameters (not results) of the named function.
-func (r *CaptureResolver) params(name string) ([]Param, error) {
+// params reads the formal parameters, or the results, of the named function.
+func (r *CaptureResolver) params(name string, results bool) ([]Param, error) {
 	off, err := r.subprogram(name)
 	if err != nil {
 		return nil, err
@@ -341,7 +395,7 @@ func (r *CaptureResolver) params(name string) ([]Param, error) {
 	}
 	var ps []Param
 	err = u.children(e, next, func(c die, _, _ int) (bool, error) {
-		if c.tag != dwarf.TagFormalParameter || c.varParam {
+		if c.tag != dwarf.TagFormalParameter || c.varParam != results {
 			return true, nil
 		}
 		if !c.hasType {
@@ -528,7 +582,12 @@ func unwrap(t dwarf.Type) dwarf.Type {
 // e.desiredPolicy.Revision), against fn's DWARF. The path may follow at
 // most one pointer beyond the parameter itself. The raw form is parsed as
 // it is.
+//
+// A result, retN or retN:TYPE (IsReturnExpr), is resolved by ResolveReturn.
 func (r *CaptureResolver) Resolve(fn symbols.Func, name, expr string) (Capture, error) {
+	if IsReturnExpr(expr) {
+		return r.ResolveReturn(fn, name, expr)
+	}
 	if IsRawCapture(expr) {
 		return ParseRawCapture(name, expr)
 	}
@@ -539,6 +598,78 @@ func (r *CaptureResolver) Resolve(fn symbols.Func, name, expr string) (Capture, 
 		}
 		return resolveCapture(fn.Name, params, name, expr, r.types.complete)
 	})
+}
+
+// IsReturnExpr reports whether expr names a result: retN, or retN:TYPE.
+func IsReturnExpr(expr string) bool {
+	n, _, _ := strings.Cut(expr, ":")
+	d := strings.TrimPrefix(n, "ret")
+	return d != n && d != "" && strings.Trim(d, "0123456789") == ""
+}
+
+// ResolveReturn resolves expr, retN, against fn's DWARF: the function's
+// N-th result (from 0), an integer, bool or pointer, read at each RET. The
+// raw form retN:TYPE names result register N and is parsed as it is.
+func (r *CaptureResolver) ResolveReturn(fn symbols.Func, name, expr string) (Capture, error) {
+	if !IsReturnExpr(expr) {
+		return Capture{}, fmt.Errorf("capture-return %q: want retN, the N-th result from 0, or retN:TYPE, result register N", expr)
+	}
+	if IsRawCapture(expr) {
+		return ParseRawCapture(name, expr)
+	}
+	n, err := strconv.ParseUint(strings.TrimPrefix(expr, "ret"), 10, 8)
+	if err != nil {
+		return Capture{}, fmt.Errorf("capture-return %q: want retN, the N-th result from 0", expr)
+	}
+	rs, err := retry(r, func() ([]Param, error) { return r.Results(fn) })
+	if err != nil {
+		return Capture{}, fmt.Errorf("capture-return %q: %w", expr, err)
+	}
+	if int(n) >= len(rs) {
+		return Capture{}, &ResultError{Expr: expr, Func: fn.Name, Results: rs}
+	}
+	p := rs[n]
+	kind, size, ok := valueKind(p.typ)
+	switch {
+	case !ok || kind == KindString:
+		return Capture{}, fmt.Errorf("capture-return %q: result %d of %s has type %s; supported: integers, bool, pointers", expr, n, fn.Name, p.Type)
+	case p.OnStack || len(p.Regs) == 0:
+		return Capture{}, fmt.Errorf("capture-return %q: result %d of %s (%s) is not in an integer register", expr, n, fn.Name, p.Type)
+	}
+	return Capture{Name: name, Expr: expr, Reg: p.Regs[0], InReg: true, AtReturn: true, Kind: kind, Size: size}, nil
+}
+
+// A ResultError reports a capture of a result the function does not have.
+type ResultError struct {
+	Expr    string
+	Func    string
+	Results []Param
+}
+
+func (e *ResultError) Error() string {
+	rs := make([]string, len(e.Results))
+	for i, p := range e.Results {
+		rs[i] = fmt.Sprintf("ret%d %s", i, p.Type)
+	}
+	list := strings.Join(rs, ", ")
+	if list == "" {
+		list = "none"
+	}
+	return fmt.Sprintf("capture-return %q: %s has no such result (results: %s)", e.Expr, e.Func, list)
+}
+
+// ErrorResult returns the capture of fn's last result if its type is
+// error, in registers; ok is false when fn does not return an error last.
+func (r *CaptureResolver) ErrorResult(fn symbols.Func) (c Capture, ok bool, err error) {
+	rs, err := retry(r, func() ([]Param, error) { return r.Results(fn) })
+	if err != nil || len(rs) == 0 {
+		return Capture{}, false, err
+	}
+	p := rs[len(rs)-1]
+	if p.Type != "error" || p.OnStack || len(p.Regs) != 2 {
+		return Capture{}, false, nil
+	}
+	return Capture{Name: "error", Expr: fmt.Sprintf("ret%d", len(rs)-1), Reg: p.Regs[0], InReg: true, AtReturn: true, Kind: KindError, Size: 16}, true, nil
 }
 
 // resolveCapture resolves expr against params; complete reads the fields

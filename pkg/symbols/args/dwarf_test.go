@@ -400,7 +400,7 @@ func TestDWARFCycles(t *testing.T) {
 		}
 		info := &debugInfo{units: []*dwarfUnit{u}, all: true}
 		r := &CaptureResolver{info: info, types: newTypeReader(info), subprograms: subs}
-		if ps, err := r.params("main.f"); err == nil || !strings.Contains(err.Error(), "itself") {
+		if ps, err := r.params("main.f", false); err == nil || !strings.Contains(err.Error(), "itself") {
 			t.Errorf("%s: params %v, %v; want an error", name, ps, err)
 		}
 	}
@@ -419,7 +419,7 @@ func TestDWARFSeed(t *testing.T) {
 	}
 	info := &debugInfo{units: []*dwarfUnit{u}, all: true}
 	r := &CaptureResolver{info: info, types: newTypeReader(info), subprograms: subs}
-	ps, err := r.params("main.f")
+	ps, err := r.params("main.f", false)
 	if err != nil || len(ps) != 2 || ps[0].Type != "*struct main.Endpoint" || ps[1].Type != "[2]main.ID" {
 		t.Fatalf("params %+v, %v", ps, err)
 	}
@@ -494,7 +494,7 @@ func FuzzDWARF(f *testing.F) {
 				continue // not at the top level
 			}
 			r := &CaptureResolver{info: info, types: newTypeReader(info), subprograms: subs}
-			ps, err := r.params(name)
+			ps, err := r.params(name, false)
 			if err != nil {
 				symtest.OneLine(t, err)
 				continue

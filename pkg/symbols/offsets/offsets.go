@@ -62,8 +62,9 @@ func New(f *symbols.File, fns []symbols.Func, captures [][2]string) (*File, erro
 		for _, fn := range fns {
 			c, err := r.Resolve(fn, nc[0], nc[1])
 			var ce *args.CaptureError
+			var re *args.ResultError
 			switch {
-			case errors.As(err, &ce) && !ce.Field:
+			case errors.As(err, &ce) && !ce.Field, errors.As(err, &re):
 				if missing == nil {
 					missing = fmt.Errorf("%s: %w", fn.Name, err)
 				}
@@ -78,8 +79,23 @@ func New(f *symbols.File, fns []symbols.Func, captures [][2]string) (*File, erro
 			return nil, missing
 		}
 	}
+	// A function's error result goes with it: the stripped build then
+	// reports the errors its calls return.
+	for _, fn := range fns {
+		c, ok, err := r.ErrorResult(fn)
+		if err != nil {
+			return nil, fmt.Errorf("%s: results: %w", fn.Name, err)
+		}
+		if ok && len(o.Funcs[fn.Name]) < maxCaptures {
+			o.Funcs[fn.Name] = append(o.Funcs[fn.Name], c)
+		}
+	}
 	return o, nil
 }
+
+// maxCaptures is probe.MaxCaptures, which this package, before the probes
+// in the pipeline, cannot import.
+const maxCaptures = 4
 
 // Read decodes an offsets file.
 func Read(r io.Reader) (*File, error) {

@@ -25,6 +25,12 @@ type Owner struct {
 	Loader     loader.Loader
 	// BPFSleep is how long regenerateBPF sleeps besides its children.
 	BPFSleep time.Duration
+	// FailEvery makes every FailEvery-th call of regenerateBPF return an
+	// error (0: none).
+	FailEvery uint64
+	// BPFResult, if set, hears what each call of regenerateBPF returned,
+	// with its regeneration's number.
+	BPFResult func(seq, revnum uint64, err error)
 }
 
 // Endpoint is one pod's network endpoint. ID is deliberately not the first

@@ -3,6 +3,7 @@ package endpoint
 import (
 	"errors"
 	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"github.com/cilium/cilium/pkg/groundtruth"
@@ -19,12 +20,19 @@ const ipcacheUpserts = 4
 // regenerationContext carries the settings of one regeneration.
 type regenerationContext struct {
 	bpfSleep time.Duration
+	// seq numbers the regenerations of the agent, from 1.
+	seq uint64
+	// bpfErr is what regenerateBPF returned.
+	bpfErr error
 }
+
+// regenerations numbers the regenerations.
+var regenerations atomic.Uint64
 
 // Regenerate regenerates the endpoint and returns the policy revision now
 // realized in its datapath.
 func (e *Endpoint) Regenerate() uint64 {
-	e.regenerate(&regenerationContext{bpfSleep: e.owner.BPFSleep})
+	e.regenerate(&regenerationContext{bpfSleep: e.owner.BPFSleep, seq: regenerations.Add(1)})
 	return e.PolicyRevision()
 }
 
@@ -47,6 +55,9 @@ func (e *Endpoint) regenerate(ctx *regenerationContext) {
 	}
 
 	e.realizeBPFState(ctx)
+	if f := e.owner.BPFResult; f != nil {
+		f(ctx.seq, e.policyRevision, ctx.bpfErr)
+	}
 	e.mutex.Unlock()
 }
 
@@ -54,7 +65,7 @@ func (e *Endpoint) regenerate(ctx *regenerationContext) {
 // its revision. It is small enough to be inlined into regenerate, so stacks
 // taken in regenerateBPF show it as an inlined frame.
 func (e *Endpoint) realizeBPFState(ctx *regenerationContext) {
-	e.policyRevision = e.regenerateBPF(ctx)
+	e.policyRevision, ctx.bpfErr = e.regenerateBPF(ctx)
 }
 
 // identityLabelsChanged recovers AllocateIdentity's panics: the endpoint
