@@ -17,10 +17,10 @@
 #include <bpf/bpf_helpers.h>
 
 #include "regs.h"
+#include "gstate.h"
 
 #define MAX_PROBES 1024
 #define MAX_SITES (4 * MAX_PROBES) // probed instructions: entries and RETs
-#define MAX_FRAMES 64 // in-flight traced calls per goroutine; a power of two
 #define MAX_STACK_DEPTH 64
 #define WAKEUP_BYTES (64 << 10)
 #define LONE_WAKEUP_NS 100000000ULL // see wakeup_flags; probe.LoneWakeup
@@ -112,41 +112,6 @@ struct counters {
 	__u64 tripped;    // times the breaker tripped
 	__u64 shed;       // entries that only counted: the breaker had tripped
 	__u64 unstacked;  // entries without stack: the kernel gave no user stack, or the stack table refused it
-};
-
-struct frame {
-	__u64 id;
-	__u64 start_ns;
-	__u64 depth;
-	__u64 caller; // return address at entry
-	__u32 probe_id;
-	__s32 stack_id;
-	__u32 panics; // value of gstate.panics when the frame was pushed
-	__u32 captured; // values are in the captures map under id
-	__u32 gen;    // probe_cfg.gen when the frame was pushed
-	__u32 _pad;
-};
-
-// The call beyond MAX_FRAMES entered last, until its RET: its entry fires
-// again when its prologue calls morestack, and must not count twice.
-struct overflow {
-	__u64 depth; // 0: none
-	__u32 probe_id;
-	__u32 panics;
-};
-
-struct gstate {
-	__u64 goid;
-	__u32 n;      // frames in use
-	__u32 panics; // runtime.gopanic and runtime.Goexit calls seen on this goroutine
-	struct overflow over;
-	struct frame frames[MAX_FRAMES];
-};
-
-struct gkey {
-	__u64 g;
-	__u32 tgid;
-	__u32 _pad;
 };
 
 struct event {

@@ -2,10 +2,13 @@ package endpoint
 
 import (
 	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
 	"sync"
-
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/cilium/cilium/pkg/groundtruth"
 )
@@ -27,17 +30,43 @@ type Phases struct {
 	Mutex   time.Duration // waiting for the endpoint's lock, which another goroutine holds
 	Chan    time.Duration // waiting on a channel
 	Syscall time.Duration // blocked in read(2) on a pipe
+	// Exec is how long the child process this agent's executable runs as
+	// (see ChildFlag) computes; as measured, from the start of starting
+	// it to the end of waiting for it. 0: no child.
+	Exec time.Duration
+	// BPF is how long loading a BPF program of BPFInsns instructions
+	// through bpf(BPF_PROG_LOAD) took. No program without BPFInsns.
+	BPF      time.Duration
+	BPFInsns int
 }
 
 func (p Phases) String() string {
-	return fmt.Sprintf("cpu_ns=%d mutex_ns=%d chan_ns=%d syscall_ns=%d",
-		p.CPU.Nanoseconds(), p.Mutex.Nanoseconds(), p.Chan.Nanoseconds(), p.Syscall.Nanoseconds())
+	return fmt.Sprintf("cpu_ns=%d mutex_ns=%d chan_ns=%d syscall_ns=%d exec_ns=%d bpf_ns=%d",
+		p.CPU.Nanoseconds(), p.Mutex.Nanoseconds(), p.Chan.Nanoseconds(), p.Syscall.Nanoseconds(), p.Exec.Nanoseconds(), p.BPF.Nanoseconds())
+}
+
+// ChildFlag makes the agent a child process of regeneratePhased: it
+// computes for the duration that follows, then exits.
+const ChildFlag = "-phased-child"
+
+// Child computes for d: the whole life of a child process but its start
+// and exit.
+func Child(d time.Duration) {
+	spin(d)
 }
 
 // RegeneratePhased runs one phased regeneration and returns what each
 // phase took, as the agent measured it.
 func (e *Endpoint) RegeneratePhased(want Phases) Phases {
-	phasedOnce.Do(func() { phasedCalls = groundtruth.New(PhasedName) })
+	phasedOnce.Do(func() {
+		phasedCalls = groundtruth.New(PhasedName)
+		if want.Exec > 0 {
+			// The first child a Go program starts also checks, once,
+			// whether the kernel gives pidfds (a clone of a process
+			// of its own): not part of any child's time.
+			e.runChild(0)
+		}
+	})
 	seq := groundtruth.Next()
 	took := e.regeneratePhased(seq, want)
 	groundtruth.Returned(seq)
@@ -98,7 +127,72 @@ func (e *Endpoint) regeneratePhased(seq uint64, want Phases) (took Phases) {
 	t3 := time.Now()
 	e.readPipe(fds[0])
 	t4 := time.Now()
-	return Phases{CPU: t1.Sub(t0), Mutex: t2.Sub(t1), Chan: t3.Sub(t2), Syscall: t4.Sub(t3)}
+	took = Phases{CPU: t1.Sub(t0), Mutex: t2.Sub(t1), Chan: t3.Sub(t2), Syscall: t4.Sub(t3)}
+	if want.Exec > 0 {
+		took.Exec = e.runChild(want.Exec)
+	}
+	if want.BPFInsns > 0 {
+		took.BPF = e.loadProgram(want.BPFInsns)
+	}
+	return took
+}
+
+// runChild runs this executable as a child process that computes for d,
+// and returns how long it took from the start of starting it to the end of
+// waiting for it.
+//
+//go:noinline
+func (e *Endpoint) runChild(d time.Duration) time.Duration {
+	self, err := os.Executable()
+	if err != nil {
+		panic(err)
+	}
+	t0 := time.Now()
+	if err := exec.Command(self, ChildFlag, d.String()).Run(); err != nil {
+		panic(fmt.Sprintf("child process: %v", err))
+	}
+	return time.Since(t0)
+}
+
+// loadProgram loads a socket filter of n instructions through
+// bpf(BPF_PROG_LOAD), as cilium-agent loads its datapath, and returns how
+// long the syscall took. Raw, without a library: the agent has no
+// dependencies. Not through RawSyscall: the runtime would preempt the
+// goroutine it thinks is running with a signal, and the verifier gives up
+// on a signal (EAGAIN).
+//
+//go:noinline
+func (e *Endpoint) loadProgram(n int) time.Duration {
+	insns := make([]uint64, n)
+	for i := range insns[:n-1] {
+		insns[i] = 0xb7 // r0 = 0
+	}
+	insns[n-1] = 0x95 // exit
+	license := []byte("GPL\x00")
+	attr := struct {
+		progType, insnCnt uint32
+		insns, license    uint64
+		logLevel, logSize uint32
+		logBuf            uint64
+		kernVersion       uint32
+		progFlags         uint32
+	}{
+		progType: 1, // BPF_PROG_TYPE_SOCKET_FILTER
+		insnCnt:  uint32(n),
+		insns:    uint64(uintptr(unsafe.Pointer(&insns[0]))),
+		license:  uint64(uintptr(unsafe.Pointer(&license[0]))),
+	}
+	const bpfProgLoad = 5
+	t0 := time.Now()
+	fd, _, errno := syscall.Syscall(sysBPF, bpfProgLoad, uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr))
+	took := time.Since(t0)
+	runtime.KeepAlive(insns)
+	runtime.KeepAlive(license)
+	if errno != 0 {
+		panic(fmt.Sprintf("bpf(BPF_PROG_LOAD) of %d instructions: %v", n, errno))
+	}
+	syscall.Close(int(fd))
+	return took
 }
 
 // spin computes for d.
