@@ -154,6 +154,8 @@ func TestBadInput(t *testing.T) {
 		{"every process: directory", []string{"trace", "--binary", dir, "--func", bpf}, "is a directory"},
 		{"every process: not ELF", []string{"trace", "--binary", garbage, "--func", bpf}, "not an ELF file"},
 		{"by process of one process", []string{"trace", "--pid", pid, "--func", bpf, "--by-process"}, "--by-process"},
+		{"bad syscall threshold", []string{"trace", "--pid", pid, "--func", bpf, "--syscalls", "--syscall-min", "0"}, "--syscall-min"},
+		{"syscalls without calls", []string{"trace", "--pid", pid, "--func", bpf, "--syscalls", "--entry-only"}, "--syscalls needs calls"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			mustFail(t, tracer(t, nil, tc.args...), tc.want)

@@ -291,6 +291,32 @@ func (a *Agent) Begin(tb testing.TB) {
 	}
 }
 
+// Phased returns what each phase of each regeneratePhased call took, as
+// the agent measured it (its "phased cpu_ns=... mutex_ns=..." lines), by
+// phase name ("cpu", "mutex", "chan", "syscall", "exec", "bpf"), in the
+// order of the calls.
+func (a *Agent) Phased(tb testing.TB) []map[string]time.Duration {
+	tb.Helper()
+	var out []map[string]time.Duration
+	for _, l := range a.Lines() {
+		rest, ok := strings.CutPrefix(l, "phased ")
+		if !ok {
+			continue
+		}
+		m := map[string]time.Duration{}
+		for _, f := range strings.Fields(rest) {
+			k, v, _ := strings.Cut(f, "_ns=")
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				tb.Fatalf("bad phase line %q", l)
+			}
+			m[k] = time.Duration(n)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
 // Lines returns what the agent printed so far.
 func (a *Agent) Lines() []string {
 	a.mu.Lock()

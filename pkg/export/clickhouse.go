@@ -283,12 +283,14 @@ type ClickHouseRow struct {
 	StatusMessage      string
 }
 
-// AppendClickHouseColumns renders spans as the columns of
-// TracesSchema.InsertStatement and hands each, in order, to appendColumn
-// (a batch's Column(i).Append, or a block's). Filling a column at a time
-// takes one typed slice per column instead of a reflective conversion per
-// value, and the spans of one builder share one resource map.
+// AppendClickHouseColumns renders spans, each followed by its children, as
+// the columns of TracesSchema.InsertStatement and hands each, in order, to
+// appendColumn (a batch's Column(i).Append, or a block's). Filling a column
+// at a time takes one typed slice per column instead of a reflective
+// conversion per value, and the spans of one builder share one resource
+// map.
 func AppendClickHouseColumns(spans []Span, appendColumn func(i int, column any) error) error {
+	spans = withChildren(spans)
 	n := len(spans)
 	var (
 		ts                         = make([]time.Time, n)

@@ -1,8 +1,6 @@
 package session_test
 
 import (
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -10,30 +8,6 @@ import (
 	"github.com/cilium-tracer/tracer/pkg/calls"
 	"github.com/cilium-tracer/tracer/pkg/session"
 )
-
-// phases parses the agent's "phased cpu_ns=... mutex_ns=..." lines, one per
-// call, in the order of the calls.
-func phases(t *testing.T, lines []string) []map[string]time.Duration {
-	t.Helper()
-	var out []map[string]time.Duration
-	for _, l := range lines {
-		rest, ok := strings.CutPrefix(l, "phased ")
-		if !ok {
-			continue
-		}
-		m := map[string]time.Duration{}
-		for _, f := range strings.Fields(rest) {
-			k, v, _ := strings.Cut(f, "_ns=")
-			n, err := strconv.ParseInt(v, 10, 64)
-			if err != nil {
-				t.Fatalf("bad phase line %q", l)
-			}
-			m[k] = time.Duration(n)
-		}
-		out = append(out, m)
-	}
-	return out
-}
 
 // Where a call's time went, from its goroutine's state sampled in the
 // target's memory while it ran, against the agent's own clock around each
@@ -48,7 +22,7 @@ func TestBreakdown(t *testing.T) {
 			cfg := session.Config{Funcs: []string{testagent.Phased}}
 			cfg.Announce = true
 			got, _, _ := traceAll(t, agent, cfg)
-			want := phases(t, agent.Lines())
+			want := agent.Phased(t)
 			if len(got) != len(want) || len(want) != 4 {
 				t.Fatalf("%d calls traced, the agent made %d (want 4)", len(got), len(want))
 			}

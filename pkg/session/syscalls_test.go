@@ -38,7 +38,7 @@ func TestSyscalls(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			agent := testagent.Start(t, testagent.Build(t, tc.v), phasedSyscallArgs...)
 			got, _, _ := traceAll(t, agent, session.Config{Funcs: []string{testagent.Phased}, Syscalls: true, Mode: tc.mode})
-			want := phases(t, agent.Lines())
+			want := agent.Phased(t)
 			if len(got) != len(want) || len(want) != 3 {
 				t.Fatalf("%d calls traced, the agent made %d (want 3)", len(got), len(want))
 			}
