@@ -239,9 +239,9 @@ const waterfallWidth = 40
 // each as a bar where it falls in the call, then the counts of the short
 // ones:
 //
-//	    +31.2ms [       ====                             ]  30.2ms read
-//	    +95.0ms [                  ========              ]  32.1ms child cilium-agent (pid 4242)
-//	    short syscalls: close 9× 35µs · pipe2 2× 21µs
+//	+31.2ms [       ====                             ]  30.2ms read
+//	+95.0ms [                  ========              ]  32.1ms child cilium-agent (pid 4242)
+//	short syscalls: close 9× 35µs · pipe2 2× 21µs
 func waterfall(buf *bytes.Buffer, c *calls.Call) {
 	for _, sc := range c.Syscalls {
 		off := sc.Start.Sub(c.Start)
