@@ -1,6 +1,7 @@
 package session_test
 
 import (
+	"fmt"
 	"testing"
 	"time"
 
@@ -10,10 +11,10 @@ import (
 	"github.com/cilium-tracer/tracer/pkg/session"
 )
 
-// phasedSyscallArgs run regeneratePhased with its last two phases: a child
-// process that computes for 30 ms, and a bpf(BPF_PROG_LOAD) of a program
-// whose verification takes milliseconds.
-var phasedSyscallArgs = []string{"-wait-start", "-workers", "0", "-phased", "3", "-phase-exec", "30ms", "-phase-bpf-insns", "20000"}
+// phasedSyscallArgs run regeneratePhased with its last phases: a child
+// process that computes for 30 ms, a bpf(BPF_PROG_LOAD) of a program whose
+// verification takes milliseconds, and a dump of the links over netlink.
+var phasedSyscallArgs = []string{"-wait-start", "-workers", "0", "-phased", "3", "-phase-exec", "30ms", "-phase-bpf-insns", "20000", "-phase-netlink"}
 
 // The system calls and child processes of traced calls, from the syscall
 // tracepoints, against the agent's own clock: the child process it runs,
@@ -39,11 +40,24 @@ func TestSyscalls(t *testing.T) {
 			agent := testagent.Start(t, testagent.Build(t, tc.v), phasedSyscallArgs...)
 			got, _, _ := traceAll(t, agent, session.Config{Funcs: []string{testagent.Phased}, Syscalls: true, Mode: tc.mode})
 			want := agent.Phased(t)
-			if len(got) != len(want) || len(want) != 3 {
-				t.Fatalf("%d calls traced, the agent made %d (want 3)", len(got), len(want))
+			nl := netlinkCounts(t, agent.Lines())
+			if len(got) != len(want) || len(want) != 3 || len(nl) != 3 {
+				t.Fatalf("%d calls traced, the agent made %d (want 3) and %d netlink dumps", len(got), len(want), len(nl))
 			}
 			for i, c := range got {
 				checkSyscalls(t, i, c, want[i])
+				// Each send and receive on the netlink socket, and
+				// none of the others, named netlink.
+				n := map[string]int{}
+				for _, s := range c.Syscalls {
+					n[s.Name]++
+				}
+				for _, tot := range c.SyscallTotals {
+					n[tot.Name] += tot.Count
+				}
+				if n["netlink sendto"] != nl[i][0] || n["netlink recvfrom"] != nl[i][1] {
+					t.Errorf("call %d: %d netlink sendto and %d netlink recvfrom, the agent made %d and %d", i, n["netlink sendto"], n["netlink recvfrom"], nl[i][0], nl[i][1])
+				}
 			}
 		})
 	}
@@ -100,4 +114,17 @@ func checkSyscalls(t *testing.T, i int, c calls.Call, w map[string]time.Duration
 	if counts["pipe2"] < 2 || counts["close"] < 5 {
 		t.Errorf("call %d: %d pipe2 and %d close counted, want at least 2 and 5", i, counts["pipe2"], counts["close"])
 	}
+}
+
+// netlinkCounts parses the agent's "netlink sends=N recvs=M" lines.
+func netlinkCounts(t *testing.T, lines []string) [][2]int {
+	t.Helper()
+	var out [][2]int
+	for _, l := range lines {
+		var c [2]int
+		if _, err := fmt.Sscanf(l, "netlink sends=%d recvs=%d", &c[0], &c[1]); err == nil {
+			out = append(out, c)
+		}
+	}
+	return out
 }

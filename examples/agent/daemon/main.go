@@ -87,6 +87,7 @@ func parseFlags(args []string) (config, error) {
 	fs.DurationVar(&c.phases.Syscall, "phase-syscall", 30*time.Millisecond, "regeneratePhased: time blocked in read(2)")
 	fs.DurationVar(&c.phases.Exec, "phase-exec", 0, "regeneratePhased: then run a child process (this executable) that computes this long (0: none)")
 	fs.IntVar(&c.phases.BPFInsns, "phase-bpf-insns", 0, "regeneratePhased: then load a BPF socket filter of this many instructions through bpf(BPF_PROG_LOAD) (0: none)")
+	fs.BoolVar(&c.phases.Netlink, "phase-netlink", false, "regeneratePhased: then dump the network links over netlink, counting the messages sent and the reads")
 	fs.IntVar(&c.hot, "hot", 0, "call ctmap lookup N times before the regenerations and print a checksum")
 	fs.BoolVar(&c.hotBackground, "hot-background", false, "run the hot loop alongside the regenerations instead of before them")
 	fs.IntVar(&c.hotBursts, "hot-bursts", 1, "run the hot loop this many times, -hot-pause apart: a hot path that comes in bursts")
@@ -254,7 +255,11 @@ func run(cfg config, out *printer) {
 	if cfg.phased > 0 {
 		e := endpoint.New(&endpoint.Owner{}, firstEndpointID, "default", "phased")
 		for i := 0; i < cfg.phased; i++ {
-			out.printf("phased %s\n", e.RegeneratePhased(cfg.phases))
+			took := e.RegeneratePhased(cfg.phases)
+			out.printf("phased %s\n", took)
+			if cfg.phases.Netlink {
+				out.printf("netlink sends=%d recvs=%d\n", took.NetlinkSends, took.NetlinkRecvs)
+			}
 		}
 	}
 	if cfg.recurseDepth > 0 {
