@@ -44,6 +44,8 @@
 #define NR_FORK 57
 #define NR_VFORK 58
 #define NR_BPF 321
+#define NR_EXIT 60
+#define NR_EXIT_GROUP 231
 #elif defined(__TARGET_ARCH_arm64)
 #define REG_G regs[28]
 #define REG_ARG0 regs[0]
@@ -57,6 +59,8 @@
 #define NR_FORK 0xfffffffe // none on arm64
 #define NR_VFORK 0xfffffffe
 #define NR_BPF 280
+#define NR_EXIT 93
+#define NR_EXIT_GROUP 94
 #endif
 #define NR_CLONE3 435
 
@@ -204,8 +208,10 @@ int sys_enter(struct bpf_raw_tracepoint_args *ctx)
 		return 0;
 
 	struct pending p = {};
-	p.call_id = gs->frames[(n - 1) & (MAX_FRAMES - 1)].id;
 	p.nr = ctx->args[1];
+	if (p.nr == NR_EXIT || p.nr == NR_EXIT_GROUP)
+		return 0; // no exit to see: the entry would stay in inflight
+	p.call_id = gs->frames[(n - 1) & (MAX_FRAMES - 1)].id;
 	p.what = p.nr & 0xffff;
 	bpf_probe_read_kernel(&p.arg0, sizeof(p.arg0), &regs->REG_ARG0);
 	switch (p.nr) {
@@ -266,10 +272,10 @@ static __always_inline void count(struct pending *p, __u64 d)
 SEC("raw_tracepoint/sys_exit")
 int sys_exit(struct bpf_raw_tracepoint_args *ctx)
 {
+	// Thread IDs are unique on the node, and only the syscalls the entry
+	// kept are in inflight: one lookup filters the others.
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u32 tgid = pid_tgid >> 32;
-	if (!is_target(tgid))
-		return 0;
 	__u32 tid = pid_tgid;
 	struct pending *p = bpf_map_lookup_elem(&inflight, &tid);
 	if (!p)

@@ -414,14 +414,14 @@ func attachBpftrace(t *target) (func() error, error) {
 // probe.Set then attaches through.
 func uprobeMulti() bool { return features.HaveBPFLinkUprobeMulti() == nil }
 
-// buildHot builds testdata/hot into dir.
-func buildHot(root, dir string) (string, error) {
-	out := filepath.Join(dir, "hot")
-	cmd := exec.Command("go", "build", "-o", out, "./internal/bench/testdata/hot")
+// buildTestdata builds internal/bench/testdata/NAME into dir.
+func buildTestdata(root, dir, name string) (string, error) {
+	out := filepath.Join(dir, name)
+	cmd := exec.Command("go", "build", "-o", out, "./internal/bench/testdata/"+name)
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("build hot: %w\n%s", err, b)
+		return "", fmt.Errorf("build %s: %w\n%s", name, err, b)
 	}
 	return out, nil
 }
