@@ -129,15 +129,6 @@ struct {
 	__type(value, __u32);
 } targets SEC(".maps");
 
-// The uprobe programs' goroutine table: the loader puts theirs in place of
-// this one, which must have its shape.
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4096);
-	__type(key, struct gkey);
-	__type(value, struct gstate);
-} gstates SEC(".maps");
-
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);

@@ -163,22 +163,6 @@ struct {
 	__type(value, struct counters);
 } probe_counters SEC(".maps");
 
-// Goroutines with traced calls in flight. Not an LRU: an eviction would lose
-// frames silently, a full table is counted instead (untracked). An entry
-// lives while its goroutine has a traced call in flight, so each call of a
-// hot function inserts and deletes one. Preallocated, about 3.6 KiB each
-// (15 MiB): an allocation at run time can fail on a busy CPU (on Linux 6.x
-// the allocator's per-CPU cache is refilled asynchronously), which lost one
-// call in a million here, and Linux 5.10 warns at load (kernel WARNING, a
-// panic with panic_on_warn) about a tracing program using a map that
-// allocates.
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4096);
-	__type(key, struct gkey);
-	__type(value, struct gstate);
-} gstates SEC(".maps");
-
 // LEGACY builds the object for kernels before 5.15, which have no attach
 // cookies for uprobes (see probe_id_of). Those before 5.12 also refuse a
 // global function with a pointer argument other than the context ("Arg#0

@@ -1,11 +1,8 @@
 package main
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"io"
-	"sync"
 
 	"github.com/cilium-tracer/tracer/pkg/calls"
 	"github.com/cilium-tracer/tracer/pkg/session"
@@ -44,67 +41,40 @@ type syscallResult struct {
 
 func (r syscallResult) median(m int) float64 { return median(r.NsPerCall[m]) }
 
-// runSyscalls runs every mode once per round, in rotation, as runOverhead.
+// runSyscalls runs every mode once per round (runRounds).
 func runSyscalls(bin string, rounds, n int, log io.Writer) (syscallResult, error) {
-	res := syscallResult{Rounds: rounds, Calls: n, NsPerCall: make([][]float64, len(syscallModes))}
-	for round := range rounds {
-		for k := range syscallModes {
-			m := (round + k) % len(syscallModes)
-			ns, err := runMode(bin, syscallModes[m], n)
-			if err != nil {
-				return res, fmt.Errorf("round %d, %s: %w", round+1, syscallModes[m].name, err)
-			}
-			fmt.Fprintf(log, "  round %d  %-45s %8.1f ns/syscall\n", round+1, syscallModes[m].name, ns)
-			res.NsPerCall[m] = append(res.NsPerCall[m], ns)
-		}
-	}
-	return res, nil
+	ns, err := runRounds(bin, syscallModes, rounds, func(mode) int { return n }, log)
+	return syscallResult{Rounds: rounds, Calls: n, NsPerCall: ns}, err
 }
 
 // attachSyscalls traces fn in the target, following its syscalls if
 // follow. Following, a traced loop must come back with every syscall
 // counted.
 func attachSyscalls(t *target, fn string, follow bool) (func() error, error) {
-	s, err := session.Start(session.Config{PID: t.pid, Binary: t.bin, Funcs: []string{fn}, Syscalls: follow})
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var (
-		wg     sync.WaitGroup
-		got    []calls.Call
-		runErr error
-	)
-	wg.Go(func() {
-		runErr = s.Run(ctx, func(c *calls.Call) { got = append(got, *c) })
-	})
-	return func() error {
-		cancel()
-		wg.Wait()
-		defer s.Close()
-		if runErr != nil && !errors.Is(runErr, session.ErrTargetExited) {
-			return runErr
-		}
-		if fn != syscallLoop || !follow {
+	var got []calls.Call
+	return runSession(session.Config{PID: t.pid, Binary: t.bin, Funcs: []string{fn}, Syscalls: follow},
+		func(c *calls.Call) { got = append(got, *c) },
+		func(*session.Session) error {
+			if fn != syscallLoop || !follow {
+				return nil
+			}
+			if len(got) != 1 {
+				return fmt.Errorf("%d calls of %s read, 1 made", len(got), fn)
+			}
+			n := 0
+			for _, sc := range got[0].Syscalls {
+				if sc.Name == "getppid" {
+					n++
+				}
+			}
+			for _, tot := range got[0].SyscallTotals {
+				if tot.Name == "getppid" {
+					n += tot.Count
+				}
+			}
+			if n != t.calls {
+				return fmt.Errorf("%d getppid counted in the traced call, %d made", n, t.calls)
+			}
 			return nil
-		}
-		if len(got) != 1 {
-			return fmt.Errorf("%d calls of %s read, 1 made", len(got), fn)
-		}
-		n := 0
-		for _, sc := range got[0].Syscalls {
-			if sc.Name == "getppid" {
-				n++
-			}
-		}
-		for _, tot := range got[0].SyscallTotals {
-			if tot.Name == "getppid" {
-				n += tot.Count
-			}
-		}
-		if n != t.calls {
-			return fmt.Errorf("%d getppid counted in the traced call, %d made", n, t.calls)
-		}
-		return nil
-	}, nil
+		})
 }
