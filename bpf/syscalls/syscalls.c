@@ -14,9 +14,9 @@
 // The others' system calls belong to their innermost traced call: one at
 // least span_min_ns long is written to the ring buffer, the shorter ones
 // are counted per call and syscall in aggs, which user space takes at the
-// call's end. A clone of a child process puts the child in children, and
-// the SIGCHLD of its exit writes it to the ring buffer with its command
-// name.
+// call's end. A clone of a child process puts the child in children (at
+// sched_process_fork, which names it as the node does), and the SIGCHLD of
+// its exit writes it to the ring buffer with its command name.
 
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -105,6 +105,7 @@ struct pending {
 	__u64 call_id;
 	__u64 start_ns;
 	__u64 arg0;
+	__u64 clone_flags; // a clone's, a clone3's
 	__u64 addr; // a socket syscall's address: read at the exit of a receive
 	__u32 nr;
 	__u32 what;
@@ -206,6 +207,12 @@ int sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	p.what = p.nr & 0xffff;
 	bpf_probe_read_kernel(&p.arg0, sizeof(p.arg0), &regs->REG_ARG0);
 	switch (p.nr) {
+	case NR_CLONE:
+		p.clone_flags = p.arg0;
+		break;
+	case NR_CLONE3: // clone_args.flags
+		bpf_probe_read_user(&p.clone_flags, sizeof(p.clone_flags), (void *)p.arg0);
+		break;
 	case NR_BPF:
 		p.what |= WHAT_BPF_CMD(p.arg0 & 0x7fff);
 		break;
@@ -276,15 +283,6 @@ int sys_exit(struct bpf_raw_tracepoint_args *ctx)
 	if ((p->nr == NR_RECVFROM || p->nr == NR_RECVMSG) && ret >= 0 && family(p->addr) == AF_NETLINK_)
 		p->what |= WHAT_NETLINK;
 
-	if (ret > 0 && (p->nr == NR_FORK || p->nr == NR_VFORK || p->nr == NR_CLONE3 ||
-			(p->nr == NR_CLONE && !(p->arg0 & CLONE_THREAD_)))) {
-		// ret is the child's PID. A clone3 of a thread (Go makes its
-		// threads on g0, not here) is kept too, and ages out.
-		struct child c = {.call_id = p->call_id, .start_ns = p->start_ns, .tgid = tgid};
-		__u32 pid = ret;
-		bpf_map_update_elem(&children, &pid, &c, BPF_ANY);
-	}
-
 	__u64 d = now - p->start_ns;
 	if (d < span_min_ns) {
 		count(p, d);
@@ -305,6 +303,57 @@ int sys_exit(struct bpf_raw_tracepoint_args *ctx)
 		}
 	}
 	bpf_map_delete_elem(&inflight, &tid);
+	return 0;
+}
+
+// A clone in a traced call made a child: keep it by the PID the node knows
+// it by (the clone returns the one its parent's PID namespace does: in a
+// container, another). The parent's thread runs this, with its clone in
+// inflight. sched_process_fork is a tracepoint of its own format, whose
+// child_pid moved when Linux 6.x made the comms dynamic strings: a program
+// per layout, the loader attaches the one the kernel's format file names.
+static __always_inline void forked(__s32 child)
+{
+	__u32 tid = bpf_get_current_pid_tgid();
+	struct pending *p = bpf_map_lookup_elem(&inflight, &tid);
+	if (!p || child <= 0 || p->clone_flags & CLONE_THREAD_)
+		return;
+	if (p->nr != NR_CLONE && p->nr != NR_CLONE3 && p->nr != NR_FORK && p->nr != NR_VFORK)
+		return;
+	struct child c = {.call_id = p->call_id, .start_ns = p->start_ns, .tgid = bpf_get_current_pid_tgid() >> 32};
+	__u32 pid = child;
+	bpf_map_update_elem(&children, &pid, &c, BPF_ANY);
+}
+
+// char parent_comm[16]; pid_t parent_pid; char child_comm[16]; pid_t child_pid
+struct fork_comm16 {
+	__u64 common;
+	char parent_comm[16];
+	__s32 parent_pid;
+	char child_comm[16];
+	__s32 child_pid;
+};
+
+// __data_loc char[] parent_comm; pid_t parent_pid; __data_loc char[] child_comm; pid_t child_pid
+struct fork_dataloc {
+	__u64 common;
+	__u32 parent_comm;
+	__s32 parent_pid;
+	__u32 child_comm;
+	__s32 child_pid;
+};
+
+SEC("tracepoint/sched/sched_process_fork")
+int fork_comm16(struct fork_comm16 *ctx)
+{
+	forked(ctx->child_pid);
+	return 0;
+}
+
+SEC("tracepoint/sched/sched_process_fork")
+int fork_dataloc(struct fork_dataloc *ctx)
+{
+	forked(ctx->child_pid);
 	return 0;
 }
 

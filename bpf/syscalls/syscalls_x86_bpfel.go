@@ -72,13 +72,14 @@ type SyscallsGstate struct {
 }
 
 type SyscallsPending struct {
-	_       structs.HostLayout
-	CallId  uint64
-	StartNs uint64
-	Arg0    uint64
-	Addr    uint64
-	Nr      uint32
-	What    uint32
+	_          structs.HostLayout
+	CallId     uint64
+	StartNs    uint64
+	Arg0       uint64
+	CloneFlags uint64
+	Addr       uint64
+	Nr         uint32
+	What       uint32
 }
 
 type SyscallsScEvent struct {
@@ -107,6 +108,8 @@ const (
 	SyscallsMapScEvents      = "sc_events"
 	SyscallsMapTargets       = "targets"
 	SyscallsProgChildExit    = "child_exit"
+	SyscallsProgForkComm16   = "fork_comm16"
+	SyscallsProgForkDataloc  = "fork_dataloc"
 	SyscallsProgProcExec     = "proc_exec"
 	SyscallsProgSysEnter     = "sys_enter"
 	SyscallsProgSysExit      = "sys_exit"
@@ -157,10 +160,12 @@ type SyscallsSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SyscallsProgramSpecs struct {
-	ChildExit *ebpf.ProgramSpec `ebpf:"child_exit"`
-	ProcExec  *ebpf.ProgramSpec `ebpf:"proc_exec"`
-	SysEnter  *ebpf.ProgramSpec `ebpf:"sys_enter"`
-	SysExit   *ebpf.ProgramSpec `ebpf:"sys_exit"`
+	ChildExit   *ebpf.ProgramSpec `ebpf:"child_exit"`
+	ForkComm16  *ebpf.ProgramSpec `ebpf:"fork_comm16"`
+	ForkDataloc *ebpf.ProgramSpec `ebpf:"fork_dataloc"`
+	ProcExec    *ebpf.ProgramSpec `ebpf:"proc_exec"`
+	SysEnter    *ebpf.ProgramSpec `ebpf:"sys_enter"`
+	SysExit     *ebpf.ProgramSpec `ebpf:"sys_exit"`
 }
 
 // SyscallsMapSpecs contains maps before they are loaded into the kernel.
@@ -239,15 +244,19 @@ type SyscallsVariables struct {
 //
 // It can be passed to LoadSyscallsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SyscallsPrograms struct {
-	ChildExit *ebpf.Program `ebpf:"child_exit"`
-	ProcExec  *ebpf.Program `ebpf:"proc_exec"`
-	SysEnter  *ebpf.Program `ebpf:"sys_enter"`
-	SysExit   *ebpf.Program `ebpf:"sys_exit"`
+	ChildExit   *ebpf.Program `ebpf:"child_exit"`
+	ForkComm16  *ebpf.Program `ebpf:"fork_comm16"`
+	ForkDataloc *ebpf.Program `ebpf:"fork_dataloc"`
+	ProcExec    *ebpf.Program `ebpf:"proc_exec"`
+	SysEnter    *ebpf.Program `ebpf:"sys_enter"`
+	SysExit     *ebpf.Program `ebpf:"sys_exit"`
 }
 
 func (p *SyscallsPrograms) Close() error {
 	return _SyscallsClose(
 		p.ChildExit,
+		p.ForkComm16,
+		p.ForkDataloc,
 		p.ProcExec,
 		p.SysEnter,
 		p.SysExit,

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 	"unsafe"
 
@@ -21,7 +22,7 @@ import (
 const DefaultSpanMin = time.Millisecond
 
 // Attachment names how the programs run, for the first line of a trace.
-const Attachment = "raw tracepoints sys_enter, sys_exit, sched_process_exec, signal_generate"
+const Attachment = "raw tracepoints sys_enter, sys_exit, sched_process_exec, signal_generate; tracepoint sched_process_fork"
 
 // Options configure a Set.
 type Options struct {
@@ -61,6 +62,10 @@ func Attach(o Options) (_ *Set, err error) {
 	if err := spec.Variables["span_min_ns"].Set(uint64(o.SpanMin)); err != nil {
 		return nil, fmt.Errorf("syscalls: set span_min_ns: %w", err)
 	}
+	dataloc, err := forkLayout()
+	if err != nil {
+		return nil, fmt.Errorf("syscalls: %w", err)
+	}
 	s := &Set{}
 	opts := &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{"gstates": o.Goroutines}}
 	if err := spec.LoadAndAssign(&s.objs, opts); err != nil {
@@ -71,19 +76,29 @@ func Attach(o Options) (_ *Set, err error) {
 			s.Close()
 		}
 	}()
-	// The exits first: a syscall or child seen starting is seen ending.
+	fork := s.objs.ForkComm16
+	if dataloc {
+		fork = s.objs.ForkDataloc
+	}
+	// The ends first: a syscall or child seen starting is seen ending.
 	for _, tp := range []struct {
 		name string
 		prog *ebpf.Program
 	}{
 		{"signal_generate", s.objs.ChildExit},
 		{"sched_process_exec", s.objs.ProcExec},
+		{"sched_process_fork", fork},
 		{"sys_exit", s.objs.SysExit},
 		{"sys_enter", s.objs.SysEnter},
 	} {
-		l, err := link.AttachRawTracepoint(link.RawTracepointOptions{Name: tp.name, Program: tp.prog})
+		var l link.Link
+		if tp.name == "sched_process_fork" {
+			l, err = link.Tracepoint("sched", tp.name, tp.prog, nil)
+		} else {
+			l, err = link.AttachRawTracepoint(link.RawTracepointOptions{Name: tp.name, Program: tp.prog})
+		}
 		if err != nil {
-			return nil, fmt.Errorf("syscalls: attach to raw tracepoint %s: %w", tp.name, err)
+			return nil, fmt.Errorf("syscalls: attach to %s: %w", tp.name, err)
 		}
 		s.links = append(s.links, l)
 	}
@@ -196,4 +211,32 @@ func (s *Set) Totals(id uint64) ([]Total, error) {
 		out = append(out, Total{Name: "other", Count: int(a.Other.Count), Time: time.Duration(a.Other.Ns)})
 	}
 	return out, nil
+}
+
+// forkLayout reads the format of the sched_process_fork tracepoint from
+// tracefs: whether its comms are dynamic strings (Linux 6.x), which moves
+// child_pid from offset 44 to 20.
+func forkLayout() (dataloc bool, err error) {
+	var b []byte
+	for _, dir := range []string{"/sys/kernel/tracing", "/sys/kernel/debug/tracing"} {
+		if b, err = os.ReadFile(dir + "/events/sched/sched_process_fork/format"); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		return false, fmt.Errorf("format of sched_process_fork (is tracefs mounted?): %w", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.Contains(line, " child_pid;") {
+			continue
+		}
+		switch {
+		case strings.Contains(line, "offset:44;"):
+			return false, nil
+		case strings.Contains(line, "offset:20;"):
+			return true, nil
+		}
+		return false, fmt.Errorf("sched_process_fork: child_pid in a layout this tracer does not know: %q", strings.TrimSpace(line))
+	}
+	return false, errors.New("sched_process_fork: no child_pid in its format")
 }
