@@ -2,6 +2,8 @@ package session_test
 
 import (
 	"fmt"
+	"os/exec"
+	"syscall"
 	"testing"
 	"time"
 
@@ -27,17 +29,28 @@ func TestSyscalls(t *testing.T) {
 	for _, tc := range []struct {
 		v    testagent.Variant
 		mode *kernel.Mode
+		// pidns runs the agent in a PID namespace of its own, as in a
+		// container: its children's PIDs there are not the node's.
+		pidns bool
 	}{
-		{testagent.Variant{Stripped: true, PIE: true}, nil},
-		{testagent.Variant{Stripped: true, PIE: true}, &legacy},
-		{testagent.Variant{Toolchain: "go1.22.12"}, nil},
+		{v: testagent.Variant{Stripped: true, PIE: true}},
+		{v: testagent.Variant{Stripped: true, PIE: true}, mode: &legacy},
+		{v: testagent.Variant{Stripped: true, PIE: true}, pidns: true},
+		{v: testagent.Variant{Toolchain: "go1.22.12"}},
 	} {
 		name := tc.v.String()
 		if tc.mode != nil {
 			name += "/" + tc.mode.String()
 		}
+		if tc.pidns {
+			name += "/PID namespace"
+		}
 		t.Run(name, func(t *testing.T) {
-			agent := testagent.Start(t, testagent.Build(t, tc.v), phasedSyscallArgs...)
+			cmd := exec.Command(testagent.Build(t, tc.v), phasedSyscallArgs...)
+			if tc.pidns {
+				cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID}
+			}
+			agent := testagent.StartCmd(t, cmd)
 			got, _, _ := traceAll(t, agent, session.Config{Funcs: []string{testagent.Phased}, Syscalls: true, Mode: tc.mode})
 			want := agent.Phased(t)
 			nl := netlinkCounts(t, agent.Lines())
