@@ -161,10 +161,27 @@ struct {
 	__type(value, struct child);
 } children SEC(".maps");
 
+// Nobody waits on it: user space reads it before each call's record.
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 20);
 } sc_events SEC(".maps");
+
+// Events lost to a full ring buffer, per CPU.
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} sc_dropped SEC(".maps");
+
+static __always_inline void dropped(void)
+{
+	__u32 zero = 0;
+	__u64 *n = bpf_map_lookup_elem(&sc_dropped, &zero);
+	if (n)
+		__sync_fetch_and_add(n, 1); // no fetch: any kernel has it
+}
 
 static __always_inline int is_target(__u32 tgid)
 {
@@ -299,7 +316,9 @@ int sys_exit(struct bpf_raw_tracepoint_args *ctx)
 			e->nr = p->nr;
 			e->what = p->what;
 			__builtin_memset(e->comm, 0, sizeof(e->comm));
-			bpf_ringbuf_submit(e, 0);
+			bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+		} else {
+			dropped();
 		}
 	}
 	bpf_map_delete_elem(&inflight, &tid);
@@ -393,7 +412,9 @@ int child_exit(struct bpf_raw_tracepoint_args *ctx)
 		e->nr = NR_CHILD;
 		e->what = 0;
 		bpf_get_current_comm(e->comm, sizeof(e->comm));
-		bpf_ringbuf_submit(e, 0);
+		bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+	} else {
+		dropped();
 	}
 	bpf_map_delete_elem(&children, &pid);
 	return 0;

@@ -105,6 +105,7 @@ const (
 	SyscallsMapChildren      = "children"
 	SyscallsMapGstates       = "gstates"
 	SyscallsMapInflight      = "inflight"
+	SyscallsMapScDropped     = "sc_dropped"
 	SyscallsMapScEvents      = "sc_events"
 	SyscallsMapTargets       = "targets"
 	SyscallsProgChildExit    = "child_exit"
@@ -172,13 +173,14 @@ type SyscallsProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type SyscallsMapSpecs struct {
-	AggZero  *ebpf.MapSpec `ebpf:"agg_zero"`
-	Aggs     *ebpf.MapSpec `ebpf:"aggs"`
-	Children *ebpf.MapSpec `ebpf:"children"`
-	Gstates  *ebpf.MapSpec `ebpf:"gstates"`
-	Inflight *ebpf.MapSpec `ebpf:"inflight"`
-	ScEvents *ebpf.MapSpec `ebpf:"sc_events"`
-	Targets  *ebpf.MapSpec `ebpf:"targets"`
+	AggZero   *ebpf.MapSpec `ebpf:"agg_zero"`
+	Aggs      *ebpf.MapSpec `ebpf:"aggs"`
+	Children  *ebpf.MapSpec `ebpf:"children"`
+	Gstates   *ebpf.MapSpec `ebpf:"gstates"`
+	Inflight  *ebpf.MapSpec `ebpf:"inflight"`
+	ScDropped *ebpf.MapSpec `ebpf:"sc_dropped"`
+	ScEvents  *ebpf.MapSpec `ebpf:"sc_events"`
+	Targets   *ebpf.MapSpec `ebpf:"targets"`
 }
 
 // SyscallsVariableSpecs contains global variables before they are loaded into the kernel.
@@ -210,13 +212,14 @@ func (o *SyscallsObjects) Close() error {
 //
 // It can be passed to LoadSyscallsObjects or ebpf.CollectionSpec.LoadAndAssign.
 type SyscallsMaps struct {
-	AggZero  *ebpf.Map `ebpf:"agg_zero"`
-	Aggs     *ebpf.Map `ebpf:"aggs"`
-	Children *ebpf.Map `ebpf:"children"`
-	Gstates  *ebpf.Map `ebpf:"gstates"`
-	Inflight *ebpf.Map `ebpf:"inflight"`
-	ScEvents *ebpf.Map `ebpf:"sc_events"`
-	Targets  *ebpf.Map `ebpf:"targets"`
+	AggZero   *ebpf.Map `ebpf:"agg_zero"`
+	Aggs      *ebpf.Map `ebpf:"aggs"`
+	Children  *ebpf.Map `ebpf:"children"`
+	Gstates   *ebpf.Map `ebpf:"gstates"`
+	Inflight  *ebpf.Map `ebpf:"inflight"`
+	ScDropped *ebpf.Map `ebpf:"sc_dropped"`
+	ScEvents  *ebpf.Map `ebpf:"sc_events"`
+	Targets   *ebpf.Map `ebpf:"targets"`
 }
 
 func (m *SyscallsMaps) Close() error {
@@ -226,6 +229,7 @@ func (m *SyscallsMaps) Close() error {
 		m.Children,
 		m.Gstates,
 		m.Inflight,
+		m.ScDropped,
 		m.ScEvents,
 		m.Targets,
 	)

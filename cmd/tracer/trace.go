@@ -296,6 +296,11 @@ func runTrace(ctx context.Context, cmd *cobra.Command, f traceFlags) error {
 				}
 				stackCounts = append(stackCounts, scs...)
 			}
+			if n, err := s.SyscallsDropped(); err != nil {
+				fmt.Fprintf(stderr, "tracer: %v\n", err)
+			} else if n > 0 {
+				fmt.Fprintf(stderr, "tracer: %d system calls and child processes lost to a full ring buffer\n", n)
+			}
 			counters, cerr := s.Counters()
 			if cerr != nil {
 				return

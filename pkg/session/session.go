@@ -713,6 +713,15 @@ func (s *Session) release() (*symbols.File, error) {
 	return s.File, errors.Join(s.closeSyscalls(), s.Set.Close())
 }
 
+// SyscallsDropped returns how many system calls and child processes of
+// traced calls were lost to a full ring buffer; 0 without Config.Syscalls.
+func (s *Session) SyscallsDropped() (uint64, error) {
+	if s.syscalls == nil {
+		return 0, nil
+	}
+	return s.syscalls.Dropped()
+}
+
 // A StackCount is how often an entry-only probe's function was called from
 // one stack.
 type StackCount struct {

@@ -240,3 +240,17 @@ func forkLayout() (dataloc bool, err error) {
 	}
 	return false, errors.New("sched_process_fork: no child_pid in its format")
 }
+
+// Dropped returns how many events were lost to a full ring buffer: system
+// calls and child processes missing from their calls.
+func (s *Set) Dropped() (uint64, error) {
+	var per []uint64
+	if err := s.objs.ScDropped.Lookup(uint32(0), &per); err != nil {
+		return 0, fmt.Errorf("syscalls: read drop counters: %w", err)
+	}
+	var n uint64
+	for _, x := range per {
+		n += x
+	}
+	return n, nil
+}
