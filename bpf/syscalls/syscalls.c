@@ -102,7 +102,7 @@ const struct agg *unused_agg __attribute__((unused));
 
 // A syscall in flight in a traced call, by thread.
 struct pending {
-	__u64 call_id;
+	__u64 call_id; // 0: none in flight
 	__u64 start_ns;
 	__u64 arg0;
 	__u64 clone_flags; // a clone's, a clone3's
@@ -130,8 +130,11 @@ struct {
 	__type(value, __u32);
 } targets SEC(".maps");
 
+// By thread: its syscall in flight, if call_id is not 0. A thread's entry
+// stays, reused at each of its syscalls in a traced call, which so cost no
+// insertion nor deletion; LRU: those of threads gone age out.
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
 	__type(key, __u32);
 	__type(value, struct pending);
@@ -219,7 +222,7 @@ int sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	struct pending p = {};
 	p.nr = ctx->args[1];
 	if (p.nr == NR_EXIT || p.nr == NR_EXIT_GROUP)
-		return 0; // no exit to see: the entry would stay in inflight
+		return 0; // no exit to see
 	p.call_id = gs->frames[(n - 1) & (MAX_FRAMES - 1)].id;
 	p.what = p.nr & 0xffff;
 	bpf_probe_read_kernel(&p.arg0, sizeof(p.arg0), &regs->REG_ARG0);
@@ -252,7 +255,11 @@ int sys_enter(struct bpf_raw_tracepoint_args *ctx)
 		p.what |= WHAT_NETLINK;
 	p.start_ns = bpf_ktime_get_ns();
 	__u32 tid = pid_tgid;
-	bpf_map_update_elem(&inflight, &tid, &p, BPF_ANY);
+	struct pending *q = bpf_map_lookup_elem(&inflight, &tid);
+	if (q)
+		__builtin_memcpy(q, &p, sizeof(p));
+	else
+		bpf_map_update_elem(&inflight, &tid, &p, BPF_NOEXIST);
 	return 0;
 }
 
@@ -293,7 +300,7 @@ int sys_exit(struct bpf_raw_tracepoint_args *ctx)
 	__u32 tgid = pid_tgid >> 32;
 	__u32 tid = pid_tgid;
 	struct pending *p = bpf_map_lookup_elem(&inflight, &tid);
-	if (!p)
+	if (!p || !p->call_id)
 		return 0;
 	__u64 now = bpf_ktime_get_ns();
 	__s64 ret = ctx->args[1];
@@ -321,7 +328,7 @@ int sys_exit(struct bpf_raw_tracepoint_args *ctx)
 			dropped();
 		}
 	}
-	bpf_map_delete_elem(&inflight, &tid);
+	p->call_id = 0;
 	return 0;
 }
 
@@ -335,7 +342,7 @@ static __always_inline void forked(__s32 child)
 {
 	__u32 tid = bpf_get_current_pid_tgid();
 	struct pending *p = bpf_map_lookup_elem(&inflight, &tid);
-	if (!p || child <= 0 || p->clone_flags & CLONE_THREAD_)
+	if (!p || !p->call_id || child <= 0 || p->clone_flags & CLONE_THREAD_)
 		return;
 	if (p->nr != NR_CLONE && p->nr != NR_CLONE3 && p->nr != NR_FORK && p->nr != NR_VFORK)
 		return;

@@ -126,6 +126,7 @@ func (r report) sections() []section {
 			s.Rows = append(s.Rows, row{Name: md.name, Value: fmt.Sprintf("%s ns (%s-%s)", fmtNs(median(xs)), fmtNs(minOf(xs)), fmtNs(maxOf(xs)))})
 		}
 		s.Rows = append(s.Rows,
+			row{Name: "another process followed / untraced", Value: fmt.Sprintf("%.2fx", sc.median(scOther)/sc.median(scUntraced))},
 			row{Name: "no traced call in flight: followed / untraced", Value: fmt.Sprintf("%.2fx", sc.median(scIdle)/sc.median(scUntraced))},
 			row{Name: "in a traced call: followed / not followed", Value: fmt.Sprintf("%.2fx", sc.median(scFollowed)/sc.median(scTraced))})
 		out = append(out, s)
@@ -304,6 +305,7 @@ const methods = `
   *Entry-only*: the session's entry-only mode with stacks; the per-stack counts must add up to the calls.
   *bpftrace*: ` + "`bpftrace -p PID -e 'uprobe:BIN:\"FUNC\" { @s[ustack] = count(); }'`" + `; its counts must add up to the calls.
 - **Syscall programs.** internal/bench/testdata/syscalls makes getppid(2) in a loop through syscall.Syscall, inside one call of ` + "`" + syscallLoop + "`" + `, and times the loop itself.
+  *Following another process*: the same session on a second, idle instance of the target: the cost to every other process of the node.
   *Followed, no traced call in flight*: a session with ` + "`Syscalls`" + ` tracing a function the target never calls: each syscall runs the programs at entry and exit, which find the goroutine has no traced call and stop.
   *In a traced call*: a session tracing the loop's function, without and with ` + "`Syscalls`" + `; with them, the call must come back with every getppid counted.
 - **Pipeline.** internal/bench/testdata/pipeline holds 4000 ring-buffer samples recorded from the example agent's regenerations traced with stacks

@@ -14,12 +14,15 @@ const (
 	syscallIdle = "main.idle"
 )
 
-// syscallModes run testdata/syscalls's loop of getppid(2): untraced, then
-// with the syscall programs following the process while no traced call is
-// in flight (each syscall stops at the goroutine table), then inside a
-// traced call without and with them (each syscall is counted in its call).
+// syscallModes run testdata/syscalls's loop of getppid(2): untraced; with
+// the syscall programs following another process (what every process of
+// the node pays: each syscall stops at the lookup of its process); following
+// this one while no traced call is in flight (each syscall stops at the
+// goroutine table); then inside a traced call without and with them (each
+// syscall is counted in its call).
 var syscallModes = []mode{
 	{name: "untraced", attach: func(*target) (func() error, error) { return func() error { return nil }, nil }},
+	{name: "syscall programs following another process", attach: attachOther},
 	{name: "syscall programs, no traced call in flight", attach: func(t *target) (func() error, error) { return attachSyscalls(t, syscallIdle, true) }},
 	{name: "in a traced call, no syscall programs", attach: func(t *target) (func() error, error) { return attachSyscalls(t, syscallLoop, false) }},
 	{name: "in a traced call, syscall programs", attach: func(t *target) (func() error, error) { return attachSyscalls(t, syscallLoop, true) }},
@@ -28,6 +31,7 @@ var syscallModes = []mode{
 // Indexes into syscallModes, for the ratios.
 const (
 	scUntraced = iota
+	scOther
 	scIdle
 	scTraced
 	scFollowed
@@ -45,6 +49,24 @@ func (r syscallResult) median(m int) float64 { return median(r.NsPerCall[m]) }
 func runSyscalls(bin string, rounds, n int, log io.Writer) (syscallResult, error) {
 	ns, err := runRounds(bin, syscallModes, rounds, func(mode) int { return n }, log)
 	return syscallResult{Rounds: rounds, Calls: n, NsPerCall: ns}, err
+}
+
+// attachOther follows the syscalls of another process, started for it.
+func attachOther(t *target) (func() error, error) {
+	other, err := startTarget(t.bin, 0)
+	if err != nil {
+		return nil, err
+	}
+	finish, err := attachSyscalls(other, syscallIdle, true)
+	if err != nil {
+		other.kill()
+		return nil, err
+	}
+	return func() error {
+		err := finish()
+		other.kill()
+		return err
+	}, nil
 }
 
 // attachSyscalls traces fn in the target, following its syscalls if
