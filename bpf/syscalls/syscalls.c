@@ -219,6 +219,8 @@ int sys_enter(struct bpf_raw_tracepoint_args *ctx)
 	if (n == 0 || n > MAX_FRAMES)
 		return 0;
 
+	if (ctx->args[1] > 0xffff)
+		return 0; // no syscall (-1 for one ptrace or seccomp cancelled)
 	struct pending p = {};
 	p.nr = ctx->args[1];
 	if (p.nr == NR_EXIT || p.nr == NR_EXIT_GROUP)
