@@ -147,23 +147,24 @@ func (e *Endpoint) runChild(d time.Duration) time.Duration {
 		panic(err)
 	}
 	var (
-		ws    syscall.WaitStatus
-		errno syscall.Errno
-		took  time.Duration
+		ws   syscall.WaitStatus
+		werr error
+		took time.Duration
 	)
-	unscheduled(func() {
+	realtime(func() {
 		t0 := time.Now()
 		pid, err := syscall.ForkExec(self, []string{self, ChildFlag, d.String()}, &syscall.ProcAttr{Files: []uintptr{0, 1, 2}})
 		if err != nil {
 			panic(fmt.Sprintf("child process: %v", err))
 		}
-		for errno = syscall.EINTR; errno == syscall.EINTR; {
-			_, _, errno = syscall.RawSyscall6(syscall.SYS_WAIT4, uintptr(pid), uintptr(unsafe.Pointer(&ws)), 0, 0, 0, 0)
+		for err = syscall.EINTR; err == syscall.EINTR; {
+			_, err = syscall.Wait4(pid, &ws, 0, nil)
 		}
 		took = time.Since(t0)
+		werr = err
 	})
-	if errno != 0 || !ws.Exited() || ws.ExitStatus() != 0 {
-		panic(fmt.Sprintf("child process: wait4: %v, status %v", errno, ws))
+	if werr != nil || !ws.Exited() || ws.ExitStatus() != 0 {
+		panic(fmt.Sprintf("child process: wait4: %v, status %v", werr, ws))
 	}
 	return took
 }
@@ -200,9 +201,9 @@ func (e *Endpoint) loadProgram(n int) time.Duration {
 		errno syscall.Errno
 		took  time.Duration
 	)
-	unscheduled(func() {
+	realtime(func() {
 		t0 := time.Now()
-		fd, _, errno = syscall.RawSyscall(sysBPF, bpfProgLoad, uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr))
+		fd, _, errno = syscall.Syscall(sysBPF, bpfProgLoad, uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr))
 		took = time.Since(t0)
 	})
 	runtime.KeepAlive(insns)
@@ -214,24 +215,15 @@ func (e *Endpoint) loadProgram(n int) time.Duration {
 	return took
 }
 
-// unscheduled runs f, which times a slow system call made through
-// RawSyscall, on a thread that the Go scheduler, nor on a busy node the
-// kernel's, delays meanwhile. Through syscall.Syscall the goroutine gives
-// up its P during a slow syscall, and may wait for one afterwards:
-// milliseconds the agent's clock would count as the syscall's. RawSyscall
-// keeps the P, but then the runtime, which thinks the goroutine runs,
-// preempts it with SIGURG, which interrupts the syscall (the verifier
-// gives up on a signal, with EAGAIN): so the thread blocks SIGURG. And a
-// thread that spent milliseconds in the kernel is rescheduled on its way
-// out when other threads wait for the CPU: so it runs at real-time
-// priority, where it may (as root).
-func unscheduled(f func()) {
+// realtime runs f, which times a slow system call, on a thread of its own
+// at real-time priority where the agent may (as root). After milliseconds
+// in the kernel, on a busy node, a thread at normal priority is
+// rescheduled on its way out and waits for a CPU, and then maybe for a P:
+// milliseconds the agent's clock would count as the syscall's, which the
+// tracer, at the syscall's exit, does not.
+func realtime(f func()) {
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	const sigBlock, sigSetmask = 0, 2
-	set, old := uint64(1)<<(syscall.SIGURG-1), uint64(0)
-	syscall.RawSyscall6(syscall.SYS_RT_SIGPROCMASK, sigBlock, uintptr(unsafe.Pointer(&set)), uintptr(unsafe.Pointer(&old)), 8, 0, 0)
-	defer syscall.RawSyscall6(syscall.SYS_RT_SIGPROCMASK, sigSetmask, uintptr(unsafe.Pointer(&old)), 0, 8, 0, 0)
 	const schedOther, schedFIFO = 0, 1
 	prio := int32(1)
 	if _, _, errno := syscall.RawSyscall(syscall.SYS_SCHED_SETSCHEDULER, 0, schedFIFO, uintptr(unsafe.Pointer(&prio))); errno == 0 {
