@@ -17,10 +17,10 @@
 #include <bpf/bpf_helpers.h>
 
 #include "regs.h"
+#include "gstate.h"
 
 #define MAX_PROBES 1024
 #define MAX_SITES (4 * MAX_PROBES) // probed instructions: entries and RETs
-#define MAX_FRAMES 64 // in-flight traced calls per goroutine; a power of two
 #define MAX_STACK_DEPTH 64
 #define WAKEUP_BYTES (64 << 10)
 #define LONE_WAKEUP_NS 100000000ULL // see wakeup_flags; probe.LoneWakeup
@@ -164,41 +164,6 @@ struct counters {
 	__u64 unstacked;  // entries without stack: the kernel gave no user stack, or the stack table refused it
 };
 
-struct frame {
-	__u64 id;
-	__u64 start_ns;
-	__u64 depth;
-	__u64 caller; // return address at entry
-	__u32 probe_id;
-	__s32 stack_id;
-	__u32 panics; // value of gstate.panics when the frame was pushed
-	__u32 captured; // values are in the captures map under id
-	__u32 gen;    // probe_cfg.gen when the frame was pushed
-	__u32 _pad;
-};
-
-// The call beyond MAX_FRAMES entered last, until its RET: its entry fires
-// again when its prologue calls morestack, and must not count twice.
-struct overflow {
-	__u64 depth; // 0: none
-	__u32 probe_id;
-	__u32 panics;
-};
-
-struct gstate {
-	__u64 goid;
-	__u32 n;      // frames in use
-	__u32 panics; // runtime.gopanic and runtime.Goexit calls seen on this goroutine
-	struct overflow over;
-	struct frame frames[MAX_FRAMES];
-};
-
-struct gkey {
-	__u64 g;
-	__u32 tgid;
-	__u32 _pad;
-};
-
 struct event {
 	__u64 id;
 	__u64 parent_id;
@@ -256,22 +221,6 @@ struct {
 	__type(key, __u32);
 	__type(value, struct counters);
 } probe_counters SEC(".maps");
-
-// Goroutines with traced calls in flight. Not an LRU: an eviction would lose
-// frames silently, a full table is counted instead (untracked). An entry
-// lives while its goroutine has a traced call in flight, so each call of a
-// hot function inserts and deletes one. Preallocated, about 3.6 KiB each
-// (15 MiB): an allocation at run time can fail on a busy CPU (on Linux 6.x
-// the allocator's per-CPU cache is refilled asynchronously), which lost one
-// call in a million here, and Linux 5.10 warns at load (kernel WARNING, a
-// panic with panic_on_warn) about a tracing program using a map that
-// allocates.
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4096);
-	__type(key, struct gkey);
-	__type(value, struct gstate);
-} gstates SEC(".maps");
 
 // LEGACY builds the object for kernels before 5.15, which have no attach
 // cookies for uprobes (see probe_id_of). Those before 5.12 also refuse a

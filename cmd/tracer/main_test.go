@@ -159,6 +159,8 @@ func TestBadInput(t *testing.T) {
 		{"cluster without clickhouse", []string{"trace", "--pid", pid, "--func", bpf, "--clickhouse-cluster", "c"}, "--clickhouse-cluster"},
 		{"bad addrs order", []string{"trace", "--pid", pid, "--func", bpf, "--clickhouse", "127.0.0.1:1", "--clickhouse-addrs-order", "shuffled"}, "shuffled"},
 		{"by process of one process", []string{"trace", "--pid", pid, "--func", bpf, "--by-process"}, "--by-process"},
+		{"bad syscall threshold", []string{"trace", "--pid", pid, "--func", bpf, "--syscalls", "--syscall-min", "0"}, "--syscall-min"},
+		{"syscalls without calls", []string{"trace", "--pid", pid, "--func", bpf, "--syscalls", "--entry-only"}, "--syscalls needs calls"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			mustFail(t, tracer(t, nil, tc.args...), tc.want)
@@ -412,7 +414,7 @@ func TestPprofBlocked(t *testing.T) {
 		}
 	}
 	want := map[string]time.Duration{}
-	for _, ph := range testagent.Phases(t, a.Lines()) {
+	for _, ph := range a.Phased(t) {
 		want[testagent.LockAlive] += ph["mutex"]
 		want[testagent.WaitForProxy] += ph["chan"]
 		want[testagent.ReadPipe] += ph["syscall"]

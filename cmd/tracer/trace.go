@@ -17,6 +17,7 @@ import (
 	"github.com/cilium-tracer/tracer/pkg/presets"
 	"github.com/cilium-tracer/tracer/pkg/probe"
 	"github.com/cilium-tracer/tracer/pkg/probe/kernel"
+	"github.com/cilium-tracer/tracer/pkg/probe/syscalls"
 	"github.com/cilium-tracer/tracer/pkg/session"
 	"github.com/cilium-tracer/tracer/pkg/symbols"
 )
@@ -41,6 +42,8 @@ type traceFlags struct {
 	byProc         bool
 	breakdown      bool
 	breakdownEvery time.Duration
+	syscalls       bool
+	syscallMin     time.Duration
 	presets        []string
 	release        string
 
@@ -105,6 +108,8 @@ and the summary (or the --entry-only counts) goes to stderr, so
 	fl.BoolVar(&f.byProc, "by-process", false, "with --binary: a summary per process too")
 	fl.BoolVar(&f.breakdown, "breakdown", false, "where each call's time went: its goroutine's state sampled from the target's memory while it runs (on CPU, runnable, in a syscall, blocked by reason, and where); for slow functions, no extra trap but one more record per call")
 	fl.DurationVar(&f.breakdownEvery, "breakdown-every", session.DefaultBreakdownEvery, "with --breakdown: how often a call's goroutine is sampled")
+	fl.BoolVar(&f.syscalls, "syscalls", false, "the system calls and child processes of each call, from tracepoints at every system call on the node (stopped at once in other processes): those at least --syscall-min long as child spans (bpf(2) by command, netlink sendmsg/recvmsg named), counts of the shorter ones; implied by --breakdown")
+	fl.DurationVar(&f.syscallMin, "syscall-min", syscalls.DefaultSpanMin, "with --syscalls or --breakdown: the shortest system call reported as a child span")
 	fl.BoolVar(&f.entry, "entry-only", false, "count calls per caller stack at entry only: no RET probes, no durations or spans, about half the cost per call, for hot functions; prints the counts at the end")
 	fl.BoolVar(&f.follow, "follow", true, "when the target exits, wait for it to restart and attach again")
 	fl.StringArrayVar(&f.clickhouse.Addrs, "clickhouse", nil, "also export spans to this ClickHouse (host:port, native protocol), repeatable for a cluster; password from $CLICKHOUSE_PASSWORD or --clickhouse-password-file")
@@ -157,6 +162,13 @@ func runTrace(ctx context.Context, cmd *cobra.Command, f traceFlags) error {
 	}
 	if f.breakdownEvery <= 0 {
 		return errors.New("--breakdown-every must be positive")
+	}
+	f.syscalls = f.syscalls || f.breakdown
+	if f.syscalls && f.entry {
+		return errors.New("--syscalls needs calls, which --entry-only does not follow")
+	}
+	if f.syscallMin <= 0 {
+		return errors.New("--syscall-min must be positive")
 	}
 	everyProcess := f.binary != "" && f.target.PID == 0 && f.target.Process == ""
 	if f.byProc && !everyProcess {
@@ -246,6 +258,7 @@ func runTrace(ctx context.Context, cmd *cobra.Command, f traceFlags) error {
 	}
 	cfg.MinDuration, cfg.SampleEvery = f.minDur, f.sample
 	cfg.Announce, cfg.BreakdownEvery = f.breakdown, f.breakdownEvery
+	cfg.Syscalls, cfg.SyscallMin = f.syscalls, f.syscallMin
 	cfg.Detaching = detachProgress(stderr, time.Second)
 	if f.entry {
 		cfg.EntryOnly, cfg.Stacks = true, true
@@ -263,6 +276,9 @@ func runTrace(ctx context.Context, cmd *cobra.Command, f traceFlags) error {
 			if pipe == nil {
 				// First: how the probes run on this kernel.
 				fmt.Fprintf(stderr, "tracer: %s\n", kernel.Probe().Describe(s.Set.Mode()))
+				if f.syscalls {
+					fmt.Fprintf(stderr, "tracer: syscalls through %s\n", syscalls.Attachment)
+				}
 				res := export.Resource{PID: p.PID, ContainerID: p.ContainerID, GoVersion: s.File.GoVersion, HostName: export.NodeName()}
 				if everyProcess {
 					// Each process gets a resource of its own.
@@ -300,6 +316,11 @@ func runTrace(ctx context.Context, cmd *cobra.Command, f traceFlags) error {
 					fmt.Fprintf(stderr, "tracer: %v\n", err)
 				}
 				stackCounts = append(stackCounts, scs...)
+			}
+			if n, err := s.SyscallsDropped(); err != nil {
+				fmt.Fprintf(stderr, "tracer: %v\n", err)
+			} else if n > 0 {
+				fmt.Fprintf(stderr, "tracer: %d system calls and child processes lost to a full ring buffer\n", n)
 			}
 			counters, cerr := s.Counters()
 			if cerr != nil {

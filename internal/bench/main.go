@@ -49,7 +49,7 @@ func main() {
 }
 
 // allSections are the benchmarks, in the order they run and are reported.
-var allSections = []string{"overhead", "pipeline", "attach", "cilium", "breakdown", "budget"}
+var allSections = []string{"overhead", "syscalls", "pipeline", "attach", "cilium", "breakdown", "budget"}
 
 // optInSections run only when named in -only: they take many minutes.
 var optInSections = []string{"budget"}
@@ -81,11 +81,26 @@ func run(quick bool, out string, rounds int, record bool, sections []string, w i
 			ocfg = overheadConfig{Rounds: 1, PlainCalls: 10_000, TraceCalls: 200}
 		}
 		fmt.Fprintf(w, "overhead: %d rounds, %d calls untraced, %d traced per run\n", ocfg.Rounds, ocfg.PlainCalls, ocfg.TraceCalls)
-		hot, err := buildHot(root, tmp)
+		hot, err := buildTestdata(root, tmp, "hot")
 		if err != nil {
 			return err
 		}
 		if r.Overhead, err = runOverhead(hot, ocfg, w); err != nil {
+			return err
+		}
+	}
+
+	if slices.Contains(sections, "syscalls") {
+		rounds, n := rounds, 200_000
+		if quick {
+			rounds, n = 1, 1000
+		}
+		fmt.Fprintf(w, "\nsyscalls: %d rounds, %d getppid(2) per run\n", rounds, n)
+		bin, err := buildTestdata(root, tmp, "syscalls")
+		if err != nil {
+			return err
+		}
+		if r.Syscalls, err = runSyscalls(bin, rounds, n, w); err != nil {
 			return err
 		}
 	}

@@ -90,24 +90,33 @@ func (r overheadResult) overlap(a, b int) string {
 	return ""
 }
 
-// runOverhead runs every mode once per round, the modes in rotation so that
-// none always runs first or last: drift of the machine's load spreads over
-// all of them and the ratios stay honest.
+// runOverhead runs every mode once per round (runRounds).
 func runOverhead(hotBin string, cfg overheadConfig, log io.Writer) (overheadResult, error) {
-	res := overheadResult{Config: cfg, NsPerCall: make([][]float64, len(modes))}
-	for round := range cfg.Rounds {
-		for k := range modes {
-			m := (round + k) % len(modes)
-			n := cfg.PlainCalls
-			if modes[m].traced {
-				n = cfg.TraceCalls
-			}
-			ns, err := runMode(hotBin, modes[m], n)
+	ns, err := runRounds(hotBin, modes, cfg.Rounds, func(m mode) int {
+		if m.traced {
+			return cfg.TraceCalls
+		}
+		return cfg.PlainCalls
+	}, log)
+	return overheadResult{Config: cfg, NsPerCall: ns}, err
+}
+
+// runRounds runs target bin in every mode of ms once per round, the modes
+// in rotation so that none always runs first or last: drift of the
+// machine's load spreads over all of them and the ratios stay honest. It
+// returns the ns per call of each run, [mode][round]; calls says how many
+// calls a run of a mode makes.
+func runRounds(bin string, ms []mode, rounds int, calls func(mode) int, log io.Writer) ([][]float64, error) {
+	res := make([][]float64, len(ms))
+	for round := range rounds {
+		for k := range ms {
+			m := (round + k) % len(ms)
+			ns, err := runMode(bin, ms[m], calls(ms[m]))
 			if err != nil {
-				return res, fmt.Errorf("round %d, %s: %w", round+1, modes[m].name, err)
+				return res, fmt.Errorf("round %d, %s: %w", round+1, ms[m].name, err)
 			}
-			fmt.Fprintf(log, "  round %d  %-40s %10.1f ns/call\n", round+1, modes[m].name, ns)
-			res.NsPerCall[m] = append(res.NsPerCall[m], ns)
+			fmt.Fprintf(log, "  round %d  %-45s %10.1f ns/call\n", round+1, ms[m].name, ns)
+			res[m] = append(res[m], ns)
 		}
 	}
 	return res, nil
@@ -296,23 +305,36 @@ func attachBare(t *target, rets, perf bool) (func() error, error) {
 // attachFull traces the function as `tracer trace [--stacks]` does: a
 // session whose reader builds every call while the target runs.
 func attachFull(t *target, stacks bool) (func() error, error) {
-	s, err := session.Start(session.Config{PID: t.pid, Binary: t.bin, Funcs: []string{hotFunc}, Stacks: stacks})
+	got := 0
+	return runSession(session.Config{PID: t.pid, Binary: t.bin, Funcs: []string{hotFunc}, Stacks: stacks},
+		func(c *calls.Call) {
+			if !c.Unfinished && (len(c.Stack) > 0) == stacks {
+				got++
+			}
+		},
+		func(s *session.Session) error {
+			if got != t.calls {
+				cs, _ := s.Set.Counters()
+				return fmt.Errorf("%d calls read for %d made (stacks %v; counters %+v)", got, t.calls, stacks, cs)
+			}
+			return nil
+		})
+}
+
+// runSession starts a session of cfg whose reader passes each call to
+// each while the target runs. The function it returns stops it, then
+// checks it with check.
+func runSession(cfg session.Config, each func(*calls.Call), check func(*session.Session) error) (func() error, error) {
+	s, err := session.Start(cfg)
 	if err != nil {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var (
 		wg     sync.WaitGroup
-		got    int
 		runErr error
 	)
-	wg.Go(func() {
-		runErr = s.Run(ctx, func(c *calls.Call) {
-			if !c.Unfinished && (len(c.Stack) > 0) == stacks {
-				got++
-			}
-		})
-	})
+	wg.Go(func() { runErr = s.Run(ctx, each) })
 	return func() error {
 		cancel()
 		wg.Wait()
@@ -320,11 +342,7 @@ func attachFull(t *target, stacks bool) (func() error, error) {
 		if runErr != nil && !errors.Is(runErr, session.ErrTargetExited) {
 			return runErr
 		}
-		if got != t.calls {
-			cs, _ := s.Set.Counters()
-			return fmt.Errorf("%d calls read for %d made (stacks %v; counters %+v)", got, t.calls, stacks, cs)
-		}
-		return nil
+		return check(s)
 	}, nil
 }
 
@@ -414,14 +432,14 @@ func attachBpftrace(t *target) (func() error, error) {
 // probe.Set then attaches through.
 func uprobeMulti() bool { return features.HaveBPFLinkUprobeMulti() == nil }
 
-// buildHot builds testdata/hot into dir.
-func buildHot(root, dir string) (string, error) {
-	out := filepath.Join(dir, "hot")
-	cmd := exec.Command("go", "build", "-o", out, "./internal/bench/testdata/hot")
+// buildTestdata builds internal/bench/testdata/NAME into dir.
+func buildTestdata(root, dir, name string) (string, error) {
+	out := filepath.Join(dir, name)
+	cmd := exec.Command("go", "build", "-o", out, "./internal/bench/testdata/"+name)
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
-		return "", fmt.Errorf("build hot: %w\n%s", err, b)
+		return "", fmt.Errorf("build %s: %w\n%s", name, err, b)
 	}
 	return out, nil
 }

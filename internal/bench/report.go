@@ -57,6 +57,7 @@ type report struct {
 	Machine   machine
 	Quick     bool
 	Overhead  overheadResult
+	Syscalls  syscallResult
 	Pipeline  pipelineResult
 	Compare   compareResult
 	Breakdown breakdownResult
@@ -118,6 +119,18 @@ func (r report) sections() []section {
 				"Both take one trap, walk the stack and count it in a hash map; ours also looks up the probe's configuration and per-CPU counters.%s",
 				eo, o.overlap(modeEntryOnly, modeBpftrace), link))
 		}
+		out = append(out, s)
+	}
+	if sc := r.Syscalls; len(sc.NsPerCall) > 0 && len(sc.NsPerCall[0]) > 0 {
+		s := section{Title: fmt.Sprintf("Syscall programs, per system call (median of %d interleaved rounds; %d getppid(2) per run)", sc.Rounds, sc.Calls)}
+		for m, md := range syscallModes {
+			xs := sc.NsPerCall[m]
+			s.Rows = append(s.Rows, row{Name: md.name, Value: fmt.Sprintf("%s ns (%s-%s)", fmtNs(median(xs)), fmtNs(minOf(xs)), fmtNs(maxOf(xs)))})
+		}
+		s.Rows = append(s.Rows,
+			row{Name: "another process followed / untraced", Value: fmt.Sprintf("%.2fx", sc.median(scOther)/sc.median(scUntraced))},
+			row{Name: "no traced call in flight: followed / untraced", Value: fmt.Sprintf("%.2fx", sc.median(scIdle)/sc.median(scUntraced))},
+			row{Name: "in a traced call: followed / not followed", Value: fmt.Sprintf("%.2fx", sc.median(scFollowed)/sc.median(scTraced))})
 		out = append(out, s)
 	}
 	if p := r.Pipeline; len(p.Stages) > 0 {
@@ -328,6 +341,10 @@ const methods = `
   *Full*: a tracer session (pkg/session), with stacks or without, its reader building every call concurrently, as ` + "`tracer trace [--stacks]`" + ` does; every call must come back (with its stack).
   *Entry-only*: the session's entry-only mode with stacks; the per-stack counts must add up to the calls.
   *bpftrace*: ` + "`bpftrace -p PID -e 'uprobe:BIN:\"FUNC\" { @s[ustack] = count(); }'`" + `; its counts must add up to the calls.
+- **Syscall programs.** internal/bench/testdata/syscalls makes getppid(2) in a loop through syscall.Syscall, inside one call of ` + "`" + syscallLoop + "`" + `, and times the loop itself.
+  *Following another process*: the same session on a second, idle instance of the target: the cost to every other process of the node.
+  *Followed, no traced call in flight*: a session with ` + "`Syscalls`" + ` tracing a function the target never calls: each syscall runs the programs at entry and exit, which find the goroutine has no traced call and stop.
+  *In a traced call*: a session tracing the loop's function, without and with ` + "`Syscalls`" + `; with them, the call must come back with every getppid counted.
 - **Pipeline.** internal/bench/testdata/pipeline holds 4000 ring-buffer samples recorded from the example agent's regenerations traced with stacks
   (in the BPF programs' event layout), the stacks they name, and every address as function+offset.
   The benchmark builds the agent from the current sources and rebases the addresses onto it, so symbolization runs on a real binary that is not in git

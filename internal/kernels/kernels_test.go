@@ -66,10 +66,15 @@ func goTest(name, binary, run string) check {
 //   - TestEveryProcess and TestEveryProcessExit: every process that runs
 //     the stripped agent, PIE and not, traced from its file, with exact
 //     counts per process; without attach cookies a PIE is refused;
+//   - TestSyscalls: the syscall programs on raw tracepoints, sharing the
+//     uprobes' goroutine table (the legacy object's too): a child process
+//     and a BPF program load against the agent's own clock, netlink sends
+//     and receives named, short syscalls counted;
 //   - cmd/tracer's TestEntryOnly (entry-only counts), TestCaptureStripped
-//     (--capture through an offsets file, on the stripped agent) and
+//     (--capture through an offsets file, on the stripped agent),
 //     TestDoctor (tracer doctor's checks, capabilities and mode agree with
-//     the kernel's, and it loads and attaches in that mode).
+//     the kernel's, and it loads and attaches in that mode) and
+//     TestTraceSyscalls (--breakdown's syscalls in JSON and OTLP).
 //
 // With preempt=full the session tests also run TestScratchPerCall, whose
 // probes share per-CPU buffers that a preempted program would clobber.
@@ -83,7 +88,8 @@ func checks(preempt bool) []check {
 	return []check{
 		goTest("session", "session.test", "^("+session+")$/^"+variant+"$"),
 		goTest("every-process", "session.test", "^(TestEveryProcess|TestEveryProcessExit)$/^("+variant+"|"+nonPIE+")$"),
-		goTest("cli", "tracer.test", "^(TestEntryOnly|TestCaptureStripped|TestDoctor)$"),
+		goTest("syscalls", "session.test", "^TestSyscalls$/^"+variant+"$"),
+		goTest("cli", "tracer.test", "^(TestEntryOnly|TestCaptureStripped|TestDoctor|TestTraceSyscalls)$"),
 	}
 }
 

@@ -292,6 +292,32 @@ func (a *Agent) Begin(tb testing.TB) {
 	}
 }
 
+// Phased returns what each phase of each regeneratePhased call took, as
+// the agent measured it (its "phased cpu_ns=... mutex_ns=..." lines), by
+// phase name ("cpu", "mutex", "chan", "syscall", "exec", "bpf"), in the
+// order of the calls.
+func (a *Agent) Phased(tb testing.TB) []map[string]time.Duration {
+	tb.Helper()
+	var out []map[string]time.Duration
+	for _, l := range a.Lines() {
+		rest, ok := strings.CutPrefix(l, "phased ")
+		if !ok {
+			continue
+		}
+		m := map[string]time.Duration{}
+		for _, f := range strings.Fields(rest) {
+			k, v, _ := strings.Cut(f, "_ns=")
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				tb.Fatalf("bad phase line %q", l)
+			}
+			m[k] = time.Duration(n)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
 // Lines returns what the agent printed so far.
 func (a *Agent) Lines() []string {
 	a.mu.Lock()
@@ -335,31 +361,6 @@ func (a *Agent) report(tb testing.TB) Report {
 	}
 	tb.Fatalf("agent printed no report: %q", lines)
 	return Report{}
-}
-
-// Phases parses the lines an agent run with -phased printed, "phased
-// cpu_ns=... mutex_ns=...", one per call in the order of the calls: what
-// each phase took by the agent's own clock, by phase name.
-func Phases(tb testing.TB, lines []string) []map[string]time.Duration {
-	tb.Helper()
-	var out []map[string]time.Duration
-	for _, l := range lines {
-		rest, ok := strings.CutPrefix(l, "phased ")
-		if !ok {
-			continue
-		}
-		m := map[string]time.Duration{}
-		for _, f := range strings.Fields(rest) {
-			k, v, _ := strings.Cut(f, "_ns=")
-			n, err := strconv.ParseInt(v, 10, 64)
-			if err != nil {
-				tb.Fatalf("bad phase line %q", l)
-			}
-			m[k] = time.Duration(n)
-		}
-		out = append(out, m)
-	}
-	return out
 }
 
 // Report asks the running agent for its counts so far (SIGUSR1) and

@@ -1,13 +1,16 @@
 package calls
 
 import (
+	"cmp"
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/cilium-tracer/tracer/pkg/probe"
+	"github.com/cilium-tracer/tracer/pkg/probe/syscalls"
 	"github.com/cilium-tracer/tracer/pkg/symbols"
 	"github.com/cilium-tracer/tracer/pkg/symbols/args"
 )
@@ -211,4 +214,20 @@ func FormatValue(c args.Capture, v probe.Value) string {
 		return fmt.Sprintf("%#x", u)
 	}
 	return strconv.FormatUint(u, 10)
+}
+
+// Syscalls converts the system calls and child processes of one call, and
+// the counts of its short system calls, the longest total first.
+func (b *Builder) Syscalls(evs []syscalls.Event, totals []syscalls.Total) ([]Syscall, []SyscallTotal) {
+	var out []Syscall
+	for _, e := range evs {
+		out = append(out, Syscall{Name: e.Name, Start: b.clock.Wall(e.Start), Duration: time.Duration(e.End - e.Start), Ret: e.Ret, Child: e.Child})
+	}
+	slices.SortStableFunc(out, func(x, y Syscall) int { return x.Start.Compare(y.Start) })
+	var ts []SyscallTotal
+	for _, t := range totals {
+		ts = append(ts, SyscallTotal(t))
+	}
+	slices.SortStableFunc(ts, func(x, y SyscallTotal) int { return cmp.Or(cmp.Compare(y.Time, x.Time), cmp.Compare(x.Name, y.Name)) })
+	return out, ts
 }

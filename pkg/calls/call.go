@@ -51,6 +51,35 @@ type Call struct {
 	// Breakdown is where the time went, for probes that sample their
 	// calls' goroutines (nil otherwise, or without a sample).
 	Breakdown *Breakdown
+
+	// Syscalls are the system calls at least the session's syscall
+	// threshold long that the call made itself (not in its traced
+	// children), and the child processes it started, by start.
+	// SyscallTotals count its shorter system calls by name. Both nil
+	// unless the session follows system calls.
+	Syscalls      []Syscall
+	SyscallTotals []SyscallTotal
+}
+
+// A Syscall is one system call of a call, or a child process it started.
+type Syscall struct {
+	// Name is the syscall's: "read", "bpf BPF_PROG_LOAD", "netlink
+	// sendmsg"; a child's is its command.
+	Name     string
+	Start    time.Time
+	Duration time.Duration
+	Ret      int64 // a negative errno on failure; a child's PID
+	// Child: a child process, from the start of the clone that made it to
+	// its exit.
+	Child bool
+}
+
+// A SyscallTotal is how many system calls of one name, each shorter than
+// the session's syscall threshold, a call made, and their time.
+type SyscallTotal struct {
+	Name  string
+	Count int
+	Time  time.Duration
 }
 
 // An Error is an error a call returned.

@@ -271,6 +271,11 @@ func (e *ClickHouseExporter) exportOnce(ctx context.Context, spans []Span) error
 	e.cols.Reset()
 	for i := range spans {
 		e.cols.Append(&spans[i])
+		// A call's system calls and child processes are spans of
+		// their own, in the rows after it.
+		for j := range spans[i].Children {
+			e.cols.Append(&spans[i].Children[j])
+		}
 	}
 	// ch-go waits for the server's answer as long as ctx lasts, where a
 	// read timeout ends an attempt that a retry may still save.

@@ -131,4 +131,44 @@ func TestClickHouseIntegration(t *testing.T) {
 	if traces != 2 {
 		t.Errorf("lookup table knows %d traces, want 2", traces)
 	}
+
+	// A call's syscalls and child processes: ordinary rows, children of
+	// the call's.
+	e, err = NewClickHouseExporter(ClickHouseConfig{Addrs: []string{addr}, Username: user, Password: password, SkipSchema: true,
+		Schema: TracesSchema{Database: db}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	call := NewSpanBuilder(testResource).Build(withSyscalls())
+	if err := e.Export(ctx, []Span{call}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rows, err = conn.Query(ctx, `SELECT SpanName, Duration, StatusCode FROM `+quoteIdent(db)+`.otel_traces
+		WHERE TraceId = ? AND ParentSpanId = ? ORDER BY Timestamp`, call.TraceID.String(), call.SpanID.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var children []ClickHouseRow
+	for rows.Next() {
+		var r ClickHouseRow
+		if err := rows.Scan(&r.SpanName, &r.Duration, &r.StatusCode); err != nil {
+			t.Fatal(err)
+		}
+		children = append(children, r)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if len(children) != len(call.Children) {
+		t.Fatalf("%d child rows of the call, want %d", len(children), len(call.Children))
+	}
+	for i, ch := range call.Children {
+		w := NewClickHouseRow(&ch)
+		if g := children[i]; g.SpanName != w.SpanName || g.Duration != w.Duration || g.StatusCode != w.StatusCode {
+			t.Errorf("child row %d: %+v, want %+v", i, g, w)
+		}
+	}
 }

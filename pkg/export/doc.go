@@ -3,7 +3,9 @@
 //
 // A SpanBuilder makes one span per call: trace IDs are a random per-session
 // prefix followed by the call's root ID, span IDs are call IDs, so that the
-// call trees formed in BPF need no buffering here. A Pipeline sits between
+// call trees formed in BPF need no buffering here. A call's system calls and
+// child processes are child spans of its span (Span.Children), which the
+// OTLP and ClickHouse exporters send as ordinary spans. A Pipeline sits between
 // the event reader and the exporters: Enqueue never blocks, every queue is
 // bounded, and what does not fit is dropped and counted (Stats).
 //

@@ -115,11 +115,12 @@ func (e *OTLPExporter) Shutdown(ctx context.Context) error {
 	return e.shutdown(func() error { return e.client.Stop(ctx) })
 }
 
-// OTLPSpans renders spans as the SDK's OTLP exporter renders the same span
-// data: one ResourceSpans per resource (schemaless, as SpanBuilder makes
-// them), all in the tracer's scope, every span sampled and its parent
-// local.
+// OTLPSpans renders spans, each followed by its children, as the SDK's OTLP
+// exporter renders the same span data: one ResourceSpans per resource
+// (schemaless, as SpanBuilder makes them), all in the tracer's scope, every
+// span sampled and its parent local.
 func OTLPSpans(spans []Span) []*tracepb.ResourceSpans {
+	spans = withChildren(spans)
 	var out []*tracepb.ResourceSpans
 	scopes := map[attribute.Distinct]*tracepb.ScopeSpans{}
 	for i := range spans {

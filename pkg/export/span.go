@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -54,6 +55,16 @@ const (
 	AttrBreakdownSyscall  = attribute.Key("tracer.breakdown.syscall_ns")
 	AttrBlockedPrefix     = "tracer.breakdown.blocked."
 	AttrBreakdownWhere    = attribute.Key("tracer.breakdown.where")
+	// The counts of a call's short system calls (calls.SyscallTotal):
+	// AttrSyscallPrefix + the name, spaces as underscores, + ".count"
+	// or ".ns".
+	AttrSyscallPrefix = "tracer.syscall."
+	// On the child spans of a call's system calls and child processes:
+	// which it is ("syscall" or "process"), what the syscall returned,
+	// and a child's PID.
+	AttrSpanKind   = attribute.Key("tracer.span")
+	AttrSyscallRet = attribute.Key("tracer.syscall.ret")
+	AttrChildPID   = attribute.Key("process.pid")
 )
 
 // Resource identifies the traced process. Empty fields are left out of the
@@ -120,6 +131,10 @@ type Span struct {
 	Resource   *resource.Resource // shared by all spans of a builder, or of one process
 
 	Call calls.Call
+	// Children are the spans of the call's system calls and child
+	// processes (calls.Call.Syscalls), whose parent it is. Their own
+	// Call is empty.
+	Children []Span
 }
 
 // A SpanBuilder turns calls into spans for one tracing session.
@@ -288,8 +303,68 @@ func (b *SpanBuilder) Build(c calls.Call) Span {
 			attrs = append(attrs, AttrBreakdownWhere.String(strings.Join(lines, "\n")))
 		}
 	}
+	for _, t := range c.SyscallTotals {
+		name := AttrSyscallPrefix + strings.ReplaceAll(t.Name, " ", "_")
+		attrs = append(attrs, attribute.Int(name+".count", t.Count), attribute.Int64(name+".ns", t.Time.Nanoseconds()))
+	}
 	s.Attributes = attrs
+	for i, sc := range c.Syscalls {
+		s.Children = append(s.Children, b.syscallSpan(s, i, sc))
+	}
 	return s
+}
+
+// syscallSpan returns the span of system call or child process i of the
+// call of span parent.
+func (b *SpanBuilder) syscallSpan(parent Span, i int, sc calls.Syscall) Span {
+	s := Span{
+		TraceID:      parent.TraceID,
+		SpanID:       spanID(mix(parent.Call.ID + uint64(i) + 1)),
+		ParentSpanID: parent.SpanID,
+		Name:         sc.Name,
+		Kind:         trace.SpanKindInternal,
+		Start:        sc.Start,
+		End:          sc.Start.Add(sc.Duration),
+		Resource:     parent.Resource,
+	}
+	if sc.Child {
+		s.Attributes = []attribute.KeyValue{AttrSpanKind.String("process"), AttrChildPID.Int64(sc.Ret)}
+		return s
+	}
+	s.Attributes = []attribute.KeyValue{AttrSpanKind.String("syscall"), AttrSyscallRet.Int64(sc.Ret)}
+	if sc.Ret < 0 {
+		s.StatusCode = codes.Error
+		s.StatusMessage = syscall.Errno(-sc.Ret).Error()
+	}
+	return s
+}
+
+// mix is splitmix64's finalizer: the span IDs of a call's syscalls, from
+// its ID, look as random as call IDs, so they meet no other span's.
+func mix(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	return x ^ x>>31
+}
+
+// withChildren returns spans with the children of each after it: for
+// exporters that send every span alike.
+func withChildren(spans []Span) []Span {
+	n := 0
+	for i := range spans {
+		n += len(spans[i].Children)
+	}
+	if n == 0 {
+		return spans
+	}
+	out := make([]Span, 0, len(spans)+n)
+	for i := range spans {
+		out = append(out, spans[i])
+		out = append(out, spans[i].Children...)
+	}
+	return out
 }
 
 func spanID(id uint64) trace.SpanID {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/cilium-tracer/tracer/pkg/calls"
@@ -61,6 +62,7 @@ func (e *TextExporter) Export(_ context.Context, spans []Span) error {
 			fmt.Fprintf(&buf, " [%s]", c.Breakdown)
 		}
 		buf.WriteByte('\n')
+		waterfall(&buf, c)
 		if e.stacks {
 			for _, f := range c.Stack {
 				fmt.Fprintf(&buf, "    %s\n        %s:%d", f.Func, f.File, f.Line)
@@ -125,6 +127,29 @@ type JSONSpan struct {
 	Attrs        map[string]string `json:"attrs,omitempty"`
 	Stack        []JSONFrame       `json:"stack,omitempty"`
 	Breakdown    *JSONBreakdown    `json:"breakdown,omitempty"`
+	// The call's system calls and child processes (their spans'
+	// parent is this one), and the counts of its short system calls.
+	Syscalls      []JSONSyscall      `json:"syscalls,omitempty"`
+	SyscallTotals []JSONSyscallTotal `json:"syscall_totals,omitempty"`
+}
+
+// JSONSyscall is one system call or child process of a call
+// (calls.Syscall).
+type JSONSyscall struct {
+	Time       time.Time `json:"time"`
+	DurationNS int64     `json:"duration_ns"`
+	SpanID     string    `json:"span_id"`
+	Name       string    `json:"name"`
+	Ret        int64     `json:"ret"` // a child's PID
+	Child      bool      `json:"child,omitempty"`
+}
+
+// JSONSyscallTotal counts a call's short system calls of one name
+// (calls.SyscallTotal).
+type JSONSyscallTotal struct {
+	Name   string `json:"name"`
+	Count  int    `json:"count"`
+	TimeNS int64  `json:"time_ns"`
 }
 
 // JSONBreakdown is where a call's time went (calls.Breakdown), in ns.
@@ -204,9 +229,52 @@ func (e *JSONExporter) Export(_ context.Context, spans []Span) error {
 			}
 			js.Breakdown = jb
 		}
+		for j, sc := range c.Syscalls {
+			js.Syscalls = append(js.Syscalls, JSONSyscall{Time: sc.Start, DurationNS: sc.Duration.Nanoseconds(), SpanID: s.Children[j].SpanID.String(), Name: sc.Name, Ret: sc.Ret, Child: sc.Child})
+		}
+		for _, t := range c.SyscallTotals {
+			js.SyscallTotals = append(js.SyscallTotals, JSONSyscallTotal{Name: t.Name, Count: t.Count, TimeNS: t.Time.Nanoseconds()})
+		}
 		if err := enc.Encode(&js); err != nil {
 			return fmt.Errorf("encode span %s: %w", s.SpanID, err)
 		}
 	}
 	return e.write(buf.Bytes())
+}
+
+// waterfallWidth is the width of a waterfall's bars.
+const waterfallWidth = 40
+
+// waterfall draws the system calls and child processes of c under its line,
+// each as a bar where it falls in the call, then the counts of the short
+// ones:
+//
+//	+31.2ms [       ====                             ]  30.2ms read
+//	+95.0ms [                  ========              ]  32.1ms child cilium-agent (pid 4242)
+//	short syscalls: close 9× 35µs · pipe2 2× 21µs
+func waterfall(buf *bytes.Buffer, c *calls.Call) {
+	for _, sc := range c.Syscalls {
+		off := sc.Start.Sub(c.Start)
+		from, to := 0, 0
+		if c.Duration > 0 {
+			from = int(min(max(off, 0), c.Duration) * waterfallWidth / c.Duration)
+			to = int(min(max(off+sc.Duration, 0), c.Duration) * waterfallWidth / c.Duration)
+		}
+		from = min(from, waterfallWidth-1)
+		to = min(max(to, from+1), waterfallWidth)
+		bar := strings.Repeat(" ", from) + strings.Repeat("=", to-from) + strings.Repeat(" ", waterfallWidth-to)
+		name := sc.Name
+		if sc.Child {
+			name = fmt.Sprintf("child %s (pid %d)", sc.Name, sc.Ret)
+		}
+		fmt.Fprintf(buf, "    %10s [%s] %10s %s\n", "+"+off.Round(time.Microsecond).String(), bar, sc.Duration.Round(time.Microsecond), name)
+	}
+	if len(c.SyscallTotals) == 0 {
+		return
+	}
+	parts := make([]string, len(c.SyscallTotals))
+	for i, t := range c.SyscallTotals {
+		parts[i] = fmt.Sprintf("%s %d× %s", t.Name, t.Count, t.Time.Round(time.Microsecond))
+	}
+	fmt.Fprintf(buf, "    short syscalls: %s\n", strings.Join(parts, " · "))
 }

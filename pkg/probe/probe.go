@@ -466,6 +466,10 @@ func (s *Set) Add(p Probe) (int, error) {
 	return id, nil
 }
 
+// Goroutines returns the programs' goroutine table, the traced calls in
+// flight by goroutine (bpf/uprobes/gstate.h), for programs that share it.
+func (s *Set) Goroutines() *ebpf.Map { return s.objs.Gstates }
+
 // Mode returns how the probes run.
 func (s *Set) Mode() kernel.Mode { return s.mode }
 

@@ -22,7 +22,7 @@ func TestBreakdown(t *testing.T) {
 			cfg := session.Config{Funcs: []string{testagent.Phased}}
 			cfg.Announce = true
 			got, _, _ := traceAll(t, agent, cfg)
-			want := testagent.Phases(t, agent.Lines())
+			want := agent.Phased(t)
 			if len(got) != len(want) || len(want) != 4 {
 				t.Fatalf("%d calls traced, the agent made %d (want 4)", len(got), len(want))
 			}

@@ -13,6 +13,7 @@ import (
 	"github.com/cilium-tracer/tracer/pkg/calls"
 	"github.com/cilium-tracer/tracer/pkg/probe"
 	"github.com/cilium-tracer/tracer/pkg/probe/kernel"
+	"github.com/cilium-tracer/tracer/pkg/probe/syscalls"
 	"github.com/cilium-tracer/tracer/pkg/symbols"
 	"github.com/cilium-tracer/tracer/pkg/symbols/args"
 	"github.com/cilium-tracer/tracer/pkg/symbols/offsets"
@@ -57,6 +58,14 @@ type Config struct {
 	// probe with Announce is sampled, for the call's Breakdown; default
 	// DefaultBreakdownEvery.
 	BreakdownEvery time.Duration
+	// Syscalls follows the system calls and child processes of the
+	// traced calls (pkg/probe/syscalls): each call gets those at least
+	// SyscallMin long (default syscalls.DefaultSpanMin) as
+	// calls.Call.Syscalls, and counts of the shorter ones. Its programs
+	// run at every system call on the node, and stop at once in the
+	// processes not traced.
+	Syscalls   bool
+	SyscallMin time.Duration
 	// Process, if set, hears of each process running the executable when
 	// PID is 0: at its first call, before the call is emitted, and when
 	// it exits, after its calls in flight are. On Run's goroutine.
@@ -111,6 +120,11 @@ type Session struct {
 	// when a probe announces, else from the first announcement (a probe
 	// added later). Set on Run's goroutine after Start.
 	sampler *sampler
+	// syscalls follows the system calls of the traced calls
+	// (Config.Syscalls); pending holds their events read before their
+	// call's record, by call ID.
+	syscalls *syscalls.Set
+	pending  map[uint64][]syscalls.Event
 }
 
 // Resolve finds the probes for the patterns: every matching function with
@@ -218,6 +232,12 @@ func start(cfg Config, f *symbols.File) (_ *Session, err error) {
 		return nil, err
 	}
 	s := &Session{cfg: cfg, PID: cfg.PID, Binary: bin, File: f, Set: set, Refused: refused, GoidErr: goidErr}
+	if cfg.Syscalls {
+		if err := s.followSyscalls(); err != nil {
+			set.Close()
+			return nil, err
+		}
+	}
 	for _, p := range probes {
 		if p.Announce && s.sampler == nil {
 			s.startSampler()
@@ -383,8 +403,8 @@ func (s *Session) scan() error {
 	pids, err := s.Set.Processes()
 	s.list.RUnlock()
 	for _, pid := range pids {
-		if p := s.procs.see(pid); p != nil && s.cfg.Process != nil {
-			s.cfg.Process(*p)
+		if p := s.procs.see(pid); p != nil {
+			s.seen(p)
 		}
 	}
 	return err
@@ -407,6 +427,9 @@ func (s *Session) exits(emit func(*calls.Call)) error {
 		}
 		if err != nil {
 			return err
+		}
+		if s.syscalls != nil {
+			s.syscalls.Unwatch(pid)
 		}
 		if p, ok := s.procs.exit(pid); ok && s.cfg.Process != nil {
 			s.cfg.Process(p)
@@ -497,8 +520,8 @@ func (s *Session) build(r *probe.Record) (calls.Call, bool) {
 		return calls.Call{}, false
 	}
 	if s.procs != nil {
-		if p := s.procs.see(r.PID); p != nil && s.cfg.Process != nil {
-			s.cfg.Process(*p)
+		if p := s.procs.see(r.PID); p != nil {
+			s.seen(p)
 		}
 	}
 	if r.Kind == probe.Entered {
@@ -518,7 +541,60 @@ func (s *Session) build(r *probe.Record) (calls.Call, bool) {
 	if s.sampler != nil {
 		c.Breakdown = s.sampler.leave(r.ID, r.End).Breakdown()
 	}
+	if s.syscalls != nil {
+		s.addSyscalls(&c)
+	}
 	return c, err == nil || c.Func != ""
+}
+
+// seen tells of process p, seen for the first time.
+func (s *Session) seen(p *Process) {
+	if s.syscalls != nil {
+		// A process whose syscalls cannot be followed is still traced:
+		// its calls come without them.
+		_ = s.syscalls.Watch(p.PID)
+	}
+	if s.cfg.Process != nil {
+		s.cfg.Process(*p)
+	}
+}
+
+// followSyscalls attaches the syscall programs, following the target, or
+// each process as it is seen.
+func (s *Session) followSyscalls() error {
+	sc, err := syscalls.Attach(syscalls.Options{Goroutines: s.Set.Goroutines(), SpanMin: s.cfg.SyscallMin})
+	if err != nil {
+		return err
+	}
+	if s.PID != 0 {
+		if err := sc.Watch(s.PID); err != nil {
+			sc.Close()
+			return err
+		}
+	}
+	s.syscalls, s.pending = sc, map[uint64][]syscalls.Event{}
+	return nil
+}
+
+// maxPending bounds the calls whose syscalls wait for their record: those
+// of calls shorter than their probe's MinDuration never get one, nor a
+// child that outlives its call.
+const maxPending = 4096
+
+// addSyscalls gives c its system calls and child processes. They are in
+// the ring buffer before c's record is read: each ended, and each child
+// was waited for, before c returned. A call whose syscalls cannot be read
+// is still a call.
+func (s *Session) addSyscalls(c *calls.Call) {
+	_ = s.syscalls.Read(func(e syscalls.Event) {
+		if len(s.pending) >= maxPending {
+			clear(s.pending)
+		}
+		s.pending[e.Call] = append(s.pending[e.Call], e)
+	})
+	totals, _ := s.syscalls.Totals(c.ID)
+	c.Syscalls, c.SyscallTotals = s.builder.Syscalls(s.pending[c.ID], totals)
+	delete(s.pending, c.ID)
 }
 
 // startSampler starts sampling the goroutines of announced calls; for one
@@ -654,12 +730,28 @@ func (s *Session) Close() error {
 	if s.sampler != nil {
 		s.sampler.close()
 	}
-	return errors.Join(s.Set.Close(), s.File.Close())
+	return errors.Join(s.closeSyscalls(), s.Set.Close(), s.File.Close())
+}
+
+func (s *Session) closeSyscalls() error {
+	if s.syscalls == nil {
+		return nil
+	}
+	return s.syscalls.Close()
 }
 
 // release detaches the probes and hands the executable on to the caller.
 func (s *Session) release() (*symbols.File, error) {
-	return s.File, s.Set.Close()
+	return s.File, errors.Join(s.closeSyscalls(), s.Set.Close())
+}
+
+// SyscallsDropped returns how many system calls and child processes of
+// traced calls were lost to a full ring buffer; 0 without Config.Syscalls.
+func (s *Session) SyscallsDropped() (uint64, error) {
+	if s.syscalls == nil {
+		return 0, nil
+	}
+	return s.syscalls.Dropped()
 }
 
 // A StackCount is how often an entry-only probe's function was called from

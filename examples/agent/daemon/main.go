@@ -88,6 +88,9 @@ func parseFlags(args []string) (config, error) {
 	fs.DurationVar(&c.phases.Mutex, "phase-mutex", 40*time.Millisecond, "regeneratePhased: time waiting for a lock another goroutine holds")
 	fs.DurationVar(&c.phases.Chan, "phase-chan", 30*time.Millisecond, "regeneratePhased: time waiting on a channel")
 	fs.DurationVar(&c.phases.Syscall, "phase-syscall", 30*time.Millisecond, "regeneratePhased: time blocked in read(2)")
+	fs.DurationVar(&c.phases.Exec, "phase-exec", 0, "regeneratePhased: then run a child process (this executable) that computes this long (0: none)")
+	fs.IntVar(&c.phases.BPFInsns, "phase-bpf-insns", 0, "regeneratePhased: then load a BPF socket filter of this many instructions through bpf(BPF_PROG_LOAD) (0: none)")
+	fs.BoolVar(&c.phases.Netlink, "phase-netlink", false, "regeneratePhased: then dump the network links over netlink, counting the messages sent and the reads")
 	fs.IntVar(&c.hot, "hot", 0, "call ctmap lookup N times before the regenerations and print a checksum")
 	fs.BoolVar(&c.hotBackground, "hot-background", false, "run the hot loop alongside the regenerations instead of before them")
 	fs.IntVar(&c.hotBursts, "hot-bursts", 1, "run the hot loop this many times, -hot-pause apart: a hot path that comes in bursts")
@@ -124,7 +127,7 @@ func parseFlags(args []string) (config, error) {
 		return config{}, fmt.Errorf("-scratch-workers %d not in [0, %d]: %w", c.scratchWorkers, torture.MaxCallers, errBadFlag)
 	case c.scratchCalls < 0 || c.goexitWorkers < 0 || c.recurseDepth < 0 || c.recurseTimes < 0 || c.churnGoroutines < 0:
 		return config{}, fmt.Errorf("-scratch-calls, -goexit-workers, -recurse-depth, -recurse-times and -churn-goroutines must not be negative: %w", errBadFlag)
-	case c.phased < 0 || c.phases.CPU < 0 || c.phases.Mutex < 0 || c.phases.Chan < 0 || c.phases.Syscall < 0:
+	case c.phased < 0 || c.phases.CPU < 0 || c.phases.Mutex < 0 || c.phases.Chan < 0 || c.phases.Syscall < 0 || c.phases.Exec < 0 || c.phases.BPFInsns < 0:
 		return config{}, fmt.Errorf("-phased and the -phase durations must not be negative: %w", errBadFlag)
 	case c.hot < 0:
 		return config{}, fmt.Errorf("-hot %d is negative: %w", c.hot, errBadFlag)
@@ -177,6 +180,15 @@ func (p *printer) exit() {
 }
 
 func main() {
+	if len(os.Args) == 3 && os.Args[1] == endpoint.ChildFlag {
+		d, err := time.ParseDuration(os.Args[2])
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "cilium-agent: %s: %v\n", endpoint.ChildFlag, err)
+			os.Exit(2)
+		}
+		endpoint.Child(d)
+		return
+	}
 	cfg, err := parseFlags(os.Args[1:])
 	if errors.Is(err, flag.ErrHelp) {
 		os.Exit(0)
@@ -252,7 +264,11 @@ func run(cfg config, out *printer) {
 	if cfg.phased > 0 {
 		e := endpoint.New(&endpoint.Owner{}, firstEndpointID, "default", "phased")
 		for i := 0; i < cfg.phased; i++ {
-			out.printf("phased %s\n", e.RegeneratePhased(cfg.phases))
+			took := e.RegeneratePhased(cfg.phases)
+			out.printf("phased %s\n", took)
+			if cfg.phases.Netlink {
+				out.printf("netlink sends=%d recvs=%d\n", took.NetlinkSends, took.NetlinkRecvs)
+			}
 		}
 	}
 	if cfg.recurseDepth > 0 {

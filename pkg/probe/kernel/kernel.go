@@ -50,6 +50,10 @@ const (
 	AttachCookies   = "attach cookies"
 	UprobeMulti     = "uprobe_multi links"
 	UprobeMultiPIDs = "uprobe_multi PID filter by process"
+	// The syscall programs (Options.Syscalls in pkg/probe/syscalls)
+	// need these two.
+	RawTracepoints  = "BPF programs at raw tracepoints"
+	ProbeReadKernel = "bpf_probe_read_kernel"
 )
 
 // Features is what the running kernel has.
@@ -113,6 +117,8 @@ var checks = []struct {
 	{AttachCookies, "5.15", false, func() error { return features.HaveProgramHelper(ebpf.Kprobe, asm.FnGetAttachCookie) }},
 	{UprobeMulti, "6.6", false, features.HaveBPFLinkUprobeMulti},
 	{UprobeMultiPIDs, "6.10", false, haveUprobeMultiPIDFilter},
+	{RawTracepoints, "4.17", false, func() error { return features.HaveProgramType(ebpf.RawTracepoint) }},
+	{ProbeReadKernel, "5.5", false, func() error { return features.HaveProgramHelper(ebpf.RawTracepoint, asm.FnProbeReadKernel) }},
 }
 
 // release returns the kernel's release string, as uname -r prints it.

@@ -62,9 +62,18 @@ func (f Features) Allows(m Mode) error {
 			need = append(need, c.Name)
 		}
 	}
-	for _, name := range need {
+	if err := f.Require(need...); err != nil {
+		return fmt.Errorf("%s: %w", m, err)
+	}
+	return nil
+}
+
+// Require fails, naming the first missing feature and the release that
+// has it, unless the kernel has every feature named.
+func (f Features) Require(names ...string) error {
+	for _, name := range names {
 		if c := f.check(name); !c.OK() {
-			return fmt.Errorf("%s: %w", m, c.missing(f.Release))
+			return c.missing(f.Release)
 		}
 	}
 	return nil

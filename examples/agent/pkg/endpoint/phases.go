@@ -2,10 +2,12 @@ package endpoint
 
 import (
 	"fmt"
+	"os"
+	"runtime"
 	"sync"
-
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/cilium/cilium/pkg/groundtruth"
 )
@@ -27,11 +29,34 @@ type Phases struct {
 	Mutex   time.Duration // waiting for the endpoint's lock, which another goroutine holds
 	Chan    time.Duration // waiting on a channel
 	Syscall time.Duration // blocked in read(2) on a pipe
+	// Exec is how long the child process this agent's executable runs as
+	// (see ChildFlag) computes; as measured, from the start of starting
+	// it to the end of waiting for it. 0: no child.
+	Exec time.Duration
+	// BPF is how long loading a BPF program of BPFInsns instructions
+	// through bpf(BPF_PROG_LOAD) took. No program without BPFInsns.
+	BPF      time.Duration
+	BPFInsns int
+	// Netlink: then dump the links over NETLINK_ROUTE, as cilium-agent
+	// reads and writes its devices and routes, and count the messages
+	// sent and the reads.
+	Netlink                    bool
+	NetlinkSends, NetlinkRecvs int
 }
 
 func (p Phases) String() string {
-	return fmt.Sprintf("cpu_ns=%d mutex_ns=%d chan_ns=%d syscall_ns=%d",
-		p.CPU.Nanoseconds(), p.Mutex.Nanoseconds(), p.Chan.Nanoseconds(), p.Syscall.Nanoseconds())
+	return fmt.Sprintf("cpu_ns=%d mutex_ns=%d chan_ns=%d syscall_ns=%d exec_ns=%d bpf_ns=%d",
+		p.CPU.Nanoseconds(), p.Mutex.Nanoseconds(), p.Chan.Nanoseconds(), p.Syscall.Nanoseconds(), p.Exec.Nanoseconds(), p.BPF.Nanoseconds())
+}
+
+// ChildFlag makes the agent a child process of regeneratePhased: it
+// computes for the duration that follows, then exits.
+const ChildFlag = "-phased-child"
+
+// Child computes for d: the whole life of a child process but its start
+// and exit.
+func Child(d time.Duration) {
+	spin(d)
 }
 
 // RegeneratePhased runs one phased regeneration and returns what each
@@ -98,7 +123,114 @@ func (e *Endpoint) regeneratePhased(seq uint64, want Phases) (took Phases) {
 	t3 := time.Now()
 	e.readPipe(fds[0])
 	t4 := time.Now()
-	return Phases{CPU: t1.Sub(t0), Mutex: t2.Sub(t1), Chan: t3.Sub(t2), Syscall: t4.Sub(t3)}
+	took = Phases{CPU: t1.Sub(t0), Mutex: t2.Sub(t1), Chan: t3.Sub(t2), Syscall: t4.Sub(t3)}
+	if want.Exec > 0 {
+		took.Exec = e.runChild(want.Exec)
+	}
+	if want.BPFInsns > 0 {
+		took.BPF = e.loadProgram(want.BPFInsns)
+	}
+	if want.Netlink {
+		took.NetlinkSends, took.NetlinkRecvs = e.dumpLinks()
+	}
+	return took
+}
+
+// runChild runs this executable as a child process that computes for d,
+// clone, execve and wait4 as a datapath compilation's, and returns how long
+// it took from the start of starting it to the end of waiting for it.
+//
+//go:noinline
+func (e *Endpoint) runChild(d time.Duration) time.Duration {
+	self, err := os.Executable()
+	if err != nil {
+		panic(err)
+	}
+	var (
+		ws   syscall.WaitStatus
+		werr error
+		took time.Duration
+	)
+	realtime(func() {
+		t0 := time.Now()
+		pid, err := syscall.ForkExec(self, []string{self, ChildFlag, d.String()}, &syscall.ProcAttr{Files: []uintptr{0, 1, 2}})
+		if err != nil {
+			panic(fmt.Sprintf("child process: %v", err))
+		}
+		for err = syscall.EINTR; err == syscall.EINTR; {
+			_, err = syscall.Wait4(pid, &ws, 0, nil)
+		}
+		took = time.Since(t0)
+		werr = err
+	})
+	if werr != nil || !ws.Exited() || ws.ExitStatus() != 0 {
+		panic(fmt.Sprintf("child process: wait4: %v, status %v", werr, ws))
+	}
+	return took
+}
+
+// loadProgram loads a socket filter of n instructions through
+// bpf(BPF_PROG_LOAD), as cilium-agent loads its datapath, and returns how
+// long the syscall took. Raw, without a library: the agent has no
+// dependencies.
+//
+//go:noinline
+func (e *Endpoint) loadProgram(n int) time.Duration {
+	insns := make([]uint64, n)
+	for i := range insns[:n-1] {
+		insns[i] = 0xb7 // r0 = 0
+	}
+	insns[n-1] = 0x95 // exit
+	license := []byte("GPL\x00")
+	attr := struct {
+		progType, insnCnt uint32
+		insns, license    uint64
+		logLevel, logSize uint32
+		logBuf            uint64
+		kernVersion       uint32
+		progFlags         uint32
+	}{
+		progType: 1, // BPF_PROG_TYPE_SOCKET_FILTER
+		insnCnt:  uint32(n),
+		insns:    uint64(uintptr(unsafe.Pointer(&insns[0]))),
+		license:  uint64(uintptr(unsafe.Pointer(&license[0]))),
+	}
+	const bpfProgLoad = 5
+	var (
+		fd    uintptr
+		errno syscall.Errno
+		took  time.Duration
+	)
+	realtime(func() {
+		t0 := time.Now()
+		fd, _, errno = syscall.Syscall(sysBPF, bpfProgLoad, uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr))
+		took = time.Since(t0)
+	})
+	runtime.KeepAlive(insns)
+	runtime.KeepAlive(license)
+	if errno != 0 {
+		panic(fmt.Sprintf("bpf(BPF_PROG_LOAD) of %d instructions: %v", n, errno))
+	}
+	syscall.Close(int(fd))
+	return took
+}
+
+// realtime runs f, which times a slow system call, on a thread of its own
+// at real-time priority where the agent may (as root). After milliseconds
+// in the kernel, on a busy node, a thread at normal priority is
+// rescheduled on its way out and waits for a CPU, and then maybe for a P:
+// milliseconds the agent's clock would count as the syscall's, which the
+// tracer, at the syscall's exit, does not.
+func realtime(f func()) {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	const schedOther, schedFIFO = 0, 1
+	prio := int32(1)
+	if _, _, errno := syscall.RawSyscall(syscall.SYS_SCHED_SETSCHEDULER, 0, schedFIFO, uintptr(unsafe.Pointer(&prio))); errno == 0 {
+		normal := int32(0)
+		defer syscall.RawSyscall(syscall.SYS_SCHED_SETSCHEDULER, 0, schedOther, uintptr(unsafe.Pointer(&normal)))
+	}
+	f()
 }
 
 // spin computes for d.
@@ -139,6 +271,45 @@ func (e *Endpoint) readPipe(fd int) {
 	for {
 		if _, err := syscall.Read(fd, b[:]); err != syscall.EINTR {
 			return
+		}
+	}
+}
+
+// dumpLinks asks the kernel for every network link over a netlink socket,
+// reads the answer to its end, and returns how many messages it sent and
+// how many reads it took.
+//
+//go:noinline
+func (e *Endpoint) dumpLinks() (sends, recvs int) {
+	fd, err := syscall.Socket(syscall.AF_NETLINK, syscall.SOCK_RAW|syscall.SOCK_CLOEXEC, syscall.NETLINK_ROUTE)
+	if err != nil {
+		panic(fmt.Sprintf("netlink socket: %v", err))
+	}
+	defer syscall.Close(fd)
+	req := make([]byte, syscall.NLMSG_HDRLEN+syscall.SizeofRtGenmsg)
+	*(*syscall.NlMsghdr)(unsafe.Pointer(&req[0])) = syscall.NlMsghdr{
+		Len: uint32(len(req)), Type: syscall.RTM_GETLINK, Flags: syscall.NLM_F_DUMP | syscall.NLM_F_REQUEST, Seq: 1,
+	}
+	req[syscall.NLMSG_HDRLEN] = syscall.AF_UNSPEC
+	if err := syscall.Sendto(fd, req, 0, &syscall.SockaddrNetlink{Family: syscall.AF_NETLINK}); err != nil {
+		panic(fmt.Sprintf("netlink send: %v", err))
+	}
+	sends = 1
+	buf := make([]byte, 1<<16)
+	for {
+		n, _, err := syscall.Recvfrom(fd, buf, 0)
+		recvs++
+		if err != nil {
+			panic(fmt.Sprintf("netlink receive: %v", err))
+		}
+		msgs, err := syscall.ParseNetlinkMessage(buf[:n])
+		if err != nil {
+			panic(fmt.Sprintf("netlink message: %v", err))
+		}
+		for _, m := range msgs {
+			if m.Header.Type == syscall.NLMSG_DONE || m.Header.Type == syscall.NLMSG_ERROR {
+				return sends, recvs
+			}
 		}
 	}
 }
