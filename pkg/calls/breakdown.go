@@ -14,6 +14,7 @@ import (
 // one before (since the call's start, for the first).
 type Tally struct {
 	Samples                int
+	MaxGap                 time.Duration
 	CPU, Runnable, Syscall time.Duration
 	Blocked                map[string]time.Duration // by reason
 	Where                  map[Place]time.Duration  // Share unset
@@ -24,7 +25,7 @@ func (t *Tally) Breakdown() *Breakdown {
 	if t == nil || t.Samples == 0 {
 		return nil
 	}
-	b := &Breakdown{Samples: t.Samples, CPU: t.CPU, Runnable: t.Runnable, Syscall: t.Syscall}
+	b := &Breakdown{Samples: t.Samples, MaxGap: t.MaxGap, CPU: t.CPU, Runnable: t.Runnable, Syscall: t.Syscall}
 	total := t.CPU + t.Runnable + t.Syscall
 	if len(t.Blocked) > 0 {
 		b.Blocked = make(map[string]time.Duration, len(t.Blocked))
@@ -64,6 +65,7 @@ func (t *Tally) shares() string {
 // add adds the time of b.
 func (t *Tally) add(b *Breakdown) {
 	t.Samples += b.Samples
+	t.MaxGap = max(t.MaxGap, b.MaxGap)
 	t.CPU += b.CPU
 	t.Runnable += b.Runnable
 	t.Syscall += b.Syscall

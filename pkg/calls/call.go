@@ -101,7 +101,11 @@ type Attr struct {
 // time since the one before, and the last for the rest of the call.
 // Samples says how far to trust it: three samples are no measurement.
 type Breakdown struct {
-	Samples  int
+	Samples int
+	// MaxGap is the longest time between two samples, or between the
+	// call's start and the first: a state change is placed within half
+	// of it. Sampling that a loaded node delays shows here.
+	MaxGap   time.Duration
 	CPU      time.Duration // running Go code on a thread
 	Runnable time.Duration // ready, waiting for a thread
 	Syscall  time.Duration // in a system call

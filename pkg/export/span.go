@@ -45,11 +45,13 @@ const (
 	AttrErrorType    = attribute.Key("error.type")
 	AttrErrorMessage = attribute.Key("error.message")
 	// Where the call's time went (calls.Breakdown), for probes that
-	// sample it: the sample count, ns per state, ns blocked per reason
+	// sample it: the sample count, the longest gap between samples, ns
+	// per state, ns blocked per reason
 	// (AttrBlockedPrefix + the reason, spaces as underscores, + "_ns"),
 	// and the places it waited, the largest share first, one per line
 	// as "STATE FUNC FILE:LINE SHARE".
 	AttrBreakdownSamples  = attribute.Key("tracer.breakdown.samples")
+	AttrBreakdownMaxGap   = attribute.Key("tracer.breakdown.max_gap_ns")
 	AttrBreakdownCPU      = attribute.Key("tracer.breakdown.cpu_ns")
 	AttrBreakdownRunnable = attribute.Key("tracer.breakdown.runnable_ns")
 	AttrBreakdownSyscall  = attribute.Key("tracer.breakdown.syscall_ns")
@@ -284,6 +286,7 @@ func (b *SpanBuilder) Build(c calls.Call) Span {
 	if b := c.Breakdown; b != nil {
 		attrs = append(attrs,
 			AttrBreakdownSamples.Int(b.Samples),
+			AttrBreakdownMaxGap.Int64(b.MaxGap.Nanoseconds()),
 			AttrBreakdownCPU.Int64(b.CPU.Nanoseconds()),
 			AttrBreakdownRunnable.Int64(b.Runnable.Nanoseconds()),
 			AttrBreakdownSyscall.Int64(b.Syscall.Nanoseconds()))

@@ -155,6 +155,7 @@ type JSONSyscallTotal struct {
 // JSONBreakdown is where a call's time went (calls.Breakdown), in ns.
 type JSONBreakdown struct {
 	Samples    int              `json:"samples"`
+	MaxGapNS   int64            `json:"max_gap_ns"`
 	CPUNS      int64            `json:"cpu_ns"`
 	RunnableNS int64            `json:"runnable_ns"`
 	SyscallNS  int64            `json:"syscall_ns"`
@@ -217,7 +218,7 @@ func (e *JSONExporter) Export(_ context.Context, spans []Span) error {
 			js.Stack = append(js.Stack, JSONFrame{Func: f.Func, File: f.File, Line: f.Line, Inlined: f.Inlined})
 		}
 		if b := c.Breakdown; b != nil {
-			jb := &JSONBreakdown{Samples: b.Samples, CPUNS: b.CPU.Nanoseconds(), RunnableNS: b.Runnable.Nanoseconds(), SyscallNS: b.Syscall.Nanoseconds()}
+			jb := &JSONBreakdown{Samples: b.Samples, MaxGapNS: b.MaxGap.Nanoseconds(), CPUNS: b.CPU.Nanoseconds(), RunnableNS: b.Runnable.Nanoseconds(), SyscallNS: b.Syscall.Nanoseconds()}
 			if len(b.Blocked) > 0 {
 				jb.BlockedNS = make(map[string]int64, len(b.Blocked))
 				for r, d := range b.Blocked {

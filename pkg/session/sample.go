@@ -310,6 +310,7 @@ func (s *sampler) tick() time.Duration {
 				place = c.lastPlace
 			}
 			d := time.Duration(now - c.last)
+			c.t.MaxGap = max(c.t.MaxGap, d)
 			if c.t.Samples > 1 && (state != c.lastState || !samePlace(place, c.lastPlace)) {
 				// It changed somewhere between the two samples: half
 				// the time to each, which errs by half the gap at most.
