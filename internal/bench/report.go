@@ -378,6 +378,15 @@ const methods = `
   by ` + "`tracer offsets`" + `, read and checked against the binary's fingerprint; not stripped: from DWARF), find the goroutine ID offset,
   then load the BPF programs and attach every uprobe, filtered on the attaching process itself. The agent is not run (that needs the lab's namespaces),
   so no breakpoint is written into a running agent; the probes are removed at once. Peak RSS is the process's VmHWM.
+- **Breakdown.** The stand-in agent (examples/agent, built from the current sources) makes its phased calls one after another
+  (` + "`-phased N`" + `: computing, a lock held by another goroutine, a channel, read(2), each phase as long), traced from its start to its exit
+  by a session in this process, with the breakdown's sampling (the probe announces its calls) and without, interleaved.
+  Entry hits come from the probe's BPF counters; the sampling thread's CPU from its own thread CPU clock; the tracer's whole CPU
+  from this process's rusage over the run, which with the sampling also reads the target's runtime tables once.
+- **Budget** (opt-in, ` + "`-only budget`" + `). The real cilium-agent of the pinned release in internal/ciliumlab's namespaces, stripped, 3 pods,
+  each regenerated 15 times per workload through the agent's API; untraced, under ` + "`tracer daemon`" + ` at its defaults and at a budget of 100%,
+  interleaved. CPU times are the agent's and the daemon's utime+stime from /proc/PID/stat over the workload; regeneration times
+  are cilium's own metric; the daemon's account is its /metrics target and self seconds over the same span.
 `
 
 // fmtCount formats a large number with thousands separators.
