@@ -43,6 +43,7 @@ var stages = map[string]string{
 	"pkg/goroutine": "symbols", // reads the target's memory beside its executable
 	"pkg/presets":   "symbols", // what to probe and capture, read from the executable
 	"bpf/uprobes":   "probes",  // the BPF objects pkg/probe loads
+	"bpf/syscalls":  "probes",  // the BPF objects pkg/probe/syscalls loads
 	"pkg/probe":     "probes",
 	"pkg/calls":     "calls",
 	"pkg/export":    "exporters", // builds the spans, then exports them
