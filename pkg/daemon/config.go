@@ -32,12 +32,20 @@ type Config struct {
 	// the target's version: it resolves captures on a stripped binary.
 	Offsets string `yaml:"offsets"`
 	// Stacks captures the caller stack of every traced call.
-	Stacks    bool                    `yaml:"stacks"`
-	Exporters []export.ExporterConfig `yaml:"exporters"`
-	Pipeline  PipelineConfig          `yaml:"pipeline"`
-	Governor  GovernorConfig          `yaml:"governor"`
-	Jitter    JitterConfig            `yaml:"jitter"`
-	Metrics   MetricsConfig           `yaml:"metrics"`
+	Stacks bool `yaml:"stacks"`
+	// Syscalls follows the system calls and child processes of the
+	// traced calls, as `tracer trace --syscalls` does: those at least
+	// SyscallMin long (default 1ms) become child spans, the shorter ones
+	// counts on the call's span. Its programs run at every system call
+	// on the node and stop at once outside the target (about 200 ns each,
+	// `make bench`'s syscalls section): a cost the budget does not count.
+	Syscalls   bool                    `yaml:"syscalls"`
+	SyscallMin time.Duration           `yaml:"syscall_min"`
+	Exporters  []export.ExporterConfig `yaml:"exporters"`
+	Pipeline   PipelineConfig          `yaml:"pipeline"`
+	Governor   GovernorConfig          `yaml:"governor"`
+	Jitter     JitterConfig            `yaml:"jitter"`
+	Metrics    MetricsConfig           `yaml:"metrics"`
 
 	// ExpireAfter is how long a call may go without returning before it
 	// is reported unfinished and leaves the goroutine table, so goroutines
@@ -333,6 +341,9 @@ func (c *Config) Validate() error {
 		}
 	}
 
+	if c.SyscallMin < 0 {
+		bad("syscall_min", "%v is negative", c.SyscallMin)
+	}
 	if c.ExpireAfter < 0 {
 		bad("expire_after", "%v is negative", c.ExpireAfter)
 	}

@@ -290,6 +290,8 @@ func (d *Daemon) configure(proc container.Process) (session.Config, error) {
 	return session.Config{
 		Binary:      cfg.Target.Binary,
 		Stacks:      cfg.Stacks,
+		Syscalls:    cfg.Syscalls,
+		SyscallMin:  cfg.SyscallMin,
 		Offsets:     offsets,
 		ExpireAfter: cfg.ExpireAfter,
 		Detaching:   d.detaching,
@@ -602,8 +604,8 @@ func (d *Daemon) retirePipeline(p *export.Pipeline) {
 // are unchanged are left alone, attached and traced throughout; removed
 // ones are detached, new ones attached to the running set, changed ones
 // reconfigured in place. Changed exporters get a new pipeline, started
-// before the old one is flushed. The target, stacks and the metrics address
-// take effect only on restart. An invalid configuration changes nothing.
+// before the old one is flushed. The target, stacks, syscalls and the
+// metrics address take effect only on restart. An invalid configuration changes nothing.
 func (d *Daemon) Reload(cfg Config) error {
 	if err := cfg.Validate(); err != nil {
 		return err
@@ -627,6 +629,7 @@ func (d *Daemon) Reload(cfg Config) error {
 	}{
 		{"target", old.Target.selector() != cfg.Target.selector() || old.Target.Binary != cfg.Target.Binary},
 		{"stacks", old.Stacks != cfg.Stacks},
+		{"syscalls", old.Syscalls != cfg.Syscalls || old.SyscallMin != cfg.SyscallMin},
 		{"expire_after", old.ExpireAfter != cfg.ExpireAfter},
 		{"metrics.listen", old.Metrics.Listen != cfg.Metrics.Listen},
 	} {

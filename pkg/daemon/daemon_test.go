@@ -931,20 +931,38 @@ func sum(m map[int]uint64) uint64 {
 // time went, mostly waiting at the agent's waiting functions.
 func TestDaemonBreakdown(t *testing.T) {
 	bin := testagent.Build(t, testagent.Variant{Stripped: true})
-	agent := testagent.Start(t, bin, "-wait-start", "-workers", "0", "-phased", "2")
-	r := startDaemon(t, fmt.Sprintf("probes:\n  - func: %q\n    breakdown: true\n", testagent.Phased), agent.PID)
+	agent := testagent.Start(t, bin, "-wait-start", "-workers", "0", "-phased", "2", "-phase-exec", "30ms", "-phase-bpf-insns", "20000")
+	r := startDaemon(t, fmt.Sprintf("syscalls: true\nprobes:\n  - func: %q\n    breakdown: true\n", testagent.Phased), agent.PID)
 	agent.Begin(t)
 	agent.Wait(t, 30*time.Second)
 	r.waitDetached(t)
 	r.stop(t)
 	spans := r.parseSpans(t, agent.PID)
-	if len(spans) != 2 {
-		t.Fatalf("%d spans, the agent made 2 calls", len(spans))
+	want := agent.Phased(t)
+	if len(spans) != 2 || len(want) != 2 {
+		t.Fatalf("%d spans, the agent made %d calls (want 2)", len(spans), len(want))
 	}
-	for _, s := range spans {
+	for i, s := range spans {
 		b := s.Breakdown
 		if b == nil || b.Samples < 10 || b.BlockedNS["mutex"] == 0 || b.SyscallNS == 0 || len(b.Where) == 0 {
 			t.Errorf("span %s: breakdown %+v", s.SpanID, b)
+		}
+		// With syscalls: true, the child process and the program load
+		// are child spans, each as long as the agent measured it.
+		got := map[string]time.Duration{}
+		for _, sc := range s.Syscalls {
+			switch {
+			case sc.Child:
+				got["exec"] += time.Duration(sc.DurationNS)
+			case sc.Name == "bpf BPF_PROG_LOAD":
+				got["bpf"] += time.Duration(sc.DurationNS)
+			}
+		}
+		for _, part := range []string{"exec", "bpf"} {
+			w := want[i][part]
+			if tol := 2*time.Millisecond + w/10; got[part] < w-tol || got[part] > w+tol {
+				t.Errorf("span %s: %s %v in its child spans, the agent measured %v (tolerance %v)", s.SpanID, part, got[part], w, tol)
+			}
 		}
 	}
 }
