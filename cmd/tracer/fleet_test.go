@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	chproto "github.com/ClickHouse/ch-go/proto"
+
 	"github.com/cilium-tracer/tracer/internal/capacity"
 	"github.com/cilium-tracer/tracer/internal/chtest"
 	"github.com/cilium-tracer/tracer/internal/promtext"
@@ -376,8 +378,11 @@ func TestFleet(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 		offsets = offsets[:0]
-		for _, c := range srv.Connects() {
-			if c.After(restart) {
+		// A daemon connects twice: for the schema (clickhouse-go), then
+		// for its INSERTs (ch-go). Its INSERT connection stands for it.
+		hellos := srv.Hellos()
+		for i, c := range srv.Connects() {
+			if c.After(restart) && strings.HasPrefix(hellos[i].Name, chproto.Name) {
 				offsets = append(offsets, c.Sub(restart))
 			}
 		}
