@@ -672,7 +672,10 @@ static __always_inline void read_capture(__u64 args[16], struct capture_spec *s,
 			addr = p + (__s64)s->deref_offset;
 		}
 		if (s->kind == CAPTURE_SCALAR) {
-			__u32 n = s->size;
+			// The mask bounds n for Linux 5.10's verifier, which
+			// loses the bounds of the check below once clang folds
+			// it into one comparison of n - 1.
+			__u32 n = s->size & 15;
 			if (n == 0 || n > 8)
 				return;
 			*(__u64 *)dst = 0;

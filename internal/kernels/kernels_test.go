@@ -257,6 +257,8 @@ mount -t debugfs debugfs /sys/kernel/debug
 mount -t tracefs tracefs /sys/kernel/tracing
 mount -t bpf bpf /sys/fs/bpf
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
+# The OTLP checks send spans over loopback, which a fresh kernel has down.
+ip link set lo up
 cd /tmp
 echo "matrix: kernel $(uname -r) up $(cut -d' ' -f1 /proc/uptime)s"
 `, testagent.PrebuiltEnv, prebuilt)

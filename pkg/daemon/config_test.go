@@ -91,7 +91,7 @@ func TestParseErrors(t *testing.T) {
 		{
 			name: "unknown top-level key",
 			yaml: "probes: [{func: f}]\nexporters: [{json: {}}]\nsampling: 3\n",
-			want: []string{`daemon.yaml:3: sampling: unknown key (want one of target, probes, offsets, stacks, exporters, pipeline, governor, jitter, metrics, expire_after)`},
+			want: []string{`daemon.yaml:3: sampling: unknown key (want one of target, probes, offsets, stacks, syscalls, syscall_min, exporters, pipeline, governor, jitter, metrics, expire_after)`},
 		},
 		{
 			name: "unknown probe key",

@@ -198,11 +198,16 @@ type Total struct {
 // Totals returns the counts of call id's short system calls and forgets
 // them: once its record is read the call is over.
 func (s *Set) Totals(id uint64) ([]Total, error) {
+	// A lookup, then a delete: a hash map's lookup-and-delete needs Linux
+	// 5.14. No program writes the entry again, its call having ended.
 	var a bpf.SyscallsAgg
-	if err := s.objs.Aggs.LookupAndDelete(id, &a); err != nil {
+	if err := s.objs.Aggs.Lookup(id, &a); err != nil {
 		if errors.Is(err, ebpf.ErrKeyNotExist) {
 			return nil, nil
 		}
+		return nil, fmt.Errorf("syscalls: counts of call %d: %w", id, err)
+	}
+	if err := s.objs.Aggs.Delete(id); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return nil, fmt.Errorf("syscalls: counts of call %d: %w", id, err)
 	}
 	var out []Total

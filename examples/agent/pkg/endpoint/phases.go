@@ -195,6 +195,9 @@ func (e *Endpoint) loadProgram(n int) time.Duration {
 		insns:    uint64(uintptr(unsafe.Pointer(&insns[0]))),
 		license:  uint64(uintptr(unsafe.Pointer(&license[0]))),
 	}
+	// Before Linux 5.11, BPF memory counts against RLIMIT_MEMLOCK, as
+	// cilium-agent knows: it lifts the limit at start.
+	syscall.Setrlimit(rlimitMemlock, &syscall.Rlimit{Cur: ^uint64(0), Max: ^uint64(0)})
 	const bpfProgLoad = 5
 	var (
 		fd    uintptr
@@ -214,6 +217,10 @@ func (e *Endpoint) loadProgram(n int) time.Duration {
 	syscall.Close(int(fd))
 	return took
 }
+
+// rlimitMemlock is RLIMIT_MEMLOCK, which package syscall does not
+// name; the same on amd64 and arm64.
+const rlimitMemlock = 8
 
 // realtime runs f, which times a slow system call, on a thread of its own
 // at real-time priority where the agent may (as root). After milliseconds
