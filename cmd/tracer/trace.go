@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -288,7 +290,13 @@ func runTrace(ctx context.Context, cmd *cobra.Command, f traceFlags) error {
 					res.CiliumVersion = v.Release
 				}
 				spans = export.NewSpanBuilder(res)
-				pipe = export.NewPipeline(spans, exporters, export.PipelineConfig{BatchTimeout: 100 * time.Millisecond})
+				pipe = export.NewPipeline(spans, exporters, export.PipelineConfig{
+					BatchTimeout: 100 * time.Millisecond,
+					// Once per batch: the pipeline retries it.
+					OnError: func(name string, err error) {
+						fmt.Fprintf(stderr, "tracer: export to %s failed, will retry: %v\n", name, err)
+					},
+				})
 			}
 			for _, r := range s.Refused {
 				fmt.Fprintf(stderr, "tracer: not probing %s: %v\n", r.Func, r.Reason)
@@ -360,8 +368,14 @@ func runTrace(ctx context.Context, cmd *cobra.Command, f traceFlags) error {
 	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	pipeErr := pipe.Shutdown(shutCtx)
-	if st := pipe.Stats(); st.Dropped > 0 {
+	st := pipe.Stats()
+	if st.Dropped > 0 {
 		fmt.Fprintf(stderr, "tracer: %d calls dropped by the export queue\n", st.Dropped)
+	}
+	for _, name := range slices.Sorted(maps.Keys(st.Exporters)) {
+		if e := st.Exporters[name]; e.Failed+e.Dropped > 0 {
+			fmt.Fprintf(stderr, "tracer: %d spans not exported to %s\n", e.Failed+e.Dropped, name)
+		}
 	}
 	// Keep a JSON stream all JSON.
 	end := cmd.OutOrStdout()
