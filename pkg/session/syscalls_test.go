@@ -116,7 +116,9 @@ func checkSyscalls(t *testing.T, i int, c calls.Call, w map[string]time.Duration
 		}
 	}
 	// The short ones: regeneratePhased makes one pipe, and starting the
-	// child another, and closes their four ends, and the program's.
+	// child another, and closes their four ends, and the program's. On a
+	// slow machine (arm64 under qemu's TCG) one may last past the span
+	// threshold and be a span instead: counted with the spans.
 	counts := map[string]int{}
 	for _, tot := range c.SyscallTotals {
 		counts[tot.Name] += tot.Count
@@ -124,8 +126,13 @@ func checkSyscalls(t *testing.T, i int, c calls.Call, w map[string]time.Duration
 			t.Errorf("call %d: %d× %s in %v", i, tot.Count, tot.Name, tot.Time)
 		}
 	}
+	for _, sc := range c.Syscalls {
+		if !sc.Child {
+			counts[sc.Name]++
+		}
+	}
 	if counts["pipe2"] < 2 || counts["close"] < 5 {
-		t.Errorf("call %d: %d pipe2 and %d close counted, want at least 2 and 5", i, counts["pipe2"], counts["close"])
+		t.Errorf("call %d: %d pipe2 and %d close, want at least 2 and 5", i, counts["pipe2"], counts["close"])
 	}
 }
 
