@@ -1,19 +1,20 @@
 package daemon
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
 	"reflect"
 	"runtime"
 	"slices"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
 
-	"github.com/cilium-tracer/tracer/pkg/probe"
+	"github.com/cilium-tracer/tracer/pkg/calls"
 	"github.com/cilium-tracer/tracer/pkg/session"
-	"github.com/cilium-tracer/tracer/pkg/symbols"
 )
 
 // calibrationTarget is the function MeasureCost probes: so small that a
@@ -51,8 +52,8 @@ func threadCPU() (time.Duration, error) {
 }
 
 // MeasureCost measures the CPU time one traced call costs on this node. It
-// attaches the tracer's own probes (entry and every RET, stacks as
-// configured) to a tiny function of the tracer's own process, takes the
+// runs a session of the tracer's own probes (entry and every RET, stacks as
+// configured) on a tiny function of the tracer's own process, takes the
 // thread's CPU time over calls with and without them, and returns the
 // difference per call.
 //
@@ -61,24 +62,16 @@ func threadCPU() (time.Duration, error) {
 // kernel and the BPF programs, which depend on the kernel, the CPU and its
 // mitigations, not on the traced program (NOTES.md: 77-88 µs per entry+RET
 // pair on these VMs against 4-9 ns for the untraced call).
+//
+// The session's reader runs meanwhile, as it does for a target: with no
+// reader, the records pile up and every call wakes the reader that is not
+// there, which made the calibration's calls 25% dearer than a target's.
 func MeasureCost(stacks bool) (time.Duration, error) {
 	const (
-		calls  = 400
-		rounds = 5
+		perRound = 400
+		rounds   = 5
 	)
 	name := runtime.FuncForPC(reflect.ValueOf(calibrationTarget).Pointer()).Name()
-	f, err := symbols.Open("/proc/self/exe")
-	if err != nil {
-		return 0, fmt.Errorf("calibrate: %w", err)
-	}
-	defer f.Close()
-	probes, _, err := session.Resolve(f, []string{name}, probe.Config{})
-	if err != nil {
-		return 0, fmt.Errorf("calibrate: %w", err)
-	}
-	if len(probes) != 1 {
-		return 0, fmt.Errorf("calibrate: %d functions named %s", len(probes), name)
-	}
 
 	// One thread for every timing: a goroutine moved between CPUs
 	// mid-loop pays for the move.
@@ -86,33 +79,49 @@ func MeasureCost(stacks bool) (time.Duration, error) {
 	defer runtime.UnlockOSThread()
 	untraced := time.Duration(1<<63 - 1)
 	for range 3 {
-		d, err := timeCalls(calls)
+		d, err := timeCalls(perRound)
 		if err != nil {
 			return 0, err
 		}
 		untraced = min(untraced, d)
 	}
 
-	set, err := probe.Attach(probes, probe.Options{Binary: "/proc/self/exe", PID: os.Getpid(), Stacks: stacks})
+	s, err := session.Start(session.Config{PID: os.Getpid(), Funcs: []string{name}, Stacks: stacks})
 	if err != nil {
 		return 0, fmt.Errorf("calibrate: %w", err)
 	}
-	defer set.Close()
+	if len(s.Set.Probes()) != 1 {
+		s.Set.Close()
+		return 0, fmt.Errorf("calibrate: %d functions named %s", len(s.Set.Probes()), name)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var read sync.WaitGroup
+	var runErr error
+	read.Go(func() { runErr = s.Run(ctx, func(*calls.Call) {}) })
+	stop := func() error {
+		cancel()
+		read.Wait()
+		if errors.Is(runErr, context.Canceled) {
+			return nil
+		}
+		return runErr
+	}
+
 	traced := make([]time.Duration, rounds)
 	for i := range traced {
-		if traced[i], err = timeCalls(calls); err != nil {
-			return 0, err
+		if traced[i], err = timeCalls(perRound); err != nil {
+			return 0, errors.Join(err, stop())
 		}
 	}
-	cs, err := set.Counters()
-	if err != nil {
+	cs, err := s.ProbeCounters()
+	if err = errors.Join(err, stop()); err != nil {
 		return 0, fmt.Errorf("calibrate: %w", err)
 	}
-	if cs[0].Hits < calls*rounds {
+	if cs[0].Hits < perRound*rounds {
 		return 0, errors.New("calibrate: the probe did not fire on every call")
 	}
 	slices.Sort(traced)
-	cost := (traced[rounds/2] - untraced) / calls
+	cost := (traced[rounds/2] - untraced) / perRound
 	if cost <= 0 {
 		return 0, errors.New("calibrate: traced calls were not slower")
 	}
