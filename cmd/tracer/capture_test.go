@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -46,12 +45,9 @@ func TestCaptureStripped(t *testing.T) {
 	agent.Wait(t, 30*time.Second)
 	tr.wait(t, 30*time.Second)
 
-	line := regexp.MustCompile(`^regenerated endpoint_id=(\d+) k8s_pod_name=(\S+) policy_revision=(\d+)$`)
 	var want, got []string
-	for _, l := range agent.Lines() {
-		if m := line.FindStringSubmatch(l); m != nil {
-			want = append(want, strings.Join(m[1:], " "))
-		}
+	for _, reg := range agent.Regenerations() {
+		want = append(want, reg.EndpointID+" "+reg.Pod+" "+reg.PolicyRevision)
 	}
 	for _, l := range strings.Split(tr.stdout.String(), "\n") {
 		if !strings.HasPrefix(l, "{") {

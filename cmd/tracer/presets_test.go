@@ -87,12 +87,9 @@ func TestTracePreset(t *testing.T) {
 		}
 	}
 
-	line := regexp.MustCompile(`^regenerated endpoint_id=(\d+) k8s_pod_name=(\S+) policy_revision=\d+$`)
 	var want, got []string
-	for _, l := range agent.Lines() {
-		if m := line.FindStringSubmatch(l); m != nil {
-			want = append(want, m[1]+" "+m[2]+" default")
-		}
+	for _, reg := range agent.Regenerations() {
+		want = append(want, reg.EndpointID+" "+reg.Pod+" default")
 	}
 	calls := map[string]int{}
 	for _, l := range strings.Split(tr.stdout.String(), "\n") {

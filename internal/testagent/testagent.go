@@ -449,6 +449,25 @@ func (a *Agent) BPFCalls(tb testing.TB) []BPFCall {
 	return out
 }
 
+// A Regeneration is one the agent logged with -log-regenerations: the
+// endpoint and what a capture of it reads, as the agent printed them.
+type Regeneration struct {
+	EndpointID, Pod, PolicyRevision string
+}
+
+var regenLine = regexp.MustCompile(`^regenerated endpoint_id=(\d+) k8s_pod_name=(\S+) policy_revision=(\d+)$`)
+
+// Regenerations returns the regenerations the agent logged.
+func (a *Agent) Regenerations() []Regeneration {
+	var out []Regeneration
+	for _, l := range a.Lines() {
+		if m := regenLine.FindStringSubmatch(l); m != nil {
+			out = append(out, Regeneration{EndpointID: m[1], Pod: m[2], PolicyRevision: m[3]})
+		}
+	}
+	return out
+}
+
 // Symbol names of the functions the agent counts, as the tracer resolves
 // them.
 const (

@@ -740,10 +740,8 @@ probes:
 	r.stop(t)
 
 	var want, got []string
-	for _, l := range agent.Lines() {
-		if id, ok := strings.CutPrefix(l, "regenerated endpoint_id="); ok {
-			want = append(want, strings.Fields(id)[0])
-		}
+	for _, reg := range agent.Regenerations() {
+		want = append(want, reg.EndpointID)
 	}
 	for _, s := range r.parseSpans(t, agent.PID) {
 		if s.Function == testagent.RegenerateBPF {
@@ -807,10 +805,8 @@ governor: {budget_percent: 100}
 		t.Errorf("%d functions logged missing", n)
 	}
 	var want, got []string
-	for _, l := range agent.Lines() {
-		if id, ok := strings.CutPrefix(l, "regenerated endpoint_id="); ok {
-			want = append(want, strings.Fields(id)[0])
-		}
+	for _, reg := range agent.Regenerations() {
+		want = append(want, reg.EndpointID)
 	}
 	for _, s := range r.parseSpans(t, agent.PID) {
 		if s.Function == testagent.RegenerateBPF {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"regexp"
 	"sort"
 	"strings"
 	"testing"
@@ -30,8 +29,6 @@ var captures = []string{
 }
 
 const capturePanicEvery = 3
-
-var regeneratedLine = regexp.MustCompile(`^regenerated endpoint_id=(\d+) k8s_pod_name=(\S+) policy_revision=(\d+)$`)
 
 // offsetsFor generates the offsets file for captures from the unstripped
 // build of v's toolchain, as `tracer offsets` does.
@@ -99,10 +96,8 @@ func runCaptures(t *testing.T, bin string, cfg session.Config) ([]calls.Call, *t
 func checkCaptures(t *testing.T, got []calls.Call, agent *testagent.Agent) {
 	t.Helper()
 	var want, traced []string
-	for _, l := range agent.Lines() {
-		if m := regeneratedLine.FindStringSubmatch(l); m != nil {
-			want = append(want, fmt.Sprintf("endpoint_id=%s pod=%s policy_revision=%s", m[1], m[2], m[3]))
-		}
+	for _, reg := range agent.Regenerations() {
+		want = append(want, fmt.Sprintf("endpoint_id=%s pod=%s policy_revision=%s", reg.EndpointID, reg.Pod, reg.PolicyRevision))
 	}
 	panicked := 0
 	depths := map[string]int{}
