@@ -107,6 +107,7 @@ const (
 	SyscallsMapInflight      = "inflight"
 	SyscallsMapScDropped     = "sc_dropped"
 	SyscallsMapScEvents      = "sc_events"
+	SyscallsMapScRuns        = "sc_runs"
 	SyscallsMapTargets       = "targets"
 	SyscallsProgChildExit    = "child_exit"
 	SyscallsProgForkComm16   = "fork_comm16"
@@ -180,6 +181,7 @@ type SyscallsMapSpecs struct {
 	Inflight  *ebpf.MapSpec `ebpf:"inflight"`
 	ScDropped *ebpf.MapSpec `ebpf:"sc_dropped"`
 	ScEvents  *ebpf.MapSpec `ebpf:"sc_events"`
+	ScRuns    *ebpf.MapSpec `ebpf:"sc_runs"`
 	Targets   *ebpf.MapSpec `ebpf:"targets"`
 }
 
@@ -219,6 +221,7 @@ type SyscallsMaps struct {
 	Inflight  *ebpf.Map `ebpf:"inflight"`
 	ScDropped *ebpf.Map `ebpf:"sc_dropped"`
 	ScEvents  *ebpf.Map `ebpf:"sc_events"`
+	ScRuns    *ebpf.Map `ebpf:"sc_runs"`
 	Targets   *ebpf.Map `ebpf:"targets"`
 }
 
@@ -231,6 +234,7 @@ func (m *SyscallsMaps) Close() error {
 		m.Inflight,
 		m.ScDropped,
 		m.ScEvents,
+		m.ScRuns,
 		m.Targets,
 	)
 }

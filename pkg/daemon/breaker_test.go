@@ -57,7 +57,7 @@ func TestBreakerTrips(t *testing.T) {
 	}()
 	time.Sleep(50 * time.Millisecond)
 	start := time.Now()
-	timeCalls(calls)
+	timeRounds(1, calls, callCalibrationTarget)
 	cs, err := set.Counters()
 	if err != nil {
 		t.Fatal(err)

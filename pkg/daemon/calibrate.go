@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cilium-tracer/tracer/pkg/calls"
+	"github.com/cilium-tracer/tracer/pkg/probe/syscalls"
 	"github.com/cilium-tracer/tracer/pkg/session"
 )
 
@@ -25,22 +26,31 @@ func calibrationTarget(x uint64) uint64 { return x*0x9E3779B97F4A7C15 + 1 }
 
 var calibrationSink uint64
 
-// timeCalls returns the CPU time n calls take on the calling thread, which
-// the caller has locked: the traps' cost is CPU time charged to the thread
-// that hits them. Wall time would also count the time other processes ran
-// meanwhile: on a loaded node it measured twice the CPU the target paid.
-func timeCalls(n int) (time.Duration, error) {
-	var sum uint64
-	start, err := threadCPU()
-	if err != nil {
-		return 0, err
+func callCalibrationTarget(i int) { calibrationSink += calibrationTarget(uint64(i)) }
+
+// timeRounds returns the CPU times of rounds loops of n calls of f on the
+// calling thread, which the caller has locked, sorted: the traps' and BPF
+// programs' cost is CPU time charged to the thread that hits them. Wall
+// time would also count the time other processes ran meanwhile: on a
+// loaded node it measured twice the CPU the target paid.
+func timeRounds(rounds, n int, f func(int)) ([]time.Duration, error) {
+	out := make([]time.Duration, rounds)
+	for r := range out {
+		start, err := threadCPU()
+		if err != nil {
+			return nil, err
+		}
+		for i := range n {
+			f(i)
+		}
+		end, err := threadCPU()
+		if err != nil {
+			return nil, err
+		}
+		out[r] = end - start
 	}
-	for i := range n {
-		sum += calibrationTarget(uint64(i))
-	}
-	end, err := threadCPU()
-	calibrationSink += sum
-	return end - start, err
+	slices.Sort(out)
+	return out, nil
 }
 
 func threadCPU() (time.Duration, error) {
@@ -77,13 +87,9 @@ func MeasureCost(stacks bool) (time.Duration, error) {
 	// mid-loop pays for the move.
 	runtime.LockOSThread()
 	defer runtime.UnlockOSThread()
-	untraced := time.Duration(1<<63 - 1)
-	for range 3 {
-		d, err := timeCalls(perRound)
-		if err != nil {
-			return 0, err
-		}
-		untraced = min(untraced, d)
+	untraced, err := timeRounds(3, perRound, callCalibrationTarget)
+	if err != nil {
+		return 0, err
 	}
 
 	s, err := session.Start(session.Config{PID: os.Getpid(), Funcs: []string{name}, Stacks: stacks})
@@ -107,11 +113,9 @@ func MeasureCost(stacks bool) (time.Duration, error) {
 		return runErr
 	}
 
-	traced := make([]time.Duration, rounds)
-	for i := range traced {
-		if traced[i], err = timeCalls(perRound); err != nil {
-			return 0, errors.Join(err, stop())
-		}
+	traced, err := timeRounds(rounds, perRound, callCalibrationTarget)
+	if err != nil {
+		return 0, errors.Join(err, stop())
 	}
 	cs, err := s.ProbeCounters()
 	if err = errors.Join(err, stop()); err != nil {
@@ -120,10 +124,54 @@ func MeasureCost(stacks bool) (time.Duration, error) {
 	if cs[0].Hits < perRound*rounds {
 		return 0, errors.New("calibrate: the probe did not fire on every call")
 	}
-	slices.Sort(traced)
-	cost := (traced[rounds/2] - untraced) / perRound
+	cost := (traced[rounds/2] - untraced[0]) / perRound
 	if cost <= 0 {
 		return 0, errors.New("calibrate: traced calls were not slower")
+	}
+	return cost, nil
+}
+
+// MeasureSyscallCost measures the CPU time one run of the syscall programs
+// (at a system call's entry or exit) costs a process they do not follow:
+// what they cost every other process of the node, at each of its system
+// calls. It times getppid(2), a system call that does next to nothing, in
+// this process with the programs attached and following no process, and
+// without them, and returns half the difference per call.
+func MeasureSyscallCost() (time.Duration, error) {
+	const (
+		perRound = 20000
+		rounds   = 5
+	)
+	getppid := func(int) { unix.Getppid() }
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	untraced, err := timeRounds(3, perRound, getppid)
+	if err != nil {
+		return 0, err
+	}
+	s, err := syscalls.Attach(syscalls.Options{})
+	if err != nil {
+		return 0, fmt.Errorf("calibrate: %w", err)
+	}
+	defer s.Close()
+	before, err := s.Runs()
+	if err != nil {
+		return 0, fmt.Errorf("calibrate: %w", err)
+	}
+	traced, err := timeRounds(rounds, perRound, getppid)
+	if err != nil {
+		return 0, err
+	}
+	after, err := s.Runs()
+	if err != nil {
+		return 0, fmt.Errorf("calibrate: %w", err)
+	}
+	if after-before < 2*perRound*rounds {
+		return 0, fmt.Errorf("calibrate: the syscall programs ran %d times over %d system calls", after-before, perRound*rounds)
+	}
+	cost := (traced[rounds/2] - untraced[0]) / (2 * perRound)
+	if cost <= 0 {
+		return 0, errors.New("calibrate: system calls were not slower with the syscall programs")
 	}
 	return cost, nil
 }

@@ -19,3 +19,17 @@ func TestMeasureCost(t *testing.T) {
 		}
 	}
 }
+
+// A run of the syscall programs in a process they do not follow is a map
+// lookup or two: tens to hundreds of nanoseconds, never the microseconds
+// of a trap.
+func TestMeasureSyscallCost(t *testing.T) {
+	cost, err := MeasureSyscallCost()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%v per run of the syscall programs", cost)
+	if cost > 5*time.Microsecond {
+		t.Errorf("%v per run of the syscall programs, want nanoseconds", cost)
+	}
+}

@@ -37,8 +37,10 @@ type Config struct {
 	// traced calls, as `tracer trace --syscalls` does: those at least
 	// SyscallMin long (default 1ms) become child spans, the shorter ones
 	// counts on the call's span. Its programs run at every system call
-	// on the node and stop at once outside the target (about 200 ns each,
-	// `make bench`'s syscalls section): a cost the budget does not count.
+	// on the node and stop at once outside the target: the budget counts
+	// their runs at a cost measured before they load, and reserves it
+	// before the probes share what is left. The governor cannot throttle
+	// them.
 	Syscalls   bool                    `yaml:"syscalls"`
 	SyscallMin time.Duration           `yaml:"syscall_min"`
 	Exporters  []export.ExporterConfig `yaml:"exporters"`
@@ -122,8 +124,9 @@ type PipelineConfig struct {
 
 // GovernorConfig keeps the cost of the probes under a budget.
 type GovernorConfig struct {
-	// BudgetPercent is the CPU the probes may cost the target, in percent
-	// of one CPU; default 1.
+	// BudgetPercent is the CPU the tracing may cost, in percent of one
+	// CPU: the probes' cost to the target, the daemon's own CPU time and,
+	// with syscalls, the syscall programs' cost to the node; default 1.
 	BudgetPercent float64 `yaml:"budget_percent"`
 	// Interval is how often hit rates are read and decisions made;
 	// default 1s.

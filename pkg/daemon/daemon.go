@@ -50,17 +50,20 @@ type Daemon struct {
 	log  *slog.Logger
 
 	// mu guards everything below and the current attachment's pipeline.
-	mu         sync.Mutex
-	cfg        Config
-	exporters  map[string]export.Exporter // built by New for the first attachment
-	gov        *Governor
-	cost       time.Duration
-	cur        *attachment
-	base       map[string]probe.Counters // counters of sessions ended since start
-	retired    export.Stats              // stats of pipelines shut down since start
-	reattaches uint64
-	wake       chan struct{}
-	metrics    net.Addr
+	mu        sync.Mutex
+	cfg       Config
+	exporters map[string]export.Exporter // built by New for the first attachment
+	gov       *Governor
+	cost      time.Duration
+	// syscallCost is the cost of one run of the syscall programs,
+	// measured before the first session that loads them.
+	syscallCost time.Duration
+	cur         *attachment
+	base        map[string]probe.Counters // counters of sessions ended since start
+	retired     export.Stats              // stats of pipelines shut down since start
+	reattaches  uint64
+	wake        chan struct{}
+	metrics     net.Addr
 
 	running chan struct{} // closed once the metrics server listens
 
@@ -127,7 +130,8 @@ func (d *Daemon) MetricsAddr() net.Addr {
 // Run traces until ctx is done, then detaches, flushes the exporters and
 // returns nil. It returns an error only when it cannot start: the metrics
 // address is taken, the per-call cost cannot be measured, the target is
-// ambiguous, or the first attach fails.
+// ambiguous, or the first attach fails (the syscall programs' cost cannot
+// be measured, among others).
 func (d *Daemon) Run(ctx context.Context) error {
 	defer func() {
 		// Exporters built and never handed to a pipeline.
@@ -159,7 +163,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 	}
 	d.mu.Lock()
 	d.cost = cost
-	d.gov = NewGovernor(policy(cfg.Governor, cost), d.log)
+	d.gov = NewGovernor(policy(cfg.Governor, cost, 0), d.log)
 	d.gov.Self = selfCPU
 	d.mu.Unlock()
 
@@ -222,16 +226,17 @@ func (d *Daemon) config() Config {
 	return d.cfg
 }
 
-func policy(g GovernorConfig, cost time.Duration) Policy {
+func policy(g GovernorConfig, cost, syscallCost time.Duration) Policy {
 	return Policy{
-		Budget:    g.BudgetPercent / 100,
-		Cost:      cost,
-		Interval:  g.Interval,
-		Window:    g.Window,
-		MaxPeriod: g.MaxPeriod,
-		Horizon:   g.Horizon,
-		Backoff:   g.Backoff,
-		TripRate:  float64(burstLimit(g.BudgetPercent/100, cost)) / probe.DefaultBreakerWindow.Seconds(),
+		Budget:      g.BudgetPercent / 100,
+		Cost:        cost,
+		SyscallCost: syscallCost,
+		Interval:    g.Interval,
+		Window:      g.Window,
+		MaxPeriod:   g.MaxPeriod,
+		Horizon:     g.Horizon,
+		Backoff:     g.Backoff,
+		TripRate:    float64(burstLimit(g.BudgetPercent/100, cost)) / probe.DefaultBreakerWindow.Seconds(),
 	}
 }
 
@@ -287,6 +292,11 @@ func (d *Daemon) configure(proc container.Process) (session.Config, error) {
 			return session.Config{}, err
 		}
 	}
+	if cfg.Syscalls {
+		if err := d.measureSyscallCost(); err != nil {
+			return session.Config{}, err
+		}
+	}
 	return session.Config{
 		Binary:      cfg.Target.Binary,
 		Stacks:      cfg.Stacks,
@@ -309,6 +319,29 @@ func (d *Daemon) configure(proc container.Process) (session.Config, error) {
 			return probes, nil, nil
 		},
 	}, nil
+}
+
+// measureSyscallCost measures what a run of the syscall programs costs,
+// once, before the first session that loads them: at start, or at the
+// first attach after a reload turned them on. The governor counts their
+// runs at that cost.
+func (d *Daemon) measureSyscallCost() error {
+	d.mu.Lock()
+	known := d.syscallCost > 0
+	d.mu.Unlock()
+	if known {
+		return nil
+	}
+	cost, err := MeasureSyscallCost()
+	if err != nil {
+		return err
+	}
+	d.log.Info("measured the cost of the syscall programs to the node", "per_run", cost, "per_system_call", 2*cost)
+	d.mu.Lock()
+	d.syscallCost = cost
+	d.gov.SyscallCost = cost
+	d.mu.Unlock()
+	return nil
 }
 
 // attached starts a pipeline for the spans of a new session and puts its
@@ -669,7 +702,7 @@ func (d *Daemon) Reload(cfg Config) error {
 	}
 	d.cfg = cfg
 	if d.gov != nil {
-		d.gov.Policy = policy(cfg.Governor, cmp.Or(cfg.Governor.HitCost, d.cost))
+		d.gov.Policy = policy(cfg.Governor, cmp.Or(cfg.Governor.HitCost, d.cost), d.syscallCost)
 	}
 	if a == nil {
 		if exportersChanged && d.exporters != nil {

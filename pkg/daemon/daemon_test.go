@@ -20,6 +20,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/cilium-tracer/tracer/internal/testagent"
 	"github.com/cilium-tracer/tracer/pkg/export"
 	"github.com/cilium-tracer/tracer/pkg/presets"
@@ -960,5 +962,31 @@ func TestDaemonBreakdown(t *testing.T) {
 				t.Errorf("span %s: %s %v in its child spans, the agent measured %v (tolerance %v)", s.SpanID, part, got[part], w, tol)
 			}
 		}
+	}
+}
+
+// With syscalls: true the daemon counts what the syscall programs cost the
+// node: n getppid(2) of this test, a process it does not trace, add at
+// least 2n runs at the cost it measured to tracer_overhead_node. The
+// node's other system calls add far less meanwhile: an account that
+// missed the test's would not get there.
+func TestDaemonSyscallCost(t *testing.T) {
+	const n = 1_000_000
+	bin := testagent.Build(t, testagent.Variant{Stripped: true})
+	agent := testagent.Start(t, bin, "-wait-start", "-workers", "0", "-phased", "1")
+	r := startDaemon(t, fmt.Sprintf("syscalls: true\nprobes:\n  - func: %q\n", testagent.Phased), agent.PID)
+	cost := r.metric(t, "tracer_syscall_run_cost_seconds")
+	if cost <= 0 {
+		t.Fatalf("tracer_syscall_run_cost_seconds %v", cost)
+	}
+	before := r.metric(t, "tracer_overhead_node_seconds_total")
+	for range n {
+		unix.Getppid()
+	}
+	want := before + 2*n*cost
+	got, _ := r.waitMetric(t, "tracer_overhead_node_seconds_total", 20*time.Second, func(v float64) bool { return v >= want })
+	t.Logf("%v per run: %d getppid add %.4f CPU seconds; the account added %.4f", time.Duration(cost*1e9), n, 2*n*cost, got-before)
+	if v := r.metric(t, "tracer_overhead_node_cpus"); v <= 0 {
+		t.Errorf("tracer_overhead_node_cpus %v", v)
 	}
 }

@@ -39,6 +39,10 @@ type Policy struct {
 	// Cost is the CPU time one traced call costs: the traps of its entry
 	// and RET probes, whether or not the call is sampled.
 	Cost time.Duration
+	// SyscallCost is the CPU time one run of the syscall programs costs
+	// the process that made the system call (MeasureSyscallCost); they
+	// run at the entry and exit of every system call on the node.
+	SyscallCost time.Duration
 	// Interval is how often admitted probes' rates are measured and the
 	// budget divided.
 	Interval time.Duration
@@ -87,6 +91,7 @@ const maxDuty = 0.5
 // probeSet is what the governor needs of a *session.Session.
 type probeSet interface {
 	ProbeCounters() ([]probe.Counters, error)
+	SyscallRuns() (uint64, error)
 	Pause(id int) error
 	Detach(id int) error
 	Reattach(id int) error
@@ -103,12 +108,16 @@ const (
 
 // A Governor keeps the cost of a set of probes, and of the process that
 // runs them, under its budget. The probes cost the target hits × Cost;
-// the process's own CPU time comes from Self. Probes are admitted
-// cheapest first, each at its peak rate over the Horizon, while the
-// budget left by the process lasts, so cold probes keep tracing every
-// call; the rest, the hottest, are duty-cycled and share what remains. A
-// throttled probe is admitted again when its peak, measured in its
-// windows, fits, and not before its backoff ends.
+// the process's own CPU time comes from Self; the syscall programs, if
+// the set has them, cost the node their runs × SyscallCost. Probes are
+// admitted cheapest first, each at its peak rate over the Horizon, while
+// the budget left by the process and the syscall programs lasts, so cold
+// probes keep tracing every call; the rest, the hottest, are duty-cycled
+// and share what remains. A throttled probe is admitted again when its
+// peak, measured in its windows, fits, and not before its backoff ends.
+// The syscall programs are not throttled: they run at every system call
+// whatever the probes do, and only turning them off (syscalls: false)
+// ends their cost.
 //
 // Unsampled calls cost the same trap as sampled ones, so sampling does not
 // enter the estimate. A Governor is not safe for concurrent use.
@@ -124,28 +133,33 @@ type Governor struct {
 	spentAt      float64       // spent at the last decision
 	estimate     float64
 	overBudget   bool
+	nodeOver     bool // the syscall programs alone were over budget
 	decisions    Decisions
 
 	spent    float64 // target CPU seconds of the hits counted so far
 	self0    float64 // Self at the first Tick
 	selfSeen bool
-	history  []account // the last accountSpan of spent and self
+	node     float64   // CPU seconds of the syscall programs' runs so far
+	runs     uint64    // the set's syscall run counter, as last read
+	runsSeen bool      // runs holds this set's counter
+	history  []account // the last accountSpan of spent, self and node
 	settled  bool      // history covers most of accountSpan
 	measured Overhead
 }
 
 // account is the CPU time spent by a time: by the probes in the target,
-// and by the process itself.
+// by the process itself, and by the syscall programs on the node.
 type account struct {
-	at           time.Time
-	target, self float64
+	at                 time.Time
+	target, self, node float64
 }
 
 // Overhead is the CPU the tracing measurably costs.
 type Overhead struct {
-	Target, Self           float64 // CPUs, averaged over the last minute
-	TargetTotal, SelfTotal float64 // CPU seconds since the governor started
-	// Over: Target + Self exceeded the budget over the last minute.
+	Target, Self, Node                float64 // CPUs, averaged over the last minute
+	TargetTotal, SelfTotal, NodeTotal float64 // CPU seconds since the governor started
+	// Over: Target + Self + Node exceeded the budget over the last
+	// minute.
 	Over bool
 }
 
@@ -256,6 +270,7 @@ func (g *Governor) Reset() {
 	for _, p := range g.probes {
 		p.baseline, p.counting = false, false
 	}
+	g.runsSeen = false
 }
 
 // Trip tells the governor that the breaker of probe id tripped in BPF:
@@ -291,7 +306,11 @@ func (g *Governor) Tick(now time.Time, set probeSet) error {
 	if err != nil {
 		return fmt.Errorf("governor: %w", err)
 	}
-	g.account(now, cs)
+	runs, err := set.SyscallRuns()
+	if err != nil {
+		return fmt.Errorf("governor: %w", err)
+	}
+	g.account(now, cs, runs)
 	tripped := false
 	for _, p := range g.sorted() {
 		if p.id >= len(cs) {
@@ -462,8 +481,9 @@ func (g *Governor) backoff(n int) time.Duration {
 }
 
 // account adds the hits since the last reading to the CPU time spent in
-// the target, and measures the overhead over the last accountSpan.
-func (g *Governor) account(now time.Time, cs []probe.Counters) {
+// the target, and the syscall programs' runs to the CPU time spent on the
+// node, and measures the overhead over the last accountSpan.
+func (g *Governor) account(now time.Time, cs []probe.Counters, runs uint64) {
 	for _, p := range g.probes {
 		if p.id >= len(cs) {
 			continue
@@ -474,6 +494,10 @@ func (g *Governor) account(now time.Time, cs []probe.Counters) {
 		}
 		p.seen, p.counting = h, true
 	}
+	if g.runsSeen && runs >= g.runs {
+		g.node += float64(runs-g.runs) * g.SyscallCost.Seconds()
+	}
+	g.runs, g.runsSeen = runs, true
 	var self float64
 	if g.Self != nil {
 		self = g.Self().Seconds()
@@ -482,27 +506,36 @@ func (g *Governor) account(now time.Time, cs []probe.Counters) {
 		}
 		self -= g.self0
 	}
-	g.history = append(g.history, account{now, g.spent, self})
+	g.history = append(g.history, account{now, g.spent, self, g.node})
 	old := 0
 	for old < len(g.history)-1 && now.Sub(g.history[old+1].at) >= accountSpan {
 		old++
 	}
 	g.history = slices.Delete(g.history, 0, old)
 	first := g.history[0]
-	m := Overhead{TargetTotal: g.spent, SelfTotal: self}
+	m := Overhead{TargetTotal: g.spent, SelfTotal: self, NodeTotal: g.node}
 	if dt := now.Sub(first.at).Seconds(); dt > 0 {
 		m.Target = (g.spent - first.target) / dt
 		m.Self = (self - first.self) / dt
+		m.Node = (g.node - first.node) / dt
 	}
 	// Only once the span is mostly covered: a daemon starting up spends
 	// a burst of its own CPU on its pipeline and first readings.
 	g.settled = now.Sub(first.at) >= accountSpan/2
-	m.Over = g.settled && m.Target+m.Self > g.Budget*1.1
+	m.Over = g.settled && m.Target+m.Self+m.Node > g.Budget*1.1
 	if m.Over && !g.measured.Over {
 		g.Log.Warn("governor: measured overhead over budget",
 			"target_percent", round2(100*m.Target), "self_percent", round2(100*m.Self),
-			"budget_percent", round2(100*g.Budget))
+			"node_percent", round2(100*m.Node), "budget_percent", round2(100*g.Budget))
 	}
+	nodeOver := g.settled && m.Node > g.Budget*1.1
+	if nodeOver && !g.nodeOver {
+		g.Log.Warn("governor: the syscall programs alone cost more than the budget; "+
+			"they run at every system call on the node and cannot be throttled: "+
+			"turn syscalls off, or raise budget_percent",
+			"node_percent", round2(100*m.Node), "budget_percent", round2(100*g.Budget))
+	}
+	g.nodeOver = nodeOver
 	g.measured = m
 }
 
@@ -529,13 +562,15 @@ func (g *Governor) decide(now time.Time, set probeSet) {
 	ps := g.sorted()
 	slices.SortStableFunc(ps, func(a, b *governed) int { return cmp.Compare(g.overhead(a), g.overhead(b)) })
 
-	// The process's own CPU comes first: the probes share what it
-	// leaves.
-	self := 0.0
+	// The process's own CPU and the syscall programs' come first:
+	// throttling a probe lowers neither, so the probes share what they
+	// leave. The programs' from the first reading on, the process's
+	// once its start-up burst is behind it.
+	fixed := g.measured.Node
 	if g.settled {
-		self = g.measured.Self
+		fixed += g.measured.Self
 	}
-	remaining := g.Budget - self
+	remaining := g.Budget - fixed
 	var throttled []*governed
 	for _, p := range ps {
 		o := g.overhead(p)
@@ -554,7 +589,7 @@ func (g *Governor) decide(now time.Time, set probeSet) {
 		}
 		throttled = append(throttled, p)
 	}
-	g.estimate = g.Budget - self - remaining
+	g.estimate = g.Budget - fixed - remaining
 
 	// Equal shares of what remains, hottest first: a probe held at the
 	// longest period spends more than its share, and the others split

@@ -1,11 +1,14 @@
 package daemon
 
 import (
+	"bytes"
 	"io"
 	"log/slog"
 	"math"
 	"math/rand/v2"
+	"regexp"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -21,6 +24,9 @@ type fakeSet struct {
 	hits     []float64
 	cfgs     []probe.Config
 	attaches []int
+	// syscalls/s on the node, each running the syscall programs twice
+	syscalls float64
+	runs     float64
 }
 
 func newFakeSet(rates ...float64) *fakeSet {
@@ -33,6 +39,7 @@ func newFakeSet(rates ...float64) *fakeSet {
 }
 
 func (s *fakeSet) advance(d time.Duration) {
+	s.runs += 2 * s.syscalls * d.Seconds()
 	for i, r := range s.rates {
 		if s.entry[i] {
 			s.hits[i] += r * d.Seconds()
@@ -48,8 +55,9 @@ func (s *fakeSet) ProbeCounters() ([]probe.Counters, error) {
 	}
 	return out, nil
 }
-func (s *fakeSet) Pause(id int) error  { s.entry[id] = false; return nil }
-func (s *fakeSet) Detach(id int) error { s.entry[id], s.rets[id] = false, false; return nil }
+func (s *fakeSet) SyscallRuns() (uint64, error) { return uint64(s.runs), nil }
+func (s *fakeSet) Pause(id int) error           { s.entry[id] = false; return nil }
+func (s *fakeSet) Detach(id int) error          { s.entry[id], s.rets[id] = false, false; return nil }
 func (s *fakeSet) Reattach(id int) error {
 	if !s.entry[id] {
 		s.attaches[id]++
@@ -178,6 +186,59 @@ func TestGovernorSharesBudget(t *testing.T) {
 	}
 	if _, est := g.Status(); est > 0.0101 {
 		t.Errorf("estimate %.4f over budget", est)
+	}
+}
+
+// The syscall programs' runs, times the cost of one, are the node's term of
+// the account: they come first, as the daemon's own CPU does, and the
+// probes share what they leave. When they alone pass the budget the
+// governor says so once; it cannot throttle them.
+func TestGovernorSyscallCost(t *testing.T) {
+	// warm: 100 calls/s x 40us = 0.4%, hot: 120 x 40us = 0.48%;
+	// node: 40,000 syscalls/s x 2 runs x 50ns = 0.4% of a CPU.
+	set := newFakeSet(100, 120)
+	set.syscalls = 40000
+	pol := testPolicy()
+	pol.SyscallCost = 50 * time.Nanosecond
+	var logs bytes.Buffer
+	g := NewGovernor(pol, slog.New(slog.NewTextHandler(&logs, nil)))
+	g.Add("warm", 0, probe.Config{}, 0)
+	g.Add("hot", 1, probe.Config{}, 0)
+	now := time.Unix(1000, 0)
+	const first = 40 * time.Second
+	run(g, set, &now, first)
+
+	m := g.Overhead()
+	if want := 0.004; math.Abs(m.Node-want) > want/100 {
+		t.Errorf("node %.5f CPUs, want %.5f", m.Node, want)
+	}
+	if want := 0.004 * first.Seconds(); math.Abs(m.NodeTotal-want) > want/100 {
+		t.Errorf("node total %.4f CPU seconds, want %.4f", m.NodeTotal, want)
+	}
+	// Both probes would fit the budget alone (0.88%); with the node's
+	// 0.4%, only warm does.
+	if w, h := status(g, "warm"), status(g, "hot"); w.State != Admitted || h.State != Throttled {
+		t.Errorf("warm %v, hot %v: want admitted, throttled", w.State, h.State)
+	}
+	if m.Over || strings.Contains(logs.String(), "over budget") {
+		t.Errorf("over budget at %.4f+%.4f CPUs of 0.01:\n%s", m.Target, m.Node, logs.String())
+	}
+
+	// 150,000 syscalls/s: the programs alone cost 1.5% of a CPU.
+	set.syscalls = 150000
+	run(g, set, &now, 90*time.Second)
+	m = g.Overhead()
+	if want := 0.015; math.Abs(m.Node-want) > want/100 || !m.Over {
+		t.Errorf("node %.5f CPUs (want %.5f), over budget %v", m.Node, want, m.Over)
+	}
+	if n := strings.Count(logs.String(), "syscall programs alone cost more than the budget"); n != 1 {
+		t.Errorf("%d warnings that the syscall programs alone are over budget, want 1:\n%s", n, logs.String())
+	}
+	if !regexp.MustCompile(`measured overhead over budget".* node_percent=0\.[1-9]`).MatchString(logs.String()) {
+		t.Errorf("the over-budget warning does not name the node's share:\n%s", logs.String())
+	}
+	if w := status(g, "warm"); w.State != Throttled {
+		t.Errorf("warm %v with the budget spent by the syscall programs, want throttled", w.State)
 	}
 }
 

@@ -37,14 +37,17 @@ var (
 	probeSample     = desc("probe_sample_every", "1-in-N sampling in force.", "function")
 
 	overheadEstimate = desc("overhead_estimated_cpus", "CPU cost of all probes to the target the governor plans for, in CPUs: each probe at its peak rate over the horizon, times its duty cycle.")
-	overheadBudget   = desc("overhead_budget_cpus", "CPU budget of the probes and the daemon together, in CPUs.")
+	overheadBudget   = desc("overhead_budget_cpus", "CPU budget of the probes, the daemon and the syscall programs together, in CPUs.")
 	overheadTarget   = desc("overhead_target_cpus", "Measured CPU cost of the probes to the target over the last minute, in CPUs: hits times the cost of a traced call.")
 	overheadSelf     = desc("overhead_self_cpus", "Measured CPU time of the daemon process over the last minute, in CPUs.")
+	overheadNode     = desc("overhead_node_cpus", "Measured CPU cost of the syscall programs (syscalls: true) to the processes of the node over the last minute, in CPUs: their runs at every system call's entry and exit times the cost of a run. The governor cannot throttle them: only syscalls: false ends it.")
 	overheadTargetS  = desc("overhead_target_seconds_total", "CPU time the probes cost the target since the daemon started: hits times the cost of a traced call.")
 	overheadSelfS    = desc("overhead_self_seconds_total", "CPU time of the daemon process since it started governing.")
-	overBudget       = desc("overhead_over_budget", "1 while the measured cost, target and daemon together, is over the budget.")
+	overheadNodeS    = desc("overhead_node_seconds_total", "CPU time the syscall programs cost the processes of the node since the daemon started: runs times the cost of a run.")
+	overBudget       = desc("overhead_over_budget", "1 while the measured cost, target, daemon and syscall programs together, is over the budget.")
 	decisions        = desc("governor_decisions_total", "Governor decisions: throttle (duty-cycle a probe), readmit, resample (max_events_per_second), trip (a breaker tripped: the probe is detached at once).", "action")
 	callCost         = desc("call_cost_seconds", "CPU time one traced call costs (entry and RET traps), measured at start.")
+	syscallRunCost   = desc("syscall_run_cost_seconds", "CPU time one run of the syscall programs costs a process they do not follow (two runs per system call), measured before they are first loaded; 0 until then.")
 
 	targetAttached = desc("target_attached", "Whether the daemon is attached to its target.")
 	targetPID      = desc("target_pid", "Host PID of the traced process; 0 while waiting for it.")
@@ -170,6 +173,7 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 		return
 	}
 	gauge(callCost, d.cost.Seconds())
+	gauge(syscallRunCost, d.syscallCost.Seconds())
 	dec := d.gov.Decisions()
 	counter(decisions, float64(dec.Throttled), "throttle")
 	counter(decisions, float64(dec.Readmitted), "readmit")
@@ -181,8 +185,10 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	m := d.gov.Overhead()
 	gauge(overheadTarget, m.Target)
 	gauge(overheadSelf, m.Self)
+	gauge(overheadNode, m.Node)
 	counter(overheadTargetS, m.TargetTotal)
 	counter(overheadSelfS, m.SelfTotal)
+	counter(overheadNodeS, m.NodeTotal)
 	gauge(overBudget, b2f(m.Over))
 	for _, s := range status {
 		for _, state := range []State{Admitted, Throttled} {

@@ -754,6 +754,16 @@ func (s *Session) SyscallsDropped() (uint64, error) {
 	return s.syscalls.Dropped()
 }
 
+// SyscallRuns returns how many times the syscall programs ran at system
+// calls' entry and exit, on the whole node, since the session attached
+// them (syscalls.Set.Runs); 0 without Config.Syscalls.
+func (s *Session) SyscallRuns() (uint64, error) {
+	if s.syscalls == nil {
+		return 0, nil
+	}
+	return s.syscalls.Runs()
+}
+
 // A StackCount is how often an entry-only probe's function was called from
 // one stack.
 type StackCount struct {

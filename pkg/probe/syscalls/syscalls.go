@@ -28,7 +28,10 @@ const Attachment = "raw tracepoints sys_enter, sys_exit, sched_process_exec, sig
 type Options struct {
 	// Goroutines is the uprobe programs' goroutine table
 	// (probe.Set.Goroutines): a system call belongs to the innermost
-	// traced call in flight on its goroutine.
+	// traced call in flight on its goroutine. Nil gives the programs an
+	// empty table of their own: they follow no call, and cost every
+	// system call what they cost the processes they do not follow, which
+	// is how that cost is measured.
 	Goroutines *ebpf.Map
 	// SpanMin: system calls at least this long are Events of their own,
 	// the others only count in their call's Totals. Default
@@ -46,9 +49,6 @@ type Set struct {
 // Attach loads the programs and attaches them. They follow no process until
 // Watch.
 func Attach(o Options) (_ *Set, err error) {
-	if o.Goroutines == nil {
-		return nil, errors.New("syscalls: no goroutine table")
-	}
 	if err := kernel.Probe().Require(kernel.RawTracepoints, kernel.ProbeReadKernel); err != nil {
 		return nil, fmt.Errorf("syscalls: %w", err)
 	}
@@ -67,7 +67,14 @@ func Attach(o Options) (_ *Set, err error) {
 		return nil, fmt.Errorf("syscalls: %w", err)
 	}
 	s := &Set{}
-	opts := &ebpf.CollectionOptions{MapReplacements: map[string]*ebpf.Map{"gstates": o.Goroutines}}
+	opts := &ebpf.CollectionOptions{}
+	if o.Goroutines != nil {
+		opts.MapReplacements = map[string]*ebpf.Map{"gstates": o.Goroutines}
+	} else {
+		// Preallocated: the uprobes' table is 15 MiB, an unused one
+		// needs no room.
+		spec.Maps["gstates"].MaxEntries = 1
+	}
 	if err := spec.LoadAndAssign(&s.objs, opts); err != nil {
 		return nil, fmt.Errorf("syscalls: load BPF programs: %w", err)
 	}
@@ -253,9 +260,31 @@ func forkLayout() (dataloc bool, err error) {
 // Dropped returns how many events were lost to a full ring buffer: system
 // calls and child processes missing from their calls.
 func (s *Set) Dropped() (uint64, error) {
-	var per []uint64
-	if err := s.objs.ScDropped.Lookup(uint32(0), &per); err != nil {
+	n, err := sum(s.objs.ScDropped)
+	if err != nil {
 		return 0, fmt.Errorf("syscalls: read drop counters: %w", err)
+	}
+	return n, nil
+}
+
+// Runs returns how many times the programs at system calls' entry and exit
+// have run since Attach: twice per system call made on the node, by any
+// process, while they were attached. Each run costs its process whether or
+// not it is followed; the programs at process forks, execs and signals run
+// far less often and are not counted.
+func (s *Set) Runs() (uint64, error) {
+	n, err := sum(s.objs.ScRuns)
+	if err != nil {
+		return 0, fmt.Errorf("syscalls: read run counters: %w", err)
+	}
+	return n, nil
+}
+
+// sum adds up the per-CPU values of a one-entry counter map.
+func sum(m *ebpf.Map) (uint64, error) {
+	var per []uint64
+	if err := m.Lookup(uint32(0), &per); err != nil {
+		return 0, err
 	}
 	var n uint64
 	for _, x := range per {
