@@ -82,16 +82,27 @@ func ResolveCaptures(f *symbols.File, probes []probe.Probe, exprs []string, o *o
 			return fmt.Errorf("%s: %d captures, at most %d", p.Func.Name, len(p.Captures), probe.MaxCaptures)
 		}
 	}
-	AddErrorResults(f, r, probes, o)
+	var known ErrorResults
+	if o != nil {
+		known = o
+	}
+	AddErrorResults(f, r, probes, known)
 	return nil
+}
+
+// ErrorResults give the error results of a stripped executable's
+// functions, by name: an offsets file has them (offsets.File), and so does
+// a preset selection, from the presets' catalogue (presets.Selection).
+type ErrorResults interface {
+	ErrorResult(fn string) (args.Capture, bool)
 }
 
 // AddErrorResults adds, to each probe of a function whose last result is
 // error, the capture of that result (args.KindError), which makes the
 // probes report the errors the function returns: from DWARF, or on a
-// stripped executable from the offsets file o (nil: none). r may be nil. A
-// probe whose captures are all taken does without.
-func AddErrorResults(f *symbols.File, r *args.CaptureResolver, probes []probe.Probe, o *offsets.File) {
+// stripped executable from known (nil: none). r may be nil. A probe whose
+// captures are all taken does without.
+func AddErrorResults(f *symbols.File, r *args.CaptureResolver, probes []probe.Probe, known ErrorResults) {
 	if r == nil && f.HasDWARF {
 		fns := make([]symbols.Func, len(probes))
 		for i, p := range probes {
@@ -111,9 +122,9 @@ func AddErrorResults(f *symbols.File, r *args.CaptureResolver, probes []probe.Pr
 			if c, ok, err := r.ErrorResult(p.Func); err == nil && ok {
 				p.Captures = append(p.Captures, c)
 			}
-		case o != nil:
-			if k := slices.IndexFunc(o.Funcs[p.Func.Name], isError); k >= 0 {
-				p.Captures = append(p.Captures, o.Funcs[p.Func.Name][k])
+		case known != nil:
+			if c, ok := known.ErrorResult(p.Func.Name); ok {
+				p.Captures = append(p.Captures, c)
 			}
 		}
 	}

@@ -88,7 +88,7 @@ func TestResolveReturn(t *testing.T) {
 		t.Errorf("ret0: %+v, %v; want %+v", got, err, want)
 	}
 	c, ok, err := r.ErrorResult(fns[0])
-	if want := (Capture{Name: "error", Expr: "ret1", Reg: 1, InReg: true, AtReturn: true, Kind: KindError, Size: 16}); err != nil || !ok || c != want {
+	if want := (Capture{Name: "error", Expr: "ret1:error", Reg: 1, InReg: true, AtReturn: true, Kind: KindError, Size: 16}); err != nil || !ok || c != want {
 		t.Errorf("error result: %+v, %v, %v; want %+v", c, ok, err, want)
 	}
 	for _, tc := range []struct{ expr, want string }{
@@ -102,6 +102,11 @@ func TestResolveReturn(t *testing.T) {
 	raw, err := ParseRawCapture("rev", "ret0:u64")
 	if err != nil || raw != (Capture{Name: "rev", Expr: "ret0:u64", InReg: true, AtReturn: true, Kind: KindUint, Size: 8}) || raw.Raw() != "ret0:u64" || raw.Validate() != nil {
 		t.Errorf("ret0:u64: %+v, %v", raw, err)
+	}
+	// The error result's raw form, as the presets' catalogue holds it,
+	// reads back as DWARF resolves it.
+	if raw, err := ParseRawCapture("error", c.Raw()); err != nil || raw != c || raw.Validate() != nil {
+		t.Errorf("%s: %+v, %v; want %+v", c.Raw(), raw, err, c)
 	}
 	if _, err := ParseRawCapture("s", "ret0:string"); err == nil {
 		t.Error("ret0:string: no error")

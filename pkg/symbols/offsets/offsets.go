@@ -181,6 +181,17 @@ func (o *File) Lookup(fn, name string) (args.Capture, error) {
 	return args.Capture{}, fmt.Errorf("capture %s of %s: %w (it has: %s)", name, fn, ErrNotInFile, strings.Join(names, ", "))
 }
 
+// ErrorResult returns the capture of fn's error result, if the file has
+// it (New adds it for every function that returns an error last).
+func (o *File) ErrorResult(fn string) (args.Capture, bool) {
+	for _, c := range o.Funcs[fn] {
+		if c.Kind == args.KindError {
+			return c, true
+		}
+	}
+	return args.Capture{}, false
+}
+
 // Open reads the offsets file at path.
 func Open(path string) (*File, error) {
 	fh, err := os.Open(path)
