@@ -31,9 +31,9 @@ func TestMain(m *testing.M) {
 // and no offsets file reports the error each call of regenerateBPF
 // returns, type and message, as the agent logs them: the error result
 // comes from a catalogue layout that presetgen's code (internal/ciliumsrc)
-// computes from the stand-in's source, as it does from cilium's. The
-// layout holds one capture of the four the preset names, so the error
-// result fits in the probe's captures.
+// computes from the stand-in's source, as it does from cilium's, for the
+// captures the preset names (four, and the error result, which takes none
+// of the probe's four values).
 func TestErrorResultFromCatalogue(t *testing.T) {
 	const release = "v1.18.5"
 	bin := testagent.Build(t, testagent.Variant{Stripped: true})
@@ -51,7 +51,21 @@ func TestErrorResultFromCatalogue(t *testing.T) {
 		t.Fatal(err)
 	}
 	rel := &ciliumsrc.Release{Version: release, Module: ciliumsrc.Module{Path: ciliumsrc.ModulePath, Dir: filepath.Join(testagent.Root(), "examples", "agent")}}
-	caps, _, err := rel.Resolve(ctx, runtime.GOARCH, std, []ciliumsrc.Request{{Func: testagent.RegenerateBPF, Captures: [][2]string{{"endpoint_id", "e.ID"}}}})
+	p, err := presets.Lookup("endpoint-regeneration")
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := ciliumsrc.Request{Func: testagent.RegenerateBPF}
+	for _, fn := range p.For(presets.MinorOf(release)) {
+		if fn.Name != req.Func {
+			continue
+		}
+		for _, c := range fn.Captures {
+			name, expr, _ := strings.Cut(c, "=")
+			req.Captures = append(req.Captures, [2]string{name, expr})
+		}
+	}
+	caps, _, err := rel.Resolve(ctx, runtime.GOARCH, std, []ciliumsrc.Request{req})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,8 +75,28 @@ func TestErrorResultFromCatalogue(t *testing.T) {
 			l[fn] = append(l[fn], c.Name+"="+c.Expr)
 		}
 	}
-	if want := []string{"endpoint_id=arg0+16:u16", "error=ret1:error"}; !slices.Equal(l[testagent.RegenerateBPF], want) {
-		t.Fatalf("the stand-in's layout: %q, want %q", l, want)
+	// The same as the DWARF of the stand-in's unstripped twin says.
+	twin := open(t, testagent.Build(t, testagent.Variant{}))
+	fns, err := twin.Funcs(testagent.RegenerateBPF)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := args.NewCaptureResolver(twin, fns)
+	var fromDWARF []string
+	for _, nc := range req.Captures {
+		c, err := r.Resolve(fns[0], nc[0], nc[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		fromDWARF = append(fromDWARF, c.Name+"="+c.Raw())
+	}
+	if c, ok, err := r.ErrorResult(fns[0]); err != nil || !ok {
+		t.Fatalf("DWARF: no error result: %v", err)
+	} else {
+		fromDWARF = append(fromDWARF, c.Name+"="+c.Raw())
+	}
+	if len(fromDWARF) != 5 || !slices.Equal(l[testagent.RegenerateBPF], fromDWARF) {
+		t.Fatalf("the stand-in's layout from its source: %q, DWARF says %q", l, fromDWARF)
 	}
 	presets.SetLayout(t, release, runtime.GOARCH, goMinor, l)
 
@@ -70,7 +104,7 @@ func TestErrorResultFromCatalogue(t *testing.T) {
 		"-interval", "2ms", "-policy-depth", "1", "-fail-every", "2", "-log-bpf")
 	var selected []args.Capture
 	s, err := session.Start(session.Config{PID: agent.PID, Resolve: func(f *symbols.File) ([]probe.Probe, []session.Refused, error) {
-		sel, err := presets.Select(f, []string{"endpoint-regeneration"}, presets.Options{Release: release})
+		sel, err := presets.Select(f, []string{p.Name}, presets.Options{Release: release})
 		if err != nil {
 			return nil, nil, err
 		}
@@ -87,8 +121,8 @@ func TestErrorResultFromCatalogue(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { s.Close() })
-	if len(selected) != 2 || selected[1] != args.ErrorResultIn(1) {
-		t.Fatalf("captures %+v, want endpoint_id and the error result in registers 1 and 2", selected)
+	if len(selected) != 5 || selected[4] != args.ErrorResultIn(1) {
+		t.Fatalf("captures %+v, want the preset's four and the error result in registers 1 and 2", selected)
 	}
 	agent.Begin(t)
 	var got []calls.Call
@@ -119,6 +153,15 @@ func TestErrorResultFromCatalogue(t *testing.T) {
 		}
 		if c.Unfinished {
 			t.Errorf("call %+v unfinished", c)
+		}
+		// The four values beside the error: the stand-in names each
+		// endpoint's pod xwing-ID, in namespace default.
+		attrs := map[string]string{}
+		for _, a := range c.Attrs {
+			attrs[a.Key] = a.Value
+		}
+		if len(c.Attrs) != 4 || attrs["endpoint_id"] == "" || attrs["pod"] != "xwing-"+attrs["endpoint_id"] || attrs["namespace"] != "default" || attrs["policy_revision"] == "" {
+			t.Errorf("call attributes %v", c.Attrs)
 		}
 		traced = append(traced, testagent.Describe("", "", typ, msg))
 	}

@@ -23,8 +23,8 @@ func ResolvePresets(f *symbols.File, sel *presets.Selection, c probe.Config) ([]
 	for i := range probes {
 		p := &probes[i]
 		p.Captures = sel.Captures(p.Func.Name)
-		if len(p.Captures) > probe.MaxCaptures {
-			return nil, nil, fmt.Errorf("%s: %d captures, at most %d", p.Func.Name, len(p.Captures), probe.MaxCaptures)
+		if n := probe.Values(p.Captures); n > probe.MaxCaptures {
+			return nil, nil, fmt.Errorf("%s: %d captures, at most %d", p.Func.Name, n, probe.MaxCaptures)
 		}
 	}
 	AddErrorResults(f, nil, probes, sel)

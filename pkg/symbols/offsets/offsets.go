@@ -86,16 +86,12 @@ func New(f *symbols.File, fns []symbols.Func, captures [][2]string) (*File, erro
 		if err != nil {
 			return nil, fmt.Errorf("%s: results: %w", fn.Name, err)
 		}
-		if ok && len(o.Funcs[fn.Name]) < maxCaptures {
+		if ok {
 			o.Funcs[fn.Name] = append(o.Funcs[fn.Name], c)
 		}
 	}
 	return o, nil
 }
-
-// maxCaptures is probe.MaxCaptures, which this package, before the probes
-// in the pipeline, cannot import.
-const maxCaptures = 4
 
 // Read decodes an offsets file.
 func Read(r io.Reader) (*File, error) {
