@@ -118,7 +118,8 @@ func DetectVersion(f *symbols.File, release string) (Version, []string, error) {
 
 // Select finds the functions of the named presets in f, in the order the
 // presets list them, each once, with their captures: from DWARF when f has
-// it; else from the offsets file, then the catalogue of f's release. A
+// it; else from the offsets file, then the catalogue of f's release, which
+// give the error results too (Selected.ErrorResult). A
 // preset function f does not have, and captures that cannot be read, are
 // warnings, never dropped silently; an unknown preset name is an
 // *UnknownError.
