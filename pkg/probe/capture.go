@@ -11,7 +11,7 @@ import (
 
 // MaxCaptures is how many values one probe can capture. A function's error
 // result (args.KindError) takes none of them: the RET reads it from the
-// result registers it keeps for every probe that returns results.
+// result registers (ret_vals), not into a capture's slot.
 const MaxCaptures = 4
 
 // Values returns how many of the MaxCaptures the captures take: all but
