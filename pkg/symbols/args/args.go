@@ -397,6 +397,13 @@ func (r *CaptureResolver) params(name string, results bool) ([]Param, error) {
 		if c.tag != dwarf.TagFormalParameter || c.varParam != results {
 			return true, nil
 		}
+		// Go 1.26 writes some results of a function with a defer twice,
+		// as two entries of one name; the names in a signature are
+		// unique (blank ones are ~pN and ~rN), and counting both would
+		// move every later result to the wrong registers.
+		if slices.ContainsFunc(ps, func(p Param) bool { return p.Name == c.name }) {
+			return true, nil
+		}
 		if !c.hasType {
 			return false, fmt.Errorf("%s: parameter %s has no type", name, c.name)
 		}
