@@ -16,7 +16,9 @@ import (
 // tracer trace --capture-return and the errors regenerateBPF returns, in
 // the JSON spans and the summary: on the unstripped build from DWARF, on
 // the stripped one from the offsets file of its unstripped twin, which
-// carries the results and the error result.
+// carries the results and the error result, and from the raw form alone
+// (argN+OFFSET:TYPE, retN:TYPE, retN:error), as the presets' catalogue
+// gives them.
 func TestErrorReturnsCLI(t *testing.T) {
 	offsets := filepath.Join(t.TempDir(), "offsets.json")
 	if r := tracer(t, nil, "offsets", "--binary", testagent.Build(t, testagent.Variant{}), "--func", captureFunc,
@@ -29,8 +31,9 @@ func TestErrorReturnsCLI(t *testing.T) {
 	}{
 		{testagent.Variant{}, []string{"--capture", testagent.ResultCaptures[0], "--capture-return", testagent.ResultCaptures[1]}},
 		{testagent.Variant{Stripped: true}, []string{"--offsets", offsets}},
+		{testagent.Variant{Stripped: true}, []string{"--capture", "seq=arg1+8:u64", "--capture-return", "rev=ret0:u64", "--capture-return", "failed=ret1:error"}},
 	} {
-		t.Run(tc.v.String(), func(t *testing.T) {
+		t.Run(tc.v.String()+" "+tc.args[0], func(t *testing.T) {
 			agent := testagent.Start(t, testagent.Build(t, tc.v), "-wait-start", "-workers", "4", "-iterations", "6",
 				"-interval", "2ms", "-policy-depth", "1", "-fail-every", "2", "-log-bpf")
 			tr := startTracer(t, nil, append([]string{"trace", "--pid", strconv.Itoa(agent.PID), "--func", captureFunc,

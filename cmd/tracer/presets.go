@@ -154,12 +154,18 @@ func (s probeSpec) resolve(w io.Writer, f *symbols.File, c probe.Config) ([]prob
 			continue
 		}
 		for _, c := range p.Captures {
+			have := probes[i].Captures
 			switch {
-			case slices.ContainsFunc(probes[i].Captures, func(have args.Capture) bool { return have.Name == c.Name }):
-			case len(probes[i].Captures) == probe.MaxCaptures:
+			case slices.ContainsFunc(have, func(h args.Capture) bool {
+				return h.Name == c.Name || h.Kind == args.KindError && c.Kind == args.KindError
+			}):
+			case c.Kind == args.KindError:
+				probes[i].Captures = append(slices.Clip(have), c)
+			case probe.Values(have) == probe.MaxCaptures:
 				fmt.Fprintf(w, "tracer: warning: %s: not capturing %s for the preset: --capture took all %d captures\n", p.Func.Name, c.Name, probe.MaxCaptures)
 			default:
-				probes[i].Captures = append(probes[i].Captures, c)
+				// Before the error result, which stays last.
+				probes[i].Captures = slices.Insert(slices.Clip(have), probe.Values(have), c)
 			}
 		}
 	}

@@ -126,14 +126,14 @@ func TestTracePreset(t *testing.T) {
 }
 
 // `tracer symbols --preset` shows what each function of the preset
-// captures, in the raw form the probes read.
+// captures, in the raw form the probes read, and its error result.
 func TestSymbolsPreset(t *testing.T) {
 	bin := testagent.Build(t, testagent.Variant{})
 	r := tracer(t, nil, "symbols", "--binary", bin, "--preset", "endpoint-regeneration")
 	if r.code != 0 {
 		t.Fatal(r.stderr)
 	}
-	row := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(testagent.RegenerateBPF) + `\s+0x\S+\s+0x\S+\s+\d+\s+endpoint_id=arg0\+16:u16,pod=arg0\+24:string,namespace=arg0\+40:string,policy_revision=arg0\+\d+:u64\s+0x`)
+	row := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(testagent.RegenerateBPF) + `\s+0x\S+\s+0x\S+\s+\d+\s+endpoint_id=arg0\+16:u16,pod=arg0\+24:string,namespace=arg0\+40:string,policy_revision=arg0\+\d+:u64,error=ret1:error\s+0x`)
 	if !strings.Contains(r.stdout, "CAPTURES") || !row.MatchString(r.stdout) {
 		t.Errorf("symbols --preset:\n%s", r.stdout)
 	}

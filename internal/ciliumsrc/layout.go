@@ -33,9 +33,8 @@ var ErrNoParameter = errors.New("no such parameter")
 // out and listed in absent, as "function name"; a function or field that
 // does not exist, or a package that does not type-check, is an error.
 func (r *Release) Resolve(ctx context.Context, arch string, std *StdLib, reqs []Request) (_ map[string][]args.Capture, absent []string, _ error) {
-	regs, ok := abiRegs[arch]
-	if !ok {
-		return nil, nil, fmt.Errorf("register arguments on %s are not supported", arch)
+	if _, err := args.NewRegAssigner(arch); err != nil {
+		return nil, nil, err
 	}
 	tags, err := std.buildTags(ctx, arch)
 	if err != nil {
@@ -69,13 +68,7 @@ func (r *Release) Resolve(ctx context.Context, arch string, std *StdLib, reqs []
 			return nil, nil, fmt.Errorf("%s: lost in pruning", rt.fn)
 		}
 		sig := fn.Type().(*types.Signature)
-		a := abiAssigner{maxInts: regs.ints, maxFloats: regs.floats, sizes: c.sizes}
-		ps := make([]param, sig.Params().Len())
-		for i := range ps {
-			v := sig.Params().At(i)
-			ps[i].v = v
-			ps[i].regs, ps[i].onStack = a.assign(v.Type())
-		}
+		ps := c.assign(arch, sig.Params())
 		for _, nc := range rt.captures {
 			capt, err := c.capture(ps, nc[0], nc[1])
 			if errors.Is(err, ErrNoParameter) {
@@ -87,8 +80,27 @@ func (r *Release) Resolve(ctx context.Context, arch string, std *StdLib, reqs []
 			}
 			out[rt.fn.String()] = append(out[rt.fn.String()], capt)
 		}
+		// Results are assigned from the first register again.
+		if rs := c.assign(arch, sig.Results()); len(rs) > 0 {
+			last := rs[len(rs)-1]
+			if types.Identical(last.v.Type(), types.Universe.Lookup("error").Type()) && !last.onStack && len(last.regs) == 2 {
+				out[rt.fn.String()] = append(out[rt.fn.String()], args.ErrorResultIn(last.regs[0]))
+			}
+		}
 	}
 	return out, absent, nil
+}
+
+// assign gives the parameters, or the results, of a signature the integer
+// registers the register ABI assigns them on arch.
+func (c *checker) assign(arch string, vars *types.Tuple) []param {
+	a, _ := args.NewRegAssigner(arch) // arch checked by Resolve
+	ps := make([]param, vars.Len())
+	for i := range ps {
+		ps[i].v = vars.At(i)
+		ps[i].regs, ps[i].onStack = a.Assign(words(c.sizes, ps[i].v.Type()))
+	}
+	return ps
 }
 
 // A param is one parameter of a function with the integer registers the
@@ -204,83 +216,52 @@ func valueKind(sizes types.Sizes, t types.Type) (args.ValueKind, int, bool) {
 	return "", 0, false
 }
 
-// Integer and floating-point argument registers of Go's ABIInternal.
-var abiRegs = map[string]struct{ ints, floats int }{
-	"amd64": {9, 15},
-	"arm64": {16, 16},
-}
-
-// abiAssigner assigns parameters to registers as Go's ABIInternal does
-// (and args's assigner does from DWARF): each parameter goes entirely into
-// registers, component by component, or entirely onto the stack when the
-// registers left do not suffice.
-type abiAssigner struct {
-	ints, floats       int
-	maxInts, maxFloats int
-	sizes              types.Sizes
-	regs               []int
-}
-
-func (a *abiAssigner) assign(t types.Type) (regs []int, onStack bool) {
-	ints, floats := a.ints, a.floats
-	a.regs = nil
-	if !a.add(t) {
-		a.ints, a.floats = ints, floats
-		return nil, true
-	}
-	return a.regs, false
-}
-
-func (a *abiAssigner) add(t types.Type) bool {
-	switch u := t.Underlying().(type) {
-	case *types.Basic:
-		switch {
-		case u.Kind() == types.String:
-			return a.int() && a.int()
-		case u.Info()&types.IsComplex != 0:
-			return a.float() && a.float()
-		case u.Info()&types.IsFloat != 0:
-			return a.float()
-		}
-		return a.int()
-	case *types.Pointer, *types.Map, *types.Chan, *types.Signature:
-		return a.int()
-	case *types.Slice:
-		return a.int() && a.int() && a.int()
-	case *types.Interface:
-		return a.int() && a.int()
-	case *types.Struct:
-		for i := range u.NumFields() {
-			if !a.add(u.Field(i).Type()) {
-				return false
+// words splits a value of type t into the words the register ABI assigns,
+// as args does for the DWARF types the compiler writes for it; inRegs is
+// false for a type the ABI never puts in registers.
+func words(sizes types.Sizes, t types.Type) (ws []args.Word, inRegs bool) {
+	var add func(t types.Type) bool
+	add = func(t types.Type) bool {
+		switch u := t.Underlying().(type) {
+		case *types.Basic:
+			switch {
+			case u.Kind() == types.String:
+				ws = append(ws, args.IntWord, args.IntWord)
+			case u.Info()&types.IsComplex != 0:
+				ws = append(ws, args.FloatWord, args.FloatWord)
+			case u.Info()&types.IsFloat != 0:
+				ws = append(ws, args.FloatWord)
+			default:
+				ws = append(ws, args.IntWord)
 			}
-		}
-		return true
-	case *types.Array:
-		switch u.Len() {
-		case 0:
 			return true
-		case 1:
-			return a.add(u.Elem())
+		case *types.Pointer, *types.Map, *types.Chan, *types.Signature:
+			ws = append(ws, args.IntWord)
+			return true
+		case *types.Slice:
+			ws = append(ws, args.IntWord, args.IntWord, args.IntWord)
+			return true
+		case *types.Interface:
+			ws = append(ws, args.IntWord, args.IntWord)
+			return true
+		case *types.Struct:
+			for i := range u.NumFields() {
+				if !add(u.Field(i).Type()) {
+					return false
+				}
+			}
+			return true
+		case *types.Array:
+			switch u.Len() {
+			case 0:
+				return true
+			case 1:
+				return add(u.Elem())
+			}
+			return sizes.Sizeof(u) == 0
 		}
-		return a.sizes.Sizeof(u) == 0
-	}
-	return false
-}
-
-func (a *abiAssigner) int() bool {
-	if a.ints >= a.maxInts {
 		return false
 	}
-	a.regs = append(a.regs, a.ints)
-	a.ints++
-	return true
-}
-
-func (a *abiAssigner) float() bool {
-	if a.floats >= a.maxFloats {
-		return false
-	}
-	a.floats++
-	return true
+	inRegs = add(t)
+	return ws, inRegs
 }

@@ -2,9 +2,11 @@ package ciliumsrc
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -16,6 +18,7 @@ const (
 	method = "github.com/cilium/cilium/pkg/a.(*T).Method"
 	spill  = "github.com/cilium/cilium/pkg/a.Spill"
 	value  = "github.com/cilium/cilium/pkg/a.State.Value"
+	result = "github.com/cilium/cilium/pkg/a.(*T).Result"
 )
 
 // The captures the checker computes from the source of testdata/layout
@@ -25,7 +28,8 @@ const (
 // is a constant of another package, embedded pointers and interfaces;
 // through a pointer; named string types; arguments in registers after a
 // struct passed by value, a value receiver; and an argument the register
-// ABI puts on the stack, refused by both.
+// ABI puts on the stack, refused by both. The error results, where a
+// function has one last in registers, are in the registers DWARF gives.
 func TestResolveMatchesDWARF(t *testing.T) {
 	ctx := context.Background()
 	std, err := Std(ctx, localMinor(t))
@@ -45,6 +49,9 @@ func TestResolveMatchesDWARF(t *testing.T) {
 		}},
 		{Func: value, Captures: [][2]string{{"state", "s"}, {"rev", "inner.Rev"}, {"label", "l"}}},
 		{Func: spill},
+		{Func: result},
+		{Func: "github.com/cilium/cilium/pkg/a.Many"},
+		{Func: "github.com/cilium/cilium/pkg/a.NotLast"},
 	}
 	for _, arch := range []string{"amd64", "arm64"} {
 		t.Run(arch, func(t *testing.T) {
@@ -61,6 +68,7 @@ func TestResolveMatchesDWARF(t *testing.T) {
 			}
 			defer f.Close()
 			n := 0
+			var errs []string // function and register of each error result
 			for _, req := range reqs {
 				fns, err := f.Funcs(req.Func)
 				if err != nil {
@@ -95,9 +103,32 @@ func TestResolveMatchesDWARF(t *testing.T) {
 					}
 					n++
 				}
+				want, ok, err := r.ErrorResult(fns[0])
+				if err != nil {
+					t.Fatalf("%s: DWARF: %v", req.Func, err)
+				}
+				var fromSrc []args.Capture
+				for _, c := range got[req.Func] {
+					if c.Kind == args.KindError {
+						fromSrc = append(fromSrc, c)
+					}
+				}
+				if ok && (len(fromSrc) != 1 || fromSrc[0] != want) || !ok && len(fromSrc) != 0 {
+					t.Errorf("%s: error result from the source %+v, DWARF %+v (%v)", req.Func, fromSrc, want, ok)
+				}
+				if ok {
+					errs = append(errs, fmt.Sprintf("%s %d", req.Func[strings.LastIndexByte(req.Func, '.')+1:], want.Reg))
+				}
 			}
 			if n != 14 {
 				t.Errorf("%d captures compared, want 14", n)
+			}
+			wantErrs := []string{"Method 0", "Result 4"}
+			if arch == "arm64" {
+				wantErrs = append(wantErrs, "Many 8")
+			}
+			if !slices.Equal(errs, wantErrs) {
+				t.Errorf("error results %q, want %q", errs, wantErrs)
 			}
 
 			// A string after nine integer registers' worth of

@@ -6,6 +6,7 @@ import (
 	"go/ast"
 	"go/build"
 	"go/types"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -323,9 +324,9 @@ func (c *checker) walkConst(s scope, e ast.Expr) error {
 	return err
 }
 
-// addRoot marks a requested function: the types of its receiver and
-// parameters held by value, and the types its captures read through
-// pointers.
+// addRoot marks a requested function: the types of its receiver,
+// parameters and results held by value, and the types its captures read
+// through pointers.
 func (c *checker) addRoot(fn FuncName, captures [][2]string) error {
 	p, err := c.pkg(fn.Pkg, false)
 	if err != nil {
@@ -340,7 +341,7 @@ func (c *checker) addRoot(fn FuncName, captures [][2]string) error {
 	}
 	r := &root{fn: fn, decl: decl, file: p.fileOf[decl], captures: captures, ident: fmt.Sprintf("ciliumsrc_root%d", len(c.roots))}
 	s := scope{f: r.file}
-	for _, f := range params(decl) {
+	for _, f := range slices.Concat(params(decl), results(decl)) {
 		if err := c.walk(s, f.Type); err != nil {
 			return err
 		}
@@ -377,6 +378,14 @@ func params(d *ast.FuncDecl) []*ast.Field {
 		fs = append(fs, d.Recv.List...)
 	}
 	return append(fs, d.Type.Params.List...)
+}
+
+// results are a function's results, in the order of the register ABI.
+func results(d *ast.FuncDecl) []*ast.Field {
+	if d.Type.Results == nil {
+		return nil
+	}
+	return d.Type.Results.List
 }
 
 // markPath marks the structs a capture expression (e.ID,

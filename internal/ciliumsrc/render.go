@@ -233,7 +233,8 @@ func (r *renderer) typeSpec(td *typeDecl) {
 }
 
 // root writes a requested function as a plain function of its receiver
-// and parameters, in that order, which the register ABI assigns alike.
+// and parameters, in that order, which the register ABI assigns alike,
+// with its results.
 func (r *renderer) root(rt *root) {
 	s := scope{f: rt.file}
 	b := &r.b
@@ -252,7 +253,17 @@ func (r *renderer) root(rt *root) {
 		b.WriteString(strings.Join(names, ", ") + " ")
 		r.render(s, f.Type)
 	}
-	b.WriteString(") {}\n")
+	b.WriteString(") (")
+	for i, f := range results(rt.decl) {
+		for j := range max(len(f.Names), 1) {
+			if i+j > 0 {
+				b.WriteString(", ")
+			}
+			r.render(s, f.Type)
+		}
+	}
+	// A body that does not return: the results need no values.
+	b.WriteString(") { panic(0) }\n")
 }
 
 // Import type-checks the pruned package at path (a package key).

@@ -1,7 +1,9 @@
 // Command presetgen writes pkg/presets/catalogue.go: the raw form
-// (argN+OFFSET:TYPE) of every preset capture for every supported cilium
-// release, architecture and Go minor release that can build it, computed
-// from cilium's module source with go/types (internal/ciliumsrc). A preset
+// (argN+OFFSET:TYPE) of every preset capture, and of every preset
+// function's error result (error=retN:error, result registers N and N+1),
+// for every supported cilium release, architecture and Go minor release
+// that can build it, computed from cilium's module source with go/types
+// (internal/ciliumsrc). A preset
 // function a release does not declare, or a capture it cannot resolve,
 // fails the run.
 //
@@ -204,7 +206,7 @@ var Releases = []string{`)
 	for _, r := range c.releases {
 		fmt.Fprintf(&b, "%q,", r)
 	}
-	b.WriteString("}\n\n// layouts are the captures of the preset functions in the raw form, one\n// entry per distinct layout.\nvar layouts = []map[string][]string{\n")
+	b.WriteString("}\n\n// layouts are the captures of the preset functions in the raw form, then\n// the error result of each that returns one (error=retN:error), one entry\n// per distinct layout.\nvar layouts = []map[string][]string{\n")
 	for _, l := range c.layouts {
 		b.WriteString("{\n")
 		for _, fn := range slices.Sorted(maps.Keys(l)) {

@@ -15,7 +15,8 @@ type build struct {
 }
 
 // layout returns the captures of each preset function, in the raw form
-// ("endpoint_id=arg0+184:u16"), for a release built for arch with Go
+// ("endpoint_id=arg0+184:u16"), then its error result if it returns one
+// ("error=ret1:error"), for a release built for arch with Go
 // 1.goMinor (0: unknown). A Go release the catalogue was not computed for
 // is fine when every Go release it was computed for gives the same
 // layout.

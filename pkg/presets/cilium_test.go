@@ -20,7 +20,8 @@ import (
 // accepts its body, and every capture the catalogue gives the stripped
 // build (computed from the source, no DWARF involved) equals the capture
 // resolved from the DWARF of the unstripped build: same register, offsets,
-// kind and size. The lab builds with -trimpath, so the binaries do not say
+// kind and size; so does each function's error result, where DWARF says
+// it returns one. The lab builds with -trimpath, so the binaries do not say
 // their release: it is given, as --cilium-version does.
 func TestRealAgent(t *testing.T) {
 	for _, version := range []string{ciliumlab.Pinned, ciliumlab.Previous} {
@@ -31,7 +32,7 @@ func TestRealAgent(t *testing.T) {
 			if !dwarf.HasDWARF || stripped.HasDWARF {
 				t.Fatalf("DWARF: unstripped %v, stripped %v", dwarf.HasDWARF, stripped.HasDWARF)
 			}
-			funcs, captures := 0, 0
+			funcs, captures, errResults := 0, 0, 0
 			for _, p := range presets.All {
 				want, err := presets.Select(dwarf, []string{p.Name}, presets.Options{Release: version})
 				if err != nil {
@@ -61,12 +62,26 @@ func TestRealAgent(t *testing.T) {
 						t.Errorf("%s: %d probes and %d refused of %d functions", p.Name, len(probes), len(refused), len(want.Funcs))
 					}
 				}
+				fns := make([]symbols.Func, len(want.Funcs))
+				for i, w := range want.Funcs {
+					fns[i] = w.Func
+				}
+				r := args.NewCaptureResolver(dwarf, fns)
 				for i, w := range want.Funcs {
 					if i >= len(got.Funcs) || got.Funcs[i].Func.Name != w.Func.Name {
 						t.Errorf("%s: function %d is %s unstripped, not in the stripped build", p.Name, i, w.Func.Name)
 						continue
 					}
 					g := got.Funcs[i]
+					wantErr, ok, err := r.ErrorResult(w.Func)
+					switch {
+					case err != nil:
+						t.Errorf("%s: results from DWARF: %v", w.Func.Name, err)
+					case ok != (g.ErrorResult != nil) || ok && !sameCapture(*g.ErrorResult, wantErr):
+						t.Errorf("%s: error result: catalogue %v, DWARF says %s (%v)", w.Func.Name, g.ErrorResult, show(wantErr), ok)
+					case ok:
+						errResults++
+					}
 					if len(g.Captures) != len(w.Captures) {
 						t.Errorf("%s: %d captures from the catalogue, %d from DWARF", w.Func.Name, len(g.Captures), len(w.Captures))
 						continue
@@ -89,8 +104,8 @@ func TestRealAgent(t *testing.T) {
 			for _, fn := range all.Funcs {
 				distinct += len(fn.Captures)
 			}
-			t.Logf("cilium %s: %d functions (%d in the presets, some in two), %d captures (%d) resolved stripped and unstripped, each capture from the catalogue equal to DWARF's",
-				version, len(all.Funcs), funcs, distinct, captures)
+			t.Logf("cilium %s: %d functions (%d in the presets, some in two), %d captures (%d) and %d error results resolved stripped and unstripped, each from the catalogue equal to DWARF's",
+				version, len(all.Funcs), funcs, distinct, captures, errResults)
 		})
 	}
 }

@@ -88,6 +88,29 @@ func TestCatalogue(t *testing.T) {
 			t.Errorf("%s: no presets for its minor", r)
 		}
 	}
+	// Every entry reads back; an error result is the last of its
+	// function's, as the probes want it.
+	errResults := 0
+	for _, l := range layouts {
+		for fn, entries := range l {
+			for i, e := range entries {
+				name, raw, _ := strings.Cut(e, "=")
+				c, err := args.ParseRawCapture(name, raw)
+				if err != nil {
+					t.Errorf("%s: %v", fn, err)
+				}
+				if c.Kind == args.KindError {
+					errResults++
+					if i != len(entries)-1 {
+						t.Errorf("%s: error result %q not last", fn, e)
+					}
+				}
+			}
+		}
+	}
+	if errResults == 0 {
+		t.Error("no error results in the catalogue")
+	}
 	if _, err := layout("v1.15.0", "amd64", 24); err == nil || !strings.Contains(err.Error(), "not in the presets' offsets catalogue") {
 		t.Errorf("v1.15.0: %v", err)
 	}

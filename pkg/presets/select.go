@@ -50,6 +50,11 @@ type Selected struct {
 	Preset   string
 	Func     symbols.Func
 	Captures []args.Capture
+	// ErrorResult is, in a binary without DWARF, the function's error
+	// result from the offsets file or the catalogue of its release; nil
+	// when it returns no error last, or when the binary has DWARF, which
+	// gives it (session.AddErrorResults).
+	ErrorResult *args.Capture
 }
 
 // Names returns the selected functions' names, in order.
@@ -69,6 +74,17 @@ func (s *Selection) Captures(name string) []args.Capture {
 		}
 	}
 	return nil
+}
+
+// ErrorResult returns the error result of the selected function named
+// name, if the selection knows it (see Selected.ErrorResult).
+func (s *Selection) ErrorResult(name string) (args.Capture, bool) {
+	for _, fn := range s.Funcs {
+		if fn.Func.Name == name && fn.ErrorResult != nil {
+			return *fn.ErrorResult, true
+		}
+	}
+	return args.Capture{}, false
 }
 
 // DetectVersion returns the cilium release whose presets apply to f:
@@ -102,7 +118,8 @@ func DetectVersion(f *symbols.File, release string) (Version, []string, error) {
 
 // Select finds the functions of the named presets in f, in the order the
 // presets list them, each once, with their captures: from DWARF when f has
-// it; else from the offsets file, then the catalogue of f's release. A
+// it; else from the offsets file, then the catalogue of f's release, which
+// give the error results too (Selected.ErrorResult). A
 // preset function f does not have, and captures that cannot be read, are
 // warnings, never dropped silently; an unknown preset name is an
 // *UnknownError.
@@ -185,8 +202,8 @@ func (s *Selection) fromDWARF(f *symbols.File, wanted []Func) {
 	}
 }
 
-// fromCatalogue takes the captures of a stripped binary from the offsets
-// file, else from the catalogue of its release.
+// fromCatalogue takes the captures and error results of a stripped binary
+// from the offsets file, else from the catalogue of its release.
 func (s *Selection) fromCatalogue(f *symbols.File, wanted []Func, o *offsets.File) {
 	goMinor, _ := symbols.GoMinor(f.GoVersion)
 	var tbl map[string][]string
@@ -199,6 +216,9 @@ func (s *Selection) fromCatalogue(f *symbols.File, wanted []Func, o *offsets.Fil
 	var missing []string
 	for i := range s.Funcs {
 		sf := &s.Funcs[i]
+		if c, ok := errorResult(sf.Func.Name, o, tbl); ok {
+			sf.ErrorResult = &c
+		}
 		for _, c := range wanted[i].Captures {
 			name, _, err := args.ParseCaptureFlag(c)
 			if err != nil {
@@ -229,6 +249,18 @@ func (s *Selection) fromCatalogue(f *symbols.File, wanted []Func, o *offsets.Fil
 		s.Warnings = append(s.Warnings, fmt.Sprintf("%d preset captures not read: the binary is stripped and %v (an offsets file from an unstripped build, or --cilium-version for a release in the catalogue, supplies them)",
 			len(missing), tblErr))
 	}
+}
+
+// errorResult returns fn's error result from the offsets file o, else from
+// the catalogue layout tbl; either may be nil.
+func errorResult(fn string, o *offsets.File, tbl map[string][]string) (args.Capture, bool) {
+	if o != nil {
+		if c, ok := o.ErrorResult(fn); ok {
+			return c, true
+		}
+	}
+	c, ok, err := fromTable(tbl, fn, "error")
+	return c, ok && err == nil && c.Kind == args.KindError
 }
 
 // fromTable returns the capture of fn named name from a catalogue layout.

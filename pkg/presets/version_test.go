@@ -112,7 +112,9 @@ func TestDetectVersion(t *testing.T) {
 // each other one is a warning naming it. Its captures come from DWARF
 // unstripped, from the catalogue of the release stripped (the fake's own
 // layout differs: the catalogue is cilium's), and not at all, with one
-// warning, from a stripped binary of an unknown release.
+// warning, from a stripped binary of an unknown release. So does the error
+// result of a stripped binary: the catalogue has cilium's regenerateBPF
+// return its error in registers 1 and 2.
 func TestSelect(t *testing.T) {
 	const bpf = "github.com/cilium/cilium/pkg/endpoint.(*Endpoint).regenerateBPF"
 	p, err := presets.Lookup("endpoint-regeneration")
@@ -124,11 +126,12 @@ func TestSelect(t *testing.T) {
 		name  string
 		flags []string
 		want  []string // captures, raw
+		err   string   // the error result, raw
 		warn  []string // the warnings besides the missing functions'
 	}{
-		{"unstripped", tagged, []string{"endpoint_id=arg0+0:u16", "pod=arg0+8:string", "namespace=arg0+24:string", "policy_revision=arg0+40:u64"}, nil},
-		{"stripped", append(slices.Clip(tagged), "-ldflags=-s -w "+tagged[1]), []string{"endpoint_id=arg0+184:u16", "pod=arg0+680:string", "namespace=arg0+696:string", "policy_revision=arg0+760:u64"}, nil},
-		{"stripped, unknown release", []string{"-ldflags=-s -w"}, nil, []string{"does not say which cilium release", "4 preset captures not read"}},
+		{"unstripped", tagged, []string{"endpoint_id=arg0+0:u16", "pod=arg0+8:string", "namespace=arg0+24:string", "policy_revision=arg0+40:u64"}, "", nil},
+		{"stripped", append(slices.Clip(tagged), "-ldflags=-s -w "+tagged[1]), []string{"endpoint_id=arg0+184:u16", "pod=arg0+680:string", "namespace=arg0+696:string", "policy_revision=arg0+760:u64"}, "ret1:error", nil},
+		{"stripped, unknown release", []string{"-ldflags=-s -w"}, nil, "", []string{"does not say which cilium release", "4 preset captures not read"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := open(t, buildFake(t, "", tc.flags...))
@@ -145,6 +148,9 @@ func TestSelect(t *testing.T) {
 			}
 			if !slices.Equal(got, tc.want) {
 				t.Errorf("captures %q, want %q", got, tc.want)
+			}
+			if c, ok := sel.ErrorResult(bpf); ok != (tc.err != "") || ok && c.Raw() != tc.err {
+				t.Errorf("error result %+v (%v), want %q", c, ok, tc.err)
 			}
 			var missing, other []string
 			for _, w := range sel.Warnings {

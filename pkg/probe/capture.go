@@ -9,8 +9,22 @@ import (
 	"github.com/cilium-tracer/tracer/pkg/symbols/args"
 )
 
-// MaxCaptures is how many values one probe can capture.
+// MaxCaptures is how many values one probe can capture. A function's error
+// result (args.KindError) takes none of them: the RET reads it from the
+// result registers (ret_vals), not into a capture's slot.
 const MaxCaptures = 4
+
+// Values returns how many of the MaxCaptures the captures take: all but
+// the error result.
+func Values(captures []args.Capture) int {
+	n := 0
+	for _, c := range captures {
+		if c.Kind != args.KindError {
+			n++
+		}
+	}
+	return n
+}
 
 // CaptureBytes bounds the bytes of a captured string.
 const CaptureBytes = 64
@@ -102,8 +116,8 @@ func captureSpec(c args.Capture) uprobes.UprobesCaptureSpec {
 
 // checkCaptures refuses what the BPF programs cannot read.
 func checkCaptures(p Probe, arch string) error {
-	if len(p.Captures) > MaxCaptures {
-		return fmt.Errorf("%s: %d captures, at most %d", p.Func.Name, len(p.Captures), MaxCaptures)
+	if n := Values(p.Captures); n > MaxCaptures {
+		return fmt.Errorf("%s: %d captures, at most %d", p.Func.Name, n, MaxCaptures)
 	}
 	if len(p.Captures) > 0 && p.EntryOnly {
 		return fmt.Errorf("%s: captures need paired calls, not entry-only mode", p.Func.Name)
@@ -112,12 +126,10 @@ func checkCaptures(p Probe, arch string) error {
 	if !ok && len(p.Captures) > 0 {
 		return fmt.Errorf("%s: captures on %s are not supported", p.Func.Name, arch)
 	}
-	errs := 0
-	for _, c := range p.Captures {
-		if c.Kind == args.KindError {
-			if errs++; errs > 1 {
-				return fmt.Errorf("%s: two error results", p.Func.Name)
-			}
+	for i, c := range p.Captures {
+		// Last, so the values' slots are the captures' positions.
+		if c.Kind == args.KindError && i != len(p.Captures)-1 {
+			return fmt.Errorf("%s: error result %s is not the last capture", p.Func.Name, c.Name)
 		}
 		if err := c.Validate(); err != nil {
 			return fmt.Errorf("%s: %w", p.Func.Name, err)
@@ -151,10 +163,11 @@ func decodeValues(v *uprobes.UprobesCaptureVals, n int) []Value {
 func decodeReturns(b []byte, captures []args.Capture, vals []Value) *ErrorValue {
 	le := binary.LittleEndian
 	var ev *ErrorValue
-	for i, c := range captures[:min(len(captures), len(vals))] {
+	for i, c := range captures {
 		switch {
 		case c.Kind == args.KindError:
 			ev = decodeError(b[8*16:])
+		case i >= len(vals):
 		case c.AtReturn:
 			data := le.AppendUint64(nil, le.Uint64(b[8*(c.Reg&15):]))
 			vals[i] = Value{OK: true, Data: data[:c.Size], Len: uint64(c.Size)}

@@ -27,6 +27,10 @@ func TestCheckCaptures(t *testing.T) {
 		{probe(id), "amd64", ""},
 		{probe(id, id, id, id), "amd64", ""},
 		{probe(id, id, id, id, id), "amd64", "at most 4"},
+		{probe(id, id, id, id, args.ErrorResultIn(1)), "amd64", ""}, // the error result takes no slot
+		{probe(id, args.ErrorResultIn(1), id), "amd64", "not the last"},
+		{probe(args.ErrorResultIn(1), args.ErrorResultIn(1)), "amd64", "not the last"},
+		{probe(args.ErrorResultIn(8)), "amd64", "register 9"},
 		{Probe{Func: symbols.Func{Name: "f"}, Captures: []args.Capture{id}, Config: Config{EntryOnly: true}}, "amd64", "entry-only"},
 		{probe(str(7)), "amd64", ""},
 		{probe(str(8)), "amd64", "register 9"}, // the length would be in a tenth register

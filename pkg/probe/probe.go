@@ -555,12 +555,15 @@ func (s *Set) SetConfig(id int, c Config) error {
 		cfg.Flags |= flagAnnounce
 	}
 	for i, capt := range s.probes[id].Captures {
+		if capt.Kind == args.KindError {
+			// Last (checkCaptures), in no slot.
+			cfg.Flags |= flagError | flagReturns
+			cfg.ErrReg = uint32(capt.Reg)
+			continue
+		}
 		cfg.Captures[i] = captureSpec(capt)
 		cfg.Ncaptures++
 		switch {
-		case capt.Kind == args.KindError:
-			cfg.Flags |= flagError | flagReturns
-			cfg.ErrReg = uint32(capt.Reg)
 		case capt.AtReturn:
 			cfg.Flags |= flagReturns
 		default:

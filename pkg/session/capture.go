@@ -78,20 +78,32 @@ func ResolveCaptures(f *symbols.File, probes []probe.Probe, exprs []string, o *o
 		}
 	}
 	for _, p := range probes {
-		if len(p.Captures) > probe.MaxCaptures {
-			return fmt.Errorf("%s: %d captures, at most %d", p.Func.Name, len(p.Captures), probe.MaxCaptures)
+		if n := probe.Values(p.Captures); n > probe.MaxCaptures {
+			return fmt.Errorf("%s: %d captures, at most %d", p.Func.Name, n, probe.MaxCaptures)
 		}
 	}
-	AddErrorResults(f, r, probes, o)
+	var known ErrorResults
+	if o != nil {
+		known = o
+	}
+	AddErrorResults(f, r, probes, known)
 	return nil
+}
+
+// ErrorResults give the error results of a stripped executable's
+// functions, by name: an offsets file has them (offsets.File), and so does
+// a preset selection, from the presets' catalogue (presets.Selection).
+type ErrorResults interface {
+	ErrorResult(fn string) (args.Capture, bool)
 }
 
 // AddErrorResults adds, to each probe of a function whose last result is
 // error, the capture of that result (args.KindError), which makes the
 // probes report the errors the function returns: from DWARF, or on a
-// stripped executable from the offsets file o (nil: none). r may be nil. A
-// probe whose captures are all taken does without.
-func AddErrorResults(f *symbols.File, r *args.CaptureResolver, probes []probe.Probe, o *offsets.File) {
+// stripped executable from known (nil: none). r may be nil. The error
+// result takes none of the probe's MaxCaptures values; it goes last, where
+// the probes want it, also when a capture named it (retN:error).
+func AddErrorResults(f *symbols.File, r *args.CaptureResolver, probes []probe.Probe, known ErrorResults) {
 	if r == nil && f.HasDWARF {
 		fns := make([]symbols.Func, len(probes))
 		for i, p := range probes {
@@ -101,7 +113,11 @@ func AddErrorResults(f *symbols.File, r *args.CaptureResolver, probes []probe.Pr
 	}
 	for i := range probes {
 		p := &probes[i]
-		if len(p.Captures) >= probe.MaxCaptures || p.EntryOnly || slices.ContainsFunc(p.Captures, isError) {
+		if k := slices.IndexFunc(p.Captures, isError); k >= 0 {
+			p.Captures = slices.Concat(p.Captures[:k], p.Captures[k+1:], p.Captures[k:k+1])
+			continue
+		}
+		if p.EntryOnly {
 			continue
 		}
 		switch {
@@ -111,9 +127,9 @@ func AddErrorResults(f *symbols.File, r *args.CaptureResolver, probes []probe.Pr
 			if c, ok, err := r.ErrorResult(p.Func); err == nil && ok {
 				p.Captures = append(p.Captures, c)
 			}
-		case o != nil:
-			if k := slices.IndexFunc(o.Funcs[p.Func.Name], isError); k >= 0 {
-				p.Captures = append(p.Captures, o.Funcs[p.Func.Name][k])
+		case known != nil:
+			if c, ok := known.ErrorResult(p.Func.Name); ok {
+				p.Captures = append(p.Captures, c)
 			}
 		}
 	}

@@ -127,6 +127,8 @@ var rawKinds = map[string]struct {
 //	argN+OFF1->OFF2:TYPE   a pointer at argN+OFF1, then memory at it plus OFF2
 //
 //	retN:TYPE              result register N at each RET (TYPE not string)
+//	retN:error             an error result: its itab word in result
+//	                       register N, its data word in N+1
 //
 // N is the integer argument register's index (arg0 is the receiver or the
 // first word of the first argument); offsets are decimal or 0x hex; TYPE is
@@ -183,16 +185,21 @@ func ParseRawCapture(name, expr string) (Capture, error) {
 
 func parseRawReturn(name, expr string) (Capture, error) {
 	bad := func(why string) (Capture, error) {
-		return Capture{}, fmt.Errorf("capture %q: %s (want retN:TYPE, TYPE one of u8-u64, s8-s64, bool, ptr)", expr, why)
+		return Capture{}, fmt.Errorf("capture %q: %s (want retN:TYPE, TYPE one of u8-u64, s8-s64, bool, ptr, error)", expr, why)
 	}
 	loc, typ, _ := strings.Cut(expr, ":")
 	k, ok := rawKinds[typ]
-	if !ok || k.kind == KindString {
+	if (!ok || k.kind == KindString) && typ != "error" {
 		return bad("unknown type " + strconv.Quote(typ))
 	}
 	reg, err := strconv.ParseUint(loc[len("ret"):], 10, 8)
 	if err != nil {
 		return bad("bad register index")
+	}
+	if typ == "error" {
+		c := ErrorResultIn(int(reg))
+		c.Name = name
+		return c, nil
 	}
 	return Capture{Name: name, Expr: expr, Reg: int(reg), InReg: true, AtReturn: true, Kind: k.kind, Size: k.size}, nil
 }
@@ -246,13 +253,6 @@ func (c Capture) Validate() error {
 		return fmt.Errorf("capture %s: offset out of range", c.Name)
 	}
 	return nil
-}
-
-// Integer and floating-point argument registers of Go's internal ABI
-// (ABIInternal), per GOARCH.
-var abiRegs = map[string]struct{ ints, floats int }{
-	"amd64": {9, 15},
-	"arm64": {16, 16},
 }
 
 // A Param is one parameter of a function, as Go's register ABI passes it at
@@ -318,9 +318,9 @@ func (r *CaptureResolver) paramsOrResults(fn symbols.Func, results bool) (ps []P
 	if !f.HasDWARF {
 		return nil, ErrNoDWARF
 	}
-	regs, ok := abiRegs[f.Arch]
-	if !ok {
-		return nil, fmt.Errorf("register arguments on %s are not supported", f.Arch)
+	a, err := NewRegAssigner(f.Arch)
+	if err != nil {
+		return nil, err
 	}
 	if err := checkRegABI(f); err != nil {
 		return nil, err
@@ -329,10 +329,9 @@ func (r *CaptureResolver) paramsOrResults(fn symbols.Func, results bool) (ps []P
 	if err != nil {
 		return nil, err
 	}
-	a := abiAssigner{maxInts: regs.ints, maxFloats: regs.floats}
 	for i := range params {
 		p := &params[i]
-		p.Regs, p.OnStack = a.assign(p.typ)
+		p.Regs, p.OnStack = a.Assign(words(p.typ))
 	}
 	return params, nil
 }
@@ -396,6 +395,13 @@ func (r *CaptureResolver) params(name string, results bool) ([]Param, error) {
 	var ps []Param
 	err = u.children(e, next, func(c die, _, _ int) (bool, error) {
 		if c.tag != dwarf.TagFormalParameter || c.varParam != results {
+			return true, nil
+		}
+		// Go 1.26 writes some results of a function with a defer twice,
+		// as two entries of one name; the names in a signature are
+		// unique (blank ones are ~pN and ~rN), and counting both would
+		// move every later result to the wrong registers.
+		if slices.ContainsFunc(ps, func(p Param) bool { return p.Name == c.name }) {
 			return true, nil
 		}
 		if !c.hasType {
@@ -501,71 +507,44 @@ func (r *CaptureResolver) read(all bool) error {
 	return nil
 }
 
-// abiAssigner assigns parameters to registers as Go's ABIInternal does:
-// each parameter goes entirely into registers, component by component, or
-// entirely onto the stack when the registers left do not suffice.
-type abiAssigner struct {
-	ints, floats       int
-	maxInts, maxFloats int
-	regs               []int
-}
-
-func (a *abiAssigner) assign(t dwarf.Type) (regs []int, onStack bool) {
-	ints, floats := a.ints, a.floats
-	a.regs = nil
-	if !a.add(t) {
-		a.ints, a.floats = ints, floats
-		return nil, true
-	}
-	return a.regs, false
-}
-
-func (a *abiAssigner) add(t dwarf.Type) bool {
-	switch t := unwrap(t).(type) {
-	case *dwarf.BoolType, *dwarf.IntType, *dwarf.UintType, *dwarf.CharType, *dwarf.UcharType,
-		*dwarf.PtrType, *dwarf.FuncType, *dwarf.UnspecifiedType:
-		if t.Size() == 0 {
-			return true
-		}
-		return a.int()
-	case *dwarf.FloatType:
-		return a.float()
-	case *dwarf.ComplexType:
-		return a.float() && a.float()
-	case *dwarf.StructType:
-		for _, f := range t.Field {
-			if !a.add(f.Type) {
-				return false
+// words splits a value of type t into the words the register ABI assigns;
+// inRegs is false for a type it never puts in registers.
+func words(t dwarf.Type) (ws []Word, inRegs bool) {
+	var add func(t dwarf.Type) bool
+	add = func(t dwarf.Type) bool {
+		switch t := unwrap(t).(type) {
+		case *dwarf.BoolType, *dwarf.IntType, *dwarf.UintType, *dwarf.CharType, *dwarf.UcharType,
+			*dwarf.PtrType, *dwarf.FuncType, *dwarf.UnspecifiedType:
+			if t.Size() != 0 {
+				ws = append(ws, IntWord)
 			}
-		}
-		return true
-	case *dwarf.ArrayType:
-		switch {
-		case t.Count == 0:
 			return true
-		case t.Count == 1:
-			return a.add(t.Type)
+		case *dwarf.FloatType:
+			ws = append(ws, FloatWord)
+			return true
+		case *dwarf.ComplexType:
+			ws = append(ws, FloatWord, FloatWord)
+			return true
+		case *dwarf.StructType:
+			for _, f := range t.Field {
+				if !add(f.Type) {
+					return false
+				}
+			}
+			return true
+		case *dwarf.ArrayType:
+			switch {
+			case t.Count == 0:
+				return true
+			case t.Count == 1:
+				return add(t.Type)
+			}
+			return t.Size() == 0
 		}
-		return t.Size() == 0
-	}
-	return false
-}
-
-func (a *abiAssigner) int() bool {
-	if a.ints >= a.maxInts {
 		return false
 	}
-	a.regs = append(a.regs, a.ints)
-	a.ints++
-	return true
-}
-
-func (a *abiAssigner) float() bool {
-	if a.floats >= a.maxFloats {
-		return false
-	}
-	a.floats++
-	return true
+	inRegs = add(t)
+	return ws, inRegs
 }
 
 func unwrap(t dwarf.Type) dwarf.Type {
@@ -669,7 +648,7 @@ func (r *CaptureResolver) ErrorResult(fn symbols.Func) (c Capture, ok bool, err 
 	if p.Type != "error" || p.OnStack || len(p.Regs) != 2 {
 		return Capture{}, false, nil
 	}
-	return Capture{Name: "error", Expr: fmt.Sprintf("ret%d", len(rs)-1), Reg: p.Regs[0], InReg: true, AtReturn: true, Kind: KindError, Size: 16}, true, nil
+	return ErrorResultIn(p.Regs[0]), true, nil
 }
 
 // resolveCapture resolves expr against params; complete reads the fields

@@ -202,7 +202,10 @@ func TestABIAssign(t *testing.T) {
 	arr2 := &dwarf.ArrayType{CommonType: dwarf.CommonType{ByteSize: 16}, Type: u64, Count: 2}
 	arr1 := &dwarf.ArrayType{CommonType: dwarf.CommonType{ByteSize: 8}, Type: u64, Count: 1}
 
-	a := abiAssigner{maxInts: 9, maxFloats: 15}
+	a, err := NewRegAssigner("amd64")
+	if err != nil {
+		t.Fatal(err)
+	}
 	want := []struct {
 		t       dwarf.Type
 		regs    []int
@@ -219,7 +222,7 @@ func TestABIAssign(t *testing.T) {
 		{u64, nil, true},
 	}
 	for i, w := range want {
-		regs, onStack := a.assign(w.t)
+		regs, onStack := a.Assign(words(w.t))
 		if !reflect.DeepEqual(regs, w.regs) || onStack != w.onStack {
 			t.Errorf("arg %d (%s): registers %v on stack %v, want %v %v", i, w.t, regs, onStack, w.regs, w.onStack)
 		}

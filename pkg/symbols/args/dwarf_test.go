@@ -109,10 +109,12 @@ func (s stdlib) params(name string) ([]Param, error) {
 		}
 		ps = append(ps, Param{Name: pname, Type: typ.String(), typ: typ})
 	}
-	regs := abiRegs[s.f.Arch]
-	a := abiAssigner{maxInts: regs.ints, maxFloats: regs.floats}
+	a, err := NewRegAssigner(s.f.Arch)
+	if err != nil {
+		return nil, err
+	}
 	for i := range ps {
-		ps[i].Regs, ps[i].OnStack = a.assign(ps[i].typ)
+		ps[i].Regs, ps[i].OnStack = a.Assign(words(ps[i].typ))
 	}
 	return ps, nil
 }
@@ -423,9 +425,9 @@ func TestDWARFSeed(t *testing.T) {
 	if err != nil || len(ps) != 2 || ps[0].Type != "*struct main.Endpoint" || ps[1].Type != "[2]main.ID" {
 		t.Fatalf("params %+v, %v", ps, err)
 	}
-	a := abiAssigner{maxInts: 9, maxFloats: 15}
+	a, _ := NewRegAssigner("amd64")
 	for i := range ps {
-		ps[i].Regs, ps[i].OnStack = a.assign(ps[i].typ)
+		ps[i].Regs, ps[i].OnStack = a.Assign(words(ps[i].typ))
 	}
 	c, err := resolveCapture("main.f", ps, "x", "e.next.ID", r.types.complete)
 	if want := (Capture{Name: "x", Expr: "e.next.ID", Deref: true, DerefOffset: 16, Kind: KindUint, Size: 2}); err != nil || c != want {
@@ -481,8 +483,8 @@ func FuzzDWARF(f *testing.F) {
 			}
 			_, _ = typ.String(), typ.Size()
 			valueKind(typ)
-			a := abiAssigner{maxInts: 9, maxFloats: 15}
-			a.assign(typ)
+			a, _ := NewRegAssigner("amd64")
+			a.Assign(words(typ))
 		}
 		for _, name := range funcs {
 			subs, err := u.subprograms(map[string]bool{name: true})
@@ -499,9 +501,9 @@ func FuzzDWARF(f *testing.F) {
 				symtest.OneLine(t, err)
 				continue
 			}
-			a := abiAssigner{maxInts: 9, maxFloats: 15}
+			a, _ := NewRegAssigner("amd64")
 			for i := range ps {
-				ps[i].Regs, ps[i].OnStack = a.assign(ps[i].typ)
+				ps[i].Regs, ps[i].OnStack = a.Assign(words(ps[i].typ))
 				for _, expr := range captureExprs(ps[i]) {
 					if _, err := resolveCapture(name, ps, "x", expr, r.types.complete); err != nil {
 						symtest.OneLine(t, err)

@@ -86,16 +86,12 @@ func New(f *symbols.File, fns []symbols.Func, captures [][2]string) (*File, erro
 		if err != nil {
 			return nil, fmt.Errorf("%s: results: %w", fn.Name, err)
 		}
-		if ok && len(o.Funcs[fn.Name]) < maxCaptures {
+		if ok {
 			o.Funcs[fn.Name] = append(o.Funcs[fn.Name], c)
 		}
 	}
 	return o, nil
 }
-
-// maxCaptures is probe.MaxCaptures, which this package, before the probes
-// in the pipeline, cannot import.
-const maxCaptures = 4
 
 // Read decodes an offsets file.
 func Read(r io.Reader) (*File, error) {
@@ -179,6 +175,17 @@ func (o *File) Lookup(fn, name string) (args.Capture, error) {
 		names = append(names, c.Name)
 	}
 	return args.Capture{}, fmt.Errorf("capture %s of %s: %w (it has: %s)", name, fn, ErrNotInFile, strings.Join(names, ", "))
+}
+
+// ErrorResult returns the capture of fn's error result, if the file has
+// it (New adds it for every function that returns an error last).
+func (o *File) ErrorResult(fn string) (args.Capture, bool) {
+	for _, c := range o.Funcs[fn] {
+		if c.Kind == args.KindError {
+			return c, true
+		}
+	}
+	return args.Capture{}, false
 }
 
 // Open reads the offsets file at path.

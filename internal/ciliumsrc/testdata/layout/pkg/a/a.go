@@ -49,3 +49,19 @@ func Spill(p [2]int, a, b2, c, d, e, f, g, h int, last string) {}
 
 //go:noinline
 func (s State) Value(inner *Inner, l b.Label) {}
+
+// Result returns its error after a struct and a string held in registers.
+//
+//go:noinline
+func (t *T) Result() (b.Big, string, error) { return b.Big{}, "", nil }
+
+// Many returns its error in registers on arm64 only: amd64 has nine
+// integer registers, the eight ints take all but one.
+//
+//go:noinline
+func Many() (a, b2, c, d, e, f, g, h int, err error) { return }
+
+// NotLast returns an error, but not last.
+//
+//go:noinline
+func NotLast() (error, int) { return nil, 0 }
