@@ -386,7 +386,9 @@ const methods = `
 - **Budget** (opt-in, ` + "`-only budget`" + `). The real cilium-agent of the pinned release in internal/ciliumlab's namespaces, stripped, 3 pods,
   each regenerated 15 times per workload through the agent's API; untraced, under ` + "`tracer daemon`" + ` at its defaults and at a budget of 100%,
   interleaved. CPU times are the agent's and the daemon's utime+stime from /proc/PID/stat over the workload; regeneration times
-  are cilium's own metric; the daemon's account is its /metrics target and self seconds over the same span.
+  are cilium's own metric; the daemon's account is its /metrics target and self seconds over the same span. The added CPU is
+  measured against the untraced runs' mean rate. The verdicts on the account and the regeneration time take the repetitions
+  together (sums over the runs); each run's range is shown beside them, and the untraced runs' spread is the noise to read it by.
 `
 
 // fmtCount formats a large number with thousands separators.

@@ -54,7 +54,10 @@ type Daemon struct {
 	cfg       Config
 	exporters map[string]export.Exporter // built by New for the first attachment
 	gov       *Governor
-	cost      time.Duration
+	// cost is the cost of a traced call, measured with stack capture
+	// as costStacks.
+	cost       time.Duration
+	costStacks bool
 	// syscallCost is the cost of one run of the syscall programs,
 	// measured before the first session that loads them.
 	syscallCost time.Duration
@@ -162,7 +165,7 @@ func (d *Daemon) Run(ctx context.Context) error {
 		d.log.Info("measured the cost of a traced call", "cost", cost, "stacks", cfg.Stacks)
 	}
 	d.mu.Lock()
-	d.cost = cost
+	d.cost, d.costStacks = cost, cfg.Stacks
 	d.gov = NewGovernor(policy(cfg.Governor, cost, 0), d.log)
 	d.gov.Self = selfCPU
 	d.mu.Unlock()
@@ -292,6 +295,9 @@ func (d *Daemon) configure(proc container.Process) (session.Config, error) {
 			return session.Config{}, err
 		}
 	}
+	if err := d.measureCallCost(cfg); err != nil {
+		return session.Config{}, err
+	}
 	if cfg.Syscalls {
 		if err := d.measureSyscallCost(); err != nil {
 			return session.Config{}, err
@@ -319,6 +325,28 @@ func (d *Daemon) configure(proc container.Process) (session.Config, error) {
 			return probes, nil, nil
 		},
 	}, nil
+}
+
+// measureCallCost measures the cost of a traced call again when a reload
+// turned stack capture on or off since it was measured: a stack adds to
+// the BPF programs' work at every call.
+func (d *Daemon) measureCallCost(cfg Config) error {
+	d.mu.Lock()
+	known := cfg.Governor.HitCost > 0 || d.costStacks == cfg.Stacks
+	d.mu.Unlock()
+	if known {
+		return nil
+	}
+	cost, err := MeasureCost(cfg.Stacks)
+	if err != nil {
+		return err
+	}
+	d.log.Info("measured the cost of a traced call", "cost", cost, "stacks", cfg.Stacks)
+	d.mu.Lock()
+	d.cost, d.costStacks = cost, cfg.Stacks
+	d.gov.Cost = cost
+	d.mu.Unlock()
+	return nil
 }
 
 // measureSyscallCost measures what a run of the syscall programs costs,
@@ -637,8 +665,9 @@ func (d *Daemon) retirePipeline(p *export.Pipeline) {
 // are unchanged are left alone, attached and traced throughout; removed
 // ones are detached, new ones attached to the running set, changed ones
 // reconfigured in place. Changed exporters get a new pipeline, started
-// before the old one is flushed. The target, stacks, syscalls and the
-// metrics address take effect only on restart. An invalid configuration changes nothing.
+// before the old one is flushed. Stacks, syscalls and expire_after take
+// effect at the next attach, the target and the metrics address when the
+// daemon restarts. An invalid configuration changes nothing.
 func (d *Daemon) Reload(cfg Config) error {
 	if err := cfg.Validate(); err != nil {
 		return err
@@ -656,17 +685,24 @@ func (d *Daemon) Reload(cfg Config) error {
 			return err
 		}
 	}
+	// Run reads the target and the metrics address once; every attach
+	// reads the session's settings (configure).
 	for _, k := range []struct {
-		key     string
-		changed bool
+		key      string
+		changed  bool
+		atAttach bool
 	}{
-		{"target", old.Target.selector() != cfg.Target.selector() || old.Target.Binary != cfg.Target.Binary},
-		{"stacks", old.Stacks != cfg.Stacks},
-		{"syscalls", old.Syscalls != cfg.Syscalls || old.SyscallMin != cfg.SyscallMin},
-		{"expire_after", old.ExpireAfter != cfg.ExpireAfter},
-		{"metrics.listen", old.Metrics.Listen != cfg.Metrics.Listen},
+		{"target", old.Target.selector() != cfg.Target.selector() || old.Target.Binary != cfg.Target.Binary, false},
+		{"stacks", old.Stacks != cfg.Stacks, true},
+		{"syscalls", old.Syscalls != cfg.Syscalls || old.SyscallMin != cfg.SyscallMin, true},
+		{"expire_after", old.ExpireAfter != cfg.ExpireAfter, true},
+		{"metrics.listen", old.Metrics.Listen != cfg.Metrics.Listen, false},
 	} {
-		if k.changed {
+		switch {
+		case !k.changed:
+		case k.atAttach:
+			d.log.Warn("reload: change takes effect at the next attach, when the target or the daemon restarts", "key", k.key)
+		default:
 			d.log.Warn("reload: change takes effect only when the daemon restarts", "key", k.key)
 		}
 	}

@@ -503,6 +503,71 @@ jitter: {reattach: 500ms}
 	}
 }
 
+// A reload that turns stack capture on takes effect when the agent
+// restarts: the first agent's calls come without stacks, the next one's
+// with, and the cost of a traced call is measured again for them.
+func TestReloadStacks(t *testing.T) {
+	bin := testagent.Build(t, testagent.Variant{})
+	name := fmt.Sprintf("dmn%d", rand.IntN(1e6))
+	own := filepath.Join(t.TempDir(), name)
+	b, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(own, b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"-wait-start", "-workers", "1", "-interval", "10ms", "-policy-depth", "0"}
+	conf := func(stacks bool) string {
+		return fmt.Sprintf(`
+target:
+  process: %s
+  restart_backoff: {base: 100ms, max: 1s}
+stacks: %v
+probes:
+  - func: "%s"
+governor: {budget_percent: 100}
+`, name, stacks, testagent.RegenerateBPF)
+	}
+	first := testagent.Start(t, own, args...)
+	r := startDaemon(t, conf(false), first.PID)
+	next, err := Parse("test.yaml", []byte(conf(true)+"exporters: [{json: {}}]\nmetrics: {listen: \"127.0.0.1:0\"}\npipeline: {batch_timeout: 50ms}\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.d.Reload(next); err != nil {
+		t.Fatal(err)
+	}
+	first.Begin(t)
+	time.Sleep(time.Second)
+	reports := []testagent.Report{first.Stop(t)}
+	second := testagent.Start(t, own, args...)
+	r.waitTracing(t, second.PID, time.Minute)
+	second.Begin(t)
+	time.Sleep(time.Second)
+	reports = append(reports, second.Stop(t))
+	r.waitDetached(t)
+	r.stop(t)
+
+	logs := r.logs.String()
+	if n := countLines(logs, `msg="reload: change takes effect at the next attach, when the target or the daemon restarts" key=stacks`); n != 1 {
+		t.Errorf("%d log lines of the deferred stacks change, want 1", n)
+	}
+	for _, stacks := range []bool{false, true} {
+		if n := countLines(logs, fmt.Sprintf(`stacks=%v`, stacks)); n != 1 || countLines(logs, `msg="measured the cost of a traced call"`) != 2 {
+			t.Errorf("the cost of a traced call was not measured once without stacks, then once with them:\n%s", logs)
+			break
+		}
+	}
+	spans := r.parseSpans(t, 0)
+	for i, a := range []*testagent.Agent{first, second} {
+		withStack := i == 1
+		checkAll(t, spans, testagent.RegenerateBPF, reports[i].Counts[testagent.RegenerateBPF], func(s export.JSONSpan) bool {
+			return s.PID == a.PID && (len(s.Stack) > 0) == withStack
+		})
+	}
+}
+
 // The restart backoff as configured: each wait below its window, the
 // windows doubling up to max, and the waits spread within them.
 func TestRestartBackoff(t *testing.T) {
