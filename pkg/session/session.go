@@ -606,6 +606,7 @@ func (s *Session) addSyscalls(c *calls.Call, end uint64) {
 		case !e.ChildStart:
 			out = append(out, e)
 		case exited[int(e.Ret)]:
+			// Its exit is its span.
 		default:
 			r, ok, _ := s.syscalls.Running(c.ID, int(e.Ret))
 			if !ok {

@@ -212,11 +212,11 @@ func comm(c [16]int8) string {
 	return string(bytes.TrimRight(unsafe.Slice((*byte)(unsafe.Pointer(&c[0])), len(c)), "\x00"))
 }
 
-// Running returns child process pid of call id as it is now if it has not
-// exited: a Running Child event with End 0, named by its command now (its parent's
-// until it execs). A child without an exit event after its start's
-// was read either is still running, or exited since: then its exit event
-// is waiting and Running returns false.
+// Running returns child process pid of call id if it has not exited: a
+// Running Child event with End 0, named by its command now (its parent's
+// until it execs). A child whose start was read and its exit not is either
+// still running or exited since: then Running returns false, and its exit
+// event is waiting, written before the child left the table.
 func (s *Set) Running(id uint64, pid int) (Event, bool, error) {
 	var c bpf.SyscallsChild
 	if err := s.objs.Children.Lookup(uint32(pid), &c); err != nil {
