@@ -15,8 +15,10 @@
 // least span_min_ns long is written to the ring buffer, the shorter ones
 // are counted per call and syscall in aggs, which user space takes at the
 // call's end. A clone of a child process puts the child in children (at
-// sched_process_fork, which names it as the node does), and the SIGCHLD of
-// its exit writes it to the ring buffer with its command name.
+// sched_process_fork, which names it as the node does) and writes its start
+// to the ring buffer; the SIGCHLD of its exit writes it there with its
+// command name. A child whose exit has not come when its call's record is
+// read is still running: user space reads it from children.
 
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -29,6 +31,7 @@
 #define CLONE_THREAD_ 0x10000
 #define SIGCHLD_ 17
 #define NR_CHILD 0xffffffff // an event's nr for a child process
+#define NR_CHILD_START 0xfffffffe // an event's nr for a child's start
 
 // A syscall's register arguments, and its number, per architecture.
 #if defined(__TARGET_ARCH_x86)
@@ -73,12 +76,12 @@
 struct sc_event {
 	__u64 call_id;  // the traced call it belongs to
 	__u64 start_ns; // a child: the start of the clone that made it
-	__u64 end_ns;   // a child: its exit
+	__u64 end_ns;   // a child: its exit; 0 at its start
 	__s64 ret;      // a child: its PID
 	__u64 exec_ns;  // a child: its exec, 0 if none
 	__u32 tgid;
 	__u32 tid;
-	__u32 nr;       // NR_CHILD for a child process
+	__u32 nr;       // NR_CHILD for a child process, NR_CHILD_START its start
 	__u32 what;     // see WHAT_NETLINK
 	char comm[16];  // a child: its command name at exit
 };
@@ -118,6 +121,7 @@ struct child {
 	__u64 exec_ns;
 	__u32 tgid;
 	__u32 _pad;
+	char comm[16]; // its command name: its parent's until it execs
 };
 
 volatile const __u64 span_min_ns = 1000000;
@@ -349,8 +353,9 @@ int sys_exit(struct bpf_raw_tracepoint_args *ctx)
 
 // A clone in a traced call made a child: keep it by the PID the node knows
 // it by (the clone returns the one its parent's PID namespace does: in a
-// container, another). The parent's thread runs this, with its clone in
-// inflight. sched_process_fork is a tracepoint of its own format, whose
+// container, another), and tell user space it started, so that the call
+// knows it even if the child outlives it. The parent's thread runs this,
+// with its clone in inflight. sched_process_fork is a tracepoint of its own format, whose
 // child_pid moved when Linux 6.x made the comms dynamic strings: a program
 // per layout, the loader attaches the one the kernel's format file names.
 static __always_inline void forked(__s32 child)
@@ -362,8 +367,25 @@ static __always_inline void forked(__s32 child)
 	if (p->nr != NR_CLONE && p->nr != NR_CLONE3 && p->nr != NR_FORK && p->nr != NR_VFORK)
 		return;
 	struct child c = {.call_id = p->call_id, .start_ns = p->start_ns, .tgid = bpf_get_current_pid_tgid() >> 32};
+	bpf_get_current_comm(c.comm, sizeof(c.comm));
 	__u32 pid = child;
 	bpf_map_update_elem(&children, &pid, &c, BPF_ANY);
+	struct sc_event *e = bpf_ringbuf_reserve(&sc_events, sizeof(*e), 0);
+	if (!e) {
+		add(&sc_dropped);
+		return;
+	}
+	e->call_id = c.call_id;
+	e->start_ns = c.start_ns;
+	e->end_ns = 0;
+	e->ret = pid;
+	e->exec_ns = 0;
+	e->tgid = c.tgid;
+	e->tid = pid;
+	e->nr = NR_CHILD_START;
+	e->what = 0;
+	__builtin_memcpy(e->comm, c.comm, sizeof(e->comm));
+	bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
 }
 
 // char parent_comm[16]; pid_t parent_pid; char child_comm[16]; pid_t child_pid
@@ -398,14 +420,16 @@ int fork_dataloc(struct fork_dataloc *ctx)
 	return 0;
 }
 
-// The exec of a child.
+// The exec of a child: the kernel has given it its new command name.
 SEC("raw_tracepoint/sched_process_exec")
 int proc_exec(void *ctx)
 {
 	__u32 pid = bpf_get_current_pid_tgid();
 	struct child *c = bpf_map_lookup_elem(&children, &pid);
-	if (c)
+	if (c) {
 		c->exec_ns = bpf_ktime_get_ns();
+		bpf_get_current_comm(c->comm, sizeof(c->comm));
+	}
 	return 0;
 }
 

@@ -36,6 +36,7 @@ type SyscallsChild struct {
 	ExecNs  uint64
 	Tgid    uint32
 	Pad     uint32
+	Comm    [16]int8
 }
 
 type SyscallsGkey struct {

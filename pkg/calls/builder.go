@@ -221,7 +221,7 @@ func FormatValue(c args.Capture, v probe.Value) string {
 func (b *Builder) Syscalls(evs []syscalls.Event, totals []syscalls.Total) ([]Syscall, []SyscallTotal) {
 	var out []Syscall
 	for _, e := range evs {
-		out = append(out, Syscall{Name: e.Name, Start: b.clock.Wall(e.Start), Duration: time.Duration(e.End - e.Start), Ret: e.Ret, Child: e.Child})
+		out = append(out, Syscall{Name: e.Name, Start: b.clock.Wall(e.Start), Duration: time.Duration(e.End - e.Start), Ret: e.Ret, Child: e.Child, Running: e.Running})
 	}
 	slices.SortStableFunc(out, func(x, y Syscall) int { return x.Start.Compare(y.Start) })
 	var ts []SyscallTotal

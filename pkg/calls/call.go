@@ -70,8 +70,10 @@ type Syscall struct {
 	Duration time.Duration
 	Ret      int64 // a negative errno on failure; a child's PID
 	// Child: a child process, from the start of the clone that made it to
-	// its exit.
+	// its exit, or to the call's end if Running.
 	Child bool
+	// Running: a child process still running at the call's end.
+	Running bool
 }
 
 // A SyscallTotal is how many system calls of one name, each shorter than

@@ -63,10 +63,12 @@ const (
 	AttrSyscallPrefix = "tracer.syscall."
 	// On the child spans of a call's system calls and child processes:
 	// which it is ("syscall" or "process"), what the syscall returned,
-	// and a child's PID.
-	AttrSpanKind   = attribute.Key("tracer.span")
-	AttrSyscallRet = attribute.Key("tracer.syscall.ret")
-	AttrChildPID   = attribute.Key("process.pid")
+	// a child's PID, and true on a child still running at the call's
+	// end, where its span ends.
+	AttrSpanKind       = attribute.Key("tracer.span")
+	AttrSyscallRet     = attribute.Key("tracer.syscall.ret")
+	AttrChildPID       = attribute.Key("process.pid")
+	AttrProcessRunning = attribute.Key("tracer.process.running")
 )
 
 // Resource identifies the traced process. Empty fields are left out of the
@@ -332,6 +334,9 @@ func (b *SpanBuilder) syscallSpan(parent Span, i int, sc calls.Syscall) Span {
 	}
 	if sc.Child {
 		s.Attributes = []attribute.KeyValue{AttrSpanKind.String("process"), AttrChildPID.Int64(sc.Ret)}
+		if sc.Running {
+			s.Attributes = append(s.Attributes, AttrProcessRunning.Bool(true))
+		}
 		return s
 	}
 	s.Attributes = []attribute.KeyValue{AttrSpanKind.String("syscall"), AttrSyscallRet.Int64(sc.Ret)}

@@ -15,14 +15,15 @@ import (
 )
 
 // withSyscalls returns the root of a regeneration tree with a blocking
-// read, a refused BPF_PROG_LOAD and a child process, and counts of short
-// syscalls.
+// read, a refused BPF_PROG_LOAD, a child process and one still running at
+// its end, and counts of short syscalls.
 func withSyscalls() calls.Call {
 	c := regenerationTree(100, testT0)[2]
 	c.Syscalls = []calls.Syscall{
 		{Name: "read", Start: c.Start.Add(time.Millisecond), Duration: 5 * time.Millisecond, Ret: 1},
 		{Name: "clang", Start: c.Start.Add(10 * time.Millisecond), Duration: 20 * time.Millisecond, Ret: 4343, Child: true},
 		{Name: "bpf BPF_PROG_LOAD", Start: c.Start.Add(31 * time.Millisecond), Duration: 3 * time.Millisecond, Ret: -1},
+		{Name: "cilium-agent", Start: c.Start.Add(c.Duration - 5*time.Millisecond), Duration: 5 * time.Millisecond, Ret: 4344, Child: true, Running: true},
 	}
 	c.SyscallTotals = []calls.SyscallTotal{{Name: "close", Count: 9, Time: 35 * time.Microsecond}, {Name: "netlink sendto", Count: 2, Time: 8 * time.Microsecond}}
 	return c
@@ -56,8 +57,11 @@ func TestSyscallSpans(t *testing.T) {
 			t.Errorf("child %d: %q from %v to %v, want %q for %v", i, ch.Name, ch.Start, ch.End, sc.Name, sc.Duration)
 		}
 	}
-	if a := attrMap(s.Children[1].Attributes); a["tracer.span"] != "process" || a["process.pid"] != "4343" {
+	if a := attrMap(s.Children[1].Attributes); a["tracer.span"] != "process" || a["process.pid"] != "4343" || a["tracer.process.running"] != "" {
 		t.Errorf("child process attributes %v", a)
+	}
+	if a := attrMap(s.Children[3].Attributes); a["tracer.span"] != "process" || a["process.pid"] != "4344" || a["tracer.process.running"] != "true" || !s.Children[3].End.Equal(s.End) {
+		t.Errorf("running child process: attributes %v, end %v, the call's %v", a, s.Children[3].End, s.End)
 	}
 	if a := attrMap(s.Children[2].Attributes); a["tracer.span"] != "syscall" || a["tracer.syscall.ret"] != "-1" || s.Children[2].StatusCode != codes.Error || s.Children[2].StatusMessage != "operation not permitted" {
 		t.Errorf("failed syscall: attributes %v, status %v %q", a, s.Children[2].StatusCode, s.Children[2].StatusMessage)
@@ -103,7 +107,7 @@ func TestSyscallOutput(t *testing.T) {
 	if err := json.Unmarshal(buf.Bytes(), &js); err != nil {
 		t.Fatal(err)
 	}
-	if len(js.Syscalls) != 3 || js.Syscalls[1].Name != "clang" || !js.Syscalls[1].Child || js.Syscalls[1].DurationNS != 20e6 || js.Syscalls[2].SpanID != s.Children[2].SpanID.String() {
+	if len(js.Syscalls) != 4 || js.Syscalls[1].Name != "clang" || !js.Syscalls[1].Child || js.Syscalls[1].Running || js.Syscalls[1].DurationNS != 20e6 || js.Syscalls[2].SpanID != s.Children[2].SpanID.String() || !js.Syscalls[3].Running {
 		t.Errorf("JSON syscalls %+v", js.Syscalls)
 	}
 	if len(js.SyscallTotals) != 2 || js.SyscallTotals[0] != (JSONSyscallTotal{Name: "close", Count: 9, TimeNS: 35000}) {
@@ -119,6 +123,7 @@ func TestSyscallOutput(t *testing.T) {
 		"          +1ms [====                                    ]        5ms read",
 		"         +10ms [        ================                ]       20ms child clang (pid 4343)",
 		"         +31ms [                        ===             ]        3ms bpf BPF_PROG_LOAD",
+		"         +45ms [                                    ====]        5ms child cilium-agent (pid 4344) still running",
 		"    short syscalls: close 9× 35µs · netlink sendto 2× 8µs",
 	}
 	if len(lines) != 1+len(want) {

@@ -142,6 +142,8 @@ type JSONSyscall struct {
 	Name       string    `json:"name"`
 	Ret        int64     `json:"ret"` // a child's PID
 	Child      bool      `json:"child,omitempty"`
+	// Running: a child still running at the call's end, where it ends.
+	Running bool `json:"running,omitempty"`
 }
 
 // JSONSyscallTotal counts a call's short system calls of one name
@@ -231,7 +233,7 @@ func (e *JSONExporter) Export(_ context.Context, spans []Span) error {
 			js.Breakdown = jb
 		}
 		for j, sc := range c.Syscalls {
-			js.Syscalls = append(js.Syscalls, JSONSyscall{Time: sc.Start, DurationNS: sc.Duration.Nanoseconds(), SpanID: s.Children[j].SpanID.String(), Name: sc.Name, Ret: sc.Ret, Child: sc.Child})
+			js.Syscalls = append(js.Syscalls, JSONSyscall{Time: sc.Start, DurationNS: sc.Duration.Nanoseconds(), SpanID: s.Children[j].SpanID.String(), Name: sc.Name, Ret: sc.Ret, Child: sc.Child, Running: sc.Running})
 		}
 		for _, t := range c.SyscallTotals {
 			js.SyscallTotals = append(js.SyscallTotals, JSONSyscallTotal{Name: t.Name, Count: t.Count, TimeNS: t.Time.Nanoseconds()})
@@ -252,6 +254,7 @@ const waterfallWidth = 40
 //
 //	+31.2ms [       ====                             ]  30.2ms read
 //	+95.0ms [                  ========              ]  32.1ms child cilium-agent (pid 4242)
+//	+98.5ms [                                ========]  12.0ms child clang (pid 4243) still running
 //	short syscalls: close 9× 35µs · pipe2 2× 21µs
 func waterfall(buf *bytes.Buffer, c *calls.Call) {
 	for _, sc := range c.Syscalls {
@@ -267,6 +270,9 @@ func waterfall(buf *bytes.Buffer, c *calls.Call) {
 		name := sc.Name
 		if sc.Child {
 			name = fmt.Sprintf("child %s (pid %d)", sc.Name, sc.Ret)
+			if sc.Running {
+				name += " still running"
+			}
 		}
 		fmt.Fprintf(buf, "    %10s [%s] %10s %s\n", "+"+off.Round(time.Microsecond).String(), bar, sc.Duration.Round(time.Microsecond), name)
 	}

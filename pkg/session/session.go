@@ -125,6 +125,9 @@ type Session struct {
 	// call's record, by call ID.
 	syscalls *syscalls.Set
 	pending  map[uint64][]syscalls.Event
+	// outlived holds the children reported running at their call's end,
+	// by PID, with their call's ID: their exits are dropped.
+	outlived map[int]uint64
 }
 
 // Resolve finds the probes for the patterns: every matching function with
@@ -542,7 +545,7 @@ func (s *Session) build(r *probe.Record) (calls.Call, bool) {
 		c.Breakdown = s.sampler.leave(r.ID, r.End).Breakdown()
 	}
 	if s.syscalls != nil {
-		s.addSyscalls(&c)
+		s.addSyscalls(&c, r.End)
 	}
 	return c, err == nil || c.Func != ""
 }
@@ -572,29 +575,89 @@ func (s *Session) followSyscalls() error {
 			return err
 		}
 	}
-	s.syscalls, s.pending = sc, map[uint64][]syscalls.Event{}
+	s.syscalls, s.pending, s.outlived = sc, map[uint64][]syscalls.Event{}, map[int]uint64{}
 	return nil
 }
 
-// maxPending bounds the calls whose syscalls wait for their record: those
-// of calls shorter than their probe's MinDuration never get one, nor a
-// child that outlives its call.
+// maxPending bounds the calls whose syscalls wait for their record (those
+// of calls shorter than their probe's MinDuration never get one), and the
+// children reported running whose exit is still to come.
 const maxPending = 4096
 
-// addSyscalls gives c its system calls and child processes. They are in
-// the ring buffer before c's record is read: each ended, and each child
-// was waited for, before c returned. A call whose syscalls cannot be read
-// is still a call.
-func (s *Session) addSyscalls(c *calls.Call) {
+// addSyscalls gives c, which ended at end (CLOCK_MONOTONIC), its system
+// calls and child processes. They are in the ring buffer before c's record
+// is read: each ended before c returned, and each child started. A child
+// whose exit has not come by c's end is still running: it ends at c's end,
+// and its exit, when it comes, is dropped. A call whose syscalls cannot be
+// read is still a call.
+func (s *Session) addSyscalls(c *calls.Call, end uint64) {
+	s.readSyscalls()
+	evs := s.takeSyscalls(c.ID)
+	exited := map[int]bool{}
+	for _, e := range evs {
+		if e.Child {
+			exited[int(e.Ret)] = true
+		}
+	}
+	var out []syscalls.Event
+	reread := false
+	for _, e := range evs {
+		switch {
+		case !e.ChildStart:
+			out = append(out, e)
+		case exited[int(e.Ret)]:
+			// Its exit is its span.
+		default:
+			r, ok, _ := s.syscalls.Running(c.ID, int(e.Ret))
+			if !ok {
+				// It exited after the read: its exit is waiting.
+				reread = true
+				continue
+			}
+			out = append(out, r)
+			if len(s.outlived) >= maxPending {
+				clear(s.outlived)
+			}
+			s.outlived[int(e.Ret)] = c.ID
+		}
+	}
+	if reread {
+		s.readSyscalls()
+		for _, e := range s.takeSyscalls(c.ID) {
+			if !e.ChildStart {
+				out = append(out, e)
+			}
+		}
+	}
+	for i := range out {
+		if out[i].Child && (out[i].Running || out[i].End > end) {
+			out[i].Running, out[i].End = true, end
+		}
+	}
+	totals, _ := s.syscalls.Totals(c.ID)
+	c.Syscalls, c.SyscallTotals = s.builder.Syscalls(out, totals)
+}
+
+// readSyscalls reads the waiting syscall events into s.pending, but the
+// exits of children already reported running.
+func (s *Session) readSyscalls() {
 	_ = s.syscalls.Read(func(e syscalls.Event) {
+		if id, ok := s.outlived[int(e.Ret)]; ok && e.Child && id == e.Call {
+			delete(s.outlived, int(e.Ret))
+			return
+		}
 		if len(s.pending) >= maxPending {
 			clear(s.pending)
 		}
 		s.pending[e.Call] = append(s.pending[e.Call], e)
 	})
-	totals, _ := s.syscalls.Totals(c.ID)
-	c.Syscalls, c.SyscallTotals = s.builder.Syscalls(s.pending[c.ID], totals)
-	delete(s.pending, c.ID)
+}
+
+// takeSyscalls returns the events of call id read so far, and forgets them.
+func (s *Session) takeSyscalls(id uint64) []syscalls.Event {
+	evs := s.pending[id]
+	delete(s.pending, id)
+	return evs
 }
 
 // startSampler starts sampling the goroutines of announced calls; for one

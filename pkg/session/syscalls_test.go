@@ -76,6 +76,58 @@ func TestSyscalls(t *testing.T) {
 	}
 }
 
+// A child still running when its call returns is a child span of the call
+// up to its end, marked running, against the agent's own log: its PID,
+// when starting it began and when the call returned. The agent reaps each
+// such child before its next call: the exit, read then, is no span and is
+// not kept.
+func TestSyscallsOutlive(t *testing.T) {
+	agent := testagent.Start(t, testagent.Build(t, testagent.Variant{Stripped: true, PIE: true}),
+		"-wait-start", "-workers", "0", "-phased", "3", "-phase-exec-detach", "20ms")
+	got, _, s := traceAll(t, agent, session.Config{Funcs: []string{testagent.Phased}, Syscalls: true})
+	type detached struct{ pid, start, returned int64 }
+	var want []detached
+	for _, l := range agent.Lines() {
+		var d detached
+		if _, err := fmt.Sscanf(l, "detached pid=%d start_unix_ns=%d returned_unix_ns=%d", &d.pid, &d.start, &d.returned); err == nil {
+			want = append(want, d)
+		}
+	}
+	if len(got) != 3 || len(want) != 3 {
+		t.Fatalf("%d calls traced, the agent detached %d children (want 3)", len(got), len(want))
+	}
+	const tol = 2 * time.Millisecond
+	near := func(a, b time.Time) bool { d := a.Sub(b); return d <= tol && d >= -tol }
+	for i, c := range got {
+		var children []calls.Syscall
+		for _, sc := range c.Syscalls {
+			if sc.Child {
+				children = append(children, sc)
+			}
+		}
+		if len(children) != 1 {
+			t.Errorf("call %d: %d child processes, want the one the agent detached: %+v", i, len(children), children)
+			continue
+		}
+		w, ch, end := want[i], children[0], c.Start.Add(c.Duration)
+		t.Logf("call %d: child %s pid %d running %v from +%v for %v; the agent started it at +%v, returned at +%v", i, ch.Name, ch.Ret, ch.Running, ch.Start.Sub(c.Start), ch.Duration, time.Unix(0, w.start).Sub(c.Start), time.Unix(0, w.returned).Sub(c.Start))
+		if ch.Ret != w.pid || !ch.Running || ch.Name != "cilium-agent" {
+			t.Errorf("call %d: child %q pid %d running %v, want cilium-agent pid %d running", i, ch.Name, ch.Ret, ch.Running, w.pid)
+		}
+		if !ch.Start.Add(ch.Duration).Equal(end) {
+			t.Errorf("call %d: the running child ends at %v, the call at %v", i, ch.Start.Add(ch.Duration), end)
+		}
+		if !near(ch.Start, time.Unix(0, w.start)) || !near(end, time.Unix(0, w.returned)) {
+			t.Errorf("call %d: the child from %v to %v, the agent started it at %v and returned at %v (tolerance %v)", i, ch.Start, end, time.Unix(0, w.start), time.Unix(0, w.returned), tol)
+		}
+	}
+	// The first two children's exits were read at the next calls, and
+	// dropped; the last one's is still to come.
+	if calls, outlived := session.HeldSyscalls(s); calls != 0 || outlived != 1 {
+		t.Errorf("the session holds the events of %d calls and awaits %d exits, want 0 and 1", calls, outlived)
+	}
+}
+
 // checkSyscalls checks the syscalls of call i of regeneratePhased against
 // what the agent measured of it, w.
 func checkSyscalls(t *testing.T, i int, c calls.Call, w map[string]time.Duration) {

@@ -91,6 +91,7 @@ func parseFlags(args []string) (config, error) {
 	fs.DurationVar(&c.phases.Exec, "phase-exec", 0, "regeneratePhased: then run a child process (this executable) that computes this long (0: none)")
 	fs.IntVar(&c.phases.BPFInsns, "phase-bpf-insns", 0, "regeneratePhased: then load a BPF socket filter of this many instructions through bpf(BPF_PROG_LOAD) (0: none)")
 	fs.BoolVar(&c.phases.Netlink, "phase-netlink", false, "regeneratePhased: then dump the network links over netlink, counting the messages sent and the reads")
+	fs.DurationVar(&c.phases.Detach, "phase-exec-detach", 0, "regeneratePhased: last, start a child process (this executable) that computes this long and return without waiting for it; it is reaped after the call, then a line gives its PID, when starting it began and when the call returned (0: none)")
 	fs.IntVar(&c.hot, "hot", 0, "call ctmap lookup N times before the regenerations and print a checksum")
 	fs.BoolVar(&c.hotBackground, "hot-background", false, "run the hot loop alongside the regenerations instead of before them")
 	fs.IntVar(&c.hotBursts, "hot-bursts", 1, "run the hot loop this many times, -hot-pause apart: a hot path that comes in bursts")
@@ -127,7 +128,7 @@ func parseFlags(args []string) (config, error) {
 		return config{}, fmt.Errorf("-scratch-workers %d not in [0, %d]: %w", c.scratchWorkers, torture.MaxCallers, errBadFlag)
 	case c.scratchCalls < 0 || c.goexitWorkers < 0 || c.recurseDepth < 0 || c.recurseTimes < 0 || c.churnGoroutines < 0:
 		return config{}, fmt.Errorf("-scratch-calls, -goexit-workers, -recurse-depth, -recurse-times and -churn-goroutines must not be negative: %w", errBadFlag)
-	case c.phased < 0 || c.phases.CPU < 0 || c.phases.Mutex < 0 || c.phases.Chan < 0 || c.phases.Syscall < 0 || c.phases.Exec < 0 || c.phases.BPFInsns < 0:
+	case c.phased < 0 || c.phases.CPU < 0 || c.phases.Mutex < 0 || c.phases.Chan < 0 || c.phases.Syscall < 0 || c.phases.Exec < 0 || c.phases.BPFInsns < 0 || c.phases.Detach < 0:
 		return config{}, fmt.Errorf("-phased and the -phase durations must not be negative: %w", errBadFlag)
 	case c.hot < 0:
 		return config{}, fmt.Errorf("-hot %d is negative: %w", c.hot, errBadFlag)
@@ -268,6 +269,12 @@ func run(cfg config, out *printer) {
 			out.printf("phased %s\n", took)
 			if cfg.phases.Netlink {
 				out.printf("netlink sends=%d recvs=%d\n", took.NetlinkSends, took.NetlinkRecvs)
+			}
+			if took.DetachPID != 0 {
+				// Between the calls: its exit comes after its call's end
+				// and before the next call.
+				endpoint.Reap(took.DetachPID)
+				out.printf("detached pid=%d start_unix_ns=%d returned_unix_ns=%d\n", took.DetachPID, took.DetachStart.UnixNano(), took.Returned.UnixNano())
 			}
 		}
 	}

@@ -141,8 +141,8 @@ func (s *Set) Close() error {
 }
 
 // An Event is one system call of a traced call at least Options.SpanMin
-// long, or a child process a traced call started. Times are
-// CLOCK_MONOTONIC nanoseconds.
+// long, a child process a traced call started, or the start of one. Times
+// are CLOCK_MONOTONIC nanoseconds.
 type Event struct {
 	Call       uint64 // the traced call's ID
 	Start, End uint64
@@ -157,6 +157,13 @@ type Event struct {
 	// execve (0: never).
 	Child bool
 	Exec  uint64
+	// ChildStart: the event is the start of a child process, written at
+	// its clone, End 0: its exit comes later as a Child event with the
+	// same Ret, unless it outlives the events' reader. Name is its
+	// parent's command.
+	ChildStart bool
+	// Running: a Child still running at its call's end (see Set.Running).
+	Running bool
 }
 
 // Read passes every event waiting to handle, and returns when there are no
@@ -181,18 +188,49 @@ func (s *Set) Read(handle func(Event)) error {
 		}
 		e := (*bpf.SyscallsScEvent)(unsafe.Pointer(&rec.RawSample[0]))
 		ev := Event{Call: e.CallId, Start: e.StartNs, End: e.EndNs, PID: int(e.Tgid), TID: int(e.Tid), Ret: e.Ret}
-		if e.Nr == nrChild {
-			ev.Child, ev.Exec = true, e.ExecNs
-			ev.Name = string(bytes.TrimRight(unsafe.Slice((*byte)(unsafe.Pointer(&e.Comm[0])), len(e.Comm)), "\x00"))
-		} else {
+		switch e.Nr {
+		case nrChild:
+			ev.Child, ev.Exec, ev.Name = true, e.ExecNs, comm(e.Comm)
+		case nrChildStart:
+			ev.ChildStart, ev.Name = true, comm(e.Comm)
+		default:
 			ev.Name = Name(e.What)
 		}
 		handle(ev)
 	}
 }
 
-// nrChild is an event's syscall number for a child process (NR_CHILD).
-const nrChild = 0xffffffff
+// An event's syscall number for a child process (NR_CHILD) and for its
+// start (NR_CHILD_START).
+const (
+	nrChild      = 0xffffffff
+	nrChildStart = 0xfffffffe
+)
+
+// comm returns a command name the kernel wrote.
+func comm(c [16]int8) string {
+	return string(bytes.TrimRight(unsafe.Slice((*byte)(unsafe.Pointer(&c[0])), len(c)), "\x00"))
+}
+
+// Running returns child process pid of call id if it has not exited: a
+// Running Child event with End 0, named by its command now (its parent's
+// until it execs). A child whose start was read and its exit not is either
+// still running or exited since: then Running returns false, and its exit
+// event is waiting, written before the child left the table.
+func (s *Set) Running(id uint64, pid int) (Event, bool, error) {
+	var c bpf.SyscallsChild
+	if err := s.objs.Children.Lookup(uint32(pid), &c); err != nil {
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			return Event{}, false, nil
+		}
+		return Event{}, false, fmt.Errorf("syscalls: child %d: %w", pid, err)
+	}
+	if c.CallId != id {
+		// The PID was reused by a child of another call.
+		return Event{}, false, nil
+	}
+	return Event{Call: id, Start: c.StartNs, PID: int(c.Tgid), TID: pid, Name: comm(c.Comm), Ret: int64(pid), Child: true, Exec: c.ExecNs, Running: true}, true, nil
+}
 
 // A Total is how many system calls of one kind a traced call made that were
 // shorter than Options.SpanMin, and their time.

@@ -42,6 +42,15 @@ type Phases struct {
 	// sent and the reads.
 	Netlink                    bool
 	NetlinkSends, NetlinkRecvs int
+	// Detach: last, start a child process (this executable) that computes
+	// this long and return without waiting for it, as a helper started
+	// and left running. 0: none. DetachPID is its PID, DetachStart when
+	// starting it began, Returned when the call returned; whoever called
+	// RegeneratePhased reaps it (Reap).
+	Detach      time.Duration
+	DetachPID   int
+	DetachStart time.Time
+	Returned    time.Time
 }
 
 func (p Phases) String() string {
@@ -65,6 +74,7 @@ func (e *Endpoint) RegeneratePhased(want Phases) Phases {
 	phasedOnce.Do(func() { phasedCalls = groundtruth.New(PhasedName) })
 	seq := groundtruth.Next()
 	took := e.regeneratePhased(seq, want)
+	took.Returned = time.Now()
 	groundtruth.Returned(seq)
 	return took
 }
@@ -133,6 +143,10 @@ func (e *Endpoint) regeneratePhased(seq uint64, want Phases) (took Phases) {
 	if want.Netlink {
 		took.NetlinkSends, took.NetlinkRecvs = e.dumpLinks()
 	}
+	if want.Detach > 0 {
+		took.DetachStart = time.Now()
+		took.DetachPID = e.startChild(want.Detach)
+	}
 	return took
 }
 
@@ -167,6 +181,36 @@ func (e *Endpoint) runChild(d time.Duration) time.Duration {
 		panic(fmt.Sprintf("child process: wait4: %v, status %v", werr, ws))
 	}
 	return took
+}
+
+// startChild starts this executable as a child process that computes for
+// d and returns its PID, without waiting for it.
+//
+//go:noinline
+func (e *Endpoint) startChild(d time.Duration) int {
+	self, err := os.Executable()
+	if err != nil {
+		panic(err)
+	}
+	pid, err := syscall.ForkExec(self, []string{self, ChildFlag, d.String()}, &syscall.ProcAttr{Files: []uintptr{0, 1, 2}})
+	if err != nil {
+		panic(fmt.Sprintf("child process: %v", err))
+	}
+	return pid
+}
+
+// Reap waits for child process pid, which Phases.Detach started, to exit.
+func Reap(pid int) {
+	var (
+		ws  syscall.WaitStatus
+		err error = syscall.EINTR
+	)
+	for err == syscall.EINTR {
+		_, err = syscall.Wait4(pid, &ws, 0, nil)
+	}
+	if err != nil || !ws.Exited() || ws.ExitStatus() != 0 {
+		panic(fmt.Sprintf("child process %d: wait4: %v, status %v", pid, err, ws))
+	}
 }
 
 // loadProgram loads a socket filter of n instructions through
