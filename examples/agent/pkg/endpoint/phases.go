@@ -248,13 +248,9 @@ func (e *Endpoint) loadProgram(n int) time.Duration {
 		errno syscall.Errno
 		took  time.Duration
 	)
-	// Raw: the thread keeps its P through the syscall. Through
-	// syscall.Syscall, a load of tens of milliseconds gives the P away,
-	// and on return the goroutine may wait for one: on arm64 under TCG
-	// the agent's clock read 41.8 ms around a 30.0 ms load.
 	realtime(func() {
 		t0 := time.Now()
-		fd, _, errno = syscall.RawSyscall(sysBPF, bpfProgLoad, uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr))
+		fd, _, errno = syscall.Syscall(sysBPF, bpfProgLoad, uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr))
 		took = time.Since(t0)
 	})
 	runtime.KeepAlive(insns)
