@@ -292,9 +292,25 @@ func (a *Agent) Begin(tb testing.TB) {
 	}
 }
 
+// PhaseBounds is the range a tracer's measure of phase part ("exec" or
+// "bpf") of a regeneratePhased call must fall in, given what the agent
+// measured of that call (Phased): the agent's clock, within 2 ms + 10%.
+// The program load may also be shorter than the agent's clock, down to
+// its thread's CPU time in it: the agent's clock also counts a wait for a
+// P after the syscall (on arm64 under qemu's TCG, 41.8 ms around a load
+// of 30.0 ms), the verifier's CPU time does not.
+func PhaseBounds(w map[string]time.Duration, part string) (lo, hi time.Duration) {
+	tol := func(d time.Duration) time.Duration { return 2*time.Millisecond + d/10 }
+	lo, hi = w[part]-tol(w[part]), w[part]+tol(w[part])
+	if cpu, ok := w[part+"_cpu"]; ok {
+		lo = min(lo, cpu-tol(cpu))
+	}
+	return lo, hi
+}
+
 // Phased returns what each phase of each regeneratePhased call took, as
 // the agent measured it (its "phased cpu_ns=... mutex_ns=..." lines), by
-// phase name ("cpu", "mutex", "chan", "syscall", "exec", "bpf"), in the
+// phase name ("cpu", "mutex", "chan", "syscall", "exec", "bpf", "bpf_cpu"), in the
 // order of the calls.
 func (a *Agent) Phased(tb testing.TB) []map[string]time.Duration {
 	tb.Helper()

@@ -34,9 +34,13 @@ type Phases struct {
 	// it to the end of waiting for it. 0: no child.
 	Exec time.Duration
 	// BPF is how long loading a BPF program of BPFInsns instructions
-	// through bpf(BPF_PROG_LOAD) took. No program without BPFInsns.
-	BPF      time.Duration
-	BPFInsns int
+	// through bpf(BPF_PROG_LOAD) took, and BPFCPU the CPU time the
+	// loading thread spent meanwhile. The load is the kernel verifying
+	// the program on that thread, at real-time priority, so the syscall
+	// lasted at least BPFCPU; BPF may also count a wait for a P on the
+	// way out, which the syscall does not. No program without BPFInsns.
+	BPF, BPFCPU time.Duration
+	BPFInsns    int
 	// Netlink: then dump the links over NETLINK_ROUTE, as cilium-agent
 	// reads and writes its devices and routes, and count the messages
 	// sent and the reads.
@@ -54,8 +58,8 @@ type Phases struct {
 }
 
 func (p Phases) String() string {
-	return fmt.Sprintf("cpu_ns=%d mutex_ns=%d chan_ns=%d syscall_ns=%d exec_ns=%d bpf_ns=%d",
-		p.CPU.Nanoseconds(), p.Mutex.Nanoseconds(), p.Chan.Nanoseconds(), p.Syscall.Nanoseconds(), p.Exec.Nanoseconds(), p.BPF.Nanoseconds())
+	return fmt.Sprintf("cpu_ns=%d mutex_ns=%d chan_ns=%d syscall_ns=%d exec_ns=%d bpf_ns=%d bpf_cpu_ns=%d",
+		p.CPU.Nanoseconds(), p.Mutex.Nanoseconds(), p.Chan.Nanoseconds(), p.Syscall.Nanoseconds(), p.Exec.Nanoseconds(), p.BPF.Nanoseconds(), p.BPFCPU.Nanoseconds())
 }
 
 // ChildFlag makes the agent a child process of regeneratePhased: it
@@ -138,7 +142,7 @@ func (e *Endpoint) regeneratePhased(seq uint64, want Phases) (took Phases) {
 		took.Exec = e.runChild(want.Exec)
 	}
 	if want.BPFInsns > 0 {
-		took.BPF = e.loadProgram(want.BPFInsns)
+		took.BPF, took.BPFCPU = e.loadProgram(want.BPFInsns)
 	}
 	if want.Netlink {
 		took.NetlinkSends, took.NetlinkRecvs = e.dumpLinks()
@@ -215,11 +219,11 @@ func Reap(pid int) {
 
 // loadProgram loads a socket filter of n instructions through
 // bpf(BPF_PROG_LOAD), as cilium-agent loads its datapath, and returns how
-// long the syscall took. Raw, without a library: the agent has no
+// long the syscall took and the CPU time its thread spent meanwhile. Raw, without a library: the agent has no
 // dependencies.
 //
 //go:noinline
-func (e *Endpoint) loadProgram(n int) time.Duration {
+func (e *Endpoint) loadProgram(n int) (took, cpu time.Duration) {
 	insns := make([]uint64, n)
 	for i := range insns[:n-1] {
 		insns[i] = 0xb7 // r0 = 0
@@ -246,12 +250,11 @@ func (e *Endpoint) loadProgram(n int) time.Duration {
 	var (
 		fd    uintptr
 		errno syscall.Errno
-		took  time.Duration
 	)
 	realtime(func() {
-		t0 := time.Now()
+		c0, t0 := threadCPU(), time.Now()
 		fd, _, errno = syscall.Syscall(sysBPF, bpfProgLoad, uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr))
-		took = time.Since(t0)
+		took, cpu = time.Since(t0), threadCPU()-c0
 	})
 	runtime.KeepAlive(insns)
 	runtime.KeepAlive(license)
@@ -259,7 +262,15 @@ func (e *Endpoint) loadProgram(n int) time.Duration {
 		panic(fmt.Sprintf("bpf(BPF_PROG_LOAD) of %d instructions: %v", n, errno))
 	}
 	syscall.Close(int(fd))
-	return took
+	return took, cpu
+}
+
+// threadCPU is the calling thread's CPU time: realtime's thread is locked.
+func threadCPU() time.Duration {
+	const clockThreadCPUTime = 3 // CLOCK_THREAD_CPUTIME_ID
+	var ts syscall.Timespec
+	syscall.RawSyscall(syscall.SYS_CLOCK_GETTIME, clockThreadCPUTime, uintptr(unsafe.Pointer(&ts)), 0)
+	return time.Duration(ts.Nano())
 }
 
 // rlimitMemlock is RLIMIT_MEMLOCK, which package syscall does not
