@@ -31,8 +31,10 @@ type Phases struct {
 	Syscall time.Duration // blocked in read(2) on a pipe
 	// Exec is how long the child process this agent's executable runs as
 	// (see ChildFlag) computes; as measured, from the start of starting
-	// it to the end of waiting for it. 0: no child.
-	Exec time.Duration
+	// it to the end of waiting for it, and ExecCPU the CPU time the child
+	// used (wait4's rusage), which its life lasted at least: Exec may also
+	// count a wait for a P after wait4. 0: no child.
+	Exec, ExecCPU time.Duration
 	// BPF is how long loading a BPF program of BPFInsns instructions
 	// through bpf(BPF_PROG_LOAD) took, and BPFCPU the CPU time the
 	// loading thread spent meanwhile. The load is the kernel verifying
@@ -58,8 +60,8 @@ type Phases struct {
 }
 
 func (p Phases) String() string {
-	return fmt.Sprintf("cpu_ns=%d mutex_ns=%d chan_ns=%d syscall_ns=%d exec_ns=%d bpf_ns=%d bpf_cpu_ns=%d",
-		p.CPU.Nanoseconds(), p.Mutex.Nanoseconds(), p.Chan.Nanoseconds(), p.Syscall.Nanoseconds(), p.Exec.Nanoseconds(), p.BPF.Nanoseconds(), p.BPFCPU.Nanoseconds())
+	return fmt.Sprintf("cpu_ns=%d mutex_ns=%d chan_ns=%d syscall_ns=%d exec_ns=%d exec_cpu_ns=%d bpf_ns=%d bpf_cpu_ns=%d",
+		p.CPU.Nanoseconds(), p.Mutex.Nanoseconds(), p.Chan.Nanoseconds(), p.Syscall.Nanoseconds(), p.Exec.Nanoseconds(), p.ExecCPU.Nanoseconds(), p.BPF.Nanoseconds(), p.BPFCPU.Nanoseconds())
 }
 
 // ChildFlag makes the agent a child process of regeneratePhased: it
@@ -139,7 +141,7 @@ func (e *Endpoint) regeneratePhased(seq uint64, want Phases) (took Phases) {
 	t4 := time.Now()
 	took = Phases{CPU: t1.Sub(t0), Mutex: t2.Sub(t1), Chan: t3.Sub(t2), Syscall: t4.Sub(t3)}
 	if want.Exec > 0 {
-		took.Exec = e.runChild(want.Exec)
+		took.Exec, took.ExecCPU = e.runChild(want.Exec)
 	}
 	if want.BPFInsns > 0 {
 		took.BPF, took.BPFCPU = e.loadProgram(want.BPFInsns)
@@ -156,18 +158,19 @@ func (e *Endpoint) regeneratePhased(seq uint64, want Phases) (took Phases) {
 
 // runChild runs this executable as a child process that computes for d,
 // clone, execve and wait4 as a datapath compilation's, and returns how long
-// it took from the start of starting it to the end of waiting for it.
+// it took from the start of starting it to the end of waiting for it, and
+// the CPU time the child used.
 //
 //go:noinline
-func (e *Endpoint) runChild(d time.Duration) time.Duration {
+func (e *Endpoint) runChild(d time.Duration) (took, cpu time.Duration) {
 	self, err := os.Executable()
 	if err != nil {
 		panic(err)
 	}
 	var (
 		ws   syscall.WaitStatus
+		ru   syscall.Rusage
 		werr error
-		took time.Duration
 	)
 	realtime(func() {
 		t0 := time.Now()
@@ -176,7 +179,7 @@ func (e *Endpoint) runChild(d time.Duration) time.Duration {
 			panic(fmt.Sprintf("child process: %v", err))
 		}
 		for err = syscall.EINTR; err == syscall.EINTR; {
-			_, err = syscall.Wait4(pid, &ws, 0, nil)
+			_, err = syscall.Wait4(pid, &ws, 0, &ru)
 		}
 		took = time.Since(t0)
 		werr = err
@@ -184,7 +187,7 @@ func (e *Endpoint) runChild(d time.Duration) time.Duration {
 	if werr != nil || !ws.Exited() || ws.ExitStatus() != 0 {
 		panic(fmt.Sprintf("child process: wait4: %v, status %v", werr, ws))
 	}
-	return took
+	return took, time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // startChild starts this executable as a child process that computes for
