@@ -292,26 +292,23 @@ func (a *Agent) Begin(tb testing.TB) {
 	}
 }
 
-// PhaseBounds is the range a tracer's measure of phase part ("exec" or
-// "bpf") of a regeneratePhased call must fall in, given what the agent
-// measured of that call (Phased): the agent's clock, within 2 ms + 10%.
-// Either may also be shorter than the agent's clock, down to the CPU time
-// it took (the child's, the verifier's), within the same tolerance: the
-// agent's clock also counts a wait for a P after the syscall (on arm64
-// under qemu's TCG, 41.8 ms around a load of 30.0 ms; on a preemptible
-// 6.1, 91.4 ms around a child of 60.0 ms), which the CPU time does not.
+// PhaseBounds is the range a tracer's measure of phase part ("syscall",
+// "exec" or "bpf") of a regeneratePhased call must fall in, given what the
+// agent measured of that call (Phased): from the least the agent knows it
+// lasted (part_min) to the agent's clock around it, each within 2 ms +
+// 10%. The agent's clock also counts a wait for a P after the syscall,
+// which the syscall does not: on arm64 under qemu's TCG, 41.8 ms around a
+// program load of 30.0 ms; on a preemptible 6.1, 91.4 ms around a child
+// of 60.0 ms.
 func PhaseBounds(w map[string]time.Duration, part string) (lo, hi time.Duration) {
 	tol := func(d time.Duration) time.Duration { return 2*time.Millisecond + d/10 }
-	lo, hi = w[part]-tol(w[part]), w[part]+tol(w[part])
-	if cpu, ok := w[part+"_cpu"]; ok {
-		lo = min(lo, cpu-tol(cpu))
-	}
-	return lo, hi
+	least := min(w[part], w[part+"_min"])
+	return least - tol(least), w[part] + tol(w[part])
 }
 
 // Phased returns what each phase of each regeneratePhased call took, as
 // the agent measured it (its "phased cpu_ns=... mutex_ns=..." lines), by
-// phase name ("cpu", "mutex", "chan", "syscall", "exec", "exec_cpu", "bpf", "bpf_cpu"), in the
+// phase name ("cpu", "mutex", "chan", "syscall", "syscall_min", "exec", "exec_min", "bpf", "bpf_min"), in the
 // order of the calls.
 func (a *Agent) Phased(tb testing.TB) []map[string]time.Duration {
 	tb.Helper()
