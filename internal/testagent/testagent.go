@@ -295,11 +295,12 @@ func (a *Agent) Begin(tb testing.TB) {
 // PhaseBounds is the range a tracer's measure of phase part ("syscall",
 // "exec" or "bpf") of a regeneratePhased call must fall in, given what the
 // agent measured of that call (Phased): from the least the agent knows it
-// lasted (part_min) to the agent's clock around it, each within 2 ms +
-// 10%. The agent's clock also counts a wait for a P after the syscall,
-// which the syscall does not: on arm64 under qemu's TCG, 41.8 ms around a
-// program load of 30.0 ms; on a preemptible 6.1, 91.4 ms around a child
-// of 60.0 ms.
+// lasted (part_min: until the write that ended the read, the time the
+// child computed for, until the program's load_time) to the agent's clock
+// around it, each within 2 ms + 10%. The agent's clock also counts a wait
+// for a P after the syscall, which the syscall does not: on arm64 under
+// qemu's TCG, 41.8 ms around a program load of 30.0 ms; on a preemptible
+// 6.1, 91.4 ms around a child of 60.0 ms.
 func PhaseBounds(w map[string]time.Duration, part string) (lo, hi time.Duration) {
 	tol := func(d time.Duration) time.Duration { return 2*time.Millisecond + d/10 }
 	least := min(w[part], w[part+"_min"])

@@ -32,11 +32,11 @@ type Phases struct {
 	Syscall time.Duration // blocked in read(2) on a pipe
 	// SyscallMin, ExecMin and BPFMin are the least the read, the child
 	// and the program load can have lasted by the agent's own measure:
-	// the time from the read's phase start to the write that ended it,
-	// the child's CPU time (wait4's rusage), the CPU time of the thread
-	// that loaded the program (the kernel verifies it on that thread, at
-	// real-time priority). The phases' times are upper bounds: they also
-	// count a wait for a P after the syscall, these do not.
+	// from the read's phase start to the write that ended it; the time
+	// the child computed for by its own clock; from before the load to
+	// the load_time the kernel gave the program. The phases' times are
+	// upper bounds: they also count a wait for a P after the syscall,
+	// these do not.
 	SyscallMin, ExecMin, BPFMin time.Duration
 	// Exec is how long the child process this agent's executable runs as
 	// (see ChildFlag) computes; as measured, from the start of starting
@@ -166,17 +166,16 @@ func (e *Endpoint) regeneratePhased(seq uint64, want Phases) (took Phases) {
 // runChild runs this executable as a child process that computes for d,
 // clone, execve and wait4 as a datapath compilation's, and returns how long
 // it took from the start of starting it to the end of waiting for it, and
-// the CPU time the child used.
+// the least it can have taken: d, which the child computed for.
 //
 //go:noinline
-func (e *Endpoint) runChild(d time.Duration) (took, cpu time.Duration) {
+func (e *Endpoint) runChild(d time.Duration) (took, least time.Duration) {
 	self, err := os.Executable()
 	if err != nil {
 		panic(err)
 	}
 	var (
 		ws   syscall.WaitStatus
-		ru   syscall.Rusage
 		werr error
 	)
 	realtime(func() {
@@ -186,7 +185,7 @@ func (e *Endpoint) runChild(d time.Duration) (took, cpu time.Duration) {
 			panic(fmt.Sprintf("child process: %v", err))
 		}
 		for err = syscall.EINTR; err == syscall.EINTR; {
-			_, err = syscall.Wait4(pid, &ws, 0, &ru)
+			_, err = syscall.Wait4(pid, &ws, 0, nil)
 		}
 		took = time.Since(t0)
 		werr = err
@@ -194,7 +193,8 @@ func (e *Endpoint) runChild(d time.Duration) (took, cpu time.Duration) {
 	if werr != nil || !ws.Exited() || ws.ExitStatus() != 0 {
 		panic(fmt.Sprintf("child process: wait4: %v, status %v", werr, ws))
 	}
-	return took, time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	// The child computed for d by its own clock before it exited.
+	return took, d
 }
 
 // startChild starts this executable as a child process that computes for
@@ -229,11 +229,12 @@ func Reap(pid int) {
 
 // loadProgram loads a socket filter of n instructions through
 // bpf(BPF_PROG_LOAD), as cilium-agent loads its datapath, and returns how
-// long the syscall took and the CPU time its thread spent meanwhile. Raw, without a library: the agent has no
-// dependencies.
+// long the syscall took, and the least it can have taken: from before it to
+// the load_time the kernel gave the program. Raw, without a library: the
+// agent has no dependencies.
 //
 //go:noinline
-func (e *Endpoint) loadProgram(n int) (took, cpu time.Duration) {
+func (e *Endpoint) loadProgram(n int) (took, least time.Duration) {
 	insns := make([]uint64, n)
 	for i := range insns[:n-1] {
 		insns[i] = 0xb7 // r0 = 0
@@ -261,32 +262,41 @@ func (e *Endpoint) loadProgram(n int) (took, cpu time.Duration) {
 		fd    uintptr
 		errno syscall.Errno
 	)
+	var start time.Duration // CLOCK_BOOTTIME, the clock of the program's load_time
 	realtime(func() {
-		// No signal handler runs on the thread between the syscall's
-		// end and the clock: under qemu's TCG, Go's handlers took
-		// milliseconds of the thread's CPU there. The signals wait.
-		const sigBlock, sigSetmask = 0, 2
-		all, old := ^uint64(0), uint64(0)
-		syscall.RawSyscall6(syscall.SYS_RT_SIGPROCMASK, sigBlock, uintptr(unsafe.Pointer(&all)), uintptr(unsafe.Pointer(&old)), 8, 0, 0)
-		c0, t0 := threadCPU(), time.Now()
+		start = clock(clockBoottime)
+		t0 := time.Now()
 		fd, _, errno = syscall.Syscall(sysBPF, bpfProgLoad, uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr))
-		took, cpu = time.Since(t0), threadCPU()-c0
-		syscall.RawSyscall6(syscall.SYS_RT_SIGPROCMASK, sigSetmask, uintptr(unsafe.Pointer(&old)), 0, 8, 0, 0)
+		took = time.Since(t0)
 	})
 	runtime.KeepAlive(insns)
 	runtime.KeepAlive(license)
 	if errno != 0 {
 		panic(fmt.Sprintf("bpf(BPF_PROG_LOAD) of %d instructions: %v", n, errno))
 	}
+	// The kernel stamps the program's load_time at the end of loading
+	// it, before the syscall returns: the syscall lasted at least from
+	// start to then.
+	var info [48]byte // struct bpf_prog_info, up to load_time
+	infoAttr := struct {
+		fd, infoLen uint32
+		info        uint64
+	}{uint32(fd), uint32(len(info)), uint64(uintptr(unsafe.Pointer(&info[0])))}
+	const bpfObjGetInfoByFD, loadTimeOff = 15, 40
+	if _, _, errno := syscall.Syscall(sysBPF, bpfObjGetInfoByFD, uintptr(unsafe.Pointer(&infoAttr)), unsafe.Sizeof(infoAttr)); errno != 0 {
+		panic(fmt.Sprintf("bpf(BPF_OBJ_GET_INFO_BY_FD): %v", errno))
+	}
+	loaded := time.Duration(*(*uint64)(unsafe.Pointer(&info[loadTimeOff])))
 	syscall.Close(int(fd))
-	return took, cpu
+	return took, loaded - start
 }
 
-// threadCPU is the calling thread's CPU time: realtime's thread is locked.
-func threadCPU() time.Duration {
-	const clockThreadCPUTime = 3 // CLOCK_THREAD_CPUTIME_ID
+const clockBoottime = 7 // CLOCK_BOOTTIME
+
+// clock reads a clock package time does not.
+func clock(id uintptr) time.Duration {
 	var ts syscall.Timespec
-	syscall.RawSyscall(syscall.SYS_CLOCK_GETTIME, clockThreadCPUTime, uintptr(unsafe.Pointer(&ts)), 0)
+	syscall.RawSyscall(syscall.SYS_CLOCK_GETTIME, id, uintptr(unsafe.Pointer(&ts)), 0)
 	return time.Duration(ts.Nano())
 }
 
