@@ -292,6 +292,21 @@ func (a *Agent) Begin(tb testing.TB) {
 	}
 }
 
+// Install copies the executable src to dst, replacing dst: a test that
+// finds its agent by name, or restarts it from another build, runs a copy
+// of its own.
+func Install(tb testing.TB, src, dst string) {
+	tb.Helper()
+	b, err := os.ReadFile(src)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	os.Remove(dst) // a running copy keeps its inode
+	if err := os.WriteFile(dst, b, 0o755); err != nil {
+		tb.Fatal(err)
+	}
+}
+
 // PhaseBounds is the range a tracer's measure of phase part ("syscall",
 // "exec" or "bpf") of a regeneratePhased call must fall in, given what the
 // agent measured of that call (Phased): from the least the agent knows it

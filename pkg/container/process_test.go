@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cilium-tracer/tracer/internal/testagent"
 )
 
 // nsAgent is the agent's name inside its own namespaces (15 characters at
@@ -257,13 +259,7 @@ func TestPermission(t *testing.T) {
 		t.Fatal(err)
 	}
 	bin := filepath.Join(filepath.Dir(agentBin), "container.test")
-	data, err := os.ReadFile(exe)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(bin, data, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	testagent.Install(t, exe, bin)
 	cmd := exec.Command(bin, "-test.run=^TestPermission$", "-test.v")
 	cmd.Env = append(os.Environ(), asNobodyEnv+"=1")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
@@ -279,13 +275,7 @@ func TestPermission(t *testing.T) {
 func runAgentNamed(t *testing.T, name string) (int, string) {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), name)
-	data, err := os.ReadFile(agentBin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(bin, data, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	testagent.Install(t, agentBin, bin)
 	cmd := exec.Command(bin)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

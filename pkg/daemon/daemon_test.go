@@ -442,17 +442,7 @@ func TestRestart(t *testing.T) {
 	// A name of our own: other tests on this node run cilium-agents.
 	name := fmt.Sprintf("dmn%d", rand.IntN(1e6))
 	own := filepath.Join(t.TempDir(), name)
-	install := func(src string) {
-		b, err := os.ReadFile(src)
-		if err != nil {
-			t.Fatal(err)
-		}
-		os.Remove(own)
-		if err := os.WriteFile(own, b, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	install(bin)
+	testagent.Install(t, bin, own)
 	args := []string{"-wait-start", "-workers", "1", "-interval", "10ms", "-policy-depth", "2"}
 	agents := []*testagent.Agent{testagent.Start(t, own, args...)}
 	r := startDaemon(t, `
@@ -470,7 +460,7 @@ jitter: {reattach: 500ms}
 
 	for i, exe := range []string{bin, stripped} {
 		if exe != bin {
-			install(exe)
+			testagent.Install(t, exe, own)
 		}
 		a := testagent.Start(t, own, args...)
 		agents = append(agents, a)
@@ -510,13 +500,7 @@ func TestReloadStacks(t *testing.T) {
 	bin := testagent.Build(t, testagent.Variant{})
 	name := fmt.Sprintf("dmn%d", rand.IntN(1e6))
 	own := filepath.Join(t.TempDir(), name)
-	b, err := os.ReadFile(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(own, b, 0o755); err != nil {
-		t.Fatal(err)
-	}
+	testagent.Install(t, bin, own)
 	args := []string{"-wait-start", "-workers", "1", "-interval", "10ms", "-policy-depth", "0"}
 	conf := func(stacks bool) string {
 		return fmt.Sprintf(`
