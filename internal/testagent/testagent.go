@@ -310,12 +310,14 @@ func Install(tb testing.TB, src, dst string) {
 // PhaseBounds is the range a tracer's measure of phase part ("syscall",
 // "exec" or "bpf") of a regeneratePhased call must fall in, given what the
 // agent measured of that call (Phased): from the least the agent knows it
-// lasted (part_min: until the write that ended the read, the time the
-// child computed for, until the program's load_time) to the agent's clock
-// around it, each within 2 ms + 10%. The agent's clock also counts a wait
-// for a P after the syscall, which the syscall does not: on arm64 under
-// qemu's TCG, 41.8 ms around a program load of 30.0 ms; on a preemptible
-// 6.1, 91.4 ms around a child of 60.0 ms.
+// lasted (part_min: from the reader seen blocked in the read to the write
+// that ended it, the time the child computed for, the verifier's own time)
+// to the agent's clock around it, each within 2 ms + 10%. The agent's
+// clock also counts a wait for a P after the syscall, which the syscall
+// does not: on arm64 under qemu's TCG, 41.8 ms around a program load of
+// 30.0 ms; on a preemptible 6.1, 91.4 ms around a child of 60.0 ms. And a
+// wait before it: on 6.12 under TCG, a read entered 5.8 ms after its
+// phase began.
 func PhaseBounds(w map[string]time.Duration, part string) (lo, hi time.Duration) {
 	tol := func(d time.Duration) time.Duration { return 2*time.Millisecond + d/10 }
 	least := min(w[part], w[part+"_min"])

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -32,11 +33,12 @@ type Phases struct {
 	Syscall time.Duration // blocked in read(2) on a pipe
 	// SyscallMin, ExecMin and BPFMin are the least the read, the child
 	// and the program load can have lasted by the agent's own measure:
-	// from the read's phase start to the write that ended it; the time
-	// the child computed for by its own clock; from before the load to
-	// the load_time the kernel gave the program. The phases' times are
-	// upper bounds: they also count a wait for a P after the syscall,
-	// these do not.
+	// from when /proc showed the reader blocked in the read to the write
+	// that ended it; the time the child computed for by its own clock;
+	// the verification time the kernel reports for the program. The
+	// phases' times are upper bounds: they also count a wait for a P
+	// after the syscall (and, for the read, a wait to enter it), these
+	// do not.
 	SyscallMin, ExecMin, BPFMin time.Duration
 	// Exec is how long the child process this agent's executable runs as
 	// (see ChildFlag) computes; as measured, from the start of starting
@@ -124,9 +126,14 @@ func (e *Endpoint) regeneratePhased(seq uint64, want Phases) (took Phases) {
 		time.Sleep(want.Chan)
 		close(proxies)
 	}()
-	var written atomic.Int64 // since t0
+	var blocked, written atomic.Int64 // since t0
 	go func() {
 		<-chanDone
+		// The reader may reach read(2) milliseconds after its phase
+		// starts, on a busy node: the read lasts at least from when it
+		// is seen blocked in it.
+		blockedInRead(fds[0])
+		blocked.Store(int64(time.Since(t0)))
 		time.Sleep(want.Syscall)
 		written.Store(int64(time.Since(t0)))
 		syscall.Write(fds[1], []byte{1})
@@ -145,8 +152,8 @@ func (e *Endpoint) regeneratePhased(seq uint64, want Phases) (took Phases) {
 	t3 := time.Now()
 	e.readPipe(fds[0])
 	t4 := time.Now()
-	// The read returned after the write: written happened before t4.
-	took = Phases{CPU: t1.Sub(t0), Mutex: t2.Sub(t1), Chan: t3.Sub(t2), Syscall: t4.Sub(t3), SyscallMin: t0.Add(time.Duration(written.Load())).Sub(t3)}
+	// The read was blocked before blocked and returned after the write.
+	took = Phases{CPU: t1.Sub(t0), Mutex: t2.Sub(t1), Chan: t3.Sub(t2), Syscall: t4.Sub(t3), SyscallMin: time.Duration(written.Load() - blocked.Load())}
 	if want.Exec > 0 {
 		took.Exec, took.ExecMin = e.runChild(want.Exec)
 	}
@@ -229,9 +236,9 @@ func Reap(pid int) {
 
 // loadProgram loads a socket filter of n instructions through
 // bpf(BPF_PROG_LOAD), as cilium-agent loads its datapath, and returns how
-// long the syscall took, and the least it can have taken: from before it to
-// the load_time the kernel gave the program. Raw, without a library: the
-// agent has no dependencies.
+// long the syscall took, and the least it can have taken: the time the
+// kernel says it spent verifying the program (BPF_LOG_STATS), inside the
+// syscall. Raw, without a library: the agent has no dependencies.
 //
 //go:noinline
 func (e *Endpoint) loadProgram(n int) (took, least time.Duration) {
@@ -241,6 +248,8 @@ func (e *Endpoint) loadProgram(n int) (took, least time.Duration) {
 	}
 	insns[n-1] = 0x95 // exit
 	license := []byte("GPL\x00")
+	var log [1024]byte
+	const logStats = 4 // BPF_LOG_STATS: the verifier's totals, its time among them
 	attr := struct {
 		progType, insnCnt uint32
 		insns, license    uint64
@@ -253,6 +262,9 @@ func (e *Endpoint) loadProgram(n int) (took, least time.Duration) {
 		insnCnt:  uint32(n),
 		insns:    uint64(uintptr(unsafe.Pointer(&insns[0]))),
 		license:  uint64(uintptr(unsafe.Pointer(&license[0]))),
+		logLevel: logStats,
+		logSize:  uint32(len(log)),
+		logBuf:   uint64(uintptr(unsafe.Pointer(&log[0]))),
 	}
 	// Before Linux 5.11, BPF memory counts against RLIMIT_MEMLOCK, as
 	// cilium-agent knows: it lifts the limit at start.
@@ -262,9 +274,7 @@ func (e *Endpoint) loadProgram(n int) (took, least time.Duration) {
 		fd    uintptr
 		errno syscall.Errno
 	)
-	var start time.Duration // CLOCK_BOOTTIME, the clock of the program's load_time
 	realtime(func() {
-		start = clock(clockBoottime)
 		t0 := time.Now()
 		fd, _, errno = syscall.Syscall(sysBPF, bpfProgLoad, uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr))
 		took = time.Since(t0)
@@ -274,30 +284,13 @@ func (e *Endpoint) loadProgram(n int) (took, least time.Duration) {
 	if errno != 0 {
 		panic(fmt.Sprintf("bpf(BPF_PROG_LOAD) of %d instructions: %v", n, errno))
 	}
-	// The kernel stamps the program's load_time at the end of loading
-	// it, before the syscall returns: the syscall lasted at least from
-	// start to then.
-	var info [48]byte // struct bpf_prog_info, up to load_time
-	infoAttr := struct {
-		fd, infoLen uint32
-		info        uint64
-	}{uint32(fd), uint32(len(info)), uint64(uintptr(unsafe.Pointer(&info[0])))}
-	const bpfObjGetInfoByFD, loadTimeOff = 15, 40
-	if _, _, errno := syscall.Syscall(sysBPF, bpfObjGetInfoByFD, uintptr(unsafe.Pointer(&infoAttr)), unsafe.Sizeof(infoAttr)); errno != 0 {
-		panic(fmt.Sprintf("bpf(BPF_OBJ_GET_INFO_BY_FD): %v", errno))
-	}
-	loaded := time.Duration(*(*uint64)(unsafe.Pointer(&info[loadTimeOff])))
 	syscall.Close(int(fd))
-	return took, loaded - start
-}
-
-const clockBoottime = 7 // CLOCK_BOOTTIME
-
-// clock reads a clock package time does not.
-func clock(id uintptr) time.Duration {
-	var ts syscall.Timespec
-	syscall.RawSyscall(syscall.SYS_CLOCK_GETTIME, id, uintptr(unsafe.Pointer(&ts)), 0)
-	return time.Duration(ts.Nano())
+	_, stats, _ := strings.Cut(string(log[:]), "verification time ")
+	var us int64
+	if _, err := fmt.Sscanf(stats, "%d usec", &us); err != nil {
+		panic(fmt.Sprintf("bpf(BPF_PROG_LOAD): no verification time in the verifier's log %q", log[:]))
+	}
+	return took, time.Duration(us) * time.Microsecond
 }
 
 // rlimitMemlock is RLIMIT_MEMLOCK, which package syscall does not
@@ -400,5 +393,25 @@ func (e *Endpoint) dumpLinks() (sends, recvs int) {
 				return sends, recvs
 			}
 		}
+	}
+}
+
+// blockedInRead waits until a thread of this process is blocked in
+// read(2) of fd, as /proc/self/task/*/syscall shows a blocked thread's
+// system call and its arguments.
+func blockedInRead(fd int) {
+	want := fmt.Sprintf("%d 0x%x ", syscall.SYS_READ, fd)
+	for {
+		tasks, err := os.ReadDir("/proc/self/task")
+		if err != nil {
+			panic(fmt.Sprintf("threads: %v", err))
+		}
+		for _, t := range tasks {
+			// A thread that exited since the listing has no file.
+			if b, err := os.ReadFile("/proc/self/task/" + t.Name() + "/syscall"); err == nil && strings.HasPrefix(string(b), want) {
+				return
+			}
+		}
+		time.Sleep(100 * time.Microsecond)
 	}
 }
