@@ -23,7 +23,7 @@ func TestQuick(t *testing.T) {
 	}
 	out := t.TempDir() + "/BENCHMARKS.md"
 	var log bytes.Buffer
-	if err := run(true, out, 1, false, []string{"overhead", "pipeline", "attach"}, &log); err != nil {
+	if err := run(true, out, 1, 1, false, []string{"overhead", "pipeline", "attach"}, &log); err != nil {
 		t.Fatalf("%v\n%s", err, log.String())
 	}
 	md, err := os.ReadFile(out)
@@ -60,7 +60,7 @@ func TestQuickCilium(t *testing.T) {
 	}
 	out := t.TempDir() + "/BENCHMARKS.md"
 	var log bytes.Buffer
-	if err := run(true, out, 1, false, []string{"cilium"}, &log); err != nil {
+	if err := run(true, out, 1, 1, false, []string{"cilium"}, &log); err != nil {
 		t.Fatalf("%v\n%s", err, log.String())
 	}
 	md, err := os.ReadFile(out)

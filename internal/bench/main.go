@@ -23,13 +23,18 @@ import (
 
 func main() {
 	var (
-		quick  = flag.Bool("quick", false, "tiny runs that only check every benchmark works; the numbers mean nothing")
-		out    = flag.String("out", "", "write the report here (default: BENCHMARKS.md at the repository root; none with -quick)")
-		rounds = flag.Int("rounds", 7, "overhead rounds; each runs every mode once")
-		record = flag.Bool("record", false, "record the pipeline's test data from a traced run of the example agent, then exit")
-		only   = flag.String("only", "", "run only these `sections`, comma-separated: "+strings.Join(allSections, ", ")+"; the report is then written only to -out")
+		quick      = flag.Bool("quick", false, "tiny runs that only check every benchmark works; the numbers mean nothing")
+		out        = flag.String("out", "", "write the report here (default: BENCHMARKS.md at the repository root; none with -quick)")
+		rounds     = flag.Int("rounds", 7, "overhead rounds; each runs every mode once")
+		budgetReps = flag.Int("budget-reps", 3, "budget repetitions; each runs every mode once: at the default budget the added CPU is near the untraced runs' own spread, which more repetitions narrow")
+		record     = flag.Bool("record", false, "record the pipeline's test data from a traced run of the example agent, then exit")
+		only       = flag.String("only", "", "run only these `sections`, comma-separated: "+strings.Join(allSections, ", ")+"; the report is then written only to -out")
 	)
 	flag.Parse()
+	if *rounds < 1 || *budgetReps < 1 {
+		fmt.Fprintf(os.Stderr, "bench: -rounds %d and -budget-reps %d must be at least 1\n", *rounds, *budgetReps)
+		os.Exit(2)
+	}
 	maybeAttachChild()
 	maybeExportChild()
 	sections := slices.DeleteFunc(slices.Clone(allSections), func(s string) bool { return slices.Contains(optInSections, s) })
@@ -42,7 +47,7 @@ func main() {
 			}
 		}
 	}
-	if err := run(*quick, *out, *rounds, *record, sections, os.Stdout); err != nil {
+	if err := run(*quick, *out, *rounds, *budgetReps, *record, sections, os.Stdout); err != nil {
 		fmt.Fprintf(os.Stderr, "bench: %v\n", err)
 		os.Exit(1)
 	}
@@ -56,7 +61,7 @@ var optInSections = []string{"budget"}
 
 // run runs the benchmarks of sections and writes the report to out; with
 // every section and not quick, by default to BENCHMARKS.md.
-func run(quick bool, out string, rounds int, record bool, sections []string, w io.Writer) error {
+func run(quick bool, out string, rounds, budgetReps int, record bool, sections []string, w io.Writer) error {
 	if os.Geteuid() != 0 {
 		return fmt.Errorf("needs root (uprobes and BPF)")
 	}
@@ -159,7 +164,7 @@ func run(quick bool, out string, rounds int, record bool, sections []string, w i
 	}
 
 	if slices.Contains(sections, "budget") {
-		reps := 3
+		reps := budgetReps
 		if quick {
 			reps = 1
 		}
