@@ -355,7 +355,11 @@ func (g *Governor) Tick(now time.Time, set probeSet) error {
 		switch p.phase {
 		case on:
 			g.measure(p, c, now, 0)
-			if p.rate == 0 {
+			// A window whose rate would fit in half the probe's share
+			// even attached all the time is quiet: the function has
+			// calmed down, whether to nothing or to a trickle of
+			// calls, as an idle cilium-agent's JSON.
+			if p.rate*g.Cost.Seconds() <= readmit*g.overhead(p)*p.duty {
 				p.quiet++
 			} else {
 				p.quiet = 0
@@ -368,8 +372,8 @@ func (g *Governor) Tick(now time.Time, set probeSet) error {
 				continue
 			}
 			// Each attach and detach costs this process a few ms of
-			// kernel time: a function that stopped being called is
-			// looked at less and less often. Its peak still holds it
+			// kernel time: a function that calmed down is looked at
+			// less and less often. Its peak still holds it
 			// throttled, and when it runs again its breaker trips in
 			// the first window.
 			period := min(p.period<<min(p.quiet, 16), max(g.MaxPeriod, p.period))

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"log/slog"
 	"math"
@@ -382,11 +383,20 @@ func TestGovernorReadmitsAfterHorizon(t *testing.T) {
 	}
 }
 
-// A throttled probe whose function stops being called is attached less
-// and less often, each window without a hit doubling its period up to
-// MaxPeriod: every attach costs the daemon kernel time. When the calls
-// come back, a window within MaxPeriod measures them.
+// A throttled probe whose function stops being called, or is called only
+// now and then, is attached less and less often, each quiet window
+// doubling its period up to MaxPeriod: every attach costs the daemon
+// kernel time. When the calls come back, a window within MaxPeriod
+// measures them.
 func TestGovernorQuietThrottledProbe(t *testing.T) {
+	// 0 calls/s, and 20 calls/s: 0.08% of a CPU, which would fit in half
+	// the probe's share even attached all the time.
+	for _, calm := range []float64{0, 20} {
+		t.Run(fmt.Sprintf("%.0f calls/s", calm), func(t *testing.T) { quietThrottledProbe(t, calm) })
+	}
+}
+
+func quietThrottledProbe(t *testing.T, calm float64) {
 	// 2,000 hits/s x 40us = 8% of a CPU: a period of 1.6s at a 1% budget.
 	set := newFakeSet(2000)
 	pol := testPolicy()
@@ -405,13 +415,13 @@ func TestGovernorQuietThrottledProbe(t *testing.T) {
 		t.Fatalf("%d attaches in 10s at a period of %v", busy, period)
 	}
 
-	set.rates[0] = 0
+	set.rates[0] = calm
 	quietFor := 4 * time.Minute
 	run(g, set, &now, quietFor)
 	// Doubling from period to MaxPeriod, then once per MaxPeriod.
 	bound := int(math.Ceil(math.Log2(float64(pol.MaxPeriod)/float64(period)))) + int(quietFor/pol.MaxPeriod) + 1
 	if n := set.attaches[0] - busy; n > bound {
-		t.Errorf("%d attaches over %v without a call, want at most %d (period %v, max %v)", n, quietFor, bound, period, pol.MaxPeriod)
+		t.Errorf("%d attaches over %v at %.0f calls/s, want at most %d (period %v, max %v)", n, quietFor, calm, bound, period, pol.MaxPeriod)
 	}
 	if st := status(g, "f"); st.State != Throttled {
 		t.Fatalf("probe %+v within the horizon of its last calls, want throttled", st)
