@@ -248,7 +248,11 @@ func (e *Endpoint) loadProgram(n int) (took, least time.Duration) {
 	}
 	insns[n-1] = 0x95 // exit
 	license := []byte("GPL\x00")
-	var log [1024]byte
+	// The kernel writes the log through a uintptr, which a goroutine
+	// stack moved meanwhile would leave stale: a buffer off the stack.
+	loadMu.Lock()
+	defer loadMu.Unlock()
+	log := verifierLog[:]
 	const logStats = 4 // BPF_LOG_STATS: the verifier's totals, its time among them
 	attr := struct {
 		progType, insnCnt uint32
@@ -285,13 +289,18 @@ func (e *Endpoint) loadProgram(n int) (took, least time.Duration) {
 		panic(fmt.Sprintf("bpf(BPF_PROG_LOAD) of %d instructions: %v", n, errno))
 	}
 	syscall.Close(int(fd))
-	_, stats, _ := strings.Cut(string(log[:]), "verification time ")
+	_, stats, _ := strings.Cut(string(log), "verification time ")
 	var us int64
 	if _, err := fmt.Sscanf(stats, "%d usec", &us); err != nil {
-		panic(fmt.Sprintf("bpf(BPF_PROG_LOAD): no verification time in the verifier's log %q", log[:]))
+		panic(fmt.Sprintf("bpf(BPF_PROG_LOAD): no verification time in the verifier's log %q", log))
 	}
 	return took, time.Duration(us) * time.Microsecond
 }
+
+var (
+	loadMu      sync.Mutex
+	verifierLog [1024]byte // loadProgram's, under loadMu
+)
 
 // rlimitMemlock is RLIMIT_MEMLOCK, which package syscall does not
 // name; the same on amd64 and arm64.
