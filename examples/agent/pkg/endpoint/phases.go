@@ -280,7 +280,15 @@ func (e *Endpoint) loadProgram(n int) (took, least time.Duration) {
 	)
 	realtime(func() {
 		t0 := time.Now()
-		fd, _, errno = syscall.Syscall(sysBPF, bpfProgLoad, uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr))
+		// A signal aborts the verifier with EAGAIN (the runtime's
+		// preemption signal reaches threads in system calls too): load
+		// again, as cilium/ebpf does for cilium-agent.
+		for attempt := 0; attempt < 10; attempt++ {
+			fd, _, errno = syscall.Syscall(sysBPF, bpfProgLoad, uintptr(unsafe.Pointer(&attr)), unsafe.Sizeof(attr))
+			if errno != syscall.EAGAIN {
+				break
+			}
+		}
 		took = time.Since(t0)
 	})
 	runtime.KeepAlive(insns)
