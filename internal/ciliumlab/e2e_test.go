@@ -28,6 +28,10 @@ const (
 	regenerate    = "github.com/cilium/cilium/pkg/endpoint.(*Endpoint).regenerate"
 	regenerateBPF = "github.com/cilium/cilium/pkg/endpoint.(*Endpoint).regenerateBPF"
 	regenerateAll = "github.com/cilium/cilium/pkg/endpoint.(*Endpoint).regenerate*"
+	// regenerate defers it, and the agent's clock around the call stops
+	// first thing in it: traced with regenerate, it gives the stretch the
+	// agent timed (ciliumlab.Call.Timed).
+	regenerateStats = "github.com/cilium/cilium/pkg/endpoint.(*Endpoint).updateRegenerationStatistics"
 	// Regeneration rounds per check: each switches every pod's Debug
 	// option once.
 	rounds = 3
@@ -168,9 +172,18 @@ func spans(t *testing.T, r io.Reader) []export.JSONSpan {
 	return out
 }
 
-// calls turns the traced regenerate spans into the lab's calls.
+// calls turns the traced regenerate spans into the lab's calls, each with
+// the stretch up to its traced updateRegenerationStatistics.
 func calls(t *testing.T, sps []export.JSONSpan) []ciliumlab.Call {
 	t.Helper()
+	stats := map[string]time.Time{} // parent span ID -> entry
+	for _, s := range sps {
+		if s.Function == regenerateStats && s.ParentSpanID != "" {
+			if _, dup := stats[s.ParentSpanID]; !dup {
+				stats[s.ParentSpanID] = s.Time
+			}
+		}
+	}
 	var cs []ciliumlab.Call
 	for _, s := range sps {
 		if s.Function != regenerate {
@@ -180,8 +193,12 @@ func calls(t *testing.T, sps []export.JSONSpan) []ciliumlab.Call {
 		if err != nil {
 			t.Fatalf("regenerate span without a valid endpoint_id: %+v", s)
 		}
-		cs = append(cs, ciliumlab.Call{PID: s.PID, EndpointID: uint16(ep), Start: s.Time,
-			Duration: time.Duration(s.DurationNS), Unfinished: s.Unfinished})
+		c := ciliumlab.Call{PID: s.PID, EndpointID: uint16(ep), Start: s.Time,
+			Duration: time.Duration(s.DurationNS), Unfinished: s.Unfinished}
+		if at, ok := stats[s.SpanID]; ok {
+			c.Timed = at.Sub(s.Time)
+		}
+		cs = append(cs, c)
 	}
 	return cs
 }
@@ -224,7 +241,7 @@ func regenerations(t *testing.T, lab *ciliumlab.Lab) (ciliumlab.Truth, int) {
 func traceRegenerations(t *testing.T, lab *ciliumlab.Lab, extra ...string) []export.JSONSpan {
 	t.Helper()
 	args := append([]string{"trace", "--pid", strconv.Itoa(lab.AgentPID()), "--output", "json",
-		"--func", regenerate, "--func", regenerateBPF, "--capture", "endpoint_id=e.ID"}, extra...)
+		"--func", regenerate, "--func", regenerateBPF, "--func", regenerateStats, "--capture", "endpoint_id=e.ID"}, extra...)
 	r := startTracer(t, "tracer: tracing", args...)
 	truth, _ := regenerations(t, lab)
 	r.stop(t)
@@ -239,14 +256,15 @@ func traceRegenerations(t *testing.T, lab *ciliumlab.Lab, extra ...string) []exp
 
 func logTraced(t *testing.T, truth ciliumlab.Truth, cs []ciliumlab.Call) {
 	var n int
-	var sum time.Duration
+	var sum, timed time.Duration
 	for _, c := range cs {
 		if c.PID == truth.From.PID && !c.Start.Before(truth.From.Time) && c.Start.Before(truth.To.Time) {
 			n++
 			sum += c.Duration
+			timed += c.Timed
 		}
 	}
-	t.Logf("traced %d regenerate calls, %.3f s; cilium: %d, %.3f s", n, sum.Seconds(), truth.Count, truth.Seconds)
+	t.Logf("traced %d regenerate calls, %.4f s (%.4f s up to updateRegenerationStatistics); cilium: %d, %.4f s", n, sum.Seconds(), timed.Seconds(), truth.Count, truth.Seconds)
 }
 
 // offsetsFile resolves the endpoint_id capture on the unstripped build,
@@ -254,7 +272,7 @@ func logTraced(t *testing.T, truth ciliumlab.Truth, cs []ciliumlab.Call) {
 func offsetsFile(t *testing.T, b *ciliumlab.Binaries) string {
 	t.Helper()
 	f := filepath.Join(t.TempDir(), "offsets.json")
-	tracer(t, "offsets", "--binary", b.Agent, "--func", regenerateAll, "--capture", "endpoint_id=e.ID", "-o", f)
+	tracer(t, "offsets", "--binary", b.Agent, "--func", regenerateAll, "--func", regenerateStats, "--capture", "endpoint_id=e.ID", "-o", f)
 	return f
 }
 
@@ -269,12 +287,13 @@ probes:
   - func: %q
     captures: ["endpoint_id=e.ID"]
   - func: %q
+  - func: %q
 exporters:
   - json: {path: %q}
 pipeline: {batch_timeout: 100ms}
 jitter: {start: 0s, reattach: 0s}
 metrics: {listen: none}
-`, lab.AgentPID(), regenerate, regenerateBPF, out)
+`, lab.AgentPID(), regenerate, regenerateBPF, regenerateStats, out)
 	if offsets != "" {
 		cfg += fmt.Sprintf("offsets: %q\n", offsets)
 	}
@@ -419,7 +438,7 @@ func commands(t *testing.T, lab *ciliumlab.Lab, offsets string) {
 		// The check must catch a trace that misses calls: tracing one
 		// call in two has to fail it.
 		args := []string{"trace", "--pid", strconv.Itoa(lab.AgentPID()), "--output", "json", "--sample", "2",
-			"--func", regenerate, "--capture", "endpoint_id=e.ID", "--offsets", offsets}
+			"--func", regenerate, "--func", regenerateStats, "--capture", "endpoint_id=e.ID", "--offsets", offsets}
 		r := startTracer(t, "tracer: tracing", args...)
 		truth, _ := regenerations(t, lab)
 		r.stop(t)
@@ -565,7 +584,7 @@ func firstLines(s string, n int) string {
 // process, and both processes' regenerations are checked.
 func follow(t *testing.T, lab *ciliumlab.Lab, offsets string) {
 	r := startTracer(t, "tracer: tracing", "trace", "--process", "cilium-agent", "--follow", "--output", "json",
-		"--func", regenerate, "--capture", "endpoint_id=e.ID", "--offsets", offsets)
+		"--func", regenerate, "--func", regenerateStats, "--capture", "endpoint_id=e.ID", "--offsets", offsets)
 	before, _ := regenerations(t, lab)
 	oldPID := lab.AgentPID()
 	if err := lab.StopAgent(); err != nil {
