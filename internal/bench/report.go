@@ -389,8 +389,8 @@ const methods = `
   are cilium's own metric; the daemon's account is its /metrics target and self seconds over the same span. The added CPU is
   measured against the untraced runs' mean rate. The verdicts on the account and the regeneration time take the repetitions
   together (sums over the runs); each run's range is shown beside them, and the untraced runs' spread is the noise to read it by.
-  Idle: the daemon's CPU over a minute with no regeneration asked, tracing only the regeneration functions (no hits), then with
-  the hot function too, which the agent's background JSON still hits.
+  Idle: the daemon's CPU over a minute with no regeneration asked, tracing only the regeneration functions (hit only by the
+  agent's own occasional regeneration), then with the hot function too, which the agent's background JSON may hit.
 `
 
 // fmtCount formats a large number with thousands separators.
