@@ -471,7 +471,7 @@ func budgetSection(b budgetResult) section {
 			Value: fmt.Sprintf("%.3f%% (%.2f s over %.0f s)", idle, b.Idle.CPU.Seconds(), b.Idle.Wall.Seconds()), Target: "<= 0.1%", Met: verdict(idle <= 0.1)})
 	}
 	if b.Quiet.Wall > 0 {
-		s.Rows = append(s.Rows, row{Name: fmt.Sprintf("daemon on the quiet agent, the hot function traced too (%.0f hits of the background JSON), %% of one CPU", b.Quiet.Hits),
+		s.Rows = append(s.Rows, row{Name: fmt.Sprintf("daemon on the quiet agent, the hot function traced too (%.0f hits), %% of one CPU", b.Quiet.Hits),
 			Value: fmt.Sprintf("%.3f%% (%.2f s over %.0f s)", 100*b.Quiet.CPU.Seconds()/b.Quiet.Wall.Seconds(), b.Quiet.CPU.Seconds(), b.Quiet.Wall.Seconds())})
 	}
 	if worst > 1.5 {
