@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,7 +23,7 @@ import (
 // What the budget benchmark traces with the daemon at its defaults: the
 // regenerations, and a function that runs in bursts of 8,000-17,600
 // calls/s while they last (the agent decodes JSON).
-var budgetFuncs = append(regenFuncs, "encoding/json.stateInString")
+var budgetFuncs = slices.Concat(regenFuncs, []string{"encoding/json.stateInString"})
 
 // regenFuncs run only while endpoints regenerate: with none asked for, a
 // daemon tracing them is idle, hit only by the agent's own occasional
